@@ -1,0 +1,3 @@
+//! monovirt: KubeVirt without Kubernetes. The roles of the one binary are modules here:
+//! `store` (objects, revisions, watch log), `apiserver` (REST API), `client`,
+//! `controller`, `scheduler`, `agent`, `vmm`, `storage` and `network`.
