@@ -1,3 +1,5 @@
 //! monovirt: KubeVirt without Kubernetes. The roles of the one binary are modules here:
 //! `store` (objects, revisions, watch log), `apiserver` (REST API), `client`,
 //! `controller`, `scheduler`, `agent`, `vmm`, `storage` and `network`.
+
+pub mod store;

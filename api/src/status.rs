@@ -99,8 +99,12 @@ impl ApiError {
     /// 409 on create: `virtualmachines.kubevirt.io "vm1" already exists`.
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
         let q = Self::qualified(group, resource);
-        Self::new(409, "AlreadyExists", format!("{q} \"{name}\" already exists"))
-            .with_details(group, resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{q} \"{name}\" already exists"),
+        )
+        .with_details(group, resource, name)
     }
 
     /// 409 on a stale resourceVersion.

@@ -2,37 +2,38 @@
 //!
 //! Two layers:
 //! - a key-value [`Backend`] trait (sled by default; etcd later) holding
-//!   `/{group}/{resource}/{namespace}/{name}` → JSON, a global monotonic revision and a
-//!   watch log of `(revision, type, object)`, each write in one transaction, acknowledged
-//!   only once durable (group commit);
+//!   `/{group}/{resource}/{namespace}/{name}` → JSON (core group as `core`, no namespace
+//!   segment for cluster-scoped kinds), a global monotonic revision and a watch log of
+//!   `(revision, type, object)`, each write in one atomic batch, acknowledged only once
+//!   durable (group commit: concurrent writers share one flush);
 //! - [`Objects`], the generic registry over it (Kubernetes' `registry/generic` role):
 //!   server-set metadata, defaulting and validation from `api::resource`, the status
 //!   subresource, patches, finalizers and `deletionTimestamp`, garbage collection by
 //!   ownerReferences, selectors, pagination and watches. The apiserver and the
 //!   in-process client both go through [`Objects`], so both paths validate alike.
 //!
-//! CONTRACT (written before the implementation; the apiserver is built against it):
+//! Every [`Objects`] operation fails with an [`api::status::ApiError`] that the HTTP layer
+//! renders as a `Status` as it is; nothing is written when an operation fails.
 //!
-//! ```ignore
-//! pub struct Objects { /* Arc inside; Clone */ }
-//! impl Objects {
-//!     pub fn open(dir: &Path) -> Result<Objects, StoreError>;      // sled under dir
-//!     pub fn in_memory() -> Result<Objects, StoreError>;           // sled temporary, for tests
-//!     pub async fn create(&self, def: &ResourceDef, ns: Option<&str>, obj: Value, opts: &WriteOptions) -> Result<Value, ApiError>;
-//!     pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Value, ApiError>;
-//!     pub fn list(&self, def: &ResourceDef, ns: Option<&str>, opts: &ListOptions) -> Result<ObjectList, ApiError>;
-//!     pub async fn update(&self, def: &ResourceDef, ns: Option<&str>, name: &str, obj: Value, opts: &WriteOptions) -> Result<Value, ApiError>;
-//!     pub async fn patch(&self, def: &ResourceDef, ns: Option<&str>, name: &str, patch: Patch, opts: &WriteOptions) -> Result<(Value, bool /*created*/), ApiError>;
-//!     pub async fn delete(&self, def: &ResourceDef, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError>;
-//!     pub fn watch(&self, def: &ResourceDef, ns: Option<&str>, opts: &ListOptions) -> Result<tokio::sync::mpsc::Receiver<WatchEvent>, ApiError>;
-//!     pub fn revision(&self) -> u64;
-//! }
-//! pub struct WriteOptions { pub subresource: Option<Subresource /*Status*/>, pub field_validation: FieldValidation /*Strict|Warn|Ignore*/, pub dry_run: bool, pub field_manager: Option<String> }
-//!   // update/patch/create return warnings through ApiError? no: Warn collects into
-//!   // WriteOutcome; see `Written { object, warnings }` if needed by the implementation.
-//! pub enum Patch { Merge(Value), Json(Value), Apply(Value) }
-//! pub struct DeleteOptions { pub propagation: Propagation /*Background|Foreground|Orphan*/, pub grace_period_seconds: Option<i64>, pub preconditions_rv: Option<String>, pub preconditions_uid: Option<String> }
-//! pub struct ListOptions { pub label_selector: Option<String>, pub field_selector: Option<String>, pub limit: Option<usize>, pub continue_token: Option<String>, pub resource_version: Option<String>, pub allow_bookmarks: bool }
-//! pub struct ObjectList { pub items: Vec<Value>, pub resource_version: u64, pub continue_token: Option<String>, pub remaining: Option<u64> }
-//! pub struct WatchEvent { pub type_: WatchEventType /*Added|Modified|Deleted|Bookmark|Error*/, pub object: Value }
+//! ```no_run
+//! # async fn demo(def: &api::resource::ResourceDef) -> Result<(), Box<dyn std::error::Error>> {
+//! use monovirt::store::{Objects, WriteOptions, ListOptions};
+//! let objects = Objects::open(std::path::Path::new("/var/lib/monovirt/store"))?;
+//! let vm = serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+//!     "metadata": {"name": "vm1"}, "spec": {}});
+//! let written = objects.create(def, Some("default"), vm, &WriteOptions::default()).await?;
+//! let list = objects.list(def, Some("default"), &ListOptions::default())?;
+//! let mut events = objects.watch(def, Some("default"), &ListOptions::default())?;
+//! while let Some(event) = events.recv().await { println!("{}", event.to_json()); }
+//! # Ok(()) }
 //! ```
+#![forbid(unsafe_code)]
+
+mod objects;
+mod options;
+
+pub use objects::{Objects, StoreConfig, StoreError};
+pub use options::{
+    DeleteOptions, Deleted, FieldValidation, ListOptions, ObjectList, Patch, Propagation,
+    Subresource, WatchEvent, WatchEventType, WriteOptions, Written,
+};
