@@ -265,7 +265,12 @@ impl MsixConfig {
     pub fn read_pba(&self, offset: u64, data: &mut [u8]) {
         data.fill(0xff);
         let len = data.len() as u64;
-        if !(len == 4 || len == 8) || !offset.is_multiple_of(len) || offset + len > self.pba_size() {
+        if !(len == 4 || len == 8)
+            || !offset.is_multiple_of(len)
+            || offset
+                .checked_add(len)
+                .is_none_or(|end| end > self.pba_size())
+        {
             return;
         }
         let word = self.pba[(offset / 8) as usize].to_le_bytes();
@@ -309,7 +314,12 @@ impl MsixConfig {
 
     fn table_field(&self, offset: u64, len: usize) -> Option<(usize, usize)> {
         let len = len as u64;
-        if !(len == 4 || len == 8) || !offset.is_multiple_of(len) || offset + len > self.table_size() {
+        if !(len == 4 || len == 8)
+            || !offset.is_multiple_of(len)
+            || offset
+                .checked_add(len)
+                .is_none_or(|end| end > self.table_size())
+        {
             return None;
         }
         let vector = (offset / MSIX_TABLE_ENTRY_SIZE) as usize;
