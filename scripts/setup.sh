@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs everything monovirt's builds and tests need on a fresh Debian machine.
+# Run as root. Idempotent: running it again changes nothing that is already in place.
+#
+# Add your packages to the list below (one per line, with what needs them).
+set -euo pipefail
+
+APT_PACKAGES=(
+    # Real-Linux test tier (tests/linux_tier.rs, scripts/fetch-guest-artifacts.sh):
+    # QEMU in TCG mode runs L1, busybox and cpio build the initramfs images, lz4 (Debian's
+    # compression of its kernels) or xz/zstd/gzip decompress the kernel payload when
+    # extracting vmlinux, binutils' readelf checks it,
+    # kmod's depmod writes the unpacked kernel's modules.dep.
+    qemu-system-x86
+    qemu-utils
+    busybox-static
+    cpio
+    lz4
+    xz-utils
+    zstd
+    gzip
+    binutils
+    kmod
+    # Control plane and networking tests.
+    etcd-server
+    iproute2
+    nftables
+)
+
+RUST_TARGETS=(
+    # The freestanding test guest (tests/guest).
+    x86_64-unknown-none
+)
+
+RUST_COMPONENTS=(
+    clippy
+    rustfmt
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "setup.sh: run as root (it installs system packages)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=600 update
+apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${APT_PACKAGES[@]}"
+
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "setup.sh: rustup not found on PATH; install the Rust toolchain first" >&2
+    exit 1
+fi
+rustup target add "${RUST_TARGETS[@]}"
+rustup component add "${RUST_COMPONENTS[@]}"
+
+# cargo-nextest is used only when the machine already has it; nothing is downloaded for it.
+if cargo nextest --version >/dev/null 2>&1; then
+    echo "setup.sh: cargo-nextest present: $(cargo nextest --version | head -n1)"
+else
+    echo "setup.sh: cargo-nextest not present; tests run with cargo test"
+fi
