@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine: set-up, lints, both VMM test tiers,
+# the API contract tests and stock kubectl. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+# A tier that cannot run fails instead of skipping.
+export MONOVIRT_REQUIRE_KVM=1
+export CARGO_TERM_COLOR=never
+
+echo "== format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== test guest (x86_64-unknown-none)"
+if [ -f tests/guest/Cargo.toml ]; then
+    cargo build --release --locked --target x86_64-unknown-none \
+        --manifest-path tests/guest/Cargo.toml
+fi
+
+echo "== guest artifacts (Debian cloud kernel, busybox)"
+if [ -x scripts/fetch-guest-artifacts.sh ]; then
+    scripts/fetch-guest-artifacts.sh
+fi
+
+echo "== tests"
+cargo nextest run --workspace --locked --no-fail-fast
+cargo test --workspace --locked --doc
