@@ -53,9 +53,9 @@ fi
 rustup target add "${RUST_TARGETS[@]}"
 rustup component add "${RUST_COMPONENTS[@]}"
 
-# cargo-nextest is used only when the machine already has it; nothing is downloaded for it.
+# The test runner: cargo-nextest runs the suite's test binaries in parallel.
 if cargo nextest --version >/dev/null 2>&1; then
     echo "setup.sh: cargo-nextest present: $(cargo nextest --version | head -n1)"
 else
-    echo "setup.sh: cargo-nextest not present; tests run with cargo test"
+    cargo install --locked cargo-nextest
 fi
