@@ -2,4 +2,5 @@
 //! `store` (objects, revisions, watch log), `apiserver` (REST API), `client`,
 //! `controller`, `scheduler`, `agent`, `vmm`, `storage` and `network`.
 
+pub mod apiserver;
 pub mod store;
