@@ -110,7 +110,10 @@ pub fn group(resources: &[ResourceDef], group: &str) -> Value {
 /// `GET /api/v1`, `GET /apis/{group}/{version}`.
 pub fn resource_list(resources: &[ResourceDef], group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for d in resources.iter().filter(|d| d.group == group && d.version == version) {
+    for d in resources
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+    {
         list.push(json!({
             "name": d.plural,
             "singularName": d.singular,
@@ -201,7 +204,10 @@ mod tests {
         let v = version();
         assert_eq!(v["major"], "1");
         assert_eq!(v["minor"], "32");
-        assert!(v["gitVersion"].as_str().expect("str").starts_with("v1.32.0-monovirt"));
+        assert!(v["gitVersion"]
+            .as_str()
+            .expect("str")
+            .starts_with("v1.32.0-monovirt"));
     }
 
     #[test]
@@ -210,7 +216,10 @@ mod tests {
         assert_eq!(core_versions(&rs)["versions"], json!(["v1"]));
         let gl = group_list(&rs);
         assert_eq!(gl["groups"][0]["name"], "kubevirt.io");
-        assert_eq!(gl["groups"][0]["preferredVersion"]["groupVersion"], "kubevirt.io/v1");
+        assert_eq!(
+            gl["groups"][0]["preferredVersion"]["groupVersion"],
+            "kubevirt.io/v1"
+        );
         assert_eq!(gl["groups"][1]["name"], "cdi.kubevirt.io");
         let rl = resource_list(&rs, "kubevirt.io", "v1");
         assert_eq!(rl["groupVersion"], "kubevirt.io/v1");
@@ -234,6 +243,9 @@ mod tests {
         assert_eq!(vm["subresources"][0]["subresource"], "status");
         let core = aggregated(&rs, true);
         assert_eq!(core["items"][0]["metadata"]["name"], "");
-        assert_eq!(core["items"][0]["versions"][0]["resources"][0]["scope"], "Cluster");
+        assert_eq!(
+            core["items"][0]["versions"][0]["resources"][0]["scope"],
+            "Cluster"
+        );
     }
 }

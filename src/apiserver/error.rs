@@ -30,7 +30,9 @@ impl HttpError {
         Self(ApiError::new(
             405,
             "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource ({method} {what})"),
+            format!(
+                "the server does not allow this method on the requested resource ({method} {what})"
+            ),
         ))
     }
 
@@ -91,7 +93,8 @@ mod tests {
 
     #[tokio::test]
     async fn renders_status_with_code() {
-        let resp = HttpError(ApiError::not_found("kubevirt.io", "virtualmachines", "x")).into_response();
+        let resp =
+            HttpError(ApiError::not_found("kubevirt.io", "virtualmachines", "x")).into_response();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
         let body = resp.into_body().collect().await.expect("body").to_bytes();

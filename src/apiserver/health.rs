@@ -10,6 +10,10 @@ pub fn report(ready: bool) -> Response {
     if ready {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "[-]shutdown failed: the server is shutting down\nreadyz check failed").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "[-]shutdown failed: the server is shutting down\nreadyz check failed",
+        )
+            .into_response()
     }
 }

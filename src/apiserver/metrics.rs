@@ -42,7 +42,9 @@ type HistogramFamily = Family<DurationLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
     // kube-apiserver's buckets, trimmed: 5 ms .. 60 s.
-    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0])
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+    ])
 }
 
 /// The server's request metrics and their registry.
@@ -145,7 +147,12 @@ pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> 
         Some(i) => (i.verb, i.resource.as_str()),
         None => (method, ""),
     };
-    metrics.observe(verb, resource, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    metrics.observe(
+        verb,
+        resource,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     resp
 }
 
@@ -158,7 +165,15 @@ mod tests {
         let m = Metrics::new();
         m.observe("get", "virtualmachines", 200, 0.003);
         let text = m.encode();
-        assert!(text.contains(r#"apiserver_request_total{verb="get",resource="virtualmachines",code="200"} 1"#), "{text}");
-        assert!(text.contains("apiserver_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(
+                r#"apiserver_request_total{verb="get",resource="virtualmachines",code="200"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("apiserver_request_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

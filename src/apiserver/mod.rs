@@ -5,12 +5,17 @@
 //! - [`discovery`]: `/version`, `/api`, `/apis` (aggregated v2 or legacy), resource lists;
 //! - [`openapi`]: `/openapi/v3` index and per-group-version documents;
 //! - [`negotiation`]: `Accept` (JSON or Table), body size limit, JSON/YAML decoding;
+//! - [`resource`]: get, list, create, update, patch, delete on the store's objects, with
+//!   [`query`] parameters, [`table`] rendering and [`watch`] streams;
 //! - [`error`]: every error as a `Status`;
 //! - [`metrics`], [`health`]: `/metrics`, `/healthz`, `/readyz`, `/livez`.
 //!
 //! [`run`] serves a [`Listeners`] pair (TCP and the Unix socket) until its shutdown input
 //! completes, then stops accepting, ends watch streams and waits for in-flight requests.
 #![forbid(unsafe_code)]
+// `ApiError` (160 bytes) is the API machinery's one error type; handlers return it
+// unboxed, as the store does, and it is rendered once at the edge.
+#![allow(clippy::result_large_err)]
 
 pub mod discovery;
 pub mod error;
@@ -19,9 +24,14 @@ pub mod metrics;
 pub mod negotiation;
 pub mod openapi;
 pub mod path;
+pub mod query;
+pub mod resource;
+pub mod table;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod watch;
 
+use crate::store::Objects;
 use api::resource::ResourceDef;
 use axum::extract::{Path as AxPath, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, Uri};
@@ -62,6 +72,7 @@ pub struct AppState {
 }
 
 struct Inner {
+    objects: Objects,
     resources: Vec<ResourceDef>,
     openapi: OpenApi,
     metrics: metrics::Metrics,
@@ -71,11 +82,12 @@ struct Inner {
 }
 
 impl AppState {
-    /// State serving `resources`.
-    pub fn new(resources: Vec<ResourceDef>) -> Self {
+    /// State serving `resources` from `objects`.
+    pub fn new(objects: Objects, resources: Vec<ResourceDef>) -> Self {
         let openapi = OpenApi::build(&resources);
         Self {
             inner: Arc::new(Inner {
+                objects,
                 resources,
                 openapi,
                 metrics: metrics::Metrics::new(),
@@ -88,6 +100,16 @@ impl AppState {
     /// The served resource definitions.
     pub fn resources(&self) -> &[ResourceDef] {
         &self.inner.resources
+    }
+
+    /// The store.
+    pub fn objects(&self) -> &Objects {
+        &self.inner.objects
+    }
+
+    /// Cancelled once shutdown starts.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
     /// Starts shutdown: readiness fails and watch streams end.
@@ -113,7 +135,10 @@ pub fn router(state: AppState) -> Router {
         .route("/apis", axum::routing::any(api))
         .route("/apis/{*rest}", axum::routing::any(api))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -162,7 +187,13 @@ async fn openapi_doc(
 }
 
 /// Everything under `/api` and `/apis`: discovery documents and resources.
-async fn api(State(s): State<AppState>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn api(
+    State(s): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let Some(target) = path::resolve(uri.path(), s.resources()) else {
         return HttpError::no_route().into_response();
     };
@@ -189,7 +220,17 @@ async fn api(State(s): State<AppState>, method: Method, uri: Uri, headers: Heade
             &discovery::resource_list(rs, &group, &version),
             "application/json",
         ),
-        Target::Resource(_) => HttpError::no_route().into_response(),
+        Target::Resource(rp) => {
+            resource::handle(
+                s.clone(),
+                method,
+                *rp,
+                uri.query().map(str::to_string),
+                headers,
+                body,
+            )
+            .await
+        }
     }
 }
 
@@ -204,10 +245,12 @@ impl Listeners {
     /// Binds `addr` (port 0 picks a free port) and, if given, the Unix socket at
     /// `socket` (a stale socket file from an earlier run is replaced; mode 0600).
     pub async fn bind(addr: SocketAddr, socket: Option<&Path>) -> Result<Self, ServeError> {
-        let tcp = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-            addr: addr.to_string(),
-            source,
-        })?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
         let unix = match socket {
             None => None,
             Some(p) => {
@@ -257,7 +300,8 @@ pub async fn run(
         .with_graceful_shutdown(token.clone().cancelled_owned());
     let result = match listeners.unix {
         Some((unix, path)) => {
-            let uds = axum::serve(unix, app).with_graceful_shutdown(token.clone().cancelled_owned());
+            let uds =
+                axum::serve(unix, app).with_graceful_shutdown(token.clone().cancelled_owned());
             let (a, b) = tokio::join!(tcp, uds);
             if let Err(e) = std::fs::remove_file(&path) {
                 tracing::warn!(path = %path.display(), "removing the socket: {e}");
@@ -283,22 +327,30 @@ mod tests {
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
-        let v = serde_json::from_slice(&body).unwrap_or(Value::String(String::from_utf8_lossy(&body).into()));
+        let v = serde_json::from_slice(&body)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&body).into()));
         (status, headers, v)
     }
 
     fn get(uri: &str, accept: &str) -> Request<Body> {
-        Request::get(uri).header(header::ACCEPT, accept).body(Body::empty()).expect("request")
+        Request::get(uri)
+            .header(header::ACCEPT, accept)
+            .body(Body::empty())
+            .expect("request")
     }
 
     fn app() -> Router {
-        router(AppState::new(testing::test_resources()))
+        router(AppState::new(
+            Objects::in_memory().expect("store"),
+            testing::test_resources(),
+        ))
     }
 
     #[tokio::test]
     async fn aggregated_discovery_content_type_is_exact() {
         let a = app();
-        let acc = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+        let acc =
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
         let (st, h, v) = call(&a, get("/apis", acc)).await;
         assert_eq!(st, StatusCode::OK);
         assert_eq!(h[header::CONTENT_TYPE], AGGREGATED_DISCOVERY);
@@ -326,7 +378,13 @@ mod tests {
         assert_eq!(v["kind"], "Status");
         let (st, _, _) = call(&a, get("/apis/nope.io/v1", "application/json")).await;
         assert_eq!(st, StatusCode::NOT_FOUND);
-        let (st, _, v) = call(&a, Request::post("/apis/kubevirt.io/v1").body(Body::empty()).expect("req")).await;
+        let (st, _, v) = call(
+            &a,
+            Request::post("/apis/kubevirt.io/v1")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
         assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(v["reason"], "MethodNotAllowed");
     }
@@ -336,7 +394,10 @@ mod tests {
         let a = app();
         let (st, _, idx) = call(&a, get("/openapi/v3", "application/json")).await;
         assert_eq!(st, StatusCode::OK);
-        let url = idx["paths"]["apis/kubevirt.io/v1"]["serverRelativeURL"].as_str().expect("url").to_string();
+        let url = idx["paths"]["apis/kubevirt.io/v1"]["serverRelativeURL"]
+            .as_str()
+            .expect("url")
+            .to_string();
         let (st, h, doc) = call(&a, get(&url, "application/json")).await;
         assert_eq!(st, StatusCode::OK);
         assert!(h.contains_key(header::ETAG));
@@ -348,12 +409,18 @@ mod tests {
         }
         let (st, _, text) = call(&a, get("/metrics", "*/*")).await;
         assert_eq!(st, StatusCode::OK);
-        assert!(text.as_str().expect("text").contains(r#"apiserver_request_total{verb="get",resource="",code="200"}"#));
+        assert!(text
+            .as_str()
+            .expect("text")
+            .contains(r#"apiserver_request_total{verb="get",resource="",code="200"}"#));
     }
 
     #[tokio::test]
     async fn readyz_fails_during_shutdown() {
-        let state = AppState::new(testing::test_resources());
+        let state = AppState::new(
+            Objects::in_memory().expect("store"),
+            testing::test_resources(),
+        );
         let a = router(state.clone());
         state.begin_shutdown();
         let (st, _, _) = call(&a, get("/readyz", "*/*")).await;

@@ -50,7 +50,10 @@ fn parse_accept(value: &str) -> Vec<MediaRange> {
             let params = parts
                 .filter_map(|p| {
                     let (k, v) = p.split_once('=')?;
-                    Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+                    Some((
+                        k.trim().to_ascii_lowercase(),
+                        v.trim().trim_matches('"').to_string(),
+                    ))
                 })
                 .collect();
             Some(MediaRange { essence, params })
@@ -187,7 +190,12 @@ pub fn decode(bytes: &[u8], yaml: bool) -> Result<Value, ApiError> {
 pub fn is_yaml(content_type: Option<&str>) -> bool {
     matches!(
         content_type,
-        Some("application/yaml" | "application/x-yaml" | "text/yaml" | "application/apply-patch+yaml")
+        Some(
+            "application/yaml"
+                | "application/x-yaml"
+                | "text/yaml"
+                | "application/apply-patch+yaml"
+        )
     )
 }
 
@@ -213,13 +221,23 @@ mod tests {
 
     #[test]
     fn plain_and_protobuf_first_get_json() {
-        assert_eq!(accept("application/json").representation().expect("ok"), Representation::Json);
         assert_eq!(
-            accept("application/vnd.kubernetes.protobuf,application/json").representation().expect("ok"),
+            accept("application/json").representation().expect("ok"),
             Representation::Json
         );
-        assert_eq!(accept("*/*").representation().expect("ok"), Representation::Json);
-        assert!(accept("application/vnd.kubernetes.protobuf").representation().is_err());
+        assert_eq!(
+            accept("application/vnd.kubernetes.protobuf,application/json")
+                .representation()
+                .expect("ok"),
+            Representation::Json
+        );
+        assert_eq!(
+            accept("*/*").representation().expect("ok"),
+            Representation::Json
+        );
+        assert!(accept("application/vnd.kubernetes.protobuf")
+            .representation()
+            .is_err());
     }
 
     #[test]
@@ -227,7 +245,10 @@ mod tests {
         let a = accept("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json");
         assert!(a.wants_aggregated_discovery());
         assert!(!accept("application/json, */*").wants_aggregated_discovery());
-        assert!(!accept("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList").wants_aggregated_discovery());
+        assert!(!accept(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+        )
+        .wants_aggregated_discovery());
     }
 
     #[test]

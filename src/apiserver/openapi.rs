@@ -73,7 +73,15 @@ fn list_params() -> Vec<Value> {
     .collect()
 }
 
-fn operation(def: &ResourceDef, id: &str, action: &str, params: Vec<Value>, body: Option<&str>, response: &str, patch: bool) -> Value {
+fn operation(
+    def: &ResourceDef,
+    id: &str,
+    action: &str,
+    params: Vec<Value>,
+    body: Option<&str>,
+    response: &str,
+    patch: bool,
+) -> Value {
     let mut op = json!({
         "operationId": id,
         "description": format!("{action} {}", def.kind),
@@ -85,7 +93,11 @@ fn operation(def: &ResourceDef, id: &str, action: &str, params: Vec<Value>, body
     });
     if let Some(body_ref) = body {
         let types: Vec<&str> = if patch {
-            vec!["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"]
+            vec![
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
         } else {
             vec!["application/json", "application/yaml"]
         };
@@ -108,12 +120,22 @@ fn paths_for(def: &ResourceDef, paths: &mut Map<String, Value>) {
     let list_ref = format!("#/components/schemas/{}", schema_name(def, def.list_kind));
     let obj_any = "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
     let (collection, ns_param) = if def.namespaced {
-        (format!("{root}/namespaces/{{namespace}}/{}", def.plural), vec![param("namespace", "path", "object name and auth scope")])
+        (
+            format!("{root}/namespaces/{{namespace}}/{}", def.plural),
+            vec![param("namespace", "path", "object name and auth scope")],
+        )
     } else {
         (format!("{root}/{}", def.plural), vec![])
     };
-    let id = |verb: &str, suffix: &str| format!("{verb}{}{}{suffix}", if def.namespaced { "Namespaced" } else { "" }, def.kind);
-    let with = |extra: Vec<Value>| -> Vec<Value> { ns_param.iter().cloned().chain(extra).collect() };
+    let id = |verb: &str, suffix: &str| {
+        format!(
+            "{verb}{}{}{suffix}",
+            if def.namespaced { "Namespaced" } else { "" },
+            def.kind
+        )
+    };
+    let with =
+        |extra: Vec<Value>| -> Vec<Value> { ns_param.iter().cloned().chain(extra).collect() };
     let name_param = param("name", "path", &format!("name of the {}", def.kind));
 
     paths.insert(collection.clone(), json!({
@@ -121,7 +143,12 @@ fn paths_for(def: &ResourceDef, paths: &mut Map<String, Value>) {
         "post": operation(def, &id("create", ""), "post", with(write_params()), Some(&kind_ref), &kind_ref, false),
     }));
     let item_params = |extra: Vec<Value>| -> Vec<Value> {
-        ns_param.iter().cloned().chain(std::iter::once(name_param.clone())).chain(extra).collect()
+        ns_param
+            .iter()
+            .cloned()
+            .chain(std::iter::once(name_param.clone()))
+            .chain(extra)
+            .collect()
     };
     paths.insert(format!("{collection}/{{name}}"), json!({
         "get": operation(def, &id("read", ""), "get", item_params(vec![]), None, &kind_ref, false),
@@ -174,11 +201,18 @@ pub fn document(resources: &[ResourceDef], group: &str, version: &str) -> Value 
         "io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(),
         json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."}),
     );
-    for d in resources.iter().filter(|d| d.group == group && d.version == version) {
+    for d in resources
+        .iter()
+        .filter(|d| d.group == group && d.version == version)
+    {
         paths_for(d, &mut paths);
         schemas_for(d, &mut schemas);
     }
-    let title = if group.is_empty() { "Kubernetes".to_string() } else { format!("{group} API") };
+    let title = if group.is_empty() {
+        "Kubernetes".to_string()
+    } else {
+        format!("{group} API")
+    };
     json!({
         "openapi": "3.0.0",
         "info": {"title": title, "version": format!("v1.{}.0", super::discovery::KUBE_MINOR)},
@@ -209,7 +243,8 @@ impl OpenApi {
                 continue;
             }
             let doc = document(resources, d.group, d.version);
-            let bytes = Bytes::from(serde_json::to_vec(&doc).expect("a JSON value always serializes"));
+            let bytes =
+                Bytes::from(serde_json::to_vec(&doc).expect("a JSON value always serializes"));
             let hash = content_hash(&bytes);
             docs.insert(key, Document { bytes, hash });
         }
@@ -221,7 +256,12 @@ impl OpenApi {
         let paths: Map<String, Value> = self
             .docs
             .iter()
-            .map(|(k, d)| (k.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={}", d.hash)})))
+            .map(|(k, d)| {
+                (
+                    k.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash={}", d.hash)}),
+                )
+            })
             .collect();
         json!({"paths": paths})
     }
@@ -234,7 +274,13 @@ impl OpenApi {
             if h != doc.hash {
                 // Like kube-apiserver: send the client to the current URL.
                 let location = format!("/openapi/v3/{}?hash={}", key.trim_matches('/'), doc.hash);
-                return Some((StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response());
+                return Some(
+                    (
+                        StatusCode::MOVED_PERMANENTLY,
+                        [(header::LOCATION, location)],
+                    )
+                        .into_response(),
+                );
             }
         }
         let cache = if hash.is_some() {
@@ -252,7 +298,10 @@ impl OpenApi {
             (StatusCode::OK, doc.bytes.clone()).into_response()
         };
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
         if let Ok(v) = HeaderValue::from_str(&etag) {
             h.insert(header::ETAG, v);
@@ -268,7 +317,10 @@ mod tests {
 
     #[test]
     fn schema_names_follow_kubernetes() {
-        assert_eq!(schema_name(&VM, "VirtualMachine"), "io.kubevirt.v1.VirtualMachine");
+        assert_eq!(
+            schema_name(&VM, "VirtualMachine"),
+            "io.kubevirt.v1.VirtualMachine"
+        );
         let rs = test_resources();
         let node = rs.iter().find(|d| d.kind == "Node").expect("node");
         assert_eq!(schema_name(node, "Node"), "io.k8s.api.core.v1.Node");
@@ -277,11 +329,22 @@ mod tests {
     #[test]
     fn patch_declares_field_validation_and_schema_has_gvk_list() {
         let doc = document(&test_resources(), "kubevirt.io", "v1");
-        let patch = &doc["paths"]["/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "VirtualMachine");
-        assert!(patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation"));
+        let patch = &doc["paths"]
+            ["/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "VirtualMachine"
+        );
+        assert!(patch["parameters"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .any(|p| p["name"] == "fieldValidation"));
         let s = &doc["components"]["schemas"]["io.kubevirt.v1.VirtualMachine"];
-        assert_eq!(s["x-kubernetes-group-version-kind"][0]["kind"], "VirtualMachine");
+        assert_eq!(
+            s["x-kubernetes-group-version-kind"][0]["kind"],
+            "VirtualMachine"
+        );
         assert!(s["properties"]["spec"].is_object());
     }
 
@@ -289,17 +352,34 @@ mod tests {
     fn index_and_caching() {
         let o = OpenApi::build(&test_resources());
         let idx = o.index();
-        let url = idx["paths"]["apis/kubevirt.io/v1"]["serverRelativeURL"].as_str().expect("url");
+        let url = idx["paths"]["apis/kubevirt.io/v1"]["serverRelativeURL"]
+            .as_str()
+            .expect("url");
         let hash = url.split("hash=").nth(1).expect("hash");
         assert!(idx["paths"]["api/v1"].is_object());
-        let r = o.serve("apis/kubevirt.io/v1", Some(hash), &HeaderMap::new()).expect("doc");
+        let r = o
+            .serve("apis/kubevirt.io/v1", Some(hash), &HeaderMap::new())
+            .expect("doc");
         assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.headers()[header::CACHE_CONTROL].to_str().expect("cc").contains("immutable"));
+        assert!(r.headers()[header::CACHE_CONTROL]
+            .to_str()
+            .expect("cc")
+            .contains("immutable"));
         let etag = r.headers()[header::ETAG].clone();
         let mut h = HeaderMap::new();
         h.insert(header::IF_NONE_MATCH, etag);
-        assert_eq!(o.serve("apis/kubevirt.io/v1", Some(hash), &h).expect("doc").status(), StatusCode::NOT_MODIFIED);
-        assert_eq!(o.serve("apis/kubevirt.io/v1", Some("stale"), &HeaderMap::new()).expect("doc").status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(
+            o.serve("apis/kubevirt.io/v1", Some(hash), &h)
+                .expect("doc")
+                .status(),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            o.serve("apis/kubevirt.io/v1", Some("stale"), &HeaderMap::new())
+                .expect("doc")
+                .status(),
+            StatusCode::MOVED_PERMANENTLY
+        );
         assert!(o.serve("apis/nope/v1", None, &HeaderMap::new()).is_none());
     }
 }

@@ -16,7 +16,7 @@ pub enum Target {
     /// `/api/v1`, `/apis/{group}/{version}`: the resources of one group-version.
     ResourceList { group: String, version: String },
     /// A collection, an object or an object's subresource.
-    Resource(ResourcePath),
+    Resource(Box<ResourcePath>),
 }
 
 /// A resource path resolved to its definition.
@@ -104,12 +104,12 @@ fn object_path(def: ResourceDef, namespace: Option<&str>, tail: &[&str]) -> Opti
         [name, sub] => (Some(*name), Some(*sub)),
         _ => return None,
     };
-    Some(Target::Resource(ResourcePath {
+    Some(Target::Resource(Box::new(ResourcePath {
         def,
         namespace: namespace.map(str::to_string),
         name: name.map(str::to_string),
         subresource: subresource.map(str::to_string),
-    }))
+    })))
 }
 
 #[cfg(test)]
@@ -119,7 +119,7 @@ mod tests {
 
     fn res(path: &str) -> ResourcePath {
         match resolve(path, &test_resources()) {
-            Some(Target::Resource(r)) => r,
+            Some(Target::Resource(r)) => *r,
             other => panic!("{path}: {other:?}"),
         }
     }
@@ -129,10 +129,16 @@ mod tests {
         let rs = test_resources();
         assert_eq!(resolve("/api", &rs), Some(Target::CoreVersions));
         assert_eq!(resolve("/apis", &rs), Some(Target::Groups));
-        assert_eq!(resolve("/apis/kubevirt.io", &rs), Some(Target::Group("kubevirt.io".into())));
+        assert_eq!(
+            resolve("/apis/kubevirt.io", &rs),
+            Some(Target::Group("kubevirt.io".into()))
+        );
         assert_eq!(
             resolve("/apis/kubevirt.io/v1", &rs),
-            Some(Target::ResourceList { group: "kubevirt.io".into(), version: "v1".into() })
+            Some(Target::ResourceList {
+                group: "kubevirt.io".into(),
+                version: "v1".into()
+            })
         );
         assert_eq!(resolve("/apis/kubevirt.io/v2", &rs), None);
         assert_eq!(resolve("/apis/nope.io", &rs), None);
@@ -148,7 +154,13 @@ mod tests {
         let all = res("/apis/kubevirt.io/v1/virtualmachines");
         assert_eq!(all.namespace, None);
         assert_eq!(all.name, None);
-        assert_eq!(resolve("/apis/kubevirt.io/v1/virtualmachines/vm1", &test_resources()), None);
+        assert_eq!(
+            resolve(
+                "/apis/kubevirt.io/v1/virtualmachines/vm1",
+                &test_resources()
+            ),
+            None
+        );
     }
 
     #[test]

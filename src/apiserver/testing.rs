@@ -17,7 +17,16 @@ fn object_schema() -> Value {
            "properties": {"spec": {"type": "object", "description": "The spec."}}})
 }
 
-const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 pub const VM: ResourceDef = ResourceDef {
     group: "kubevirt.io",
@@ -32,9 +41,30 @@ pub const VM: ResourceDef = ResourceDef {
     has_status: true,
     verbs: VERBS,
     columns: &[
-        PrinterColumn { name: "Age", type_: "date", format: "", description: "Age", priority: 0, json_path: ".metadata.creationTimestamp" },
-        PrinterColumn { name: "Status", type_: "string", format: "", description: "Human Readable Status", priority: 0, json_path: ".status.printableStatus" },
-        PrinterColumn { name: "Ready", type_: "string", format: "", description: "Ready", priority: 0, json_path: ".status.conditions[?(@.type=='Ready')].status" },
+        PrinterColumn {
+            name: "Age",
+            type_: "date",
+            format: "",
+            description: "Age",
+            priority: 0,
+            json_path: ".metadata.creationTimestamp",
+        },
+        PrinterColumn {
+            name: "Status",
+            type_: "string",
+            format: "",
+            description: "Human Readable Status",
+            priority: 0,
+            json_path: ".status.printableStatus",
+        },
+        PrinterColumn {
+            name: "Ready",
+            type_: "string",
+            format: "",
+            description: "Ready",
+            priority: 0,
+            json_path: ".status.conditions[?(@.type=='Ready')].status",
+        },
     ],
     default: no_default,
     validate: no_causes,
