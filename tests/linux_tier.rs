@@ -42,8 +42,9 @@ const MEMTOTAL_SLACK_MIB: u64 = 64;
 /// Lines of the serial log quoted in a failure message.
 const LOG_TAIL_LINES: usize = 80;
 
-/// The kernel command line of every L2 guest, before its `monovirt.task=`.
-const L2_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+/// The kernel command line of every L2 guest, before `quiet` (unless the scenario wants
+/// the boot log) and its `monovirt.task=`.
+const L2_CMDLINE: &str = "console=ttyS0 panic=-1";
 /// Where L1's initramfs holds the L2 images.
 const L2_BZIMAGE: &str = "/l2/vmlinuz";
 const L2_VMLINUX: &str = "/l2/vmlinux";
@@ -142,14 +143,27 @@ struct Scenario {
     task: &'static str,
     cpus: u32,
     memory_mib: u64,
+    /// Without `quiet`: the kernel's whole boot log goes to the console (slower: every
+    /// byte is an exit) and the test checks it is there.
+    boot_log: bool,
 }
 
 impl Scenario {
+    /// The L2 kernel's command line.
+    fn cmdline(&self) -> String {
+        let quiet = if self.boot_log { "" } else { " quiet" };
+        format!("{L2_CMDLINE}{quiet} monovirt.task={}", self.task)
+    }
+
     /// Its line in `/etc/scenarios.sh`, a call of l1-init.sh's `scenario` function.
     fn shell_line(&self) -> String {
         format!(
-            "scenario {} --kernel {} --initrd {L2_INITRD} --cmdline \"{L2_CMDLINE} monovirt.task={}\" --cpus {} --memory {}\n",
-            self.name, self.kernel, self.task, self.cpus, self.memory_mib
+            "scenario {} --kernel {} --initrd {L2_INITRD} --cmdline \"{}\" --cpus {} --memory {}\n",
+            self.name,
+            self.kernel,
+            self.cmdline(),
+            self.cpus,
+            self.memory_mib
         )
     }
 }
@@ -536,8 +550,22 @@ fn scenario_run<'a>(serial: &'a str, name: &str) -> Option<ScenarioRun<'a>> {
 
 /// Checks an L2 guest's own report: it reached its init with the right task, saw every
 /// vCPU and its memory, and did what the task says.
-fn check_l2(scenario: &Scenario, markers: &[Marker], failures: &mut Vec<String>) {
+fn check_l2(scenario: &Scenario, text: &[&str], failures: &mut Vec<String>) {
     let name = scenario.name;
+    let markers: Vec<Marker> = text.iter().filter_map(|line| Marker::parse(line)).collect();
+    let markers = markers.as_slice();
+    if scenario.boot_log {
+        // The kernel's banner, and its echo of the command line the VMM passed.
+        let want = format!("Command line: {}", scenario.cmdline());
+        if !text.iter().any(|line| line.contains("Linux version")) {
+            failures.push(format!(
+                "{name}: no kernel boot log (no \"Linux version\" line)"
+            ));
+        }
+        if !text.iter().any(|line| line.contains(&want)) {
+            failures.push(format!("{name}: the kernel never echoed \"{want}\""));
+        }
+    }
     match find(markers, "MONOVIRT-L2-INIT-OK") {
         None => failures.push(format!(
             "{name}: the L2 kernel ({}) never reached its init marker",
@@ -631,7 +659,7 @@ fn check_scenario(scenario: &Scenario, serial: &str, failures: &mut Vec<String>)
         }
         Some(rc) => rc,
     };
-    check_l2(scenario, &run.markers, failures);
+    check_l2(scenario, &run.text, failures);
     if scenario.task == "reboot" {
         // monovirt reports the exit reason on its own lines (the guest's are markers or
         // kernel messages, which say "reboot" in lower case).
@@ -672,6 +700,7 @@ fn l2_images_boot_under_qemu() -> Result<()> {
                 task: "modules",
                 cpus: 2,
                 memory_mib: 512,
+                boot_log: true,
             },
             &tier.bzimage,
         ),
@@ -682,13 +711,14 @@ fn l2_images_boot_under_qemu() -> Result<()> {
                 task: "poweroff",
                 cpus: 2,
                 memory_mib: 384,
+                boot_log: false,
             },
             &tier.vmlinux,
         ),
     ];
     let mut failures = Vec::new();
     for (scenario, kernel) in &references {
-        let cmdline = format!("{L2_CMDLINE} monovirt.task={}", scenario.task);
+        let cmdline = scenario.cmdline();
         let boot = Boot {
             kernel,
             initrd: &tier.l2_initrd,
@@ -697,7 +727,8 @@ fn l2_images_boot_under_qemu() -> Result<()> {
             memory_mib: scenario.memory_mib,
         };
         let run = boot_qemu(&boot, &work, &format!("{}.log", scenario.name))?;
-        check_l2(scenario, &run.markers(), &mut failures);
+        let text: Vec<&str> = run.serial.lines().collect();
+        check_l2(scenario, &text, &mut failures);
         match run.status {
             Some(status) if status.success() => {}
             other => failures.push(format!("{}: QEMU ended with {other:?}", scenario.name)),
@@ -721,6 +752,7 @@ fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
             task: "poweroff",
             cpus: 2,
             memory_mib: 512,
+            boot_log: true,
         },
         Scenario {
             name: "vmlinux-poweroff",
@@ -728,6 +760,7 @@ fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
             task: "poweroff",
             cpus: 2,
             memory_mib: 384,
+            boot_log: false,
         },
         Scenario {
             name: "bzimage-reboot",
@@ -735,6 +768,7 @@ fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
             task: "reboot",
             cpus: 1,
             memory_mib: 256,
+            boot_log: false,
         },
     ];
     let Some(tier) = Tier::or_skip(TEST) else {
@@ -787,6 +821,7 @@ fn serial_log_parsing() {
         task: "poweroff",
         cpus: 2,
         memory_mib: 512,
+        boot_log: false,
     };
     let mut failures = Vec::new();
     check_scenario(&scenario, serial, &mut failures);
@@ -798,6 +833,7 @@ fn serial_log_parsing() {
         task: "poweroff",
         cpus: 4,
         memory_mib: 1024,
+        boot_log: false,
     };
     check_scenario(&wrong, serial, &mut failures);
     assert_eq!(failures.len(), 2, "{failures:?}");
