@@ -661,12 +661,13 @@ fn check_scenario(scenario: &Scenario, serial: &str, failures: &mut Vec<String>)
     };
     check_l2(scenario, &run.text, failures);
     if scenario.task == "reboot" {
-        // monovirt reports the exit reason on its own lines (the guest's are markers or
-        // kernel messages, which say "reboot" in lower case).
-        let reported = run
-            .text
-            .iter()
-            .any(|line| !line.contains("MONOVIRT-L2-") && line.contains("Reboot"));
+        // monovirt names the exit reason on a line of its own; the guest's lines that
+        // mention a reboot are its markers and the kernel's "reboot: Restarting system".
+        let reported = run.text.iter().any(|line| {
+            !line.contains("MONOVIRT-L2-")
+                && !line.contains("reboot: ")
+                && line.to_ascii_lowercase().contains("reboot")
+        });
         if rc == 0 || !reported {
             failures.push(format!(
                 "{name}: monovirt run exited {rc} and {} the reason Reboot; expected a \
@@ -837,4 +838,51 @@ fn serial_log_parsing() {
     };
     check_scenario(&wrong, serial, &mut failures);
     assert_eq!(failures.len(), 2, "{failures:?}");
+}
+
+/// A reboot counts only when monovirt itself names it and exits non-zero: the guest's
+/// own "reboot: Restarting system" is not monovirt's report.
+#[test]
+fn reboot_report_checks() {
+    let reboot = Scenario {
+        name: "r",
+        kernel: L2_BZIMAGE,
+        task: "reboot",
+        cpus: 1,
+        memory_mib: 256,
+        boot_log: false,
+    };
+    let section = |report: &str, rc: i32| {
+        format!(
+            "MONOVIRT-L1-SCENARIO-BEGIN name=r\n\
+             MONOVIRT-L2-INIT-OK kernel=6.1 task=reboot\n\
+             MONOVIRT-L2-RESULT cpus=1 online=0 memtotal_kb=220000\n\
+             MONOVIRT-L2-REBOOT\n\
+             [    2.5] reboot: Restarting system\n\
+             {report}\n\
+             MONOVIRT-L1-SCENARIO-END name=r rc={rc} start=1 end=2\n"
+        )
+    };
+    let failures_of = |serial: &str| {
+        let mut failures = Vec::new();
+        check_scenario(&reboot, serial, &mut failures);
+        failures
+    };
+    assert!(failures_of(&section("Error: guest requested a reboot", 2)).is_empty());
+    assert!(failures_of(&section("monovirt: exit reason Reboot", 3)).is_empty());
+    assert_eq!(
+        failures_of(&section("", 2)).len(),
+        1,
+        "the kernel's line is no report"
+    );
+    assert_eq!(
+        failures_of(&section("guest requested a reboot", 0)).len(),
+        1,
+        "exit 0"
+    );
+    assert_eq!(
+        failures_of(&section("guest requested a reboot", SCENARIO_TIMED_OUT_RC)).len(),
+        1,
+        "a timeout"
+    );
 }
