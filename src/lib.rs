@@ -3,4 +3,5 @@
 //! `controller`, `scheduler`, `agent`, `vmm`, `storage` and `network`.
 
 pub mod apiserver;
+pub mod client;
 pub mod store;

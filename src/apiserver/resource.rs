@@ -182,7 +182,7 @@ async fn serve(
         "patch" => {
             let opts = params.write_options(subresource)?;
             let name = rp.name.as_deref().unwrap_or_default();
-            let patch = decode_patch(def, headers, body, opts.field_manager.is_some()).await?;
+            let patch = decode_patch(def, headers, body, opts.field_manager.as_deref()).await?;
             let w = objects.patch(def, ns, name, patch, &opts).await?;
             Ok(written(def, w, StatusCode::OK))
         }
@@ -292,21 +292,22 @@ async fn decode_object(headers: &HeaderMap, body: Body) -> Result<Value, HttpErr
         )));
     }
     let bytes = negotiation::read_body(body).await?;
-    let v = negotiation::decode(&bytes, yaml)?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a single object").into());
-    }
-    Ok(v)
+    Ok(negotiation::decode(&bytes, yaml)?)
 }
 
 /// Checks (and fills in when absent) apiVersion, kind, namespace and, for PUT, name
-/// against the request path.
-fn check_identity(
+/// against the request path. The in-process client runs the same check.
+pub fn check_identity(
     def: &ResourceDef,
     obj: &mut Value,
     ns: Option<&str>,
     name: Option<&str>,
-) -> Result<(), HttpError> {
+) -> Result<(), ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a single object",
+        ));
+    }
     let want_av = def.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => obj["apiVersion"] = json!(want_av),
@@ -314,8 +315,7 @@ fn check_identity(
         Some(av) => {
             return Err(ApiError::bad_request(format!(
                 "the API version in the data ({av}) does not match the expected API version ({want_av})"
-            ))
-            .into())
+            )))
         }
     }
     match obj.get("kind").and_then(Value::as_str) {
@@ -325,15 +325,13 @@ fn check_identity(
             return Err(ApiError::bad_request(format!(
                 "the kind in the data ({k}) does not match the expected kind ({}) of {}",
                 def.kind, def.plural
-            ))
-            .into())
+            )))
         }
     }
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        if obj.get("metadata").is_some_and(|m| !m.is_null()) {
-            return Err(ApiError::bad_request("metadata must be an object").into());
-        }
-        obj["metadata"] = json!({});
+    match obj.get("metadata") {
+        Some(Value::Object(_)) => {}
+        None | Some(Value::Null) => obj["metadata"] = json!({}),
+        Some(_) => return Err(ApiError::bad_request("metadata must be an object")),
     }
     let meta = &mut obj["metadata"];
     if def.namespaced {
@@ -343,8 +341,7 @@ fn check_identity(
             Some(_) => {
                 return Err(ApiError::bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request",
-                )
-                .into())
+                ))
             }
         }
     } else if let Some(m) = meta.as_object_mut() {
@@ -357,9 +354,49 @@ fn check_identity(
             Some(n) => {
                 return Err(ApiError::bad_request(format!(
                     "the name of the object ({n}) does not match the name on the URL ({url_name})"
-                ))
-                .into())
+                )))
             }
+        }
+    }
+    Ok(())
+}
+
+/// Checks a server-side apply body: a field manager is required, and apiVersion/kind must
+/// be the resource's (filled in when absent). The in-process client runs the same check.
+pub fn check_apply(
+    def: &ResourceDef,
+    v: &mut Value,
+    field_manager: Option<&str>,
+) -> Result<(), ApiError> {
+    if field_manager.is_none() {
+        return Err(ApiError::invalid(
+            "meta.k8s.io",
+            "PatchOptions",
+            "",
+            vec![Cause::new(
+                "FieldValueRequired",
+                "fieldManager",
+                "Required value: is required for apply patch",
+            )],
+        ));
+    }
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "an apply patch must be a single object",
+        ));
+    }
+    for (k, want) in [
+        ("apiVersion", def.api_version()),
+        ("kind", def.kind.to_string()),
+    ] {
+        match v.get(k).and_then(Value::as_str) {
+            Some(got) if got == want => {}
+            Some(got) => {
+                return Err(ApiError::bad_request(format!(
+                    "the {k} in the apply patch ({got}) does not match the expected {k} ({want})"
+                )))
+            }
+            None => v[k] = json!(want),
         }
     }
     Ok(())
@@ -370,7 +407,7 @@ async fn decode_patch(
     def: &ResourceDef,
     headers: &HeaderMap,
     body: Body,
-    has_manager: bool,
+    field_manager: Option<&str>,
 ) -> Result<Patch, HttpError> {
     let ct = negotiation::content_type(headers).unwrap_or_default();
     let bytes = negotiation::read_body(body).await?;
@@ -385,31 +422,8 @@ async fn decode_patch(
         }
         "application/strategic-merge-patch+json" => Patch::Strategic(negotiation::decode(&bytes, false)?),
         "application/apply-patch+yaml" => {
-            if !has_manager {
-                return Err(ApiError::invalid(
-                    "meta.k8s.io",
-                    "PatchOptions",
-                    "",
-                    vec![Cause::new("FieldValueRequired", "fieldManager", "Required value: is required for apply patch")],
-                )
-                .into());
-            }
             let mut v = negotiation::decode(&bytes, true)?;
-            if !v.is_object() {
-                return Err(ApiError::bad_request("an apply patch must be a single object").into());
-            }
-            for (k, want) in [("apiVersion", def.api_version()), ("kind", def.kind.to_string())] {
-                match v.get(k).and_then(Value::as_str) {
-                    Some(got) if got == want => {}
-                    Some(got) => {
-                        return Err(ApiError::bad_request(format!(
-                            "the {k} in the apply patch ({got}) does not match the expected {k} ({want})"
-                        ))
-                        .into())
-                    }
-                    None => v[k] = json!(want),
-                }
-            }
+            check_apply(def, &mut v, field_manager)?;
             Patch::Apply(v)
         }
         other => {
@@ -437,7 +451,6 @@ mod tests {
         assert_eq!(
             check_identity(&VM, &mut wrong, Some("default"), None)
                 .expect_err("bad")
-                .0
                 .code,
             400
         );
@@ -445,7 +458,6 @@ mod tests {
         assert_eq!(
             check_identity(&VM, &mut kind, Some("default"), None)
                 .expect_err("bad")
-                .0
                 .code,
             400
         );
@@ -453,7 +465,6 @@ mod tests {
         assert_eq!(
             check_identity(&VM, &mut ns, Some("default"), None)
                 .expect_err("bad")
-                .0
                 .code,
             400
         );
@@ -461,7 +472,6 @@ mod tests {
         assert_eq!(
             check_identity(&VM, &mut name, Some("default"), Some("a"))
                 .expect_err("bad")
-                .0
                 .code,
             400
         );
