@@ -32,8 +32,22 @@
 // the HTTP layer as it is; the store returns it unboxed, like the apiserver does.
 #![allow(clippy::result_large_err)]
 
+mod backend;
+mod commit;
+mod gc;
+mod key;
+mod metadata;
 mod objects;
 mod options;
+pub mod patch;
+pub mod selector;
+mod sled;
+#[cfg(test)]
+mod testing;
+mod watch;
+
+pub use self::sled::{SledBackend, FORMAT_VERSION};
+pub use backend::{Backend, BackendError, EventType, LogEntry, Op, Txn};
 
 pub use objects::{Objects, StoreConfig, StoreError};
 pub use options::{
