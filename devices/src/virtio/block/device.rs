@@ -1,0 +1,276 @@
+//! The virtio-blk device: configuration space, feature offer, activation and reset.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use virtio_bindings::virtio_blk;
+use virtio_queue::Queue;
+use vm_memory::GuestAddressSpace;
+
+use super::disk::{DiskError, DiskFile};
+use super::metrics::BlockMetrics;
+use super::request::{RequestLimits, ID_BYTES};
+use super::worker_pool::WorkerPool;
+use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
+use crate::virtio::interrupt::VirtioInterrupt;
+use crate::virtio::{device_type, features, LogLimiter};
+
+/// Queue size offered to the driver.
+pub const QUEUE_SIZE: u16 = 256;
+/// Worker threads per disk unless configured otherwise.
+pub const DEFAULT_WORKERS: usize = 4;
+/// Largest discard / write-zeroes range in sectors (2 GiB).
+const MAX_RANGE_SECTORS: u32 = 1 << 22;
+/// Largest number of ranges in one discard / write-zeroes request.
+const MAX_RANGES: u32 = 32;
+/// Discard granularity in sectors (4 KiB, the usual filesystem block).
+const DISCARD_ALIGNMENT_SECTORS: u32 = 8;
+/// Size of the configuration structure we expose (through `write_zeroes_may_unmap`).
+const CONFIG_SIZE: usize = 0x3c;
+
+/// How to build a block device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// Name for threads and logs (the KubeVirt disk name).
+    pub id: String,
+    /// Raw image file or host block device.
+    pub path: PathBuf,
+    /// Refuse writes (VIRTIO_BLK_F_RO).
+    pub read_only: bool,
+    /// Serial returned by GET_ID (KubeVirt's disk `serial`), at most 20 bytes.
+    pub serial: Option<String>,
+    /// I/O worker threads.
+    pub workers: usize,
+}
+
+/// Errors creating a block device.
+#[derive(Debug, Error)]
+pub enum BlockError {
+    /// The image could not be opened.
+    #[error("Failed to open the disk image")]
+    Disk(#[from] DiskError),
+    /// The serial does not fit the 20-byte device ID.
+    #[error("Disk serial {0:?} is longer than 20 bytes")]
+    SerialTooLong(String),
+    /// The worker threads could not be started.
+    #[error("Failed to start the I/O workers")]
+    Workers(#[source] std::io::Error),
+}
+
+/// The activated device: what the driver handed over at DRIVER_OK.
+pub(super) struct ActiveBlock<M: GuestAddressSpace> {
+    pub(super) mem: M,
+    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
+    pub(super) queues: Vec<Queue>,
+    /// A ring turned out corrupted: DEVICE_NEEDS_RESET is set, nothing more is processed.
+    pub(super) broken: bool,
+}
+
+/// A virtio-blk device over a raw image.
+///
+/// ```
+/// use std::sync::Arc;
+/// use devices::virtio::block::{BlockConfig, BlockDevice};
+/// use devices::virtio::VirtioDevice;
+/// use vm_memory::GuestMemoryMmap;
+///
+/// let path = std::env::temp_dir().join(format!("blk-doc-{}", std::process::id()));
+/// std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+/// let disk = BlockDevice::<Arc<GuestMemoryMmap>>::new(BlockConfig {
+///     id: "rootdisk".into(),
+///     path: path.clone(),
+///     read_only: false,
+///     serial: Some("D23YZ9W6WA5DJ487".into()),
+///     workers: 1,
+/// })
+/// .unwrap();
+/// let mut capacity = [0u8; 8];
+/// disk.read_config(0, &mut capacity);
+/// assert_eq!(u64::from_le_bytes(capacity), 2048); // sectors
+/// std::fs::remove_file(&path).unwrap();
+/// ```
+pub struct BlockDevice<M: GuestAddressSpace> {
+    pub(super) id: String,
+    pub(super) disk: Arc<DiskFile>,
+    pub(super) serial: [u8; ID_BYTES],
+    features: u64,
+    config_space: [u8; CONFIG_SIZE],
+    pub(super) limits: RequestLimits,
+    queue_sizes: [u16; 1],
+    pub(super) pool: WorkerPool<M>,
+    pub(super) state: DeviceState<ActiveBlock<M>>,
+    pub(super) metrics: Arc<BlockMetrics>,
+    pub(super) log: LogLimiter,
+}
+
+impl<M: GuestAddressSpace> std::fmt::Debug for BlockDevice<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockDevice")
+            .field("id", &self.id)
+            .field("disk", &self.disk)
+            .field("active", &self.state.is_activated())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> BlockDevice<M>
+where
+    M: GuestAddressSpace + Send + 'static,
+{
+    /// Opens the image and starts the I/O workers.
+    pub fn new(config: BlockConfig) -> Result<Self, BlockError> {
+        let mut serial = [0u8; ID_BYTES];
+        if let Some(s) = &config.serial {
+            if s.len() > ID_BYTES {
+                return Err(BlockError::SerialTooLong(s.clone()));
+            }
+            serial[..s.len()].copy_from_slice(s.as_bytes());
+        }
+        let disk = Arc::new(DiskFile::open(&config.path, config.read_only)?);
+        let capacity = disk.capacity_sectors();
+
+        let bit = |b: u32| 1u64 << b;
+        let mut offered = features::VERSION_1
+            | features::RING_INDIRECT_DESC
+            | features::RING_EVENT_IDX
+            | bit(virtio_blk::VIRTIO_BLK_F_SEG_MAX)
+            | bit(virtio_blk::VIRTIO_BLK_F_BLK_SIZE)
+            | bit(virtio_blk::VIRTIO_BLK_F_FLUSH);
+        if config.read_only {
+            offered |= bit(virtio_blk::VIRTIO_BLK_F_RO);
+        } else {
+            offered |=
+                bit(virtio_blk::VIRTIO_BLK_F_DISCARD) | bit(virtio_blk::VIRTIO_BLK_F_WRITE_ZEROES);
+        }
+
+        let limits = RequestLimits {
+            capacity,
+            max_discard_seg: MAX_RANGES,
+            max_discard_sectors: MAX_RANGE_SECTORS,
+            max_write_zeroes_seg: MAX_RANGES,
+            max_write_zeroes_sectors: MAX_RANGE_SECTORS,
+        };
+        let mut cs = [0u8; CONFIG_SIZE];
+        let mut put =
+            |offset: usize, bytes: &[u8]| cs[offset..offset + bytes.len()].copy_from_slice(bytes);
+        put(0x00, &capacity.to_le_bytes());
+        // Header and status take two descriptors of a full queue.
+        put(0x0c, &u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        put(0x14, &512u32.to_le_bytes());
+        put(0x22, &1u16.to_le_bytes());
+        put(0x24, &MAX_RANGE_SECTORS.to_le_bytes());
+        put(0x28, &MAX_RANGES.to_le_bytes());
+        put(0x2c, &DISCARD_ALIGNMENT_SECTORS.to_le_bytes());
+        put(0x30, &MAX_RANGE_SECTORS.to_le_bytes());
+        put(0x34, &MAX_RANGES.to_le_bytes());
+        put(0x38, &[1]);
+
+        let pool = WorkerPool::new(disk.clone(), config.workers, &format!("blk-{}", config.id))
+            .map_err(BlockError::Workers)?;
+        Ok(BlockDevice {
+            id: config.id,
+            disk,
+            serial,
+            features: offered,
+            config_space: cs,
+            limits,
+            queue_sizes: [QUEUE_SIZE],
+            pool,
+            state: DeviceState::Inactive,
+            metrics: Arc::new(BlockMetrics::default()),
+            log: LogLimiter::default(),
+        })
+    }
+
+    /// The device's counters.
+    pub fn metrics(&self) -> Arc<BlockMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Disk size in sectors.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.disk.capacity_sectors()
+    }
+}
+
+impl<M> VirtioDevice<M> for BlockDevice<M>
+where
+    M: GuestAddressSpace + Send + 'static,
+{
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        self.features
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let Ok(start) = usize::try_from(offset) else {
+            return;
+        };
+        if let Some(src) = start
+            .checked_add(data.len())
+            .and_then(|end| self.config_space.get(start..end))
+        {
+            data.copy_from_slice(src);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // Nothing is writable (no VIRTIO_BLK_F_CONFIG_WCE).
+        if let Some(suppressed) = self.log.allow() {
+            tracing::debug!(disk = %self.id, offset, len = data.len(), suppressed, "Dropped virtio-blk config write");
+        }
+    }
+
+    fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
+        if self.state.is_activated() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if activation.queues.len() != self.queue_sizes.len() {
+            return Err(ActivateError::InvalidQueue {
+                index: activation.queues.len(),
+                reason: "wrong number of queues".into(),
+            });
+        }
+        self.state = DeviceState::Activated(ActiveBlock {
+            mem: activation.mem,
+            interrupt: activation.interrupt,
+            queues: activation.queues,
+            broken: false,
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        // Wait for requests at the disk: they write guest memory the driver may reuse.
+        self.pool.drain();
+        self.state = DeviceState::Inactive;
+    }
+
+    fn is_activated(&self) -> bool {
+        self.state.is_activated()
+    }
+
+    fn event_fds(&self) -> Vec<RawFd> {
+        vec![self.pool.completion_event().as_raw_fd()]
+    }
+
+    fn process_queue(&mut self, index: usize) {
+        self.handle_queue(index);
+    }
+
+    fn process_event(&mut self, index: usize) {
+        if index == 0 {
+            self.handle_completions();
+        }
+    }
+}

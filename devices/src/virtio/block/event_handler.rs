@@ -1,0 +1,770 @@
+//! The device-thread side of virtio-blk: popping chains when the driver kicks, refusing
+//! bad ones on the spot, handing good ones to the workers, and publishing completions.
+
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
+
+use super::device::{ActiveBlock, BlockDevice};
+use super::disk::DiskFile;
+use super::metrics::BlockMetrics;
+use super::request::{Request, RequestError, RequestKind, STATUS_IOERR, STATUS_OK};
+use super::worker_pool::{Completion, WorkerPool};
+use crate::virtio::interrupt::VirtioInterruptType;
+use crate::virtio::LogLimiter;
+
+/// Marks the device broken: the ring cannot be trusted any more.
+fn needs_reset<M: GuestAddressSpace>(
+    active: &mut ActiveBlock<M>,
+    metrics: &BlockMetrics,
+    what: &str,
+    log: &mut LogLimiter,
+) {
+    if !active.broken {
+        active.broken = true;
+        metrics.needs_reset.inc();
+        if let Some(suppressed) = log.allow() {
+            tracing::warn!(
+                what,
+                suppressed,
+                "virtio-blk ring corrupted, device needs reset"
+            );
+        }
+        active.interrupt.set_needs_reset();
+    }
+}
+
+/// Writes `status` and puts `head` in the used ring; false if the ring is unusable.
+fn publish<G: GuestMemory>(
+    mem: &G,
+    queue: &mut Queue,
+    head: u16,
+    status_addr: Option<GuestAddress>,
+    status: u8,
+    used_len: u32,
+) -> bool {
+    if let Some(addr) = status_addr {
+        // Parsing checked the status byte is writable guest memory.
+        let _ = mem.write_obj(status, addr);
+    }
+    queue.add_used(mem, head, used_len).is_ok()
+}
+
+/// Signals queue `index` if the driver wants to hear about it (EVENT_IDX aware).
+fn notify<M: GuestAddressSpace>(
+    active: &mut ActiveBlock<M>,
+    index: usize,
+    metrics: &BlockMetrics,
+    log: &mut LogLimiter,
+) {
+    let mem = active.mem.memory();
+    let Some(queue) = active.queues.get_mut(index) else {
+        return;
+    };
+    match queue.needs_notification(&*mem) {
+        Ok(false) => {}
+        Ok(true) => {
+            metrics.interrupts.inc();
+            // `index` is a queue index, below the queue count (< 2^16).
+            if let Err(e) = active
+                .interrupt
+                .trigger(VirtioInterruptType::Queue(index as u16))
+            {
+                tracing::warn!(error = %e, "Failed to signal virtio-blk queue");
+            }
+        }
+        Err(_) => needs_reset(active, metrics, "used_event unreadable", log),
+    }
+}
+
+fn count_refusal(metrics: &BlockMetrics, error: &RequestError) {
+    match error {
+        RequestError::Unsupported(_) => metrics.unsupported_requests.inc(),
+        _ => metrics.invalid_requests.inc(),
+    }
+}
+
+/// Writes the serial into a GET_ID request's buffers; returns the bytes written.
+fn write_serial<G: GuestMemory>(mem: &G, request: &Request, serial: &[u8]) -> u32 {
+    let mut done = 0usize;
+    for seg in &request.data {
+        if done == serial.len() {
+            break;
+        }
+        let n = (serial.len() - done).min(seg.len as usize);
+        if mem.write_slice(&serial[done..done + n], seg.addr).is_err() {
+            break;
+        }
+        done += n;
+    }
+    // At most ID_BYTES.
+    done as u32
+}
+
+/// Starts a validated request: answered at once (GET_ID, writes to a read-only disk) as
+/// `Some((status address, status, used length))`, or handed to the workers (`None`).
+fn start<M, G>(
+    device: &BlockDeviceParts<'_, M>,
+    space: &M,
+    index: usize,
+    request: Request,
+    mem: &G,
+) -> Option<(Option<GuestAddress>, u8, u32)>
+where
+    M: GuestAddressSpace + Send + 'static,
+    G: GuestMemory,
+{
+    let writes = matches!(
+        request.kind,
+        RequestKind::Out { .. } | RequestKind::Discard(_) | RequestKind::WriteZeroes(_)
+    );
+    if writes && device.disk.read_only() {
+        device.metrics.read_only_violations.inc();
+        return Some((Some(request.status), STATUS_IOERR, 1));
+    }
+    if request.kind == RequestKind::GetId {
+        device.metrics.get_id_ops.inc();
+        let written = write_serial(mem, &request, device.serial);
+        return Some((Some(request.status), STATUS_OK, written + 1));
+    }
+    // `index` < number of queues (1).
+    device.pool.submit(index as u16, request, space.clone());
+    None
+}
+
+/// The parts of the device `start` needs while the queue is borrowed.
+struct BlockDeviceParts<'a, M: GuestAddressSpace> {
+    disk: &'a DiskFile,
+    serial: &'a [u8],
+    metrics: &'a BlockMetrics,
+    pool: &'a WorkerPool<M>,
+}
+
+impl<M> BlockDevice<M>
+where
+    M: GuestAddressSpace + Send + 'static,
+{
+    /// Processes everything the driver made available on queue `index`.
+    pub(super) fn handle_queue(&mut self, index: usize) {
+        self.metrics.queue_events.inc();
+        let parts = BlockDeviceParts {
+            disk: &self.disk,
+            serial: &self.serial,
+            metrics: &self.metrics,
+            pool: &self.pool,
+        };
+        let Some(active) = self.state.active_mut() else {
+            return;
+        };
+        if active.broken {
+            return;
+        }
+        let mem = active.mem.memory();
+        let Some(queue) = active.queues.get_mut(index) else {
+            return;
+        };
+        if !queue.ready() {
+            return;
+        }
+        let mut used = false;
+        let mut corrupted = None;
+        'notifications: loop {
+            if queue.disable_notification(&*mem).is_err() {
+                corrupted = Some("avail_event unwritable");
+                break;
+            }
+            loop {
+                let chain = match queue.iter(&*mem) {
+                    Ok(mut iter) => iter.next(),
+                    Err(_) => {
+                        corrupted = Some("avail index beyond queue size");
+                        break 'notifications;
+                    }
+                };
+                let Some(chain) = chain else {
+                    break;
+                };
+                let head = chain.head_index();
+                let (status_addr, status, used_len) = match Request::parse(chain, &self.limits) {
+                    Ok(request) => {
+                        if let Some(done) = start(&parts, &active.mem, index, request, &*mem) {
+                            done
+                        } else {
+                            continue;
+                        }
+                    }
+                    Err(failure) => {
+                        count_refusal(&self.metrics, &failure.error);
+                        if let Some(suppressed) = self.log.allow() {
+                            tracing::warn!(disk = %self.id, head, error = %failure.error, suppressed, "Refusing virtio-blk request");
+                        }
+                        let used_len = u32::from(failure.status.is_some());
+                        (failure.status, failure.error.status(), used_len)
+                    }
+                };
+                if !publish(&*mem, queue, head, status_addr, status, used_len) {
+                    corrupted = Some("used ring unwritable or head out of range");
+                    break 'notifications;
+                }
+                used = true;
+            }
+            match queue.enable_notification(&*mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(_) => {
+                    corrupted = Some("avail ring unreadable");
+                    break;
+                }
+            }
+        }
+        drop(mem);
+        if let Some(what) = corrupted {
+            needs_reset(active, &self.metrics, what, &mut self.log);
+        } else if used {
+            notify(active, index, &self.metrics, &mut self.log);
+        }
+    }
+
+    /// Publishes finished requests and signals the queues that got some.
+    pub(super) fn handle_completions(&mut self) {
+        let _ = self.pool.completion_event().read();
+        let metrics: Arc<BlockMetrics> = self.metrics.clone();
+        let Some(active) = self.state.active_mut() else {
+            // Reset raced with the workers: drain() already discarded their results.
+            while self.pool.next_completion().is_some() {}
+            return;
+        };
+        let mut signal = vec![false; active.queues.len()];
+        let mut corrupted = false;
+        {
+            let mem = active.mem.memory();
+            while let Some(c) = self.pool.next_completion() {
+                account(&metrics, &c);
+                if active.broken || corrupted {
+                    continue;
+                }
+                let index = usize::from(c.queue);
+                let Some(queue) = active.queues.get_mut(index) else {
+                    continue;
+                };
+                if publish(
+                    &*mem,
+                    queue,
+                    c.head,
+                    Some(c.status_addr),
+                    c.status,
+                    c.used_len,
+                ) {
+                    signal[index] = true;
+                } else {
+                    corrupted = true;
+                }
+            }
+        }
+        if corrupted {
+            needs_reset(active, &metrics, "used ring unwritable", &mut self.log);
+            return;
+        }
+        for (index, _) in signal.iter().enumerate().filter(|(_, s)| **s) {
+            notify(active, index, &metrics, &mut self.log);
+        }
+    }
+}
+
+fn account(metrics: &BlockMetrics, c: &Completion) {
+    if c.status != STATUS_OK {
+        metrics.io_errors.inc();
+        return;
+    }
+    match c.kind {
+        RequestKind::In { .. } => {
+            metrics.read_ops.inc();
+            metrics.read_bytes.add(c.bytes);
+        }
+        RequestKind::Out { .. } => {
+            metrics.write_ops.inc();
+            metrics.write_bytes.add(c.bytes);
+        }
+        RequestKind::Flush => metrics.flush_ops.inc(),
+        RequestKind::Discard(_) => metrics.discard_ops.inc(),
+        RequestKind::WriteZeroes(_) => metrics.write_zeroes_ops.inc(),
+        RequestKind::GetId => metrics.get_id_ops.inc(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use virtio_bindings::virtio_blk::*;
+    use virtio_bindings::virtio_ring::{
+        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+    };
+    use virtio_queue::desc::split::{Descriptor, VirtqUsedElem};
+    use virtio_queue::desc::RawDescriptor;
+    use vm_memory::GuestMemoryMmap;
+    use vmm_sys_util::tempfile::TempFile;
+
+    use crate::virtio::block::request::WRITE_ZEROES_FLAG_UNMAP;
+    use crate::virtio::block::{BlockConfig, BlockDevice, SECTOR_SIZE};
+    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+
+    type Mem = Arc<GuestMemoryMmap>;
+    const DISK_SECTORS: u64 = 64;
+    const QUEUE_LEN: u16 = 16;
+    const DESC_TABLE: u64 = 0x0;
+    const AVAIL: u64 = 0x1000;
+    const USED: u64 = 0x2000;
+    const HDR: u64 = 0x10_0000;
+    const DATA: u64 = 0x20_0000;
+    const STATUS: u64 = 0x30_0000;
+
+    #[derive(Default)]
+    struct Interrupts {
+        queue: Mutex<Vec<u16>>,
+        needs_reset: AtomicBool,
+    }
+
+    impl VirtioInterrupt for Interrupts {
+        fn trigger(&self, kind: VirtioInterruptType) -> std::io::Result<()> {
+            if let VirtioInterruptType::Queue(q) = kind {
+                self.queue.lock().unwrap().push(q);
+            }
+            Ok(())
+        }
+        fn set_needs_reset(&self) {
+            self.needs_reset.store(true, Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        mem: Mem,
+        device: BlockDevice<Mem>,
+        interrupts: Arc<Interrupts>,
+        file: TempFile,
+        submitted: u16,
+    }
+
+    impl Harness {
+        fn new(read_only: bool, event_idx: bool) -> Self {
+            let file = TempFile::new().unwrap();
+            file.as_file().set_len(DISK_SECTORS * SECTOR_SIZE).unwrap();
+            let mem: Mem =
+                Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap());
+            let mut device = BlockDevice::new(BlockConfig {
+                id: "test".into(),
+                path: file.as_path().to_path_buf(),
+                read_only,
+                serial: Some("SERIAL-0123456789ABC".into()),
+                workers: 2,
+            })
+            .unwrap();
+            let interrupts = Arc::new(Interrupts::default());
+            // The driver's side of the rings, laid out as the virtio spec says.
+            let mut queue = Queue::new(QUEUE_LEN).unwrap();
+            queue.set_size(QUEUE_LEN);
+            queue.set_desc_table_address(Some(DESC_TABLE as u32), Some(0));
+            queue.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+            queue.set_used_ring_address(Some(USED as u32), Some(0));
+            queue.set_ready(true);
+            queue.set_event_idx(event_idx);
+            assert!(queue.is_valid(&*mem));
+            let interrupt: Arc<dyn VirtioInterrupt> = interrupts.clone();
+            device
+                .activate(Activation {
+                    mem: mem.clone(),
+                    interrupt,
+                    queues: vec![queue],
+                    acked_features: features::VERSION_1,
+                })
+                .unwrap();
+            Harness {
+                mem,
+                device,
+                interrupts,
+                file,
+                submitted: 0,
+            }
+        }
+
+        /// Makes a chain of (addr, len, device-writable) descriptors available at slot 0.
+        fn submit(&mut self, descs: &[(u64, u32, bool)]) {
+            let raw: Vec<RawDescriptor> = descs
+                .iter()
+                .enumerate()
+                .map(|(i, (addr, len, write))| {
+                    let mut flags = if *write { VRING_DESC_F_WRITE as u16 } else { 0 };
+                    if i + 1 < descs.len() {
+                        flags |= VRING_DESC_F_NEXT as u16;
+                    }
+                    RawDescriptor::from(Descriptor::new(*addr, *len, flags, i as u16 + 1))
+                })
+                .collect();
+            self.submit_raw(&raw, 0);
+        }
+
+        /// Writes descriptors at table index 0.. and publishes `head`.
+        fn submit_raw(&mut self, raw: &[RawDescriptor], head: u16) {
+            for (i, d) in raw.iter().enumerate() {
+                self.mem
+                    .write_obj(*d, GuestAddress(DESC_TABLE + 16 * i as u64))
+                    .unwrap();
+            }
+            let slot = u64::from(self.submitted % QUEUE_LEN);
+            self.mem
+                .write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot))
+                .unwrap();
+            self.submitted = self.submitted.wrapping_add(1);
+            self.mem
+                .write_obj(self.submitted, GuestAddress(AVAIL + 2))
+                .unwrap();
+        }
+
+        fn used_idx(&self) -> u16 {
+            self.mem.read_obj::<u16>(GuestAddress(USED + 2)).unwrap()
+        }
+
+        fn last_used(&self) -> VirtqUsedElem {
+            let idx = self.used_idx().wrapping_sub(1) % QUEUE_LEN;
+            self.mem
+                .read_obj(GuestAddress(USED + 4 + 8 * u64::from(idx)))
+                .unwrap()
+        }
+
+        /// Kicks the queue and waits (bounded) until the request is in the used ring.
+        fn run(&mut self) -> (u8, u32) {
+            let before = self.used_idx();
+            self.device.process_queue(0);
+            let fd = self.device.event_fds()[0];
+            for _ in 0..1000 {
+                if self.used_idx() != before {
+                    break;
+                }
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the duration of the call.
+                unsafe { libc::poll(&mut pfd, 1, 100) };
+                self.device.process_event(0);
+            }
+            assert_ne!(self.used_idx(), before, "request never completed");
+            let used = self.last_used();
+            (self.mem.read_obj(GuestAddress(STATUS)).unwrap(), used.len())
+        }
+
+        fn header(&self, kind: u32, sector: u64) {
+            self.mem.write_obj(kind, GuestAddress(HDR)).unwrap();
+            self.mem.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
+            self.mem.write_obj(sector, GuestAddress(HDR + 8)).unwrap();
+            self.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
+        }
+
+        fn file_bytes(&self, offset: u64, len: usize) -> Vec<u8> {
+            let mut f = self.file.as_file();
+            f.seek(SeekFrom::Start(offset)).unwrap();
+            let mut buf = vec![0u8; len];
+            f.read_exact(&mut buf).unwrap();
+            buf
+        }
+
+        fn write_file(&self, offset: u64, data: &[u8]) {
+            let mut f = self.file.as_file();
+            f.seek(SeekFrom::Start(offset)).unwrap();
+            f.write_all(data).unwrap();
+        }
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn read_returns_disk_contents() {
+        let mut h = Harness::new(false, false);
+        let data = pattern(1024, 7);
+        h.write_file(2 * SECTOR_SIZE, &data);
+        h.header(VIRTIO_BLK_T_IN, 2);
+        h.submit(&[
+            (HDR, 16, false),
+            (DATA, 512, true),
+            (DATA + 0x1000, 512, true),
+            (STATUS, 1, true),
+        ]);
+        assert_eq!(h.run(), (STATUS_OK, 1025));
+        let mut got = vec![0u8; 1024];
+        h.mem
+            .read_slice(&mut got[..512], GuestAddress(DATA))
+            .unwrap();
+        h.mem
+            .read_slice(&mut got[512..], GuestAddress(DATA + 0x1000))
+            .unwrap();
+        assert_eq!(got, data);
+        assert_eq!(h.device.metrics().read_bytes.get(), 1024);
+        assert_eq!(*h.interrupts.queue.lock().unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn write_reaches_the_file_and_flush_succeeds() {
+        let mut h = Harness::new(false, false);
+        let data = pattern(2048, 3);
+        h.mem.write_slice(&data, GuestAddress(DATA)).unwrap();
+        h.header(VIRTIO_BLK_T_OUT, 60);
+        h.submit(&[(HDR, 16, false), (DATA, 2048, false), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 1));
+        assert_eq!(h.file_bytes(60 * SECTOR_SIZE, 2048), data);
+        h.header(VIRTIO_BLK_T_FLUSH, 0);
+        h.submit(&[(HDR, 16, false), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 1));
+        let m = h.device.metrics();
+        assert_eq!(
+            (m.write_ops.get(), m.write_bytes.get(), m.flush_ops.get()),
+            (1, 2048, 1)
+        );
+    }
+
+    #[test]
+    fn indirect_descriptors() {
+        let mut h = Harness::new(false, false);
+        let data = pattern(512, 9);
+        h.write_file(0, &data);
+        h.header(VIRTIO_BLK_T_IN, 0);
+        let table = 0x3a_0000;
+        let entries = [
+            Descriptor::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1),
+            Descriptor::new(
+                DATA,
+                512,
+                (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
+                2,
+            ),
+            Descriptor::new(STATUS, 1, VRING_DESC_F_WRITE as u16, 0),
+        ];
+        for (i, e) in entries.iter().enumerate() {
+            h.mem
+                .write_obj(RawDescriptor::from(*e), GuestAddress(table + 16 * i as u64))
+                .unwrap();
+        }
+        let head = RawDescriptor::from(Descriptor::new(table, 48, VRING_DESC_F_INDIRECT as u16, 0));
+        h.submit_raw(&[head], 0);
+        assert_eq!(h.run(), (STATUS_OK, 513));
+        let mut got = vec![0u8; 512];
+        h.mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+        assert_eq!(got, data);
+    }
+
+    fn range(h: &Harness, at: u64, sector: u64, sectors: u32, flags: u32) {
+        h.mem.write_obj(sector, GuestAddress(at)).unwrap();
+        h.mem.write_obj(sectors, GuestAddress(at + 8)).unwrap();
+        h.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_clear_ranges() {
+        let mut h = Harness::new(false, false);
+        h.write_file(0, &pattern((DISK_SECTORS * SECTOR_SIZE) as usize, 1));
+        h.header(VIRTIO_BLK_T_DISCARD, 0);
+        range(&h, DATA, 8, 8, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 16, false), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 1));
+        assert_eq!(h.file_bytes(8 * SECTOR_SIZE, 4096), vec![0; 4096]);
+        for (flags, sector) in [(0, 16), (WRITE_ZEROES_FLAG_UNMAP, 32)] {
+            h.header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+            range(&h, DATA, sector, 3, flags);
+            h.submit(&[(HDR, 16, false), (DATA, 16, false), (STATUS, 1, true)]);
+            assert_eq!(h.run(), (STATUS_OK, 1));
+            assert_eq!(h.file_bytes(sector * SECTOR_SIZE, 1536), vec![0; 1536]);
+            // The neighbours are untouched.
+            assert_ne!(h.file_bytes((sector + 3) * SECTOR_SIZE, 512), vec![0; 512]);
+        }
+        let m = h.device.metrics();
+        assert_eq!((m.discard_ops.get(), m.write_zeroes_ops.get()), (1, 2));
+        assert_eq!(
+            h.file.as_file().metadata().unwrap().len(),
+            DISK_SECTORS * SECTOR_SIZE
+        );
+    }
+
+    #[test]
+    fn get_id_returns_the_serial() {
+        let mut h = Harness::new(false, false);
+        h.header(VIRTIO_BLK_T_GET_ID, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 20, true), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 21));
+        let mut id = [0u8; 20];
+        h.mem.read_slice(&mut id, GuestAddress(DATA)).unwrap();
+        assert_eq!(&id, b"SERIAL-0123456789ABC");
+        // A short buffer gets a truncated ID.
+        h.header(VIRTIO_BLK_T_GET_ID, 0);
+        h.submit(&[(HDR, 16, false), (DATA + 0x100, 6, true), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 7));
+        let mut id = [0u8; 6];
+        h.mem
+            .read_slice(&mut id, GuestAddress(DATA + 0x100))
+            .unwrap();
+        assert_eq!(&id, b"SERIAL");
+    }
+
+    #[test]
+    fn read_only_disk_refuses_writes() {
+        let mut h = Harness::new(true, false);
+        assert_ne!(h.device.features() & (1 << VIRTIO_BLK_F_RO), 0);
+        assert_eq!(h.device.features() & (1 << VIRTIO_BLK_F_DISCARD), 0);
+        let before = h.file_bytes(0, 512);
+        h.mem
+            .write_slice(&pattern(512, 5), GuestAddress(DATA))
+            .unwrap();
+        h.header(VIRTIO_BLK_T_OUT, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_IOERR, 1));
+        assert_eq!(h.file_bytes(0, 512), before);
+        h.header(VIRTIO_BLK_T_WRITE_ZEROES, 0);
+        range(&h, DATA, 0, 1, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 16, false), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_IOERR, 1));
+        // Reads still work.
+        h.header(VIRTIO_BLK_T_IN, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 513));
+        assert_eq!(h.device.metrics().read_only_violations.get(), 2);
+    }
+
+    #[test]
+    fn out_of_range_sectors_fail() {
+        let mut h = Harness::new(false, false);
+        for sector in [DISK_SECTORS, DISK_SECTORS - 1, u64::MAX] {
+            h.header(VIRTIO_BLK_T_IN, sector);
+            h.submit(&[(HDR, 16, false), (DATA, 1024, true), (STATUS, 1, true)]);
+            assert_eq!(h.run(), (STATUS_IOERR, 1), "sector {sector}");
+        }
+        // The last sector itself is fine.
+        h.header(VIRTIO_BLK_T_IN, DISK_SECTORS - 1);
+        h.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 513));
+        assert_eq!(h.device.metrics().invalid_requests.get(), 3);
+    }
+
+    #[test]
+    fn malformed_chains_fail_the_request() {
+        let mut h = Harness::new(false, false);
+        h.header(VIRTIO_BLK_T_IN, 0);
+        // Too short: no status descriptor. Nothing is written, the chain is returned.
+        h.submit(&[(HDR, 16, false)]);
+        assert_eq!(h.run(), (0xff, 0));
+        // Wrong direction: the data of a read is device-readable.
+        h.submit(&[(HDR, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_IOERR, 1));
+        // Status descriptor not writable.
+        h.header(VIRTIO_BLK_T_IN, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, false)]);
+        assert_eq!(h.run(), (0xff, 0));
+        // Buffer outside guest memory.
+        h.submit(&[(HDR, 16, false), (0x3f_ff00, 512, true), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (0xff, 0));
+        // Lengths adding up past 4 GiB.
+        h.submit(&[
+            (HDR, 16, false),
+            (DATA, u32::MAX, true),
+            (DATA, 512, true),
+            (STATUS, 1, true),
+        ]);
+        assert_eq!(h.run(), (0xff, 0));
+        // A descriptor loop: 0 -> 1 -> 0.
+        let looped = [
+            RawDescriptor::from(Descriptor::new(HDR, 16, VRING_DESC_F_NEXT as u16, 1)),
+            RawDescriptor::from(Descriptor::new(
+                STATUS,
+                1,
+                (VRING_DESC_F_NEXT | VRING_DESC_F_WRITE) as u16,
+                0,
+            )),
+        ];
+        h.submit_raw(&looped, 0);
+        assert_eq!(h.run(), (0xff, 0));
+        assert_eq!(h.device.metrics().invalid_requests.get(), 6);
+        assert!(!h.interrupts.needs_reset.load(Ordering::SeqCst));
+        // The device still works.
+        h.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        assert_eq!(h.run(), (STATUS_OK, 513));
+    }
+
+    #[test]
+    fn corrupted_rings_set_needs_reset() {
+        let mut h = Harness::new(false, false);
+        // A head index outside the descriptor table cannot be returned.
+        h.submit_raw(&[], 200);
+        h.device.process_queue(0);
+        assert!(h.interrupts.needs_reset.load(Ordering::SeqCst));
+        assert_eq!(h.device.metrics().needs_reset.get(), 1);
+        // A broken device ignores further kicks until reset.
+        h.header(VIRTIO_BLK_T_IN, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        h.device.process_queue(0);
+        assert_eq!(h.used_idx(), 0);
+
+        // An avail index more than a queue ahead.
+        let mut h = Harness::new(false, false);
+        h.mem
+            .write_obj(QUEUE_LEN + 5, GuestAddress(AVAIL + 2))
+            .unwrap();
+        h.device.process_queue(0);
+        assert!(h.interrupts.needs_reset.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn event_idx_suppresses_interrupts() {
+        let mut h = Harness::new(false, true);
+        let used_event = AVAIL + 4 + 2 * u64::from(QUEUE_LEN);
+        // The driver wants an interrupt only after the second used entry.
+        h.mem.write_obj(1u16, GuestAddress(used_event)).unwrap();
+        h.header(VIRTIO_BLK_T_FLUSH, 0);
+        h.submit(&[(HDR, 16, false), (STATUS, 1, true)]);
+        h.run();
+        assert!(h.interrupts.queue.lock().unwrap().is_empty());
+        h.submit(&[(HDR, 16, false), (STATUS, 1, true)]);
+        h.run();
+        assert_eq!(*h.interrupts.queue.lock().unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn reset_waits_for_io_and_deactivates() {
+        let mut h = Harness::new(false, false);
+        h.header(VIRTIO_BLK_T_IN, 0);
+        h.submit(&[(HDR, 16, false), (DATA, 512, true), (STATUS, 1, true)]);
+        h.device.process_queue(0);
+        h.device.reset();
+        assert!(!h.device.is_activated());
+        // Completions of the old activation are gone; kicks are ignored.
+        h.device.process_event(0);
+        h.device.process_queue(0);
+        assert_eq!(h.used_idx(), 0);
+    }
+
+    #[test]
+    fn config_space() {
+        let h = Harness::new(false, false);
+        let mut b = [0u8; 8];
+        h.device.read_config(0, &mut b);
+        assert_eq!(u64::from_le_bytes(b), DISK_SECTORS);
+        let mut w = [0u8; 4];
+        h.device.read_config(0x0c, &mut w);
+        assert_eq!(
+            u32::from_le_bytes(w),
+            u32::from(crate::virtio::block::QUEUE_SIZE) - 2
+        );
+        h.device.read_config(0x28, &mut w);
+        assert_eq!(u32::from_le_bytes(w), 32);
+        // Past the structure, or wrapping: zeros.
+        h.device.read_config(0x3a, &mut w);
+        assert_eq!(w, [0; 4]);
+        h.device.read_config(u64::MAX, &mut w);
+        assert_eq!(w, [0; 4]);
+    }
+}

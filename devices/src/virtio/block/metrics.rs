@@ -1,0 +1,94 @@
+//! Counters of one virtio-blk device, shared with whoever exports them (the API serves
+//! them as Prometheus text).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one block device. All are monotonic.
+///
+/// ```
+/// use devices::virtio::block::BlockMetrics;
+/// let m = BlockMetrics::default();
+/// m.read_ops.inc();
+/// let mut seen = Vec::new();
+/// m.for_each(|name, value| seen.push((name, value)));
+/// assert!(seen.contains(&("read_ops", 1)));
+/// ```
+#[derive(Debug, Default)]
+pub struct BlockMetrics {
+    /// Queue notifications handled.
+    pub queue_events: Counter,
+    /// Read requests completed.
+    pub read_ops: Counter,
+    /// Bytes read.
+    pub read_bytes: Counter,
+    /// Write requests completed.
+    pub write_ops: Counter,
+    /// Bytes written.
+    pub write_bytes: Counter,
+    /// Flush requests completed.
+    pub flush_ops: Counter,
+    /// Discard requests completed.
+    pub discard_ops: Counter,
+    /// Write-zeroes requests completed.
+    pub write_zeroes_ops: Counter,
+    /// GET_ID requests completed.
+    pub get_id_ops: Counter,
+    /// Requests that failed in the backend (status IOERR after I/O).
+    pub io_errors: Counter,
+    /// Malformed requests refused before any I/O.
+    pub invalid_requests: Counter,
+    /// Requests of an unsupported type.
+    pub unsupported_requests: Counter,
+    /// Writes refused because the disk is read-only.
+    pub read_only_violations: Counter,
+    /// Times the device flagged DEVICE_NEEDS_RESET.
+    pub needs_reset: Counter,
+    /// Interrupts sent to the driver.
+    pub interrupts: Counter,
+}
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl BlockMetrics {
+    /// Calls `f` with each counter's name and value.
+    pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
+        for (name, counter) in [
+            ("queue_events", &self.queue_events),
+            ("read_ops", &self.read_ops),
+            ("read_bytes", &self.read_bytes),
+            ("write_ops", &self.write_ops),
+            ("write_bytes", &self.write_bytes),
+            ("flush_ops", &self.flush_ops),
+            ("discard_ops", &self.discard_ops),
+            ("write_zeroes_ops", &self.write_zeroes_ops),
+            ("get_id_ops", &self.get_id_ops),
+            ("io_errors", &self.io_errors),
+            ("invalid_requests", &self.invalid_requests),
+            ("unsupported_requests", &self.unsupported_requests),
+            ("read_only_violations", &self.read_only_violations),
+            ("needs_reset", &self.needs_reset),
+            ("interrupts", &self.interrupts),
+        ] {
+            f(name, counter.get());
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Virtio transports: how a driver finds and programs a device. [`pci`] is modern
+//! virtio-pci over the PCI root bus; [`common_config`] its common configuration structure;
+//! [`pci_interrupt`] its ISR and MSI-X side of [`crate::virtio::VirtioInterrupt`].
+
+pub mod common_config;
+pub mod pci;
+pub mod pci_interrupt;
+
+pub use pci::{SharedVirtioDevice, VirtioPciDevice, VirtioPciError};
+pub use pci_interrupt::{PciInterrupt, VIRTIO_MSI_NO_VECTOR};
