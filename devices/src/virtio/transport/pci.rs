@@ -449,3 +449,322 @@ where
         self.write_region(offset, data);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pci::msix::tests::RecordingNotifier;
+    use crate::pci::{PciBus, PciConfigMmio};
+    use crate::virtio::transport::VIRTIO_MSI_NO_VECTOR;
+    use crate::virtio::{status, ActivateError, VirtioInterruptType};
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
+
+    type Mem = Arc<GuestMemoryMmap>;
+    const BAR: u64 = 0x1_0000_0000;
+
+    #[derive(Default)]
+    struct TestDevice {
+        activated: Option<(usize, Vec<bool>, u64)>,
+        interrupt: Option<Arc<dyn VirtioInterrupt>>,
+        resets: usize,
+        config: [u8; 8],
+    }
+
+    impl VirtioDevice<Mem> for TestDevice {
+        fn device_type(&self) -> u32 {
+            device_type::BLOCK
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[64, 32]
+        }
+        fn features(&self) -> u64 {
+            features::VERSION_1 | features::RING_EVENT_IDX
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            let o = offset as usize;
+            if let Some(src) = self.config.get(o..o + data.len()) {
+                data.copy_from_slice(src);
+            }
+        }
+        fn write_config(&mut self, offset: u64, data: &[u8]) {
+            let o = offset as usize;
+            if let Some(dst) = self.config.get_mut(o..o + data.len()) {
+                dst.copy_from_slice(data);
+            }
+        }
+        fn activate(&mut self, a: Activation<Mem>) -> Result<(), ActivateError> {
+            let ready = a.queues.iter().map(|q| q.ready()).collect();
+            let event_idx = a.queues[0].event_idx_enabled();
+            assert!(event_idx == (a.acked_features & features::RING_EVENT_IDX != 0));
+            self.activated = Some((a.queues.len(), ready, a.acked_features));
+            self.interrupt = Some(a.interrupt);
+            Ok(())
+        }
+        fn reset(&mut self) {
+            self.resets += 1;
+            self.activated = None;
+            self.interrupt = None;
+        }
+        fn is_activated(&self) -> bool {
+            self.activated.is_some()
+        }
+        fn process_queue(&mut self, _index: usize) {}
+    }
+
+    struct Harness {
+        pci: VirtioPciDevice<Mem>,
+        device: Arc<Mutex<TestDevice>>,
+        notifier: Arc<RecordingNotifier>,
+    }
+
+    fn harness() -> Harness {
+        let mem: Mem =
+            Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap());
+        let device = Arc::new(Mutex::new(TestDevice::default()));
+        let notifier = Arc::new(RecordingNotifier::default());
+        let shared: SharedVirtioDevice<Mem> = device.clone();
+        let pci = VirtioPciDevice::new(shared, mem, notifier.clone(), BAR).unwrap();
+        Harness {
+            pci,
+            device,
+            notifier,
+        }
+    }
+
+    impl Harness {
+        fn read(&mut self, offset: u64, len: usize) -> u64 {
+            let mut data = [0u8; 8];
+            self.pci.read_bar(0, offset, &mut data[..len]);
+            u64::from_le_bytes(data)
+        }
+        fn write(&mut self, offset: u64, len: usize, value: u64) {
+            self.pci.write_bar(0, offset, &value.to_le_bytes()[..len]);
+        }
+        fn status(&mut self) -> u8 {
+            self.read(0x14, 1) as u8
+        }
+        /// The Linux driver's sequence up to FEATURES_OK.
+        fn negotiate(&mut self) {
+            self.write(0x14, 1, 1);
+            self.write(0x14, 1, 3);
+            self.write(0x00, 4, 1);
+            let high = self.read(0x04, 4);
+            self.write(0x08, 4, 1);
+            self.write(0x0c, 4, high);
+            self.write(0x00, 4, 0);
+            let low = self.read(0x04, 4);
+            self.write(0x08, 4, 0);
+            self.write(0x0c, 4, low);
+            self.write(0x14, 1, 0xb);
+        }
+        fn setup_queue(&mut self, index: u64, desc: u64) {
+            self.write(0x16, 2, index);
+            self.write(0x18, 2, 16);
+            self.write(0x20, 4, desc);
+            self.write(0x24, 4, 0);
+            self.write(0x28, 4, desc + 0x1000);
+            self.write(0x2c, 4, 0);
+            self.write(0x30, 4, desc + 0x2000);
+            self.write(0x34, 4, 0);
+            self.write(0x1c, 2, 1);
+        }
+    }
+
+    /// Walks the capability list: (offset, id, virtio cfg_type).
+    fn capabilities(pci: &mut VirtioPciDevice<Mem>) -> Vec<(usize, u8, u8)> {
+        let mut caps = Vec::new();
+        let mut at = (pci.read_config_register(0x34 / 4) & 0xff) as usize;
+        while at != 0 && caps.len() < 16 {
+            let reg = pci.read_config_register(at / 4);
+            let id = reg as u8;
+            let cfg_type = (reg >> 24) as u8;
+            caps.push((at, id, cfg_type));
+            at = ((reg >> 8) & 0xff) as usize;
+        }
+        caps
+    }
+
+    #[test]
+    fn identity_bar_and_capabilities() {
+        let mut h = harness();
+        assert_eq!(h.pci.read_config_register(0), 0x1042_1af4);
+        assert_eq!(h.pci.read_config_register(11) >> 16, 0x40);
+        // Status register announces the capability list.
+        assert_ne!(h.pci.read_config_register(1) & (1 << 20), 0);
+        let caps = capabilities(&mut h.pci);
+        let ids: Vec<u8> = caps.iter().map(|c| c.1).collect();
+        assert_eq!(ids, vec![0x11, 9, 9, 9, 9, 9]);
+        let types: Vec<u8> = caps[1..].iter().map(|c| c.2).collect();
+        assert_eq!(
+            types,
+            vec![
+                CFG_TYPE_COMMON,
+                CFG_TYPE_ISR,
+                CFG_TYPE_DEVICE,
+                CFG_TYPE_NOTIFY,
+                CFG_TYPE_PCI
+            ]
+        );
+        // The notify capability: offset, length and multiplier.
+        let notify = caps[4].0 / 4;
+        assert_eq!(h.pci.read_config_register(notify + 2), NOTIFY_OFFSET as u32);
+        assert_eq!(h.pci.read_config_register(notify + 3), 8);
+        assert_eq!(
+            h.pci.read_config_register(notify + 4),
+            NOTIFY_OFF_MULTIPLIER
+        );
+        // MSI-X: 3 vectors, table and PBA in BAR 0.
+        let msix = caps[0].0 / 4;
+        assert_eq!(h.pci.read_config_register(msix) >> 16, 2);
+        assert_eq!(
+            h.pci.read_config_register(msix + 1),
+            MSIX_TABLE_OFFSET as u32
+        );
+        assert_eq!(h.pci.read_config_register(msix + 2), MSIX_PBA_OFFSET as u32);
+        // BAR 0 sizing.
+        h.pci.write_config_register(4, 0, &[0xff; 4]);
+        h.pci.write_config_register(5, 0, &[0xff; 4]);
+        assert_eq!(h.pci.read_config_register(4), !(BAR_SIZE as u32 - 1) | 0x4);
+        assert_eq!(h.pci.read_config_register(5), 0xffff_ffff);
+    }
+
+    #[test]
+    fn driver_initialisation_activates_the_device() {
+        let mut h = harness();
+        h.negotiate();
+        assert_eq!(h.status(), 0xb);
+        assert_eq!(h.read(0x12, 2), 2);
+        h.setup_queue(0, 0x1_0000);
+        h.write(0x14, 1, 0xf);
+        assert_eq!(h.status(), 0xf);
+        let (queues, ready, acked) = h.device.lock().unwrap().activated.clone().unwrap();
+        assert_eq!(queues, 2);
+        assert_eq!(ready, vec![true, false]);
+        assert_eq!(acked, features::VERSION_1 | features::RING_EVENT_IDX);
+        // Device config goes to the device.
+        h.write(DEVICE_CONFIG_OFFSET + 4, 4, 0xabcd);
+        assert_eq!(h.read(DEVICE_CONFIG_OFFSET + 4, 4), 0xabcd);
+        // Reset.
+        h.write(0x14, 1, 0);
+        assert_eq!(h.status(), 0);
+        assert_eq!(h.device.lock().unwrap().resets, 1);
+        assert!(!h.device.lock().unwrap().is_activated());
+        h.write(0x16, 2, 0);
+        assert_eq!(h.read(0x1c, 2), 0);
+        assert_eq!(h.read(0x18, 2), 64);
+    }
+
+    #[test]
+    fn rings_outside_memory_need_reset() {
+        let mut h = harness();
+        h.negotiate();
+        h.setup_queue(0, 0xff_f000);
+        h.write(0x14, 1, 0xf);
+        assert_ne!(h.status() & status::DEVICE_NEEDS_RESET, 0);
+        assert!(!h.device.lock().unwrap().is_activated());
+        // A reset clears it.
+        h.write(0x14, 1, 0);
+        assert_eq!(h.status(), 0);
+    }
+
+    #[test]
+    fn notifications_signal_the_queue_eventfd() {
+        let mut h = harness();
+        assert_eq!(h.pci.notify_address(1), BAR + NOTIFY_OFFSET + 4);
+        h.write(NOTIFY_OFFSET + 4, 2, 1);
+        assert_eq!(h.pci.queue_events()[1].read().unwrap(), 1);
+        assert!(h.pci.queue_events()[0].read().is_err());
+        // A notification past the last queue is dropped.
+        h.write(NOTIFY_OFFSET + 8, 2, 2);
+    }
+
+    #[test]
+    fn msix_and_isr_delivery() {
+        let mut h = harness();
+        h.negotiate();
+        h.setup_queue(0, 0x1_0000);
+        // Vectors: config 0, queue 0 -> 1; vector 3 does not exist.
+        h.write(0x10, 2, 0);
+        h.write(0x16, 2, 0);
+        h.write(0x1a, 2, 3);
+        assert_eq!(h.read(0x1a, 2), u64::from(VIRTIO_MSI_NO_VECTOR));
+        h.write(0x1a, 2, 1);
+        h.write(0x14, 1, 0xf);
+        // Enable MSI-X and unmask vector 1.
+        let msix = capabilities(&mut h.pci)[0].0;
+        h.pci.write_config_register(msix / 4, 3, &[0x80]);
+        h.write(MSIX_TABLE_OFFSET + 16, 4, 0xfee0_0000);
+        h.write(MSIX_TABLE_OFFSET + 16 + 8, 4, 0x41);
+        h.write(MSIX_TABLE_OFFSET + 16 + 12, 4, 0);
+        let interrupt = h.device.lock().unwrap().interrupt.clone().unwrap();
+        interrupt.trigger(VirtioInterruptType::Queue(0)).unwrap();
+        assert_eq!(*h.notifier.notified.lock().unwrap(), vec![1]);
+        // Vector 0 (config) is still masked: pending, visible in the PBA.
+        interrupt.trigger(VirtioInterruptType::Config).unwrap();
+        assert_eq!(h.read(MSIX_PBA_OFFSET, 8), 1);
+        assert_eq!(h.read(0x15, 1), 1);
+        // ISR is read-to-clear.
+        assert_eq!(h.read(ISR_OFFSET, 1), 3);
+        assert_eq!(h.read(ISR_OFFSET, 1), 0);
+        // DEVICE_NEEDS_RESET from the device.
+        interrupt.set_needs_reset();
+        assert_ne!(h.status() & status::DEVICE_NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn pci_cfg_capability_window() {
+        let mut h = harness();
+        let cap = capabilities(&mut h.pci)[5].0;
+        // bar 0, offset 0x12 (num_queues), length 2.
+        h.pci.write_config_register(cap / 4 + 1, 0, &[0]);
+        h.pci
+            .write_config_register(cap / 4 + 2, 0, &0x12u32.to_le_bytes());
+        h.pci
+            .write_config_register(cap / 4 + 3, 0, &2u32.to_le_bytes());
+        assert_eq!(h.pci.read_config_register(cap / 4 + 4), 2);
+        // Writes go through too: device_status = ACKNOWLEDGE.
+        h.pci
+            .write_config_register(cap / 4 + 2, 0, &0x14u32.to_le_bytes());
+        h.pci
+            .write_config_register(cap / 4 + 3, 0, &1u32.to_le_bytes());
+        h.pci.write_config_register(cap / 4 + 4, 0, &[1]);
+        assert_eq!(h.status(), 1);
+        // A misaligned window reads zero.
+        h.pci
+            .write_config_register(cap / 4 + 2, 0, &0x13u32.to_le_bytes());
+        h.pci
+            .write_config_register(cap / 4 + 3, 0, &2u32.to_le_bytes());
+        assert_eq!(h.pci.read_config_register(cap / 4 + 4), 0);
+    }
+
+    #[test]
+    fn through_the_bus_and_ecam() {
+        let h = harness();
+        let mut bus = PciBus::new();
+        let slot = bus.add_device(Arc::new(Mutex::new(h.pci))).unwrap();
+        let ecam = PciConfigMmio::new(Arc::new(bus));
+        let at = |reg: u64| u64::from(slot) << 15 | reg;
+        let mut id = [0u8; 4];
+        ecam.read(at(0), &mut id);
+        assert_eq!(u32::from_le_bytes(id), 0x1042_1af4);
+        // Class: mass storage.
+        let mut class = [0u8; 1];
+        ecam.read(at(0xb), &mut class);
+        assert_eq!(class[0], 0x01);
+    }
+
+    #[test]
+    fn out_of_bar_accesses() {
+        let mut h = harness();
+        assert_eq!(h.read(BAR_SIZE - 2, 4), 0);
+        h.write(BAR_SIZE - 2, 4, u64::MAX);
+        let mut data = [0xaau8; 4];
+        h.pci.read_bar(1, 0, &mut data);
+        assert_eq!(data, [0; 4]);
+        h.pci.read_bar(0, u64::MAX - 1, &mut data);
+        assert_eq!(data, [0; 4]);
+        // Odd-sized ISR and PBA accesses read zero / all-ones and change nothing.
+        assert_eq!(h.read(ISR_OFFSET, 2), 0);
+        assert_eq!(h.read(MSIX_PBA_OFFSET + 1, 1), 0xff);
+    }
+}
