@@ -37,6 +37,7 @@ mod commit;
 mod gc;
 mod key;
 mod metadata;
+mod migrate;
 mod objects;
 mod options;
 pub mod patch;
@@ -49,6 +50,7 @@ mod watch;
 pub use self::sled::{SledBackend, FORMAT_VERSION};
 pub use backend::{Backend, BackendError, EventType, LogEntry, Op, Txn};
 
+pub use migrate::MigrateError;
 pub use objects::{Objects, StoreConfig, StoreError};
 pub use options::{
     DeleteOptions, Deleted, FieldValidation, ListOptions, ObjectList, Patch, Propagation,

@@ -250,3 +250,324 @@ async fn catch_up(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::key::Key;
+    use crate::store::testing::{opts, rv, store, store_with, vm, VM};
+    use crate::store::{DeleteOptions, ListOptions, Objects, Patch, StoreConfig};
+
+    async fn next(rx: &mut mpsc::Receiver<WatchEvent>) -> WatchEvent {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event within the bound")
+            .expect("the stream is open")
+    }
+
+    fn name(e: &WatchEvent) -> &str {
+        e.object["metadata"]["name"].as_str().unwrap_or("")
+    }
+
+    /// Writes `n` objects in one transaction (one flush), bypassing the API checks.
+    async fn bulk(s: &Objects, from: usize, n: usize) {
+        let ((), ack) = s
+            .write(false, |tx| {
+                for i in from..from + n {
+                    let key = Key::new(&VM, Some("default"), &format!("bulk-{i}"));
+                    let mut o = vm(&format!("bulk-{i}"));
+                    o["metadata"]["namespace"] = json!("default");
+                    tx.put(&key, o, EventType::Added)?;
+                }
+                Ok(())
+            })
+            .expect("bulk write");
+        ack.expect("committed").wait().await.expect("durable");
+    }
+
+    #[tokio::test]
+    async fn synthetic_added_then_changes_with_last_state_on_delete() {
+        let (s, _dir) = store();
+        s.create(&VM, Some("default"), vm("a"), &opts())
+            .await
+            .expect("a");
+        s.create(&VM, Some("default"), vm("b"), &opts())
+            .await
+            .expect("b");
+        for rv0 in [None, Some("0".to_string())] {
+            let mut w = s
+                .watch(
+                    &VM,
+                    Some("default"),
+                    &ListOptions {
+                        resource_version: rv0,
+                        ..Default::default()
+                    },
+                )
+                .expect("watch");
+            let (e1, e2) = (next(&mut w).await, next(&mut w).await);
+            assert_eq!((e1.type_, name(&e1)), (WatchEventType::Added, "a"));
+            assert_eq!((e2.type_, name(&e2)), (WatchEventType::Added, "b"));
+        }
+        let mut w = s
+            .watch(&VM, Some("default"), &ListOptions::default())
+            .expect("watch");
+        next(&mut w).await;
+        next(&mut w).await;
+        s.patch(
+            &VM,
+            Some("default"),
+            "a",
+            Patch::Merge(json!({"spec": {"cpus": 2}})),
+            &opts(),
+        )
+        .await
+        .expect("patch");
+        let m = next(&mut w).await;
+        assert_eq!(
+            (m.type_, name(&m), m.object["spec"]["cpus"].as_i64()),
+            (WatchEventType::Modified, "a", Some(2))
+        );
+        let d = s
+            .delete(&VM, Some("default"), "a", &DeleteOptions::default())
+            .await
+            .expect("delete");
+        let e = next(&mut w).await;
+        assert_eq!(e.type_, WatchEventType::Deleted);
+        assert_eq!(e.object, d.object, "DELETED carries the last state");
+        assert_eq!(e.object["spec"]["cpus"], 2);
+        assert_eq!(rv(&e.object), s.revision());
+    }
+
+    #[tokio::test]
+    async fn filters_by_namespace_and_selectors() {
+        let (s, _dir) = store();
+        s.create(
+            &crate::store::testing::NAMESPACE,
+            None,
+            json!({"metadata": {"name": "other"}}),
+            &opts(),
+        )
+        .await
+        .expect("ns");
+        let from = Some(s.revision().to_string());
+        let mut by_ns = s
+            .watch(
+                &VM,
+                Some("other"),
+                &ListOptions {
+                    resource_version: from.clone(),
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        let mut by_name = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: from.clone(),
+                    field_selector: Some("metadata.name=target".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        let mut by_label = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: from,
+                    label_selector: Some("tier in (db)".into()),
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        s.create(&VM, Some("default"), vm("x"), &opts())
+            .await
+            .expect("x");
+        let mut db = vm("y");
+        db["metadata"]["labels"]["tier"] = json!("db");
+        s.create(&VM, Some("default"), db, &opts())
+            .await
+            .expect("y");
+        s.create(&VM, Some("default"), vm("target"), &opts())
+            .await
+            .expect("target");
+        s.create(&VM, Some("other"), vm("z"), &opts())
+            .await
+            .expect("z");
+        assert_eq!(name(&next(&mut by_ns).await), "z");
+        assert_eq!(name(&next(&mut by_name).await), "target");
+        assert_eq!(name(&next(&mut by_label).await), "y");
+        // Nothing else arrives on the filtered streams.
+        s.create(&VM, Some("other"), vm("target"), &opts())
+            .await
+            .expect("target in other");
+        assert_eq!(name(&next(&mut by_ns).await), "target");
+        let e = next(&mut by_name).await;
+        assert_eq!(e.object["metadata"]["namespace"], "other");
+        assert!(by_label.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn resumes_from_a_revision_and_expires_when_compacted() {
+        let (s, _dir) = store_with(StoreConfig {
+            log_retention: 3,
+            ..StoreConfig::default()
+        });
+        let mut revs = Vec::new();
+        for i in 0..5 {
+            revs.push(rv(&s
+                .create(&VM, Some("default"), vm(&format!("v{i}")), &opts())
+                .await
+                .expect("create")
+                .object));
+        }
+        let mut w = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: Some(revs[2].to_string()),
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        assert_eq!(name(&next(&mut w).await), "v3");
+        assert_eq!(name(&next(&mut w).await), "v4");
+        s.compact().expect("compact");
+        let compacted = s.compacted_revision().expect("compacted");
+        assert_eq!(compacted, s.revision() - 3);
+        let e = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: Some("1".into()),
+                    ..Default::default()
+                },
+            )
+            .expect_err("too old");
+        assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+        assert_eq!(
+            e.message,
+            format!("too old resource version: 1 ({compacted})")
+        );
+        assert_eq!(
+            s.watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: Some("x".into()),
+                    ..Default::default()
+                }
+            )
+            .expect_err("nan")
+            .code,
+            400
+        );
+        // A start exactly at the compacted revision still works.
+        let mut w = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: Some(compacted.to_string()),
+                    ..Default::default()
+                },
+            )
+            .expect("watch at the edge");
+        assert_eq!(rv(&next(&mut w).await.object), compacted + 1);
+    }
+
+    #[tokio::test]
+    async fn bookmarks_carry_the_revision() {
+        let (s, _dir) = store_with(StoreConfig {
+            bookmark_interval: Duration::from_millis(50),
+            ..StoreConfig::default()
+        });
+        s.create(&VM, Some("default"), vm("a"), &opts())
+            .await
+            .expect("a");
+        let mut w = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    allow_bookmarks: true,
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        assert_eq!(next(&mut w).await.type_, WatchEventType::Added);
+        let b = next(&mut w).await;
+        assert_eq!(b.type_, WatchEventType::Bookmark);
+        assert_eq!(b.object["kind"], "VirtualMachine");
+        assert_eq!(b.object["apiVersion"], "kubevirt.io/v1");
+        assert_eq!(rv(&b.object), s.revision());
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_catches_up_from_the_log() {
+        let (s, _dir) = store();
+        let mut w = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: Some(s.revision().to_string()),
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        let n = BROADCAST_CAPACITY + STREAM_CAPACITY + 500;
+        bulk(&s, 0, n).await;
+        let mut last = 0;
+        for i in 0..n {
+            let e = next(&mut w).await;
+            assert_eq!(name(&e), format!("bulk-{i}"));
+            assert!(rv(&e.object) > last);
+            last = rv(&e.object);
+        }
+        assert!(w.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_watcher_overtaken_by_compaction_gets_an_error() {
+        let (s, _dir) = store_with(StoreConfig {
+            log_retention: 10,
+            ..StoreConfig::default()
+        });
+        let mut w = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: Some(s.revision().to_string()),
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        let n = BROADCAST_CAPACITY + STREAM_CAPACITY + 500;
+        bulk(&s, 0, n).await;
+        s.compact().expect("compact");
+        let mut got = 0;
+        loop {
+            let e = next(&mut w).await;
+            if e.type_ == WatchEventType::Error {
+                assert_eq!(e.object["code"], 410);
+                assert_eq!(e.object["reason"], "Expired");
+                break;
+            }
+            assert_eq!(
+                name(&e),
+                format!("bulk-{got}"),
+                "events stay contiguous before the error"
+            );
+            got += 1;
+            assert!(got < n, "the watcher cannot have seen everything");
+        }
+        assert!(w.recv().await.is_none(), "the stream ends after the error");
+    }
+}
