@@ -2,7 +2,7 @@
 //!
 //! Layout: [`device`] is the [`VirtioDevice`] trait every device implements and its
 //! [`DeviceState`] lifecycle; [`interrupt`] how a device signals the driver; [`transport`]
-//! the modern virtio-pci transport; one folder per device ([`block`]); [`log_limiter`]
+//! the modern virtio-pci transport; one folder per device ([`block`], [`rng`]); [`log_limiter`]
 //! keeps guest-triggerable log lines rate-limited.
 //!
 //! Devices run on the VMM's device thread: the transport (on vCPU threads) activates them
@@ -11,11 +11,16 @@
 //! [`VirtioDevice::process_event`] for the device's own fds.
 
 pub mod block;
+pub mod counter;
 pub mod device;
 pub mod interrupt;
 pub mod log_limiter;
+pub mod rng;
+#[cfg(test)]
+pub(crate) mod test_driver;
 pub mod transport;
 
+pub use counter::Counter;
 pub use device::{ActivateError, Activation, DeviceState, VirtioDevice};
 pub use interrupt::{VirtioInterrupt, VirtioInterruptType};
 pub use log_limiter::LogLimiter;

@@ -1,7 +1,7 @@
 //! Counters of one virtio-blk device, shared with whoever exports them (the API serves
 //! them as Prometheus text).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::virtio::Counter;
 
 /// Counters of one block device. All are monotonic.
 ///
@@ -45,27 +45,6 @@ pub struct BlockMetrics {
     pub needs_reset: Counter,
     /// Interrupts sent to the driver.
     pub interrupts: Counter,
-}
-
-/// A monotonic counter.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
-    }
-
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 impl BlockMetrics {

@@ -1,0 +1,280 @@
+//! Filling the driver's buffers with host entropy, on the device thread.
+//!
+//! A request is a chain of device-writable buffers. A chain with a device-readable
+//! buffer, a buffer outside guest memory, or no end (a loop, an index outside the table)
+//! is returned with nothing written; a corrupted ring sets DEVICE_NEEDS_RESET.
+
+use std::io;
+
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, Permissions};
+
+use super::device::{RngDevice, MAX_REQUEST_BYTES};
+use crate::virtio::interrupt::VirtioInterruptType;
+
+/// Bytes fetched from the host per getrandom call.
+const CHUNK: usize = 4096;
+
+/// Fills `buf` from the host's entropy pool (the urandom source, which never blocks once
+/// the pool is initialised, as it is long before a VM starts).
+fn getrandom(buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe the writable tail of `buf`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // n >= 0 and at most rest.len().
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// The writable buffers of a well-formed chain, or None.
+fn buffers<G: GuestMemory + ?Sized>(
+    mem: &G,
+    chain: impl Iterator<Item = virtio_queue::desc::split::Descriptor>,
+) -> Option<Vec<(GuestAddress, u32)>> {
+    let mut out = Vec::new();
+    let mut last_has_next = true;
+    for desc in chain {
+        last_has_next = desc.has_next();
+        if !desc.is_write_only()
+            || !mem.check_range(desc.addr(), desc.len() as usize, Permissions::Write)
+        {
+            return None;
+        }
+        out.push((desc.addr(), desc.len()));
+    }
+    // An empty chain, or one the iterator cut short (loop, bad index, 4 GiB overflow).
+    (!last_has_next).then_some(out)
+}
+
+impl<M> RngDevice<M>
+where
+    M: GuestAddressSpace + Send + 'static,
+{
+    /// Serves every request the driver made available on queue `index`.
+    pub(super) fn handle_queue(&mut self, index: usize) {
+        self.metrics.queue_events.inc();
+        let Some(active) = self.state.active_mut() else {
+            return;
+        };
+        if active.broken {
+            return;
+        }
+        let mem = active.mem.memory();
+        let Some(queue) = active.queues.get_mut(index) else {
+            return;
+        };
+        if !queue.ready() {
+            return;
+        }
+        let mut chunk = [0u8; CHUNK];
+        let mut used = false;
+        let mut corrupted = false;
+        'notifications: loop {
+            if queue.disable_notification(&*mem).is_err() {
+                corrupted = true;
+                break;
+            }
+            loop {
+                let chain = match queue.iter(&*mem) {
+                    Ok(mut iter) => iter.next(),
+                    Err(_) => {
+                        corrupted = true;
+                        break 'notifications;
+                    }
+                };
+                let Some(chain) = chain else {
+                    break;
+                };
+                let head = chain.head_index();
+                let mut written: u32 = 0;
+                match buffers(&*mem, chain) {
+                    None => {
+                        self.metrics.invalid_requests.inc();
+                        if let Some(suppressed) = self.log.allow() {
+                            tracing::warn!(
+                                head,
+                                suppressed,
+                                "Returning malformed virtio-rng request empty"
+                            );
+                        }
+                    }
+                    Some(bufs) => {
+                        'fill: for (addr, len) in bufs {
+                            let mut offset = 0u32;
+                            while offset < len && written < MAX_REQUEST_BYTES {
+                                let n = (len - offset)
+                                    .min(MAX_REQUEST_BYTES - written)
+                                    .min(CHUNK as u32)
+                                    as usize;
+                                if let Err(e) = getrandom(&mut chunk[..n]) {
+                                    self.metrics.entropy_errors.inc();
+                                    tracing::warn!(error = %e, "Host entropy source failed");
+                                    break 'fill;
+                                }
+                                // `buffers` checked the whole range is guest memory.
+                                if mem
+                                    .write_slice(&chunk[..n], addr.unchecked_add(u64::from(offset)))
+                                    .is_err()
+                                {
+                                    break 'fill;
+                                }
+                                offset += n as u32;
+                                written += n as u32;
+                            }
+                        }
+                        self.metrics.requests.inc();
+                        self.metrics.bytes.add(u64::from(written));
+                    }
+                }
+                if queue.add_used(&*mem, head, written).is_err() {
+                    corrupted = true;
+                    break 'notifications;
+                }
+                used = true;
+            }
+            match queue.enable_notification(&*mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(_) => {
+                    corrupted = true;
+                    break;
+                }
+            }
+        }
+        if corrupted {
+            active.broken = true;
+            self.metrics.needs_reset.inc();
+            if let Some(suppressed) = self.log.allow() {
+                tracing::warn!(suppressed, "virtio-rng ring corrupted, device needs reset");
+            }
+            active.interrupt.set_needs_reset();
+            return;
+        }
+        if used {
+            match queue.needs_notification(&*mem) {
+                Ok(true) => {
+                    self.metrics.interrupts.inc();
+                    // `index` < number of queues (1).
+                    if let Err(e) = active
+                        .interrupt
+                        .trigger(VirtioInterruptType::Queue(index as u16))
+                    {
+                        tracing::warn!(error = %e, "Failed to signal virtio-rng queue");
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    active.broken = true;
+                    active.interrupt.set_needs_reset();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
+    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+    use vm_memory::GuestMemoryMmap;
+
+    type Mem = Arc<GuestMemoryMmap>;
+
+    fn setup() -> (RngDevice<Mem>, TestDriver, Arc<RecordingInterrupt>, Mem) {
+        setup_with(false)
+    }
+
+    fn setup_with(event_idx: bool) -> (RngDevice<Mem>, TestDriver, Arc<RecordingInterrupt>, Mem) {
+        let mem = test_memory();
+        let driver = TestDriver::new(&mem, 16, 0);
+        let interrupt = Arc::new(RecordingInterrupt::default());
+        let mut rng = RngDevice::new();
+        let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
+        rng.activate(Activation {
+            mem: mem.clone(),
+            interrupt: irq,
+            queues: vec![driver.queue(event_idx)],
+            acked_features: features::VERSION_1,
+        })
+        .unwrap();
+        (rng, driver, interrupt, mem)
+    }
+
+    #[test]
+    fn fills_buffers_with_entropy() {
+        let (mut rng, mut driver, interrupt, mem) = setup();
+        let head = driver.add_chain(&[(0x10_0000, 64, true), (0x20_0000, 10_000, true)]);
+        rng.process_queue(0);
+        assert_eq!(driver.used(0), (u32::from(head), 10_064));
+        let mut a = [0u8; 64];
+        mem.read_slice(&mut a, GuestAddress(0x10_0000)).unwrap();
+        // 64 zero bytes from a working entropy source: 2^-512.
+        assert_ne!(a, [0u8; 64]);
+        let mut b = vec![0u8; 10_000];
+        mem.read_slice(&mut b, GuestAddress(0x20_0000)).unwrap();
+        assert_ne!(b[9_936..], [0u8; 64]);
+        assert_eq!(*interrupt.queues.lock().unwrap(), vec![0]);
+        assert_eq!(rng.metrics().bytes.get(), 10_064);
+    }
+
+    #[test]
+    fn large_requests_are_capped() {
+        let (mut rng, mut driver, _, _) = setup();
+        driver.add_chain(&[(0x10_0000, 0x20_0000, true)]);
+        rng.process_queue(0);
+        assert_eq!(driver.used(0).1, MAX_REQUEST_BYTES);
+    }
+
+    #[test]
+    fn malformed_requests_come_back_empty() {
+        let (mut rng, mut driver, interrupt, mem) = setup();
+        // Device-readable buffer.
+        driver.add_chain(&[(0x10_0000, 64, false)]);
+        // Outside guest memory.
+        driver.add_chain(&[(0x3f_fff0, 64, true)]);
+        rng.process_queue(0);
+        assert_eq!(driver.used_idx(), 2);
+        assert_eq!(driver.used(0).1, 0);
+        assert_eq!(driver.used(1).1, 0);
+        let mut a = [0u8; 64];
+        mem.read_slice(&mut a, GuestAddress(0x10_0000)).unwrap();
+        assert_eq!(a, [0u8; 64]);
+        assert_eq!(rng.metrics().invalid_requests.get(), 2);
+        assert!(!interrupt.needs_reset());
+    }
+
+    #[test]
+    fn event_idx_defers_interrupts() {
+        let (mut rng, mut driver, interrupt, _) = setup_with(true);
+        driver.set_used_event(1);
+        driver.add_chain(&[(0x10_0000, 16, true)]);
+        rng.process_queue(0);
+        assert!(interrupt.queues.lock().unwrap().is_empty());
+        driver.add_chain(&[(0x10_0000, 16, true)]);
+        rng.process_queue(0);
+        assert_eq!(*interrupt.queues.lock().unwrap(), vec![0]);
+    }
+
+    #[test]
+    fn bad_head_index_needs_reset() {
+        let (mut rng, mut driver, interrupt, _) = setup();
+        driver.publish(100);
+        rng.process_queue(0);
+        assert!(interrupt.needs_reset());
+        rng.reset();
+        assert!(!rng.is_activated());
+    }
+}

@@ -1,0 +1,147 @@
+//! The driver's side of a split virtqueue, for device unit tests: rings laid out as the
+//! virtio spec says (descriptor table, available ring, used ring), chains made available
+//! one by one, used entries read back, and an interrupt sink that records what it got.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::split::{Descriptor, VirtqUsedElem};
+use virtio_queue::desc::RawDescriptor;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::interrupt::{VirtioInterrupt, VirtioInterruptType};
+
+/// Guest memory size used by device tests.
+pub(crate) const TEST_MEMORY: u64 = 0x40_0000;
+
+/// Guest memory for a test.
+pub(crate) fn test_memory() -> Arc<GuestMemoryMmap> {
+    Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), TEST_MEMORY as usize)]).unwrap())
+}
+
+/// One queue, driver side.
+pub(crate) struct TestDriver {
+    mem: Arc<GuestMemoryMmap>,
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    submitted: u16,
+    next_desc: u16,
+}
+
+impl TestDriver {
+    /// A queue of `size` entries whose rings live at `base` (descriptors), `base + 0x1000`
+    /// (available) and `base + 0x2000` (used).
+    pub(crate) fn new(mem: &Arc<GuestMemoryMmap>, size: u16, base: u64) -> Self {
+        TestDriver {
+            mem: mem.clone(),
+            size,
+            desc: base,
+            avail: base + 0x1000,
+            used: base + 0x2000,
+            submitted: 0,
+            next_desc: 0,
+        }
+    }
+
+    /// The device's `Queue` as the transport would hand it over.
+    pub(crate) fn queue(&self, event_idx: bool) -> Queue {
+        let mut q = Queue::new(self.size).unwrap();
+        q.set_size(self.size);
+        q.set_desc_table_address(Some(self.desc as u32), Some((self.desc >> 32) as u32));
+        q.set_avail_ring_address(Some(self.avail as u32), Some((self.avail >> 32) as u32));
+        q.set_used_ring_address(Some(self.used as u32), Some((self.used >> 32) as u32));
+        q.set_ready(true);
+        q.set_event_idx(event_idx);
+        assert!(q.is_valid(&*self.mem));
+        q
+    }
+
+    /// Makes a chain of (address, length, device-writable) buffers available; returns
+    /// its head index.
+    pub(crate) fn add_chain(&mut self, buffers: &[(u64, u32, bool)]) -> u16 {
+        let head = self.next_desc;
+        for (i, (addr, len, write)) in buffers.iter().enumerate() {
+            let index = self.next_desc;
+            self.next_desc = (self.next_desc + 1) % self.size;
+            let mut flags = if *write { VRING_DESC_F_WRITE as u16 } else { 0 };
+            if i + 1 < buffers.len() {
+                flags |= VRING_DESC_F_NEXT as u16;
+            }
+            let desc = RawDescriptor::from(Descriptor::new(*addr, *len, flags, self.next_desc));
+            self.mem
+                .write_obj(desc, GuestAddress(self.desc + 16 * u64::from(index)))
+                .unwrap();
+        }
+        self.publish(head);
+        head
+    }
+
+    /// Puts `head` in the available ring.
+    pub(crate) fn publish(&mut self, head: u16) {
+        let slot = u64::from(self.submitted % self.size);
+        self.mem
+            .write_obj(head, GuestAddress(self.avail + 4 + 2 * slot))
+            .unwrap();
+        self.submitted = self.submitted.wrapping_add(1);
+        self.mem
+            .write_obj(self.submitted, GuestAddress(self.avail + 2))
+            .unwrap();
+    }
+
+    /// The used ring's index.
+    pub(crate) fn used_idx(&self) -> u16 {
+        self.mem.read_obj(GuestAddress(self.used + 2)).unwrap()
+    }
+
+    /// Used entry `n` (counting from 0 over the queue's life): (head, length).
+    pub(crate) fn used(&self, n: u16) -> (u32, u32) {
+        let slot = u64::from(n % self.size);
+        let e: VirtqUsedElem = self
+            .mem
+            .read_obj(GuestAddress(self.used + 4 + 8 * slot))
+            .unwrap();
+        (e.id(), e.len())
+    }
+
+    /// Sets `used_event` (EVENT_IDX): interrupt once the used index passes `value`.
+    pub(crate) fn set_used_event(&self, value: u16) {
+        self.mem
+            .write_obj(
+                value,
+                GuestAddress(self.avail + 4 + 2 * u64::from(self.size)),
+            )
+            .unwrap();
+    }
+}
+
+/// Records interrupts and DEVICE_NEEDS_RESET.
+#[derive(Default)]
+pub(crate) struct RecordingInterrupt {
+    pub(crate) queues: Mutex<Vec<u16>>,
+    pub(crate) config: Mutex<usize>,
+    pub(crate) needs_reset: AtomicBool,
+}
+
+impl RecordingInterrupt {
+    pub(crate) fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::SeqCst)
+    }
+}
+
+impl VirtioInterrupt for RecordingInterrupt {
+    fn trigger(&self, kind: VirtioInterruptType) -> std::io::Result<()> {
+        match kind {
+            VirtioInterruptType::Queue(q) => self.queues.lock().unwrap().push(q),
+            VirtioInterruptType::Config => *self.config.lock().unwrap() += 1,
+        }
+        Ok(())
+    }
+
+    fn set_needs_reset(&self) {
+        self.needs_reset.store(true, Ordering::SeqCst);
+    }
+}
