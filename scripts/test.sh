@@ -18,6 +18,11 @@ echo "== test guest (x86_64-unknown-none)"
 if [ -f tests/guest/Cargo.toml ]; then
     cargo build --release --locked --target x86_64-unknown-none \
         --manifest-path tests/guest/Cargo.toml
+    cargo fmt --manifest-path tests/guest/Cargo.toml --check
+    cargo clippy --release --locked --target x86_64-unknown-none \
+        --manifest-path tests/guest/Cargo.toml -- -D warnings
+    # The guest's pure parts (boot-structure parsing, AML, RTC decoding) on the host.
+    cargo test --locked --manifest-path tests/guest/Cargo.toml
 fi
 
 echo "== guest artifacts (Debian cloud kernel, busybox)"

@@ -203,6 +203,9 @@ mod guest {
         serial::init();
         interrupts::init();
         logger::init();
+        // Start on a fresh line: firmware may have left a partial one on the console.
+        use core::fmt::Write as _;
+        let _ = serial::Line::lock().write_str("\n");
         kv!("guest", "monovirt-test-guest {}", env!("CARGO_PKG_VERSION"));
         let info = match mode {
             boot::MODE_PVH => BootInfo::from_pvh(&Identity, info_addr),
