@@ -2,7 +2,7 @@
 //!
 //! Layout: [`device`] is the [`VirtioDevice`] trait every device implements and its
 //! [`DeviceState`] lifecycle; [`interrupt`] how a device signals the driver; [`transport`]
-//! the modern virtio-pci transport; one folder per device ([`block`], [`rng`]); [`log_limiter`]
+//! the modern virtio-pci transport; one folder per device ([`block`], [`net`], [`rng`]); [`log_limiter`]
 //! keeps guest-triggerable log lines rate-limited.
 //!
 //! Devices run on the VMM's device thread: the transport (on vCPU threads) activates them
@@ -15,6 +15,7 @@ pub mod counter;
 pub mod device;
 pub mod interrupt;
 pub mod log_limiter;
+pub mod net;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_driver;
