@@ -14,6 +14,7 @@ pub mod block;
 pub mod counter;
 pub mod device;
 pub mod interrupt;
+pub mod iovec;
 pub mod log_limiter;
 pub mod net;
 pub mod rng;

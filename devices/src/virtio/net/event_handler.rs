@@ -1,8 +1,7 @@
 //! Moving frames between the rings and the backend, on the device thread.
 //!
 //! Frames go straight between guest memory and the backend with `readv`/`writev` over the
-//! descriptor buffers: no copy and no allocation per packet (the iovec array lives on the
-//! stack). The virtio-net header is the tap's vnet header, passed through unchanged.
+//! descriptor buffers ([`GuestIoVecs`]): no copy and no allocation per packet. The virtio-net header is the tap's vnet header, passed through unchanged.
 //!
 //! The backend fd is meant to be polled edge-triggered: receive drains it until it would
 //! block or the guest runs out of buffers; in the latter case the frames wait in the
@@ -11,160 +10,18 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::bitmap::Bitmap;
-use vm_memory::volatile_memory::PtrGuardMut;
-use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, Permissions};
+use vm_memory::GuestAddressSpace;
 
 use super::device::{ActiveNet, NetDevice, RX_QUEUE, TX_QUEUE};
 use super::metrics::NetMetrics;
 use super::tap::VNET_HDR_LEN;
 use crate::virtio::interrupt::VirtioInterruptType;
+use crate::virtio::iovec::GuestIoVecs;
 use crate::virtio::LogLimiter;
 
-/// Most buffers (after splitting at guest memory region boundaries) one frame may use.
-const MAX_SEGMENTS: usize = 64;
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS_OFFSET: u64 = 10;
-
-/// A frame's buffers as host iovecs, kept on the stack.
-struct Frame {
-    iov: [libc::iovec; MAX_SEGMENTS],
-    guards: [Option<PtrGuardMut>; MAX_SEGMENTS],
-    /// Guest buffers covering the header, for writing `num_buffers`.
-    header: [(GuestAddress, u32); VNET_HDR_LEN],
-    header_count: usize,
-    count: usize,
-    len: u64,
-}
-
-impl Frame {
-    fn new() -> Self {
-        Frame {
-            iov: [libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            }; MAX_SEGMENTS],
-            guards: [const { None }; MAX_SEGMENTS],
-            header: [(GuestAddress(0), 0); VNET_HDR_LEN],
-            header_count: 0,
-            count: 0,
-            len: 0,
-        }
-    }
-
-    fn clear(&mut self) {
-        for guard in &mut self.guards[..self.count] {
-            *guard = None;
-        }
-        self.count = 0;
-        self.header_count = 0;
-        self.len = 0;
-    }
-
-    /// Maps a chain whose buffers are all device-writable (`rx`) or all device-readable.
-    /// False for anything malformed: wrong direction, outside guest memory, too many
-    /// buffers, no end, or shorter than the header.
-    fn gather<G: GuestMemory + ?Sized>(
-        &mut self,
-        mem: &G,
-        chain: impl Iterator<Item = Descriptor>,
-        rx: bool,
-    ) -> bool {
-        self.clear();
-        let access = if rx {
-            Permissions::Write
-        } else {
-            Permissions::Read
-        };
-        let mut last_has_next = true;
-        for desc in chain {
-            last_has_next = desc.has_next();
-            if desc.is_write_only() != rx {
-                return false;
-            }
-            if self.len < VNET_HDR_LEN as u64 && desc.len() > 0 && self.header_count < VNET_HDR_LEN
-            {
-                self.header[self.header_count] = (desc.addr(), desc.len());
-                self.header_count += 1;
-            }
-            let Ok(slices) = mem.get_slices(desc.addr(), desc.len() as usize, access) else {
-                return false;
-            };
-            for slice in slices {
-                let Ok(slice) = slice else {
-                    return false;
-                };
-                if self.count == MAX_SEGMENTS {
-                    return false;
-                }
-                if rx {
-                    // The backend writes these bytes.
-                    slice.bitmap().mark_dirty(0, slice.len());
-                }
-                let guard = slice.ptr_guard_mut();
-                self.iov[self.count] = libc::iovec {
-                    iov_base: guard.as_ptr().cast(),
-                    iov_len: slice.len(),
-                };
-                self.guards[self.count] = Some(guard);
-                self.count += 1;
-            }
-            self.len += u64::from(desc.len());
-        }
-        !last_has_next && self.len >= VNET_HDR_LEN as u64
-    }
-
-    /// Sets `num_buffers` to 1 (no VIRTIO_NET_F_MRG_RXBUF: one chain per frame).
-    fn set_num_buffers<G: GuestMemory + ?Sized>(&self, mem: &G) {
-        let value = 1u16.to_le_bytes();
-        let mut at = 0u64;
-        for (addr, len) in &self.header[..self.header_count] {
-            for (i, byte) in value.iter().enumerate() {
-                let want = NUM_BUFFERS_OFFSET + i as u64;
-                if want >= at && want < at + u64::from(*len) {
-                    // Inside a buffer `gather` checked.
-                    let _ = mem.write_obj(*byte, addr.unchecked_add(want - at));
-                }
-            }
-            at += u64::from(*len);
-        }
-    }
-
-    /// `readv` from `fd` into the frame; retries on EINTR.
-    fn read_from(&self, fd: RawFd) -> io::Result<usize> {
-        loop {
-            // SAFETY: the first `count` iovecs point into guest memory mapped for as long
-            // as the guards in `self.guards` live, which is the whole call; `count` is at
-            // most MAX_SEGMENTS (64), below IOV_MAX.
-            let n = unsafe { libc::readv(fd, self.iov.as_ptr(), self.count as libc::c_int) };
-            if n >= 0 {
-                // n >= 0 and at most the frame length.
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-
-    /// `writev` the frame to `fd`; retries on EINTR.
-    fn write_to(&self, fd: RawFd) -> io::Result<usize> {
-        loop {
-            // SAFETY: as in `read_from`; writev only reads the buffers.
-            let n = unsafe { libc::writev(fd, self.iov.as_ptr(), self.count as libc::c_int) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
-}
 
 /// Whether `fd` has input waiting (without consuming it).
 fn readable(fd: RawFd) -> bool {
@@ -235,7 +92,7 @@ where
         }
         let mem = active.mem.memory();
         let queue = &mut active.queues[RX_QUEUE];
-        let mut frame = Frame::new();
+        let mut frame = GuestIoVecs::new();
         let mut used = false;
         let mut corrupted = None;
         'notifications: loop {
@@ -257,10 +114,12 @@ where
                     break;
                 };
                 let head = chain.head_index();
-                let len = if frame.gather(&*mem, chain, true) {
+                let len = if frame.gather(&*mem, chain, true) && frame.len() >= VNET_HDR_LEN as u64
+                {
                     match frame.read_from(fd) {
                         Ok(n) => {
-                            frame.set_num_buffers(&*mem);
+                            // No VIRTIO_NET_F_MRG_RXBUF: one chain per frame.
+                            frame.write_prefix(&*mem, NUM_BUFFERS_OFFSET, &1u16.to_le_bytes());
                             self.metrics.rx_packets.inc();
                             self.metrics.rx_bytes.add(n as u64);
                             // A frame fits in the chain, whose length is below 4 GiB.
@@ -326,7 +185,7 @@ where
         }
         let mem = active.mem.memory();
         let queue = &mut active.queues[TX_QUEUE];
-        let mut frame = Frame::new();
+        let mut frame = GuestIoVecs::new();
         let mut used = false;
         let mut corrupted = None;
         'notifications: loop {
@@ -346,7 +205,7 @@ where
                     break;
                 };
                 let head = chain.head_index();
-                if frame.gather(&*mem, chain, false) {
+                if frame.gather(&*mem, chain, false) && frame.len() >= VNET_HDR_LEN as u64 {
                     match frame.write_to(fd) {
                         Ok(n) => {
                             self.metrics.tx_packets.inc();
@@ -402,7 +261,7 @@ mod tests {
     use crate::virtio::net::{NetBackend, NetConfig, Tap};
     use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
     use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
-    use vm_memory::GuestMemoryMmap;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     type Mem = Arc<GuestMemoryMmap>;
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
