@@ -2,7 +2,7 @@
 //!
 //! Layout: [`device`] is the [`VirtioDevice`] trait every device implements and its
 //! [`DeviceState`] lifecycle; [`interrupt`] how a device signals the driver; [`transport`]
-//! the modern virtio-pci transport; one folder per device ([`block`], [`net`], [`rng`]); [`log_limiter`]
+//! the modern virtio-pci transport; one folder per device ([`block`], [`net`], [`console`], [`rng`]); [`log_limiter`]
 //! keeps guest-triggerable log lines rate-limited.
 //!
 //! Devices run on the VMM's device thread: the transport (on vCPU threads) activates them
@@ -11,6 +11,7 @@
 //! [`VirtioDevice::process_event`] for the device's own fds.
 
 pub mod block;
+pub mod console;
 pub mod counter;
 pub mod device;
 pub mod interrupt;

@@ -1,0 +1,160 @@
+//! The virtio-console device: one port (no VIRTIO_CONSOLE_F_MULTIPORT), a receive and a
+//! transmit queue, input from one host fd and output to another.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestAddressSpace;
+
+use super::metrics::ConsoleMetrics;
+use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
+use crate::virtio::interrupt::VirtioInterrupt;
+use crate::virtio::{device_type, features, LogLimiter};
+
+/// Queue size offered to the driver.
+pub const QUEUE_SIZE: u16 = 256;
+/// Receive (host to guest) queue index.
+pub const RX_QUEUE: usize = 0;
+/// Transmit (guest to host) queue index.
+pub const TX_QUEUE: usize = 1;
+
+/// The activated device.
+pub(super) struct ActiveConsole<M: GuestAddressSpace> {
+    pub(super) mem: M,
+    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
+    pub(super) queues: Vec<Queue>,
+    pub(super) broken: bool,
+}
+
+/// A virtio console.
+///
+/// `input` (if any) and `output` must be non-blocking: a pipe, a socket or a pty. Output
+/// the host side does not drain in time is dropped (and counted), as a serial line would
+/// lose it, so a stuck reader never stalls the device thread.
+///
+/// ```
+/// use std::os::fd::OwnedFd;
+/// use std::os::unix::net::UnixStream;
+/// use std::sync::Arc;
+/// use devices::virtio::console::ConsoleDevice;
+/// use devices::virtio::VirtioDevice;
+/// use vm_memory::GuestMemoryMmap;
+///
+/// let (ours, _host) = UnixStream::pair().unwrap();
+/// ours.set_nonblocking(true).unwrap();
+/// let input = OwnedFd::from(ours.try_clone().unwrap());
+/// let console = ConsoleDevice::<Arc<GuestMemoryMmap>>::new("hvc0", Some(input), OwnedFd::from(ours));
+/// assert_eq!(console.device_type(), 3);
+/// assert_eq!(console.event_fds().len(), 1);
+/// ```
+pub struct ConsoleDevice<M: GuestAddressSpace> {
+    pub(super) id: String,
+    pub(super) input: Option<OwnedFd>,
+    pub(super) output: OwnedFd,
+    /// The input reached end of file: stop reading it.
+    pub(super) input_closed: bool,
+    queue_sizes: [u16; 2],
+    pub(super) state: DeviceState<ActiveConsole<M>>,
+    pub(super) metrics: Arc<ConsoleMetrics>,
+    pub(super) log: LogLimiter,
+}
+
+impl<M: GuestAddressSpace> std::fmt::Debug for ConsoleDevice<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleDevice")
+            .field("id", &self.id)
+            .field("active", &self.state.is_activated())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: GuestAddressSpace> ConsoleDevice<M> {
+    /// A console reading guest input from `input` and writing guest output to `output`.
+    pub fn new(id: &str, input: Option<OwnedFd>, output: OwnedFd) -> Self {
+        ConsoleDevice {
+            id: id.to_string(),
+            input,
+            output,
+            input_closed: false,
+            queue_sizes: [QUEUE_SIZE; 2],
+            state: DeviceState::Inactive,
+            metrics: Arc::new(ConsoleMetrics::default()),
+            log: LogLimiter::default(),
+        }
+    }
+
+    /// The device's counters.
+    pub fn metrics(&self) -> Arc<ConsoleMetrics> {
+        self.metrics.clone()
+    }
+}
+
+impl<M> VirtioDevice<M> for ConsoleDevice<M>
+where
+    M: GuestAddressSpace + Send + 'static,
+{
+    fn device_type(&self) -> u32 {
+        device_type::CONSOLE
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn features(&self) -> u64 {
+        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
+    }
+
+    fn read_config(&self, _offset: u64, data: &mut [u8]) {
+        // cols/rows/max_nr_ports/emerg_wr exist only with features we do not offer.
+        data.fill(0);
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
+        if self.state.is_activated() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if activation.queues.len() != 2 {
+            return Err(ActivateError::InvalidQueue {
+                index: activation.queues.len(),
+                reason: "wrong number of queues".into(),
+            });
+        }
+        self.state = DeviceState::Activated(ActiveConsole {
+            mem: activation.mem,
+            interrupt: activation.interrupt,
+            queues: activation.queues,
+            broken: false,
+        });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.state = DeviceState::Inactive;
+    }
+
+    fn is_activated(&self) -> bool {
+        self.state.is_activated()
+    }
+
+    fn event_fds(&self) -> Vec<RawFd> {
+        self.input.iter().map(|fd| fd.as_raw_fd()).collect()
+    }
+
+    fn process_queue(&mut self, index: usize) {
+        match index {
+            RX_QUEUE => self.process_input(),
+            TX_QUEUE => self.process_output(),
+            _ => {}
+        }
+    }
+
+    fn process_event(&mut self, index: usize) {
+        if index == 0 {
+            self.process_input();
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Moving console bytes between the rings and the host fds, on the device thread.
+//!
+//! Input is read straight into the guest's receive buffers until the fd would block or
+//! the guest has no buffers left (then the bytes wait in the fd until the driver kicks
+//! the receive queue). Output is written straight from the guest's buffers.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::GuestAddressSpace;
+
+use super::device::{ActiveConsole, ConsoleDevice, RX_QUEUE, TX_QUEUE};
+use super::metrics::ConsoleMetrics;
+use crate::virtio::interrupt::VirtioInterruptType;
+use crate::virtio::iovec::GuestIoVecs;
+use crate::virtio::LogLimiter;
+
+fn needs_reset<M: GuestAddressSpace>(
+    active: &mut ActiveConsole<M>,
+    metrics: &ConsoleMetrics,
+    log: &mut LogLimiter,
+) {
+    if !active.broken {
+        active.broken = true;
+        metrics.needs_reset.inc();
+        if let Some(suppressed) = log.allow() {
+            tracing::warn!(
+                suppressed,
+                "virtio-console ring corrupted, device needs reset"
+            );
+        }
+        active.interrupt.set_needs_reset();
+    }
+}
+
+fn notify<M: GuestAddressSpace>(
+    active: &mut ActiveConsole<M>,
+    index: usize,
+    metrics: &ConsoleMetrics,
+    log: &mut LogLimiter,
+) {
+    let mem = active.mem.memory();
+    match active.queues[index].needs_notification(&*mem) {
+        Ok(false) => {}
+        Ok(true) => {
+            metrics.interrupts.inc();
+            // `index` is RX_QUEUE or TX_QUEUE.
+            if let Err(e) = active
+                .interrupt
+                .trigger(VirtioInterruptType::Queue(index as u16))
+            {
+                tracing::warn!(error = %e, "Failed to signal virtio-console queue");
+            }
+        }
+        Err(_) => needs_reset(active, metrics, log),
+    }
+}
+
+impl<M> ConsoleDevice<M>
+where
+    M: GuestAddressSpace + Send + 'static,
+{
+    /// Host input into the guest's receive buffers.
+    pub(super) fn process_input(&mut self) {
+        let Some(fd) = self.input.as_ref().map(|fd| fd.as_raw_fd()) else {
+            return;
+        };
+        if self.input_closed {
+            return;
+        }
+        let Some(active) = self.state.active_mut() else {
+            return;
+        };
+        if active.broken || !active.queues[RX_QUEUE].ready() {
+            return;
+        }
+        let mem = active.mem.memory();
+        let queue = &mut active.queues[RX_QUEUE];
+        let mut buffers = GuestIoVecs::new();
+        let mut used = false;
+        let mut corrupted = false;
+        'notifications: loop {
+            if queue.disable_notification(&*mem).is_err() {
+                corrupted = true;
+                break;
+            }
+            let mut starved = false;
+            loop {
+                let chain = match queue.iter(&*mem) {
+                    Ok(mut iter) => iter.next(),
+                    Err(_) => {
+                        corrupted = true;
+                        break 'notifications;
+                    }
+                };
+                let Some(chain) = chain else {
+                    starved = true;
+                    break;
+                };
+                let head = chain.head_index();
+                let len = if buffers.gather(&*mem, chain, true) && !buffers.is_empty() {
+                    match buffers.read_from(fd) {
+                        Ok(0) => {
+                            // End of input: the buffers go back to the ring.
+                            queue.go_to_previous_position();
+                            self.input_closed = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            self.metrics.rx_bytes.add(n as u64);
+                            // At most the chain's length, which is below 4 GiB.
+                            n as u32
+                        }
+                        Err(e) => {
+                            queue.go_to_previous_position();
+                            if e.kind() != io::ErrorKind::WouldBlock {
+                                if let Some(suppressed) = self.log.allow() {
+                                    tracing::warn!(console = %self.id, error = %e, suppressed, "Console input failed");
+                                }
+                            }
+                            break;
+                        }
+                    }
+                } else {
+                    self.metrics.invalid_requests.inc();
+                    0
+                };
+                buffers.clear();
+                if queue.add_used(&*mem, head, len).is_err() {
+                    corrupted = true;
+                    break 'notifications;
+                }
+                used = true;
+            }
+            match queue.enable_notification(&*mem) {
+                Ok(true) if starved => continue,
+                Ok(_) => break,
+                Err(_) => {
+                    corrupted = true;
+                    break;
+                }
+            }
+        }
+        drop(mem);
+        if corrupted {
+            needs_reset(active, &self.metrics, &mut self.log);
+        } else if used {
+            notify(active, RX_QUEUE, &self.metrics, &mut self.log);
+        }
+    }
+
+    /// Guest output to the host.
+    pub(super) fn process_output(&mut self) {
+        let fd = self.output.as_raw_fd();
+        let Some(active) = self.state.active_mut() else {
+            return;
+        };
+        if active.broken || !active.queues[TX_QUEUE].ready() {
+            return;
+        }
+        let mem = active.mem.memory();
+        let queue = &mut active.queues[TX_QUEUE];
+        let mut buffers = GuestIoVecs::new();
+        let mut used = false;
+        let mut corrupted = false;
+        'notifications: loop {
+            if queue.disable_notification(&*mem).is_err() {
+                corrupted = true;
+                break;
+            }
+            loop {
+                let chain = match queue.iter(&*mem) {
+                    Ok(mut iter) => iter.next(),
+                    Err(_) => {
+                        corrupted = true;
+                        break 'notifications;
+                    }
+                };
+                let Some(chain) = chain else {
+                    break;
+                };
+                let head = chain.head_index();
+                if buffers.gather(&*mem, chain, false) {
+                    let written = match buffers.write_to(fd) {
+                        Ok(n) => n as u64,
+                        Err(_) => 0,
+                    };
+                    self.metrics.tx_bytes.add(written);
+                    self.metrics
+                        .tx_dropped_bytes
+                        .add(buffers.len().saturating_sub(written));
+                } else {
+                    self.metrics.invalid_requests.inc();
+                    if let Some(suppressed) = self.log.allow() {
+                        tracing::warn!(console = %self.id, head, suppressed, "Dropping malformed virtio-console output");
+                    }
+                }
+                buffers.clear();
+                if queue.add_used(&*mem, head, 0).is_err() {
+                    corrupted = true;
+                    break 'notifications;
+                }
+                used = true;
+            }
+            match queue.enable_notification(&*mem) {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(_) => {
+                    corrupted = true;
+                    break;
+                }
+            }
+        }
+        drop(mem);
+        if corrupted {
+            needs_reset(active, &self.metrics, &mut self.log);
+        } else if used {
+            notify(active, TX_QUEUE, &self.metrics, &mut self.log);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
+    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    type Mem = Arc<GuestMemoryMmap>;
+
+    struct Harness {
+        console: ConsoleDevice<Mem>,
+        rx: TestDriver,
+        tx: TestDriver,
+        interrupt: Arc<RecordingInterrupt>,
+        mem: Mem,
+        host: UnixStream,
+    }
+
+    fn harness() -> Harness {
+        let mem = test_memory();
+        let (ours, host) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        host.set_nonblocking(true).unwrap();
+        let input = OwnedFd::from(ours.try_clone().unwrap());
+        let mut console = ConsoleDevice::new("hvc0", Some(input), OwnedFd::from(ours));
+        let rx = TestDriver::new(&mem, 16, 0);
+        let tx = TestDriver::new(&mem, 16, 0x1_0000);
+        let interrupt = Arc::new(RecordingInterrupt::default());
+        let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
+        console
+            .activate(Activation {
+                mem: mem.clone(),
+                interrupt: irq,
+                queues: vec![rx.queue(false), tx.queue(false)],
+                acked_features: features::VERSION_1,
+            })
+            .unwrap();
+        Harness {
+            console,
+            rx,
+            tx,
+            interrupt,
+            mem,
+            host,
+        }
+    }
+
+    #[test]
+    fn output_reaches_the_host() {
+        let mut h = harness();
+        h.mem
+            .write_slice(b"login: ", GuestAddress(0x10_0000))
+            .unwrap();
+        h.mem
+            .write_slice(b"root\n", GuestAddress(0x11_0000))
+            .unwrap();
+        h.tx.add_chain(&[(0x10_0000, 7, false), (0x11_0000, 5, false)]);
+        h.console.process_queue(TX_QUEUE);
+        let mut buf = [0u8; 32];
+        let n = h.host.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"login: root\n");
+        assert_eq!(h.tx.used(0).1, 0);
+        assert_eq!(*h.interrupt.queues.lock().unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn input_reaches_the_guest_when_it_has_buffers() {
+        let mut h = harness();
+        h.host.write_all(b"uname -a\n").unwrap();
+        h.console.process_event(0);
+        assert_eq!(h.rx.used_idx(), 0);
+        h.rx.add_chain(&[(0x20_0000, 4, true)]);
+        h.rx.add_chain(&[(0x21_0000, 64, true)]);
+        h.console.process_queue(RX_QUEUE);
+        assert_eq!(h.rx.used(0).1, 4);
+        assert_eq!(h.rx.used(1).1, 5);
+        let mut got = [0u8; 9];
+        h.mem
+            .read_slice(&mut got[..4], GuestAddress(0x20_0000))
+            .unwrap();
+        h.mem
+            .read_slice(&mut got[4..], GuestAddress(0x21_0000))
+            .unwrap();
+        assert_eq!(&got, b"uname -a\n");
+        assert_eq!(h.console.metrics().rx_bytes.get(), 9);
+    }
+
+    #[test]
+    fn malformed_chains_and_a_stuck_reader() {
+        let mut h = harness();
+        // Output in a device-writable buffer is malformed.
+        h.tx.add_chain(&[(0x10_0000, 8, true)]);
+        // Input into a device-readable buffer too.
+        h.rx.add_chain(&[(0x20_0000, 8, false)]);
+        h.host.write_all(b"x").unwrap();
+        h.console.process_queue(TX_QUEUE);
+        h.console.process_queue(RX_QUEUE);
+        assert_eq!(h.console.metrics().invalid_requests.get(), 2);
+        assert!(!h.interrupt.needs_reset());
+        // Nobody reads the host side: output beyond the socket buffer is dropped, the
+        // device keeps going.
+        h.mem
+            .write_slice(&[b'y'; 0x1_0000], GuestAddress(0x12_0000))
+            .unwrap();
+        for _ in 0..32 {
+            h.tx.add_chain(&[(0x12_0000, 0x1_0000, false)]);
+            h.console.process_queue(TX_QUEUE);
+        }
+        let m = h.console.metrics();
+        assert_eq!(m.tx_bytes.get() + m.tx_dropped_bytes.get(), 32 * 0x1_0000);
+        assert!(m.tx_dropped_bytes.get() > 0);
+        assert_eq!(h.tx.used_idx(), 33);
+    }
+
+    #[test]
+    fn end_of_input_stops_reading() {
+        let mut h = harness();
+        h.rx.add_chain(&[(0x20_0000, 8, true)]);
+        drop(h.host);
+        h.console.process_event(0);
+        assert!(h.console.input_closed);
+        // The buffer stays with the device, unused.
+        assert_eq!(h.rx.used_idx(), 0);
+    }
+}
