@@ -5,3 +5,4 @@
 pub mod apiserver;
 pub mod client;
 pub mod store;
+pub mod vmm;

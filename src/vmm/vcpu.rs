@@ -1,0 +1,260 @@
+//! vCPU threads: one named `vcpu-<vm>-<n>` per vCPU, each a blocking `KVM_RUN` loop that
+//! emulates port and MMIO accesses on the I/O buses in place. The event thread pauses
+//! and stops them through [`VcpuControl`] plus a kick: a real-time signal whose handler
+//! sets the thread's `kvm_run.immediate_exit`, so a kick is never lost between the
+//! state check and entering the guest.
+
+use std::cell::Cell;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use devices::bus::Bus;
+use kvm_bindings::{
+    kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::exit::{ExitReason, ExitSlot};
+
+/// What the vCPUs should be doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Run the guest.
+    Running,
+    /// Park until resumed.
+    Paused,
+    /// Leave the loop.
+    Stopping,
+}
+
+struct ControlState {
+    state: RunState,
+    parked: usize,
+}
+
+/// Shared run state of one VM's vCPUs.
+pub struct VcpuControl {
+    inner: Mutex<ControlState>,
+    cv: Condvar,
+}
+
+impl Default for VcpuControl {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(ControlState {
+                state: RunState::Running,
+                parked: 0,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+}
+
+impl VcpuControl {
+    /// Sets the state; parked vCPUs re-check it.
+    pub fn set(&self, state: RunState) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).state = state;
+        self.cv.notify_all();
+    }
+
+    /// Blocks while paused; false once stopping.
+    fn wait_runnable(&self) -> bool {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            match g.state {
+                RunState::Running => return true,
+                RunState::Stopping => return false,
+                RunState::Paused => {
+                    g.parked += 1;
+                    self.cv.notify_all();
+                    g = self
+                        .cv
+                        .wait_while(g, |s| s.state == RunState::Paused)
+                        .unwrap_or_else(|e| e.into_inner());
+                    g.parked -= 1;
+                }
+            }
+        }
+    }
+
+    /// Waits until `count` vCPUs are parked, up to `timeout`.
+    pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while g.parked < count {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
+thread_local! {
+    /// This thread's `kvm_run` page while it runs a vCPU (null otherwise).
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(
+    _num: libc::c_int,
+    _info: *mut libc::siginfo_t,
+    _ctx: *mut libc::c_void,
+) {
+    KVM_RUN.with(|p| {
+        let run = p.get();
+        if !run.is_null() {
+            // SAFETY: `run` is this thread's mapped kvm_run page, set by `run_loop` for
+            // exactly as long as the VcpuFd that owns the mapping is alive on this
+            // thread; a volatile byte store is async-signal-safe.
+            unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
+        }
+    });
+}
+
+/// The signal used to kick vCPU threads out of `KVM_RUN`.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() -> io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(kick_signal(), kick_handler)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()));
+    });
+    result
+}
+
+/// Kicks a vCPU thread out of the guest.
+pub fn kick(thread: &JoinHandle<()>) {
+    // A thread that already ended cannot be signalled; nothing to kick then.
+    let _ = thread.kill(kick_signal());
+}
+
+/// What a vCPU thread needs besides its fd.
+#[derive(Clone)]
+pub struct VcpuContext {
+    /// VM name (thread names, logs).
+    pub vm: Arc<str>,
+    /// Port I/O devices.
+    pub pio: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio: Arc<Bus>,
+    /// Pause/stop control.
+    pub control: Arc<VcpuControl>,
+    /// Exit reason slot.
+    pub exit: Arc<ExitSlot>,
+    /// Wakes the event thread when this vCPU ends the VM.
+    pub exit_evt: Arc<EventFd>,
+}
+
+/// Spawns the thread for vCPU `index`.
+pub fn spawn(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("vcpu-{}-{index}", ctx.vm))
+        .spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| run_loop(index, &mut fd, &ctx)));
+            KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+            if let Err(panic) = result {
+                let msg = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                tracing::error!(vm = %ctx.vm, vcpu = index, "vCPU thread panicked: {msg}");
+                ctx.exit.report(ExitReason::Crash {
+                    detail: format!("vCPU {index} thread panicked: {msg}"),
+                });
+            }
+            // Whatever ended this loop ends the VM; the event thread tears down.
+            let _ = ctx.exit_evt.write(1);
+        })
+}
+
+fn run_loop(index: u32, fd: &mut VcpuFd, ctx: &VcpuContext) {
+    KVM_RUN.with(|p| p.set(fd.get_kvm_run() as *mut kvm_run));
+    while ctx.control.wait_runnable() {
+        let outcome = match fd.run() {
+            Ok(exit) => handle_exit(index, exit, ctx),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+            Err(e) => Some(ExitReason::Crash {
+                detail: format!("KVM_RUN failed on vCPU {index}: {e}"),
+            }),
+        };
+        fd.set_kvm_immediate_exit(0);
+        if let Some(reason) = outcome {
+            ctx.exit.report(reason);
+            return;
+        }
+    }
+}
+
+fn handle_exit(index: u32, exit: VcpuExit, ctx: &VcpuContext) -> Option<ExitReason> {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !ctx.pio.read(u64::from(port), data) {
+                tracing::trace!(vm = %ctx.vm, vcpu = index, port, "unhandled port read");
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::IoOut(port, data) => {
+            if !ctx.pio.write(u64::from(port), data) {
+                tracing::trace!(vm = %ctx.vm, vcpu = index, port, "unhandled port write");
+            }
+            None
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !ctx.mmio.read(addr, data) {
+                tracing::trace!(vm = %ctx.vm, vcpu = index, addr, "unhandled MMIO read");
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if !ctx.mmio.write(addr, data) {
+                tracing::trace!(vm = %ctx.vm, vcpu = index, addr, "unhandled MMIO write");
+            }
+            None
+        }
+        VcpuExit::Intr => None,
+        VcpuExit::Shutdown => Some(ExitReason::Crash {
+            detail: format!("triple fault on vCPU {index}"),
+        }),
+        VcpuExit::SystemEvent(kind, _) => Some(match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::Shutdown,
+            KVM_SYSTEM_EVENT_RESET => ExitReason::Reboot,
+            KVM_SYSTEM_EVENT_CRASH => ExitReason::Crash {
+                detail: format!("guest reported a crash on vCPU {index}"),
+            },
+            other => ExitReason::Crash {
+                detail: format!("unknown system event {other} on vCPU {index}"),
+            },
+        }),
+        VcpuExit::Hlt => Some(ExitReason::Crash {
+            detail: format!("vCPU {index} halted outside the in-kernel irqchip"),
+        }),
+        VcpuExit::FailEntry(reason, cpu) => Some(ExitReason::Crash {
+            detail: format!("VM entry failed on vCPU {index} (reason {reason:#x}, cpu {cpu})"),
+        }),
+        VcpuExit::InternalError => Some(ExitReason::Crash {
+            detail: format!("KVM internal error on vCPU {index}"),
+        }),
+        other => Some(ExitReason::Crash {
+            detail: format!("unexpected exit on vCPU {index}: {other:?}"),
+        }),
+    }
+}

@@ -1,0 +1,596 @@
+//! Building a VM (KVM VM, in-kernel irqchip and PIT, memfd guest memory, legacy devices,
+//! vCPUs with their CPUID, kernel and boot hand-off) and its event thread `vmm-<vm>`:
+//! an epoll loop over the command kick, the vCPUs' exit event, the guest's poweroff and
+//! reset events and console input, which owns the vCPU threads and tears everything down
+//! when the VM ends.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arch::boot::{BootConfig, BootEntry};
+use arch::layout;
+use devices::bus::Bus;
+use devices::legacy::acpi_pm::{AcpiPm, IrqLevel, ACPI_PM_LEN};
+use devices::legacy::i8042::{I8042, I8042_PORT_LEN};
+use devices::legacy::rtc::{Rtc, RTC_PORT_LEN};
+use devices::legacy::serial::{SerialDevice, SERIAL_PORT_LEN};
+use devices::legacy::EventFdTrigger;
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use tokio::sync::watch;
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::config::VmConfig;
+use super::console::{self, ConsoleConfig};
+use super::exit::{ExitReason, ExitSlot};
+use super::handle::{Command, CommandError, Request, VmHandle};
+use super::memory::{self, Memory};
+use super::vcpu::{self, RunState, VcpuContext, VcpuControl};
+
+/// Errors creating a VM. Each names what the operator must fix.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// Invalid configuration.
+    #[error("Invalid VM configuration: {0}")]
+    Config(String),
+    /// Kernel file.
+    #[error("Cannot open kernel {}", .0.display())]
+    KernelOpen(PathBuf, #[source] std::io::Error),
+    /// Initrd file.
+    #[error("Cannot open initrd {}", .0.display())]
+    InitrdOpen(PathBuf, #[source] std::io::Error),
+    /// /dev/kvm.
+    #[error("Cannot open /dev/kvm")]
+    KvmOpen(#[source] kvm_ioctls::Error),
+    /// A KVM capability we need.
+    #[error("KVM lacks {0}")]
+    KvmCap(&'static str),
+    /// A KVM VM ioctl.
+    #[error("KVM failed to {0}")]
+    Kvm(&'static str, #[source] kvm_ioctls::Error),
+    /// Guest memory.
+    #[error("Cannot create guest memory")]
+    Memory(#[from] memory::MemoryError),
+    /// An eventfd, epoll or thread.
+    #[error("Cannot set up {0}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// A device could not be placed on its bus.
+    #[error("Cannot register device {0}")]
+    Bus(&'static str, #[source] devices::bus::BusError),
+    /// CPU model or features.
+    #[error("Invalid CPU configuration")]
+    Cpuid(#[from] arch::cpuid::CpuidError),
+    /// vCPU register set-up.
+    #[error("Cannot configure vCPU")]
+    Regs(#[from] arch::regs::RegsError),
+    /// Kernel, initrd or boot hand-off.
+    #[error("Cannot boot {}", .0.display())]
+    Boot(PathBuf, #[source] arch::boot::BootError),
+    /// Console output.
+    #[error("Cannot open console")]
+    Console(#[source] std::io::Error),
+}
+
+/// The SCI as a level line on the in-kernel IOAPIC/PIC.
+struct SciLine {
+    vm: Arc<VmFd>,
+}
+
+impl IrqLevel for SciLine {
+    fn set_level(&self, high: bool) -> std::io::Result<()> {
+        self.vm
+            .set_irq_line(layout::SCI_IRQ, high)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+    }
+}
+
+type Serial = SerialDevice<Box<dyn std::io::Write + Send>>;
+type Pm = AcpiPm<SciLine>;
+
+/// Everything the event thread owns.
+struct VmParts {
+    name: Arc<str>,
+    // Field order is drop order: vCPU fds and the VM fd go before guest memory is unmapped.
+    vcpu_fds: Vec<VcpuFd>,
+    vcpu_threads: Vec<JoinHandle<()>>,
+    _vm: Arc<VmFd>,
+    _memory: Memory,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    serial: Arc<Mutex<Serial>>,
+    pm: Arc<Mutex<Pm>>,
+    control: Arc<VcpuControl>,
+    exit: Arc<ExitSlot>,
+    exit_tx: watch::Sender<Option<ExitReason>>,
+    exit_evt: Arc<EventFd>,
+    shutdown_evt: EventFd,
+    reset_evt: EventFd,
+    cmd_evt: Arc<EventFd>,
+    rx: mpsc::Receiver<Request>,
+    console_input: bool,
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |e| VmError::Kvm(what, e)
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
+    move |e| VmError::Io(what, e)
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    let f = File::open(path)?;
+    if f.metadata()?.is_dir() {
+        return Err(std::io::Error::other("is a directory"));
+    }
+    Ok(f)
+}
+
+/// Creates a VM from `config` and its event thread; the vCPUs start on
+/// [`VmHandle::start`].
+pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
+    let topo = config.topology();
+    if config.vcpus == 0 || config.vcpus as usize > layout::MAX_VCPUS {
+        return Err(VmError::Config(format!(
+            "vCPUs must be 1..={}, not {}",
+            layout::MAX_VCPUS,
+            config.vcpus
+        )));
+    }
+    if topo.vcpus() != config.vcpus {
+        return Err(VmError::Config(format!(
+            "topology {}x{}x{} does not make {} vCPUs",
+            topo.sockets, topo.cores, topo.threads, config.vcpus
+        )));
+    }
+    let mem_size = config
+        .memory_mib
+        .checked_mul(1 << 20)
+        .filter(|m| *m >= arch::boot::MIN_MEMORY)
+        .ok_or_else(|| {
+            VmError::Config(format!(
+                "memory must be at least {} MiB",
+                arch::boot::MIN_MEMORY >> 20
+            ))
+        })?;
+    let mut kernel =
+        open(&config.kernel).map_err(|e| VmError::KernelOpen(config.kernel.clone(), e))?;
+    let initrd = match &config.initrd {
+        Some(p) => Some(open(p).map_err(|e| VmError::InitrdOpen(p.clone(), e))?),
+        None => None,
+    };
+    let name: Arc<str> = config.name.as_str().into();
+
+    let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
+    for (cap, what) in [
+        (Cap::Irqchip, "an in-kernel irqchip"),
+        (Cap::Irqfd, "irqfd"),
+        (Cap::ImmediateExit, "immediate_exit"),
+        (Cap::UserMemory, "user memory regions"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmError::KvmCap(what));
+        }
+    }
+    let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create a VM"))?);
+    vm.set_tss_address(layout::KVM_TSS_START as usize)
+        .map_err(kvm_err("set the TSS address"))?;
+    if kvm.check_extension(Cap::SetIdentityMapAddr) {
+        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
+            .map_err(kvm_err("set the identity map address"))?;
+    }
+    vm.create_irq_chip()
+        .map_err(kvm_err("create the irqchip"))?;
+    vm.create_pit2(kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    })
+    .map_err(kvm_err("create the PIT"))?;
+
+    let memory = memory::create(&config.name, mem_size, config.hugepages)?;
+    for (slot, region) in memory.guest.iter().enumerate() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| VmError::Config(format!("guest region without mapping: {e}")))?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mapping of `memory.guest`, which the event thread
+        // keeps until after the VM fd (and so KVM's use of it) is dropped.
+        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("register guest memory"))?;
+    }
+
+    // Devices.
+    let pio = Arc::new(Bus::new());
+    let mmio = Arc::new(Bus::new());
+    let com1_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("COM1 irqfd"))?;
+    vm.register_irqfd(&com1_evt, layout::COM1_IRQ)
+        .map_err(kvm_err("register the COM1 irqfd"))?;
+    let out = console::output(&config.console).map_err(VmError::Console)?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(
+        EventFdTrigger::new(com1_evt),
+        out,
+    )));
+    pio.insert(
+        serial.clone(),
+        u64::from(layout::COM1_PORT),
+        SERIAL_PORT_LEN,
+    )
+    .map_err(|e| VmError::Bus("COM1", e))?;
+
+    let reset_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("reset event"))?;
+    let shutdown_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("poweroff event"))?;
+    let trigger = |e: &EventFd, what| e.try_clone().map(EventFdTrigger::new).map_err(io_err(what));
+    pio.insert(
+        Arc::new(Mutex::new(I8042::new(trigger(&reset_evt, "i8042")?))),
+        u64::from(layout::I8042_DATA_PORT),
+        I8042_PORT_LEN,
+    )
+    .map_err(|e| VmError::Bus("i8042", e))?;
+    pio.insert(
+        Arc::new(Mutex::new(Rtc::new())),
+        u64::from(layout::RTC_PORT),
+        RTC_PORT_LEN,
+    )
+    .map_err(|e| VmError::Bus("RTC", e))?;
+    let pm = Arc::new(Mutex::new(AcpiPm::new(
+        SciLine { vm: vm.clone() },
+        layout::S5_SLEEP_TYPE,
+        layout::ACPI_RESET_VALUE,
+        trigger(&shutdown_evt, "ACPI PM")?,
+        trigger(&reset_evt, "ACPI PM")?,
+    )));
+    pio.insert(pm.clone(), u64::from(layout::PM1A_EVT_PORT), ACPI_PM_LEN)
+        .map_err(|e| VmError::Bus("ACPI PM", e))?;
+
+    // vCPUs and their CPUID.
+    let mut base_cpuid = arch::regs::supported_cpuid(&kvm)?;
+    arch::cpuid::apply_template(&mut base_cpuid, &config.cpu)?;
+    let mut vcpu_fds = Vec::with_capacity(config.vcpus as usize);
+    let mut apic_ids = Vec::with_capacity(config.vcpus as usize);
+    for i in 0..config.vcpus {
+        vcpu_fds.push(
+            vm.create_vcpu(u64::from(i))
+                .map_err(kvm_err("create a vCPU"))?,
+        );
+        apic_ids.push(topo.apic_id(i));
+    }
+
+    // Kernel and hand-off.
+    let boot_err = |e| VmError::Boot(config.kernel.clone(), e);
+    let loaded = arch::boot::load_kernel(&memory.guest, &mut kernel).map_err(boot_err)?;
+    let initrd = match initrd {
+        Some(mut f) => {
+            let path = config.initrd.clone().unwrap_or_default();
+            let size = f
+                .metadata()
+                .map_err(|e| VmError::InitrdOpen(path.clone(), e))?
+                .len();
+            let addr = arch::boot::load_initrd(&memory.guest, &mut f, size, &loaded, mem_size)
+                .map_err(|e| VmError::Boot(path, e))?;
+            Some((addr, size))
+        }
+        None => None,
+    };
+    let entry: BootEntry = arch::boot::configure_system(
+        &memory.guest,
+        &loaded,
+        &BootConfig {
+            cmdline: &config.cmdline,
+            initrd,
+            mem_size,
+            apic_ids: &apic_ids,
+            protocol: config.boot,
+        },
+    )
+    .map_err(boot_err)?;
+    for (i, fd) in vcpu_fds.iter().enumerate() {
+        let cpuid = arch::cpuid::for_vcpu(&base_cpuid, i as u32, &topo)?;
+        arch::regs::configure_vcpu(fd, &cpuid, (i == 0).then_some(&entry))?;
+    }
+    drop(kernel);
+
+    vcpu::install_kick_handler().map_err(io_err("the vCPU kick signal"))?;
+    let (tx, rx) = mpsc::channel();
+    let cmd_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("command event"))?);
+    let exit = Arc::new(ExitSlot::default());
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let parts = VmParts {
+        name: name.clone(),
+        vcpu_fds,
+        vcpu_threads: Vec::new(),
+        _vm: vm,
+        _memory: memory,
+        pio,
+        mmio,
+        serial,
+        pm,
+        control: Arc::new(VcpuControl::default()),
+        exit: exit.clone(),
+        exit_tx,
+        exit_evt: Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("exit event"))?),
+        shutdown_evt,
+        reset_evt,
+        cmd_evt: cmd_evt.clone(),
+        rx,
+        console_input: matches!(config.console, ConsoleConfig::Stdio),
+    };
+    std::thread::Builder::new()
+        .name(format!("vmm-{name}"))
+        .spawn(move || event_thread(parts))
+        .map_err(io_err("the VM event thread"))?;
+    Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx))
+}
+
+const TOKEN_CMD: u64 = 0;
+const TOKEN_EXIT: u64 = 1;
+const TOKEN_SHUTDOWN: u64 = 2;
+const TOKEN_RESET: u64 = 3;
+const TOKEN_STDIN: u64 = 4;
+
+/// How long a pause waits for every vCPU to park.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Created,
+    Running,
+    Paused,
+}
+
+impl Lifecycle {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Paused => "paused",
+        }
+    }
+}
+
+fn event_thread(mut parts: VmParts) {
+    let result = catch_unwind(AssertUnwindSafe(|| event_loop(&mut parts)));
+    if let Err(panic) = result {
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(vm = %parts.name, "VM event thread panicked: {msg}");
+        parts.exit.report(ExitReason::Crash {
+            detail: format!("VM event thread panicked: {msg}"),
+        });
+    }
+    teardown(&mut parts);
+}
+
+fn teardown(parts: &mut VmParts) {
+    parts.control.set(RunState::Stopping);
+    for t in &parts.vcpu_threads {
+        vcpu::kick(t);
+    }
+    for t in parts.vcpu_threads.drain(..) {
+        // A vCPU thread's panic is caught inside it; a join error cannot carry news.
+        let _ = t.join();
+    }
+    // Commands that raced with the end get a clear answer.
+    while let Ok(req) = parts.rx.try_recv() {
+        let _ = req.reply.send(Err(CommandError::Exited));
+    }
+    let reason = parts.exit.reason().unwrap_or(ExitReason::Killed);
+    tracing::debug!(vm = %parts.name, %reason, "VM ended");
+    parts.exit.finish();
+    parts.exit_tx.send_replace(Some(reason));
+}
+
+fn add(epoll: &Epoll, fd: RawFd, token: u64) -> std::io::Result<()> {
+    epoll.ctl(
+        ControlOperation::Add,
+        fd,
+        EpollEvent::new(EventSet::IN, token),
+    )
+}
+
+/// Runs until the VM ends; the exit reason is in `parts.exit` when it returns.
+fn event_loop(parts: &mut VmParts) {
+    let setup = || -> std::io::Result<Epoll> {
+        let epoll = Epoll::new()?;
+        add(&epoll, parts.cmd_evt.as_raw_fd(), TOKEN_CMD)?;
+        add(&epoll, parts.exit_evt.as_raw_fd(), TOKEN_EXIT)?;
+        add(&epoll, parts.shutdown_evt.as_raw_fd(), TOKEN_SHUTDOWN)?;
+        add(&epoll, parts.reset_evt.as_raw_fd(), TOKEN_RESET)?;
+        if parts.console_input {
+            // stdin may be closed or not pollable (a regular file): then no input.
+            if let Err(e) = add(&epoll, libc::STDIN_FILENO, TOKEN_STDIN) {
+                tracing::debug!(vm = %parts.name, "console input disabled: {e}");
+            }
+        }
+        Ok(epoll)
+    };
+    let epoll = match setup() {
+        Ok(e) => e,
+        Err(e) => {
+            parts.exit.report(ExitReason::Crash {
+                detail: format!("cannot set up the VM event loop: {e}"),
+            });
+            return;
+        }
+    };
+    let mut state = Lifecycle::Created;
+    let mut stop_deadline: Option<Instant> = None;
+    let mut events = vec![EpollEvent::default(); 8];
+    loop {
+        let timeout = match stop_deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        let n = match epoll.wait(timeout, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                parts.exit.report(ExitReason::Crash {
+                    detail: format!("VM event loop failed: {e}"),
+                });
+                return;
+            }
+        };
+        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
+            tracing::info!(vm = %parts.name, "guest did not power off in time; stopping it");
+            parts.exit.report(ExitReason::Killed);
+            return;
+        }
+        for ev in &events[..n] {
+            match ev.data() {
+                TOKEN_CMD => {
+                    let _ = parts.cmd_evt.read();
+                    while let Ok(req) = parts.rx.try_recv() {
+                        let (result, end) =
+                            command(parts, &mut state, &mut stop_deadline, req.command);
+                        let _ = req.reply.send(result);
+                        if end {
+                            return;
+                        }
+                    }
+                }
+                TOKEN_EXIT => return,
+                TOKEN_SHUTDOWN => {
+                    parts.exit.report(ExitReason::Shutdown);
+                    return;
+                }
+                TOKEN_RESET => {
+                    parts.exit.report(ExitReason::Reboot);
+                    return;
+                }
+                TOKEN_STDIN => {
+                    let mut buf = [0u8; 64];
+                    match std::io::stdin().lock().read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = epoll.ctl(
+                                ControlOperation::Delete,
+                                libc::STDIN_FILENO,
+                                EpollEvent::default(),
+                            );
+                        }
+                        Ok(k) => {
+                            let mut serial = parts.serial.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Ok(taken) = serial.enqueue_input(&buf[..k]) {
+                                if taken < k {
+                                    tracing::debug!(vm = %parts.name, dropped = k - taken, "console input overrun");
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Applies one command; returns its answer and whether the VM ends.
+fn command(
+    parts: &mut VmParts,
+    state: &mut Lifecycle,
+    stop_deadline: &mut Option<Instant>,
+    cmd: Command,
+) -> (Result<(), CommandError>, bool) {
+    let invalid = |state: Lifecycle| {
+        (
+            Err(CommandError::InvalidState {
+                command: cmd,
+                state: state.name(),
+            }),
+            false,
+        )
+    };
+    match (cmd, *state) {
+        (Command::Start, Lifecycle::Created) => {
+            let ctx = VcpuContext {
+                vm: parts.name.clone(),
+                pio: parts.pio.clone(),
+                mmio: parts.mmio.clone(),
+                control: parts.control.clone(),
+                exit: parts.exit.clone(),
+                exit_evt: parts.exit_evt.clone(),
+            };
+            for (i, fd) in parts.vcpu_fds.drain(..).enumerate() {
+                match vcpu::spawn(i as u32, fd, ctx.clone()) {
+                    Ok(t) => parts.vcpu_threads.push(t),
+                    Err(e) => {
+                        parts.exit.report(ExitReason::Crash {
+                            detail: format!("cannot start vCPU {i}: {e}"),
+                        });
+                        return (Err(CommandError::Failed(e.to_string())), true);
+                    }
+                }
+            }
+            *state = Lifecycle::Running;
+            (Ok(()), false)
+        }
+        (Command::Pause, Lifecycle::Running) => {
+            parts.control.set(RunState::Paused);
+            for t in &parts.vcpu_threads {
+                vcpu::kick(t);
+            }
+            if parts
+                .control
+                .wait_parked(parts.vcpu_threads.len(), PAUSE_TIMEOUT)
+            {
+                *state = Lifecycle::Paused;
+                (Ok(()), false)
+            } else {
+                parts.control.set(RunState::Running);
+                (Err(CommandError::PauseTimeout), false)
+            }
+        }
+        (Command::Resume, Lifecycle::Paused) => {
+            parts.control.set(RunState::Running);
+            *state = Lifecycle::Running;
+            (Ok(()), false)
+        }
+        (Command::Stop { .. } | Command::Kill, Lifecycle::Created) | (Command::Kill, _) => {
+            parts.exit.report(ExitReason::Killed);
+            (Ok(()), true)
+        }
+        (Command::Stop { .. } | Command::PowerButton, _) => {
+            if *state == Lifecycle::Paused {
+                parts.control.set(RunState::Running);
+                *state = Lifecycle::Running;
+            }
+            let pressed = parts
+                .pm
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .press_power_button();
+            match pressed {
+                Ok(enabled) => {
+                    if !enabled {
+                        tracing::debug!(vm = %parts.name, "power button pressed before the guest enabled it");
+                    }
+                }
+                Err(e) => return (Err(CommandError::Failed(e.to_string())), false),
+            }
+            if let Command::Stop { timeout } = cmd {
+                let deadline = Instant::now() + timeout;
+                *stop_deadline = Some(stop_deadline.map_or(deadline, |d| d.min(deadline)));
+            }
+            (Ok(()), false)
+        }
+        (_, s) => invalid(s),
+    }
+}

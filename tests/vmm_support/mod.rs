@@ -1,0 +1,135 @@
+//! Shared by the `vmm_*` integration tests: the KVM gate and tiny hand-made guests.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Whether /dev/kvm can run VMs. With MONOVIRT_REQUIRE_KVM=1 an unusable /dev/kvm
+/// fails the test instead of skipping it.
+pub fn kvm_available() -> bool {
+    match kvm_ioctls::Kvm::new() {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("MONOVIRT_REQUIRE_KVM").as_deref() == Ok("1") {
+                panic!("MONOVIRT_REQUIRE_KVM=1 but /dev/kvm is unusable: {e}");
+            }
+            eprintln!("NOTICE: skipping: /dev/kvm is unusable ({e}); set MONOVIRT_REQUIRE_KVM=1 to fail instead");
+            false
+        }
+    }
+}
+
+/// An ELF64 executable with `code` loaded and entered at 1 MiB, with a Xen PVH note
+/// naming the same entry if `pvh`. The same bytes run in 32-bit protected mode (PVH)
+/// and in long mode (64-bit boot protocol) as long as they only use instructions that
+/// encode alike in both.
+pub fn elf(code: &[u8], pvh: bool) -> Vec<u8> {
+    const ENTRY: u64 = 0x10_0000;
+    let mut note = Vec::new();
+    if pvh {
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
+        note.extend_from_slice(b"Xen\0");
+        note.extend_from_slice(&(ENTRY as u32).to_le_bytes());
+    }
+    let phnum: u16 = if pvh { 2 } else { 1 };
+    let code_off = 64 + 56 * u64::from(phnum);
+    let pad = (4 - code.len() % 4) % 4;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&0x3eu16.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&ENTRY.to_le_bytes());
+    out.extend_from_slice(&64u64.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&64u16.to_le_bytes());
+    out.extend_from_slice(&56u16.to_le_bytes());
+    out.extend_from_slice(&phnum.to_le_bytes());
+    out.extend_from_slice(&[0u8; 6]);
+    let ph = |out: &mut Vec<u8>, ty: u32, off: u64, addr: u64, len: u64| {
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(&7u32.to_le_bytes());
+        out.extend_from_slice(&off.to_le_bytes());
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&addr.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&4u64.to_le_bytes());
+    };
+    ph(&mut out, 1, code_off, ENTRY, code.len() as u64);
+    if pvh {
+        ph(
+            &mut out,
+            4,
+            code_off + (code.len() + pad) as u64,
+            0,
+            note.len() as u64,
+        );
+    }
+    out.extend_from_slice(code);
+    out.extend(std::iter::repeat_n(0u8, pad));
+    out.extend_from_slice(&note);
+    out
+}
+
+/// `mov dx, 0x3f8` then `mov al, c; out dx, al` per byte.
+pub fn print(text: &[u8]) -> Vec<u8> {
+    let mut code = vec![0x66, 0xba, 0xf8, 0x03];
+    for c in text {
+        code.extend_from_slice(&[0xb0, *c, 0xee]);
+    }
+    code
+}
+
+/// ACPI poweroff: SLP_TYP=5 | SLP_EN to PM1a_CNT (0x604), then `hlt`.
+pub const POWEROFF: &[u8] = &[
+    0x66, 0xba, 0x04, 0x06, 0x66, 0xb8, 0x00, 0x34, 0x66, 0xef, 0xf4,
+];
+/// i8042 reset: 0xFE to port 0x64, then `hlt`.
+pub const I8042_RESET: &[u8] = &[0xb0, 0xfe, 0xe6, 0x64, 0xf4];
+/// ACPI reset register: 1 to port 0x608, then `hlt`.
+pub const ACPI_RESET: &[u8] = &[0x66, 0xba, 0x08, 0x06, 0xb0, 0x01, 0xee, 0xf4];
+/// `ud2` with no IDT: #UD → #GP → #DF → triple fault.
+pub const TRIPLE_FAULT: &[u8] = &[0x0f, 0x0b];
+/// Prints '.' forever with a delay loop between dots.
+pub const DOTS: &[u8] = &[
+    0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+    0xb0, 0x2e, 0xee, // L: mov al, '.'; out dx, al
+    0xb9, 0x00, 0x04, 0x00, 0x00, // mov ecx, 0x400
+    0xff, 0xc9, 0x75, 0xfc, // d: dec ecx; jnz d
+    0xeb, 0xf2, // jmp L
+];
+/// Enables the power button GPE, polls its status, then powers off.
+pub const POWEROFF_ON_BUTTON: &[u8] = &[
+    0x66, 0xba, 0x0e, 0x06, 0x66, 0xb8, 0x01, 0x00, 0x66, 0xef, // GPE0_EN = 1
+    0x66, 0xba, 0x0c, 0x06, // mov dx, GPE0_STS
+    0x66, 0xed, 0xa8, 0x01, 0x74, 0xfa, // L: in ax, dx; test al, 1; jz L
+];
+
+/// Writes `bytes` to a fresh file under the target temp dir; removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(tag: &str, bytes: &[u8]) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "monovirt-vmm-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut f = std::fs::File::create(&path).expect("create temp file");
+        f.write_all(bytes).expect("write temp file");
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
