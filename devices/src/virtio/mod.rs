@@ -2,7 +2,7 @@
 //!
 //! Layout: [`device`] is the [`VirtioDevice`] trait every device implements and its
 //! [`DeviceState`] lifecycle; [`interrupt`] how a device signals the driver; [`transport`]
-//! the modern virtio-pci transport; one folder per device ([`block`], [`net`], [`console`], [`rng`]); [`log_limiter`]
+//! the modern virtio-pci transport; one folder per device ([`block`], [`net`], [`console`], [`rng`], [`vsock`]); [`log_limiter`]
 //! keeps guest-triggerable log lines rate-limited.
 //!
 //! Devices run on the VMM's device thread: the transport (on vCPU threads) activates them
@@ -22,6 +22,7 @@ pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_driver;
 pub mod transport;
+pub mod vsock;
 
 pub use counter::Counter;
 pub use device::{ActivateError, Activation, DeviceState, VirtioDevice};
