@@ -1,0 +1,990 @@
+//! Semantic validation of VirtualMachines, VirtualMachineInstances and migrations, following
+//! KubeVirt's validating webhook (`vmi-create-admitter`, `vms-admitter`): every problem is one
+//! [`Cause`] with the full field path, e.g. `spec.template.spec.domain.devices.disks[0].name`.
+//! Type and enum errors are found earlier, from the schema ([`crate::schema::type_errors`]).
+
+use super::devices::Disk;
+use super::migration::VirtualMachineInstanceMigration;
+use super::virtualmachine::VirtualMachine;
+use super::virtualmachineinstance::{VirtualMachineInstance, VirtualMachineInstanceSpec};
+use super::volume::{CloudInitSource, Volume};
+use crate::quantity;
+use crate::status::Cause;
+use crate::validation::{
+    dns1123_label, dns1123_subdomain, duplicate, forbidden, invalid, not_supported, parse_mac,
+    required,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The largest cloud-init user or network data given inline (KubeVirt's limit).
+pub const CLOUD_INIT_MAX_LEN: usize = 2048;
+/// The smallest guest memory KubeVirt accepts.
+pub const MIN_GUEST_MEMORY: i64 = 1_000_000;
+/// The most vCPUs a VMI may have.
+pub const MAX_VCPUS: u64 = 512;
+
+const DISK_BUSES: &[&str] = &["virtio", "sata", "scsi", "usb"];
+const CACHE_MODES: &[&str] = &["none", "writethrough", "writeback"];
+const IO_MODES: &[&str] = &["native", "threads"];
+const HOST_DISK_TYPES: &[&str] = &["Disk", "DiskOrCreate"];
+const PULL_POLICIES: &[&str] = &["Always", "Never", "IfNotPresent"];
+const PROTOCOLS: &[&str] = &["TCP", "UDP"];
+const NIC_MODELS: &[&str] = &[
+    "e1000", "e1000e", "igb", "ne2k_pci", "pcnet", "rtl8139", "virtio",
+];
+
+fn path(base: &str, rest: &str) -> String {
+    if base.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{base}.{rest}")
+    }
+}
+
+/// Validates a VirtualMachine (already known to match the schema).
+///
+/// ```
+/// use serde_json::json;
+/// let causes = api::kubevirt::validation::validate_vm(&json!({
+///     "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm"},
+///     "spec": {"running": true, "runStrategy": "Always",
+///              "template": {"spec": {"domain": {"devices": {"disks": [{"name": "root"}]},
+///                                    "memory": {"guest": "64Mi"}}}}}}));
+/// let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+/// assert_eq!(fields, ["spec.running", "spec.template.spec.domain.devices.disks[0].name"]);
+/// ```
+pub fn validate_vm(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if obj.get("spec").is_none_or(Value::is_null) {
+        return vec![Cause::required("spec")];
+    }
+    let vm: VirtualMachine = match crate::schema::decode(obj) {
+        Ok(vm) => vm,
+        Err(c) => return vec![c],
+    };
+    if vm.spec.running.is_some() && vm.spec.run_strategy.is_some() {
+        causes.push(invalid(
+            "spec.running",
+            &Value::from(vm.spec.running.unwrap_or_default()),
+            "Running and RunStrategy are mutually exclusive",
+        ));
+    }
+    match vm.spec.template.as_ref().and_then(|t| t.spec.as_ref()) {
+        None => causes.push(required(
+            "spec.template",
+            "missing virtual machine template",
+        )),
+        Some(spec) => {
+            let dv_names: BTreeSet<&str> = vm
+                .spec
+                .data_volume_templates
+                .iter()
+                .filter_map(|t| t.metadata.as_ref()?.name.as_deref())
+                .collect();
+            validate_vmi_spec(spec, "spec.template.spec", &dv_names, &mut causes);
+        }
+    }
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, t) in vm.spec.data_volume_templates.iter().enumerate() {
+        let p = format!("spec.dataVolumeTemplates[{i}]");
+        let name = t
+            .metadata
+            .as_ref()
+            .and_then(|m| m.name.as_deref())
+            .unwrap_or("");
+        if name.is_empty() {
+            causes.push(Cause::required(format!("{p}.metadata.name")));
+            continue;
+        }
+        for e in dns1123_subdomain(name) {
+            causes.push(invalid(
+                format!("{p}.metadata.name"),
+                &Value::from(name),
+                &e,
+            ));
+        }
+        if seen.insert(name, i).is_some() {
+            causes.push(duplicate(format!("{p}.metadata.name"), name));
+        }
+        if let Some(want) = t.api_version.as_deref() {
+            if !want.is_empty() && !want.starts_with("cdi.kubevirt.io/") {
+                causes.push(not_supported(
+                    format!("{p}.apiVersion"),
+                    &Value::from(want),
+                    &["cdi.kubevirt.io/v1beta1"],
+                ));
+            }
+        }
+        crate::cdi::validation::validate_dv_spec(&t.spec, &format!("{p}.spec"), &mut causes);
+    }
+    causes
+}
+
+/// Validates a VirtualMachineInstance (already known to match the schema).
+pub fn validate_vmi(obj: &Value) -> Vec<Cause> {
+    if obj.get("spec").is_none_or(Value::is_null) {
+        return vec![Cause::required("spec")];
+    }
+    let vmi: VirtualMachineInstance = match crate::schema::decode(obj) {
+        Ok(v) => v,
+        Err(c) => return vec![c],
+    };
+    let mut causes = Vec::new();
+    validate_vmi_spec(&vmi.spec, "spec", &BTreeSet::new(), &mut causes);
+    causes
+}
+
+/// Validates a VirtualMachineInstanceMigration.
+pub fn validate_migration(obj: &Value) -> Vec<Cause> {
+    let m: VirtualMachineInstanceMigration = match crate::schema::decode(obj) {
+        Ok(m) => m,
+        Err(c) => return vec![c],
+    };
+    let mut causes = Vec::new();
+    if m.spec.vmi_name.is_empty() {
+        causes.push(Cause::required("spec.vmiName"));
+    } else {
+        for e in dns1123_subdomain(&m.spec.vmi_name) {
+            causes.push(invalid(
+                "spec.vmiName",
+                &Value::from(m.spec.vmi_name.as_str()),
+                &e,
+            ));
+        }
+    }
+    causes
+}
+
+fn check_quantity(
+    q: Option<&Quantity>,
+    field: String,
+    causes: &mut Vec<Cause>,
+) -> Option<quantity::ParsedQuantity> {
+    let q = q?;
+    match quantity::parse(&q.0) {
+        Ok(p) if p.is_negative() => {
+            causes.push(invalid(
+                field,
+                &Value::from(q.0.as_str()),
+                "must be greater than or equal to 0",
+            ));
+            None
+        }
+        Ok(p) => Some(p),
+        Err(e) => {
+            causes.push(invalid(field, &Value::from(q.0.as_str()), &e.to_string()));
+            None
+        }
+    }
+}
+
+/// Validates a VMI spec found at `base` (`spec` or `spec.template.spec`). `data_volumes`
+/// names the VM's dataVolumeTemplates (for messages; a dataVolume volume may also refer to a
+/// DataVolume created separately).
+pub fn validate_vmi_spec(
+    spec: &VirtualMachineInstanceSpec,
+    base: &str,
+    data_volumes: &BTreeSet<&str>,
+    causes: &mut Vec<Cause>,
+) {
+    let _ = data_volumes;
+    let domain = path(base, "domain");
+    validate_resources(spec, base, causes);
+    validate_cpu(spec, &domain, causes);
+    validate_firmware(spec, &domain, causes);
+
+    let volume_names = validate_volumes(&spec.volumes, base, causes);
+    let mut boot_orders: BTreeMap<u32, String> = BTreeMap::new();
+    validate_disks(
+        &spec.domain.devices.disks,
+        &domain,
+        &volume_names,
+        &mut boot_orders,
+        causes,
+    );
+    validate_networks(spec, base, &mut boot_orders, causes);
+
+    if let Some(t) = spec.termination_grace_period_seconds {
+        if t < 0 {
+            causes.push(invalid(
+                path(base, "terminationGracePeriodSeconds"),
+                &Value::from(t),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
+        for e in dns1123_label(h) {
+            causes.push(invalid(path(base, "hostname"), &Value::from(h), &e));
+        }
+    }
+    if let Some(s) = spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
+        for e in dns1123_label(s) {
+            causes.push(invalid(path(base, "subdomain"), &Value::from(s), &e));
+        }
+    }
+    if let Some(s) = spec.start_strategy.as_deref() {
+        if s != "Paused" {
+            causes.push(not_supported(
+                path(base, "startStrategy"),
+                &Value::from(s),
+                &["Paused"],
+            ));
+        }
+    }
+    if let Some(a) = spec.architecture.as_deref().filter(|a| !a.is_empty()) {
+        let known = ["amd64", "arm64", "s390x", "ppc64le"];
+        if !known.contains(&a) {
+            causes.push(not_supported(
+                path(base, "architecture"),
+                &Value::from(a),
+                &known,
+            ));
+        }
+    }
+    for (k, v) in &spec.node_selector {
+        for e in crate::validation::qualified_name(k) {
+            causes.push(invalid(
+                path(base, "nodeSelector"),
+                &Value::from(k.as_str()),
+                &e,
+            ));
+        }
+        for e in crate::validation::label_value(v) {
+            causes.push(invalid(
+                path(base, &format!("nodeSelector.{k}")),
+                &Value::from(v.as_str()),
+                &e,
+            ));
+        }
+    }
+}
+
+fn validate_resources(spec: &VirtualMachineInstanceSpec, base: &str, causes: &mut Vec<Cause>) {
+    let r = &spec.domain.resources;
+    let res = path(base, "domain.resources");
+    let mut parsed = BTreeMap::new();
+    for (kind, list) in [("requests", &r.requests), ("limits", &r.limits)] {
+        for (name, q) in list {
+            if let Some(p) = check_quantity(Some(q), format!("{res}.{kind}.{name}"), causes) {
+                parsed.insert((kind, name.as_str()), p);
+            }
+        }
+    }
+    for name in ["cpu", "memory"] {
+        if let (Some(req), Some(lim)) = (
+            parsed.get(&("requests", name)),
+            parsed.get(&("limits", name)),
+        ) {
+            if req > lim {
+                causes.push(invalid(
+                    format!("{res}.requests.{name}"),
+                    &Value::from(r.requests[name].0.as_str()),
+                    &format!(
+                        "must be less than or equal to {name} limit of {}",
+                        r.limits[name].0
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(req) = parsed.get(&("requests", "memory")) {
+        if req.value() < MIN_GUEST_MEMORY {
+            causes.push(invalid(
+                format!("{res}.requests.memory"),
+                &Value::from(r.requests["memory"].0.as_str()),
+                "must be greater than or equal to 1M",
+            ));
+        }
+    }
+    let memory = spec.domain.memory.as_ref();
+    let mem_path = path(base, "domain.memory");
+    let guest = check_quantity(
+        memory.and_then(|m| m.guest.as_ref()),
+        format!("{mem_path}.guest"),
+        causes,
+    );
+    check_quantity(
+        memory.and_then(|m| m.max_guest.as_ref()),
+        format!("{mem_path}.maxGuest"),
+        causes,
+    );
+    if let Some(g) = guest {
+        if g.value() < MIN_GUEST_MEMORY {
+            let v = memory
+                .and_then(|m| m.guest.as_ref())
+                .map(|q| q.0.as_str())
+                .unwrap_or("");
+            causes.push(invalid(
+                format!("{mem_path}.guest"),
+                &Value::from(v),
+                "must be greater than or equal to 1M",
+            ));
+        }
+        if let Some(lim) = parsed.get(&("limits", "memory")) {
+            if g > *lim {
+                let v = memory
+                    .and_then(|m| m.guest.as_ref())
+                    .map(|q| q.0.as_str())
+                    .unwrap_or("");
+                causes.push(invalid(
+                    format!("{mem_path}.guest"),
+                    &Value::from(v),
+                    &format!(
+                        "must be equal to or less than the memory limit {}",
+                        r.limits["memory"].0
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(size) = memory
+        .and_then(|m| m.hugepages.as_ref())
+        .and_then(|h| h.page_size.as_deref())
+    {
+        if quantity::parse(size).is_err() {
+            causes.push(invalid(
+                format!("{mem_path}.hugepages.pageSize"),
+                &Value::from(size),
+                "must be a quantity such as 2Mi or 1Gi",
+            ));
+        }
+    }
+    let has_memory = parsed.contains_key(&("requests", "memory"))
+        || parsed.contains_key(&("limits", "memory"))
+        || guest.is_some()
+        || memory.and_then(|m| m.hugepages.as_ref()).is_some()
+        || r.requests.contains_key("memory")
+        || r.limits.contains_key("memory")
+        || memory.and_then(|m| m.guest.as_ref()).is_some();
+    if !has_memory {
+        causes.push(required(
+            format!("{res}.requests.memory"),
+            &format!("no memory requested, at least one of '{mem_path}.guest', '{mem_path}.hugepages.pageSize' or '{res}.requests.memory' must be set"),
+        ));
+    }
+}
+
+fn validate_cpu(spec: &VirtualMachineInstanceSpec, domain: &str, causes: &mut Vec<Cause>) {
+    let Some(cpu) = &spec.domain.cpu else {
+        return;
+    };
+    for (name, v) in [
+        ("cores", cpu.cores),
+        ("sockets", cpu.sockets),
+        ("threads", cpu.threads),
+    ] {
+        if v == Some(0) {
+            causes.push(invalid(
+                format!("{domain}.cpu.{name}"),
+                &Value::from(0),
+                "must be greater than or equal to 1",
+            ));
+        }
+    }
+    if cpu.vcpus() > MAX_VCPUS {
+        causes.push(invalid(
+            format!("{domain}.cpu"),
+            &Value::from(cpu.vcpus()),
+            &format!("the number of vCPUs (sockets * cores * threads) must not exceed {MAX_VCPUS}"),
+        ));
+    }
+    if let (Some(max), Some(s)) = (cpu.max_sockets, cpu.sockets) {
+        if max != 0 && max < s {
+            causes.push(invalid(
+                format!("{domain}.cpu.maxSockets"),
+                &Value::from(max),
+                "must be greater than or equal to sockets",
+            ));
+        }
+    }
+    let mut names = BTreeSet::new();
+    for (i, f) in cpu.features.iter().enumerate() {
+        let p = format!("{domain}.cpu.features[{i}].name");
+        if f.name.is_empty() {
+            causes.push(Cause::required(p));
+        } else if !names.insert(f.name.as_str()) {
+            causes.push(duplicate(p, &f.name));
+        }
+    }
+    if cpu.isolate_emulator_thread == Some(true) && cpu.dedicated_cpu_placement != Some(true) {
+        causes.push(forbidden(
+            format!("{domain}.cpu.isolateEmulatorThread"),
+            "isolateEmulatorThread requires dedicatedCpuPlacement",
+        ));
+    }
+}
+
+fn validate_firmware(spec: &VirtualMachineInstanceSpec, domain: &str, causes: &mut Vec<Cause>) {
+    let Some(fw) = &spec.domain.firmware else {
+        return;
+    };
+    let p = format!("{domain}.firmware");
+    if let Some(b) = &fw.bootloader {
+        if b.bios.is_some() && b.efi.is_some() {
+            causes.push(forbidden(
+                format!("{p}.bootloader"),
+                "only one of bios and efi may be set",
+            ));
+        }
+    }
+    if let Some(kb) = &fw.kernel_boot {
+        let kp = format!("{p}.kernelBoot");
+        match &kb.container {
+            None => {
+                if kb.kernel_args.as_deref().is_some_and(|a| !a.is_empty()) {
+                    causes.push(forbidden(
+                        format!("{kp}.kernelArgs"),
+                        "kernelArgs can only be provided with a container",
+                    ));
+                }
+            }
+            Some(c) => {
+                if c.image.is_empty() {
+                    causes.push(Cause::required(format!("{kp}.container.image")));
+                }
+                let empty = |s: &Option<String>| s.as_deref().unwrap_or("").is_empty();
+                if empty(&c.kernel_path) && empty(&c.initrd_path) {
+                    causes.push(required(
+                        format!("{kp}.container"),
+                        "at least one of kernelPath and initrdPath must be set",
+                    ));
+                }
+                for (name, v) in [
+                    ("kernelPath", &c.kernel_path),
+                    ("initrdPath", &c.initrd_path),
+                ] {
+                    if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                        if !v.starts_with('/') {
+                            causes.push(invalid(
+                                format!("{kp}.container.{name}"),
+                                &Value::from(v),
+                                "must be an absolute path",
+                            ));
+                        }
+                    }
+                }
+                if let Some(pp) = c.image_pull_policy.as_deref() {
+                    if !PULL_POLICIES.contains(&pp) {
+                        causes.push(not_supported(
+                            format!("{kp}.container.imagePullPolicy"),
+                            &Value::from(pp),
+                            PULL_POLICIES,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn validate_cloud_init(ci: &CloudInitSource, p: &str, causes: &mut Vec<Cause>) {
+    let set = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+    let user = [
+        set(&ci.user_data),
+        set(&ci.user_data_base64),
+        ci.secret_ref.is_some(),
+    ];
+    let network = [
+        set(&ci.network_data),
+        set(&ci.network_data_base64),
+        ci.network_data_secret_ref.is_some(),
+    ];
+    let users = user.iter().filter(|b| **b).count();
+    let networks = network.iter().filter(|b| **b).count();
+    if users == 0 && networks == 0 {
+        causes.push(required(p.to_string(), "must have one of userData, userDataBase64, secretRef, networkData, networkDataBase64 or networkDataSecretRef"));
+    }
+    if users > 1 {
+        causes.push(forbidden(
+            p.to_string(),
+            "only one of userData, userDataBase64 and secretRef may be set",
+        ));
+    }
+    if networks > 1 {
+        causes.push(forbidden(
+            p.to_string(),
+            "only one of networkData, networkDataBase64 and networkDataSecretRef may be set",
+        ));
+    }
+    for (name, v) in [
+        ("userData", &ci.user_data),
+        ("userDataBase64", &ci.user_data_base64),
+        ("networkData", &ci.network_data),
+        ("networkDataBase64", &ci.network_data_base64),
+    ] {
+        if let Some(v) = v.as_deref() {
+            if v.len() > CLOUD_INIT_MAX_LEN {
+                causes.push(Cause::new(
+                    "FieldValueTooLong",
+                    format!("{p}.{name}"),
+                    format!(
+                        "Too long: {name} exceeds {CLOUD_INIT_MAX_LEN} byte limit; use a secretRef"
+                    ),
+                ));
+            }
+        }
+    }
+    for (name, r) in [
+        ("secretRef", &ci.secret_ref),
+        ("networkDataSecretRef", &ci.network_data_secret_ref),
+    ] {
+        if let Some(r) = r {
+            if r.name.is_empty() {
+                causes.push(Cause::required(format!("{p}.{name}.name")));
+            }
+        }
+    }
+}
+
+/// Validates volumes; returns the set of volume names.
+fn validate_volumes(volumes: &[Volume], base: &str, causes: &mut Vec<Cause>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (i, v) in volumes.iter().enumerate() {
+        let p = path(base, &format!("volumes[{i}]"));
+        if v.name.is_empty() {
+            causes.push(Cause::required(format!("{p}.name")));
+        } else {
+            for e in dns1123_label(&v.name) {
+                causes.push(invalid(
+                    format!("{p}.name"),
+                    &Value::from(v.name.as_str()),
+                    &e,
+                ));
+            }
+            if !names.insert(v.name.clone()) {
+                causes.push(duplicate(format!("{p}.name"), &v.name));
+            }
+        }
+        let sources = v.sources();
+        match sources.len() {
+            0 => causes.push(required(p.clone(), "must have exactly one source type set (containerDisk, dataVolume, persistentVolumeClaim, cloudInitNoCloud, ...)")),
+            1 => {}
+            _ => causes.push(forbidden(p.clone(), &format!("must have exactly one source type set, found {}", sources.join(", ")))),
+        }
+        if let Some(cd) = &v.container_disk {
+            if cd.image.is_empty() {
+                causes.push(Cause::required(format!("{p}.containerDisk.image")));
+            }
+            if let Some(pp) = cd.image_pull_policy.as_deref() {
+                if !PULL_POLICIES.contains(&pp) {
+                    causes.push(not_supported(
+                        format!("{p}.containerDisk.imagePullPolicy"),
+                        &Value::from(pp),
+                        PULL_POLICIES,
+                    ));
+                }
+            }
+        }
+        if let Some(pvc) = &v.persistent_volume_claim {
+            if pvc.claim_name.is_empty() {
+                causes.push(Cause::required(format!(
+                    "{p}.persistentVolumeClaim.claimName"
+                )));
+            }
+        }
+        if let Some(dv) = &v.data_volume {
+            if dv.name.is_empty() {
+                causes.push(Cause::required(format!("{p}.dataVolume.name")));
+            }
+        }
+        if let Some(ci) = &v.cloud_init_no_cloud {
+            validate_cloud_init(ci, &format!("{p}.cloudInitNoCloud"), causes);
+        }
+        if let Some(ci) = &v.cloud_init_config_drive {
+            validate_cloud_init(ci, &format!("{p}.cloudInitConfigDrive"), causes);
+        }
+        if let Some(ed) = &v.empty_disk {
+            let f = format!("{p}.emptyDisk.capacity");
+            if ed.capacity.0.is_empty() {
+                causes.push(Cause::required(f));
+            } else if let Some(q) = check_quantity(Some(&ed.capacity), f.clone(), causes) {
+                if q.is_zero() {
+                    causes.push(invalid(
+                        f,
+                        &Value::from(ed.capacity.0.as_str()),
+                        "must be greater than 0",
+                    ));
+                }
+            }
+        }
+        if let Some(hd) = &v.host_disk {
+            let hp = format!("{p}.hostDisk");
+            if hd.path.is_empty() {
+                causes.push(Cause::required(format!("{hp}.path")));
+            } else if !hd.path.starts_with('/') {
+                causes.push(invalid(
+                    format!("{hp}.path"),
+                    &Value::from(hd.path.as_str()),
+                    "must be an absolute path",
+                ));
+            }
+            if !HOST_DISK_TYPES.contains(&hd.type_.as_str()) {
+                causes.push(not_supported(
+                    format!("{hp}.type"),
+                    &Value::from(hd.type_.as_str()),
+                    HOST_DISK_TYPES,
+                ));
+            }
+            let cap = check_quantity(hd.capacity.as_ref(), format!("{hp}.capacity"), causes);
+            if hd.type_ == "DiskOrCreate"
+                && cap.is_none_or(|c| c.is_zero())
+                && hd.capacity.is_none()
+            {
+                causes.push(required(
+                    format!("{hp}.capacity"),
+                    "capacity is required for type DiskOrCreate",
+                ));
+            }
+        }
+    }
+    names
+}
+
+fn check_boot_order(
+    order: Option<u32>,
+    field: String,
+    boot_orders: &mut BTreeMap<u32, String>,
+    causes: &mut Vec<Cause>,
+) {
+    let Some(o) = order else {
+        return;
+    };
+    if o == 0 {
+        causes.push(invalid(
+            field,
+            &Value::from(0),
+            "must have a boot order > 0, if supplied",
+        ));
+    } else if let Some(other) = boot_orders.get(&o) {
+        causes.push(invalid(
+            field,
+            &Value::from(o),
+            &format!("Boot order for {other} already set for a different device."),
+        ));
+    } else {
+        boot_orders.insert(o, field);
+    }
+}
+
+fn validate_disks(
+    disks: &[Disk],
+    domain: &str,
+    volume_names: &BTreeSet<String>,
+    boot_orders: &mut BTreeMap<u32, String>,
+    causes: &mut Vec<Cause>,
+) {
+    let mut names = BTreeSet::new();
+    for (i, d) in disks.iter().enumerate() {
+        let p = format!("{domain}.devices.disks[{i}]");
+        if d.name.is_empty() {
+            causes.push(Cause::required(format!("{p}.name")));
+        } else {
+            if !names.insert(d.name.as_str()) {
+                causes.push(duplicate(format!("{p}.name"), &d.name));
+            }
+            if !volume_names.contains(&d.name) {
+                causes.push(invalid(
+                    format!("{p}.name"),
+                    &Value::from(d.name.as_str()),
+                    &format!("{p}.name '{}' not found in volumes", d.name),
+                ));
+            }
+        }
+        let targets = [d.disk.is_some(), d.cdrom.is_some(), d.lun.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if targets > 1 {
+            causes.push(forbidden(
+                p.clone(),
+                "only one of disk, cdrom and lun may be set",
+            ));
+        }
+        for (kind, bus) in [
+            ("disk", d.disk.as_ref().and_then(|t| t.bus.as_deref())),
+            ("cdrom", d.cdrom.as_ref().and_then(|t| t.bus.as_deref())),
+            ("lun", d.lun.as_ref().and_then(|t| t.bus.as_deref())),
+        ] {
+            if let Some(bus) = bus {
+                let f = format!("{p}.{kind}.bus");
+                if !DISK_BUSES.contains(&bus) {
+                    causes.push(not_supported(f, &Value::from(bus), DISK_BUSES));
+                } else if kind == "cdrom" && bus == "virtio" {
+                    causes.push(invalid(
+                        f,
+                        &Value::from(bus),
+                        "Bus type virtio is invalid for CD-ROM device",
+                    ));
+                }
+            }
+        }
+        if let Some(tray) = d.cdrom.as_ref().and_then(|c| c.tray.as_deref()) {
+            if !["open", "closed"].contains(&tray) {
+                causes.push(not_supported(
+                    format!("{p}.cdrom.tray"),
+                    &Value::from(tray),
+                    &["open", "closed"],
+                ));
+            }
+        }
+        check_boot_order(d.boot_order, format!("{p}.bootOrder"), boot_orders, causes);
+        if let Some(serial) = d.serial.as_deref() {
+            let ok = serial.len() <= 36
+                && !serial.is_empty()
+                && serial
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'));
+            if !ok {
+                causes.push(invalid(
+                    format!("{p}.serial"),
+                    &Value::from(serial),
+                    "must be 1 to 36 characters of [A-Za-z0-9_.+-]",
+                ));
+            }
+        }
+        if let Some(c) = d.cache.as_deref() {
+            if !CACHE_MODES.contains(&c) {
+                causes.push(not_supported(
+                    format!("{p}.cache"),
+                    &Value::from(c),
+                    CACHE_MODES,
+                ));
+            }
+        }
+        if let Some(io) = d.io.as_deref() {
+            if !IO_MODES.contains(&io) {
+                causes.push(not_supported(format!("{p}.io"), &Value::from(io), IO_MODES));
+            }
+        }
+        if let Some(pci) = d.disk.as_ref().and_then(|t| t.pci_address.as_deref()) {
+            if !is_pci_address(pci) {
+                causes.push(invalid(
+                    format!("{p}.disk.pciAddress"),
+                    &Value::from(pci),
+                    "must be a PCI address such as 0000:81:01.0",
+                ));
+            }
+        }
+    }
+}
+
+fn is_pci_address(s: &str) -> bool {
+    let parts: Vec<&str> = s.split([':', '.']).collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    parts.len() == 4
+        && hex(parts[0], 4)
+        && hex(parts[1], 2)
+        && hex(parts[2], 2)
+        && parts[3].len() == 1
+        && parts[3].bytes().all(|b| (b'0'..=b'7').contains(&b))
+}
+
+fn validate_networks(
+    spec: &VirtualMachineInstanceSpec,
+    base: &str,
+    boot_orders: &mut BTreeMap<u32, String>,
+    causes: &mut Vec<Cause>,
+) {
+    let mut networks: BTreeMap<&str, (usize, bool)> = BTreeMap::new();
+    let mut pod_networks = 0;
+    let mut multus_defaults = 0;
+    for (i, n) in spec.networks.iter().enumerate() {
+        let p = path(base, &format!("networks[{i}]"));
+        if n.name.is_empty() {
+            causes.push(Cause::required(format!("{p}.name")));
+        } else {
+            for e in dns1123_label(&n.name) {
+                causes.push(invalid(
+                    format!("{p}.name"),
+                    &Value::from(n.name.as_str()),
+                    &e,
+                ));
+            }
+            if networks
+                .insert(n.name.as_str(), (i, n.pod.is_some()))
+                .is_some()
+            {
+                causes.push(duplicate(format!("{p}.name"), &n.name));
+            }
+        }
+        match (n.pod.is_some(), n.multus.as_ref()) {
+            (false, None) => causes.push(required(
+                p.clone(),
+                "should have a network type (pod or multus)",
+            )),
+            (true, Some(_)) => {
+                causes.push(forbidden(p.clone(), "should have only one network type"))
+            }
+            (true, None) => pod_networks += 1,
+            (false, Some(m)) => {
+                if m.network_name.is_empty() {
+                    causes.push(Cause::required(format!("{p}.multus.networkName")));
+                } else {
+                    let (ns, name) = m
+                        .network_name
+                        .split_once('/')
+                        .unwrap_or(("", m.network_name.as_str()));
+                    if !ns.is_empty() && !dns1123_label(ns).is_empty()
+                        || !dns1123_subdomain(name).is_empty()
+                    {
+                        causes.push(invalid(format!("{p}.multus.networkName"), &Value::from(m.network_name.as_str()), "must be a NetworkAttachmentDefinition name, optionally prefixed by its namespace and '/'"));
+                    }
+                }
+                if m.default == Some(true) {
+                    multus_defaults += 1;
+                }
+            }
+        }
+    }
+    if pod_networks > 1 {
+        causes.push(forbidden(
+            path(base, "networks"),
+            "more than one pod network is not allowed",
+        ));
+    }
+    if multus_defaults > 1 {
+        causes.push(forbidden(
+            path(base, "networks"),
+            "more than one multus network is marked as default",
+        ));
+    }
+    if pod_networks > 0 && multus_defaults > 0 {
+        causes.push(forbidden(
+            path(base, "networks"),
+            "a pod network and a default multus network cannot be used together",
+        ));
+    }
+
+    let domain = path(base, "domain");
+    let mut iface_names = BTreeSet::new();
+    let mut macs: BTreeMap<[u8; 6], String> = BTreeMap::new();
+    for (i, iface) in spec.domain.devices.interfaces.iter().enumerate() {
+        let p = format!("{domain}.devices.interfaces[{i}]");
+        let network = networks.get(iface.name.as_str());
+        if iface.name.is_empty() {
+            causes.push(Cause::required(format!("{p}.name")));
+        } else {
+            if !iface_names.insert(iface.name.as_str()) {
+                causes.push(duplicate(format!("{p}.name"), &iface.name));
+            }
+            if network.is_none() {
+                causes.push(invalid(
+                    format!("{p}.name"),
+                    &Value::from(iface.name.as_str()),
+                    &format!("{p}.name '{}' not found in networks", iface.name),
+                ));
+            }
+        }
+        let bindings = iface.bindings();
+        if bindings.len() > 1 {
+            causes.push(forbidden(
+                p.clone(),
+                &format!("only one binding may be set, found {}", bindings.join(", ")),
+            ));
+        }
+        if let Some(&(_, is_pod)) = network {
+            if iface.masquerade.is_some() && !is_pod {
+                causes.push(forbidden(
+                    format!("{p}.masquerade"),
+                    "Masquerade interface only implemented with pod network",
+                ));
+            }
+            if iface.sriov.is_some() && is_pod {
+                causes.push(forbidden(
+                    format!("{p}.sriov"),
+                    "SRIOV interface is not supported on the pod network",
+                ));
+            }
+        }
+        if let Some(model) = iface.model.as_deref() {
+            if !NIC_MODELS.contains(&model) {
+                causes.push(not_supported(
+                    format!("{p}.model"),
+                    &Value::from(model),
+                    NIC_MODELS,
+                ));
+            }
+        }
+        if let Some(mac) = iface.mac_address.as_deref().filter(|m| !m.is_empty()) {
+            match parse_mac(mac) {
+                None => causes.push(invalid(
+                    format!("{p}.macAddress"),
+                    &Value::from(mac),
+                    "does not conform to MAC address format",
+                )),
+                Some(b) if b[0] & 1 == 1 => causes.push(invalid(
+                    format!("{p}.macAddress"),
+                    &Value::from(mac),
+                    "must be a unicast MAC address",
+                )),
+                Some(b) => {
+                    if macs.insert(b, format!("{p}.macAddress")).is_some() {
+                        causes.push(duplicate(format!("{p}.macAddress"), mac));
+                    }
+                }
+            }
+        }
+        if !iface.ports.is_empty()
+            && iface.masquerade.is_none()
+            && iface.slirp.is_none()
+            && iface.passt.is_none()
+        {
+            causes.push(forbidden(
+                format!("{p}.ports"),
+                "port forwarding is only supported with masquerade, passt and slirp bindings",
+            ));
+        }
+        let mut port_keys = BTreeSet::new();
+        for (j, port) in iface.ports.iter().enumerate() {
+            let pp = format!("{p}.ports[{j}]");
+            if !(1..=65535).contains(&port.port) {
+                causes.push(invalid(
+                    format!("{pp}.port"),
+                    &Value::from(port.port),
+                    "must be between 1 and 65535",
+                ));
+            }
+            let proto = port.protocol.as_deref().unwrap_or("TCP");
+            if !PROTOCOLS.contains(&proto) {
+                causes.push(not_supported(
+                    format!("{pp}.protocol"),
+                    &Value::from(proto),
+                    PROTOCOLS,
+                ));
+            }
+            if !port_keys.insert((proto, port.port)) {
+                causes.push(duplicate(format!("{pp}.port"), &port.port.to_string()));
+            }
+        }
+        check_boot_order(
+            iface.boot_order,
+            format!("{p}.bootOrder"),
+            boot_orders,
+            causes,
+        );
+        if let Some(state) = iface.state.as_deref() {
+            if !["up", "down", "absent"].contains(&state) {
+                causes.push(not_supported(
+                    format!("{p}.state"),
+                    &Value::from(state),
+                    &["up", "down", "absent"],
+                ));
+            }
+        }
+    }
+    for (name, (i, _)) in &networks {
+        if !iface_names.contains(name) {
+            causes.push(invalid(
+                path(base, &format!("networks[{i}].name")),
+                &Value::from(*name),
+                &format!(
+                    "{}.name '{name}' not found in interfaces",
+                    path(base, &format!("networks[{i}]"))
+                ),
+            ));
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The static list of every resource monovirt serves ([`resources`]), each wired to its
+//! schema (generated once from the typed struct), its defaulting and its validation.
+//!
+//! A kind's `validate` first checks the object against the served schema (JSON types,
+//! enums) and then runs the kind's semantic checks; `metadata` (names, labels) is checked by
+//! [`crate::validation::validate_metadata`], which the store calls for every kind.
+
+use crate::resource::{PrinterColumn, ResourceDef};
+use crate::status::Cause;
+use serde_json::Value;
+
+/// Per-kind functions with the signatures [`ResourceDef`] wants, around a schema built once.
+macro_rules! kind {
+    ($m:ident, $ty:ty, $group:expr, $version:expr, $kind:expr, $validate:path, $default:path) => {
+        mod $m {
+            use super::*;
+            use std::sync::OnceLock;
+
+            pub fn schema_ref() -> &'static Value {
+                static SCHEMA: OnceLock<Value> = OnceLock::new();
+                SCHEMA.get_or_init(|| crate::schema::generate::<$ty>($group, $version, $kind))
+            }
+
+            pub fn schema() -> Value {
+                schema_ref().clone()
+            }
+
+            pub fn unknown_fields(obj: &Value) -> Vec<String> {
+                crate::schema::unknown_fields(schema_ref(), obj)
+            }
+
+            pub fn validate(obj: &Value) -> Vec<Cause> {
+                let causes = crate::schema::type_errors(schema_ref(), obj);
+                if !causes.is_empty() {
+                    return causes;
+                }
+                $validate(obj)
+            }
+
+            pub fn default(obj: &mut Value) {
+                $default(obj)
+            }
+        }
+    };
+}
+
+kind!(
+    vm,
+    crate::kubevirt::virtualmachine::VirtualMachine,
+    "kubevirt.io",
+    "v1",
+    "VirtualMachine",
+    crate::kubevirt::validation::validate_vm,
+    crate::kubevirt::defaults::default_vm
+);
+kind!(
+    vmi,
+    crate::kubevirt::virtualmachineinstance::VirtualMachineInstance,
+    "kubevirt.io",
+    "v1",
+    "VirtualMachineInstance",
+    crate::kubevirt::validation::validate_vmi,
+    crate::kubevirt::defaults::default_vmi
+);
+kind!(
+    vmim,
+    crate::kubevirt::migration::VirtualMachineInstanceMigration,
+    "kubevirt.io",
+    "v1",
+    "VirtualMachineInstanceMigration",
+    crate::kubevirt::validation::validate_migration,
+    no_defaults
+);
+kind!(
+    dv,
+    crate::cdi::datavolume::DataVolume,
+    "cdi.kubevirt.io",
+    "v1beta1",
+    "DataVolume",
+    crate::cdi::validation::validate_dv,
+    no_defaults
+);
+kind!(
+    ns,
+    crate::core::namespace::Namespace,
+    "",
+    "v1",
+    "Namespace",
+    crate::core::namespace::validate,
+    crate::core::namespace::default
+);
+kind!(
+    node,
+    crate::core::node::Node,
+    "",
+    "v1",
+    "Node",
+    crate::core::node::validate,
+    crate::core::node::default
+);
+kind!(
+    pvc,
+    crate::core::pvc::PersistentVolumeClaim,
+    "",
+    "v1",
+    "PersistentVolumeClaim",
+    crate::core::pvc::validate,
+    crate::core::pvc::default
+);
+kind!(
+    event,
+    crate::core::event::Event,
+    "",
+    "v1",
+    "Event",
+    crate::core::event::validate,
+    crate::core::event::default
+);
+kind!(
+    sc,
+    crate::storage::storageclass::StorageClass,
+    "storage.k8s.io",
+    "v1",
+    "StorageClass",
+    crate::storage::storageclass::validate,
+    crate::storage::storageclass::default
+);
+kind!(
+    nad,
+    crate::network::attachment::NetworkAttachmentDefinition,
+    "k8s.cni.cncf.io",
+    "v1",
+    "NetworkAttachmentDefinition",
+    crate::network::attachment::validate,
+    crate::network::attachment::default
+);
+kind!(
+    hco,
+    crate::hco::hyperconverged::HyperConverged,
+    "hco.kubevirt.io",
+    "v1beta1",
+    "HyperConverged",
+    crate::hco::hyperconverged::validate,
+    crate::hco::hyperconverged::default
+);
+
+fn no_defaults(_obj: &mut Value) {}
+
+/// The verbs of a resource with the full set of operations.
+const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+const READY: &str = ".status.conditions[?(@.type=='Ready')].status";
+
+const VM_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::AGE,
+    PrinterColumn::path(
+        "Status",
+        "string",
+        ".status.printableStatus",
+        "Human Readable Status",
+        0,
+    ),
+    PrinterColumn::path("Ready", "string", READY, "Ready", 0),
+];
+
+const VMI_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::AGE,
+    PrinterColumn::path("Phase", "string", ".status.phase", "Phase", 0),
+    PrinterColumn::path("IP", "string", ".status.interfaces[0].ipAddress", "IP", 0),
+    PrinterColumn::path("NodeName", "string", ".status.nodeName", "NodeName", 0),
+    PrinterColumn::path("Ready", "string", READY, "Ready", 0),
+    PrinterColumn::path(
+        "Live-Migratable",
+        "string",
+        ".status.conditions[?(@.type=='LiveMigratable')].status",
+        "Live-Migratable",
+        1,
+    ),
+    PrinterColumn::path(
+        "Paused",
+        "string",
+        ".status.conditions[?(@.type=='Paused')].status",
+        "Paused",
+        1,
+    ),
+];
+
+const VMIM_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path(
+        "Phase",
+        "string",
+        ".status.phase",
+        "The current phase of VM instance migration",
+        0,
+    ),
+    PrinterColumn::path(
+        "VMI",
+        "string",
+        ".spec.vmiName",
+        "The name of the VMI to perform the migration on",
+        0,
+    ),
+];
+
+const DV_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path(
+        "Phase",
+        "string",
+        ".status.phase",
+        "The phase the data volume is in",
+        0,
+    ),
+    PrinterColumn::path(
+        "Progress",
+        "string",
+        ".status.progress",
+        "Transfer progress in percentage if known, N/A otherwise",
+        0,
+    ),
+    PrinterColumn::path(
+        "Restarts",
+        "integer",
+        ".status.restartCount",
+        "The number of times the transfer has been restarted.",
+        0,
+    ),
+    PrinterColumn::AGE,
+];
+
+const NS_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path(
+        "Status",
+        "string",
+        ".status.phase",
+        "The status of the namespace",
+        0,
+    ),
+    PrinterColumn::AGE,
+];
+
+const NODE_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path("Status", "string", ".status.conditions", "The status of the node", 0),
+    PrinterColumn::path("Roles", "string", ".metadata.labels", "The roles of the node", 0),
+    PrinterColumn::AGE,
+    PrinterColumn::path("Version", "string", ".status.nodeInfo.kubeletVersion", "Kubelet Version reported by the node.", 0),
+    PrinterColumn::path("Internal-IP", "string", ".status.addresses", "List of addresses reachable to the node.", 1),
+    PrinterColumn::path("External-IP", "string", ".status.addresses", "List of addresses reachable to the node.", 1),
+    PrinterColumn::path("OS-Image", "string", ".status.nodeInfo.osImage", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).", 1),
+    PrinterColumn::path("Kernel-Version", "string", ".status.nodeInfo.kernelVersion", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).", 1),
+    PrinterColumn::path("Container-Runtime", "string", ".status.nodeInfo.containerRuntimeVersion", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).", 1),
+];
+
+const PVC_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path("Status", "string", ".status.phase", "Phase represents the current phase of PersistentVolumeClaim.", 0),
+    PrinterColumn::path("Volume", "string", ".spec.volumeName", "VolumeName is the binding reference to the PersistentVolume backing this claim.", 0),
+    PrinterColumn::path("Capacity", "string", ".status.capacity.storage", "Capacity represents the actual resources of the underlying volume.", 0),
+    PrinterColumn::path("Access Modes", "string", ".status.accessModes", "AccessModes contains the actual access modes the volume backing the PVC has.", 0),
+    PrinterColumn::path("StorageClass", "string", ".spec.storageClassName", "StorageClassName is the name of the StorageClass required by the claim.", 0),
+    PrinterColumn::path("VolumeAttributesClass", "string", ".spec.volumeAttributesClassName", "VolumeAttributesClassName may be used to set the VolumeAttributesClass used by this claim.", 0),
+    PrinterColumn::AGE,
+    PrinterColumn::path("VolumeMode", "string", ".spec.volumeMode", "volumeMode defines what type of volume is required by the claim.", 1),
+];
+
+const EVENT_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path("Last Seen", "date", ".lastTimestamp", "Time when this Event was last observed.", 0),
+    PrinterColumn::path("Type", "string", ".type", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
+    PrinterColumn::path("Reason", "string", ".reason", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
+    PrinterColumn::path("Object", "string", ".involvedObject", "The object that this event is about.", 0),
+    PrinterColumn::path("Message", "string", ".message", "A human-readable description of the status of this operation.", 0),
+];
+
+const SC_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path("Provisioner", "string", ".provisioner", "Indicates the type of the provisioner.", 0),
+    PrinterColumn::path("ReclaimPolicy", "string", ".reclaimPolicy", "Dynamically provisioned PersistentVolumes of this storage class are created with this reclaimPolicy.", 0),
+    PrinterColumn::path("VolumeBindingMode", "string", ".volumeBindingMode", "VolumeBindingMode indicates how PersistentVolumeClaims should be provisioned and bound.", 0),
+    PrinterColumn::path("AllowVolumeExpansion", "string", ".allowVolumeExpansion", "AllowVolumeExpansion shows whether the storage class allow volume expand.", 0),
+    PrinterColumn::AGE,
+];
+
+const AGE_ONLY: &[PrinterColumn] = &[PrinterColumn::AGE];
+
+static RESOURCES: &[ResourceDef] = &[
+    ResourceDef {
+        group: "kubevirt.io",
+        version: "v1",
+        kind: "VirtualMachine",
+        list_kind: "VirtualMachineList",
+        plural: "virtualmachines",
+        singular: "virtualmachine",
+        short_names: &["vm", "vms"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        verbs: VERBS,
+        columns: VM_COLUMNS,
+        default: vm::default,
+        validate: vm::validate,
+        unknown_fields: vm::unknown_fields,
+        schema: vm::schema,
+    },
+    ResourceDef {
+        group: "kubevirt.io",
+        version: "v1",
+        kind: "VirtualMachineInstance",
+        list_kind: "VirtualMachineInstanceList",
+        plural: "virtualmachineinstances",
+        singular: "virtualmachineinstance",
+        short_names: &["vmi", "vmis"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        verbs: VERBS,
+        columns: VMI_COLUMNS,
+        default: vmi::default,
+        validate: vmi::validate,
+        unknown_fields: vmi::unknown_fields,
+        schema: vmi::schema,
+    },
+    ResourceDef {
+        group: "kubevirt.io",
+        version: "v1",
+        kind: "VirtualMachineInstanceMigration",
+        list_kind: "VirtualMachineInstanceMigrationList",
+        plural: "virtualmachineinstancemigrations",
+        singular: "virtualmachineinstancemigration",
+        short_names: &["vmim", "vmims"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        verbs: VERBS,
+        columns: VMIM_COLUMNS,
+        default: vmim::default,
+        validate: vmim::validate,
+        unknown_fields: vmim::unknown_fields,
+        schema: vmim::schema,
+    },
+    ResourceDef {
+        group: "cdi.kubevirt.io",
+        version: "v1beta1",
+        kind: "DataVolume",
+        list_kind: "DataVolumeList",
+        plural: "datavolumes",
+        singular: "datavolume",
+        short_names: &["dv", "dvs"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        verbs: VERBS,
+        columns: DV_COLUMNS,
+        default: dv::default,
+        validate: dv::validate,
+        unknown_fields: dv::unknown_fields,
+        schema: dv::schema,
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        list_kind: "NamespaceList",
+        plural: "namespaces",
+        singular: "namespace",
+        short_names: &["ns"],
+        categories: &[],
+        namespaced: false,
+        has_status: true,
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
+        columns: NS_COLUMNS,
+        default: ns::default,
+        validate: ns::validate,
+        unknown_fields: ns::unknown_fields,
+        schema: ns::schema,
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        kind: "Node",
+        list_kind: "NodeList",
+        plural: "nodes",
+        singular: "node",
+        short_names: &["no"],
+        categories: &[],
+        namespaced: false,
+        has_status: true,
+        verbs: VERBS,
+        columns: NODE_COLUMNS,
+        default: node::default,
+        validate: node::validate,
+        unknown_fields: node::unknown_fields,
+        schema: node::schema,
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        kind: "PersistentVolumeClaim",
+        list_kind: "PersistentVolumeClaimList",
+        plural: "persistentvolumeclaims",
+        singular: "persistentvolumeclaim",
+        short_names: &["pvc"],
+        categories: &[],
+        namespaced: true,
+        has_status: true,
+        verbs: VERBS,
+        columns: PVC_COLUMNS,
+        default: pvc::default,
+        validate: pvc::validate,
+        unknown_fields: pvc::unknown_fields,
+        schema: pvc::schema,
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        kind: "Event",
+        list_kind: "EventList",
+        plural: "events",
+        singular: "event",
+        short_names: &["ev"],
+        categories: &[],
+        namespaced: true,
+        has_status: false,
+        verbs: VERBS,
+        columns: EVENT_COLUMNS,
+        default: event::default,
+        validate: event::validate,
+        unknown_fields: event::unknown_fields,
+        schema: event::schema,
+    },
+    ResourceDef {
+        group: "storage.k8s.io",
+        version: "v1",
+        kind: "StorageClass",
+        list_kind: "StorageClassList",
+        plural: "storageclasses",
+        singular: "storageclass",
+        short_names: &["sc"],
+        categories: &[],
+        namespaced: false,
+        has_status: false,
+        verbs: VERBS,
+        columns: SC_COLUMNS,
+        default: sc::default,
+        validate: sc::validate,
+        unknown_fields: sc::unknown_fields,
+        schema: sc::schema,
+    },
+    ResourceDef {
+        group: "k8s.cni.cncf.io",
+        version: "v1",
+        kind: "NetworkAttachmentDefinition",
+        list_kind: "NetworkAttachmentDefinitionList",
+        plural: "network-attachment-definitions",
+        singular: "network-attachment-definition",
+        short_names: &["net-attach-def"],
+        categories: &[],
+        namespaced: true,
+        has_status: false,
+        verbs: VERBS,
+        columns: AGE_ONLY,
+        default: nad::default,
+        validate: nad::validate,
+        unknown_fields: nad::unknown_fields,
+        schema: nad::schema,
+    },
+    ResourceDef {
+        group: "hco.kubevirt.io",
+        version: "v1beta1",
+        kind: "HyperConverged",
+        list_kind: "HyperConvergedList",
+        plural: "hyperconvergeds",
+        singular: "hyperconverged",
+        short_names: &["hco", "hcos"],
+        categories: &["all"],
+        namespaced: true,
+        has_status: true,
+        verbs: VERBS,
+        columns: AGE_ONLY,
+        default: hco::default,
+        validate: hco::validate,
+        unknown_fields: hco::unknown_fields,
+        schema: hco::schema,
+    },
+];
+
+/// Every resource monovirt serves: KubeVirt's VirtualMachine, VirtualMachineInstance and
+/// VirtualMachineInstanceMigration; CDI's DataVolume; core Namespace, Node,
+/// PersistentVolumeClaim and Event; StorageClass; multus' NetworkAttachmentDefinition; and
+/// the HyperConverged settings singleton.
+///
+/// ```
+/// let kinds: Vec<_> = api::resources().iter().map(|d| d.kind).collect();
+/// assert!(kinds.contains(&"VirtualMachine"));
+/// assert!(kinds.contains(&"Namespace"));
+/// ```
+pub fn resources() -> &'static [ResourceDef] {
+    RESOURCES
+}
