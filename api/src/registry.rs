@@ -69,7 +69,7 @@ kind!(
     "v1",
     "VirtualMachineInstanceMigration",
     crate::kubevirt::validation::validate_migration,
-    no_defaults
+    crate::kubevirt::defaults::default_migration
 );
 kind!(
     dv,

@@ -101,6 +101,47 @@ pub fn default_vmi(obj: &mut Value) {
     });
 }
 
+/// The label KubeVirt puts on a migration, holding the VMI's name.
+pub const MIGRATION_SELECTOR_LABEL: &str = "kubevirt.io/vmi-name";
+
+/// Defaults a VirtualMachineInstanceMigration: KubeVirt's migration mutator labels it with
+/// the VMI's name. (KubeVirt also adds the `kubevirt.io/migrationJobFinalize` finalizer; it is
+/// left to the migration controller to add and remove, so that a migration can always be
+/// deleted while no controller runs.)
+///
+/// ```
+/// let mut m = serde_json::json!({"metadata": {"name": "m"}, "spec": {"vmiName": "vmi-fedora"}});
+/// api::kubevirt::defaults::default_migration(&mut m);
+/// assert_eq!(m["metadata"]["labels"]["kubevirt.io/vmi-name"], "vmi-fedora");
+/// ```
+pub fn default_migration(obj: &mut Value) {
+    let Some(vmi) = obj
+        .pointer("/spec/vmiName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let labels = meta
+        .entry("labels")
+        .or_insert_with(|| serde_json::json!({}));
+    if labels.is_null() {
+        *labels = serde_json::json!({});
+    }
+    if let Some(l) = labels.as_object_mut() {
+        l.insert(MIGRATION_SELECTOR_LABEL.into(), Value::from(vmi));
+    }
+}
+
 /// Applies KubeVirt's VMI spec defaults (`SetDefaultVirtualMachineInstanceSpec` and
 /// `SetObjectDefaults_VirtualMachineInstance`) to a typed spec.
 pub fn default_vmi_spec(spec: &mut VirtualMachineInstanceSpec) {
@@ -124,9 +165,30 @@ pub fn default_vmi_spec(spec: &mut VirtualMachineInstanceSpec) {
         input.bus.get_or_insert_with(|| "usb".to_string());
         input.type_.get_or_insert_with(|| "tablet".to_string());
     }
+    for probe in [spec.liveness_probe.as_mut(), spec.readiness_probe.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        set_probe_defaults(probe);
+    }
     let cpu = spec.domain.cpu.get_or_insert_with(Cpu::default);
     if cpu.model.as_deref().unwrap_or("").is_empty() {
         cpu.model = Some(DEFAULT_CPU_MODEL.to_string());
+    }
+}
+
+/// KubeVirt's `SetDefaults_Probe`: timeout 1s, period 10s, success 1, failure 3.
+fn set_probe_defaults(probe: &mut Unstructured) {
+    for (field, min_default) in [
+        ("timeoutSeconds", 1),
+        ("periodSeconds", 10),
+        ("successThreshold", 1),
+        ("failureThreshold", 3),
+    ] {
+        let current = probe.0.get(field).and_then(Value::as_i64).unwrap_or(0);
+        if current < 1 {
+            probe.0.insert(field.to_string(), Value::from(min_default));
+        }
     }
 }
 
@@ -371,6 +433,19 @@ mod tests {
             v["spec"]["domain"]["devices"]["disks"][0]["disk"]["bus"],
             "virtio"
         );
+    }
+
+    #[test]
+    fn probes_get_kubevirt_defaults() {
+        let mut v = vmi(json!({"domain": {"devices": {}},
+            "readinessProbe": {"httpGet": {"port": 1500}, "periodSeconds": 20}}));
+        default_vmi(&mut v);
+        assert_eq!(
+            v["spec"]["readinessProbe"],
+            json!({"httpGet": {"port": 1500}, "periodSeconds": 20, "timeoutSeconds": 1,
+                   "successThreshold": 1, "failureThreshold": 3})
+        );
+        assert!(v["spec"].get("livenessProbe").is_none());
     }
 
     #[test]
