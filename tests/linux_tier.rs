@@ -29,12 +29,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 
-/// The whole L1 boot, scenarios included, must end within this.
-const L1_TIMEOUT: Duration = Duration::from_secs(480);
-/// L1's init stops one `monovirt run` after this many seconds.
-const SCENARIO_TIMEOUT_SECS: u64 = 150;
-/// busybox `timeout` exits with 128 + SIGTERM when it had to stop the command.
-const SCENARIO_TIMED_OUT_RC: i32 = 143;
+/// A QEMU boot without scenarios must end within this (L1 takes 5 to 10 s).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// L1's init kills one `monovirt run` after this many seconds. An L2 boot with a quiet
+/// console takes about 10 s, with the whole boot log about 40 s (every byte is an exit).
+const SCENARIO_TIMEOUT_SECS: u64 = 120;
+/// The exit code of a `monovirt run` that L1's init killed (128 + SIGKILL).
+const SCENARIO_TIMED_OUT_RC: i32 = 137;
 /// How far below its configured memory an L2 guest's MemTotal may be: what the firmware
 /// map reserves and what the kernel keeps for its image, page structs and early
 /// allocations (about 42 MiB for this kernel under QEMU, at 384 and 512 MiB alike).
@@ -305,6 +306,7 @@ impl Drop for Guard {
 struct QemuRun {
     /// QEMU's exit status, or `None` when it was stopped at the timeout.
     status: Option<ExitStatus>,
+    timeout: Duration,
     elapsed: Duration,
     log_path: PathBuf,
     /// The serial console, with carriage returns removed.
@@ -335,21 +337,26 @@ struct Boot<'a> {
     cmdline: &'a str,
     cpus: u32,
     memory_mib: u64,
+    /// QEMU is killed after this.
+    timeout: Duration,
 }
 
 /// Boots L1 with `initrd`: an EPYC CPU with SVM and nested paging, so that kvm_amd loads.
-fn boot_l1(tier: &Tier, work: &Path, initrd: &Path) -> Result<QemuRun> {
+/// It gets the time its init may spend on `scenarios` scenarios, and more.
+fn boot_l1(tier: &Tier, work: &Path, initrd: &Path, scenarios: usize) -> Result<QemuRun> {
+    let scenario_time = Duration::from_secs(SCENARIO_TIMEOUT_SECS) * scenarios as u32;
     let boot = Boot {
         kernel: &tier.bzimage,
         initrd,
         cmdline: "console=ttyS0 quiet panic=-1",
         cpus: L1_CPUS,
         memory_mib: L1_MEMORY_MIB,
+        timeout: BOOT_TIMEOUT + scenario_time,
     };
     boot_qemu(&boot, work, "serial.log")
 }
 
-/// Runs QEMU (TCG) bounded by [`L1_TIMEOUT`]; the serial console goes to `work/log_name`,
+/// Runs QEMU (TCG) bounded by its timeout; the serial console goes to `work/log_name`,
 /// QEMU's own messages to `work/log_name.qemu`.
 fn boot_qemu(boot: &Boot, work: &Path, log_name: &str) -> Result<QemuRun> {
     let log_path = work.join(log_name);
@@ -378,7 +385,7 @@ fn boot_qemu(boot: &Boot, work: &Path, log_name: &str) -> Result<QemuRun> {
         if let Some(status) = qemu.0.try_wait()? {
             break Some(status);
         }
-        if start.elapsed() > L1_TIMEOUT {
+        if start.elapsed() > boot.timeout {
             qemu.0.kill()?;
             qemu.0.wait()?;
             break None;
@@ -389,6 +396,7 @@ fn boot_qemu(boot: &Boot, work: &Path, log_name: &str) -> Result<QemuRun> {
     let serial = String::from_utf8_lossy(&fs::read(&log_path)?).replace('\r', "");
     let run = QemuRun {
         status,
+        timeout: boot.timeout,
         elapsed,
         log_path,
         serial,
@@ -399,7 +407,7 @@ fn boot_qemu(boot: &Boot, work: &Path, log_name: &str) -> Result<QemuRun> {
         run.elapsed.as_secs_f64(),
         match run.status {
             Some(status) => status.to_string(),
-            None => format!("stopped after the {} s timeout", L1_TIMEOUT.as_secs()),
+            None => format!("stopped after the {} s timeout", boot.timeout.as_secs()),
         },
         run.log_path.display()
     );
@@ -470,7 +478,7 @@ fn check_l1(run: &QemuRun, markers: &[Marker], failures: &mut Vec<String>) {
     match run.status {
         None => failures.push(format!(
             "L1 did not power off within {} s",
-            L1_TIMEOUT.as_secs()
+            run.timeout.as_secs()
         )),
         Some(status) if !status.success() => failures.push(format!("QEMU exited with {status}")),
         Some(_) => {}
@@ -498,7 +506,7 @@ fn l1_host_has_kvm_amd_and_runs_monovirt() -> Result<()> {
     };
     let work = work_dir(TEST)?;
     let initrd = build_l1_initrd(&tier, &work, &[])?;
-    let run = boot_l1(&tier, &work, &initrd)?;
+    let run = boot_l1(&tier, &work, &initrd, 0)?;
     let markers = run.markers();
     let mut failures = Vec::new();
     check_l1(&run, &markers, &mut failures);
@@ -646,6 +654,8 @@ fn check_scenario(scenario: &Scenario, serial: &str, failures: &mut Vec<String>)
         run.rc,
         run.seconds.map_or("?".into(), |s| format!("{s:.1}"))
     );
+    // The guest's own report first: with it, a hang below says how far the guest got.
+    check_l2(scenario, &run.text, failures);
     let rc = match run.rc {
         None => {
             failures.push(format!("{name}: did not finish (L1 stopped first)"));
@@ -653,13 +663,12 @@ fn check_scenario(scenario: &Scenario, serial: &str, failures: &mut Vec<String>)
         }
         Some(SCENARIO_TIMED_OUT_RC) => {
             failures.push(format!(
-                "{name}: monovirt run still ran after {SCENARIO_TIMEOUT_SECS} s"
+                "{name}: monovirt run did not exit within {SCENARIO_TIMEOUT_SECS} s and was killed"
             ));
             return;
         }
         Some(rc) => rc,
     };
-    check_l2(scenario, &run.text, failures);
     if scenario.task == "reboot" {
         // monovirt names the exit reason on a line of its own; the guest's lines that
         // mention a reboot are its markers and the kernel's "reboot: Restarting system".
@@ -726,6 +735,7 @@ fn l2_images_boot_under_qemu() -> Result<()> {
             cmdline: &cmdline,
             cpus: scenario.cpus,
             memory_mib: scenario.memory_mib,
+            timeout: BOOT_TIMEOUT,
         };
         let run = boot_qemu(&boot, &work, &format!("{}.log", scenario.name))?;
         let text: Vec<&str> = run.serial.lines().collect();
@@ -777,7 +787,7 @@ fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
     };
     let work = work_dir(TEST)?;
     let initrd = build_l1_initrd(&tier, &work, &scenarios)?;
-    let run = boot_l1(&tier, &work, &initrd)?;
+    let run = boot_l1(&tier, &work, &initrd, scenarios.len())?;
     let markers = run.markers();
     let mut failures = Vec::new();
     check_l1(&run, &markers, &mut failures);
