@@ -7,7 +7,8 @@
 //! - The kinds, one module per API group: [`kubevirt`] (`kubevirt.io/v1`), [`cdi`]
 //!   (`cdi.kubevirt.io/v1beta1`), [`core`] (`v1`), [`storage`] (`storage.k8s.io/v1`),
 //!   [`network`] (`k8s.cni.cncf.io/v1`), [`hco`] (`hco.kubevirt.io/v1beta1`).
-//! - Machinery shared by every kind: [`validation`] (names, labels, causes), [`schema`]
+//! - Machinery shared by every kind: [`validation`] (names, labels, causes),
+//!   [`immutability`] (what an update may not change), [`schema`]
 //!   (schemas, unknown fields, type checks), [`openapi`] (the served documents), [`table`]
 //!   (printer columns, ages), [`quantity`], [`overlay`], [`unstructured`].
 //!
@@ -20,6 +21,7 @@
 pub mod cdi;
 pub mod core;
 pub mod hco;
+pub mod immutability;
 pub mod kubevirt;
 pub mod network;
 pub mod openapi;

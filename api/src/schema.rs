@@ -403,6 +403,25 @@ mod tests {
     }
 
     #[test]
+    fn decode_errors_name_the_field() {
+        use crate::kubevirt::virtualmachineinstance::VirtualMachineInstance;
+        let obj = json!({"spec": {"domain": {"cpu": {"cores": 5_000_000_000u64}},
+                                  "volumes": [{"name": "a"}, {"name": 7}]}});
+        let err = decode::<VirtualMachineInstance>(&obj).expect_err("out of range");
+        assert!(
+            ["spec.domain.cpu.cores", "spec.volumes[1].name"].contains(&err.field.as_str()),
+            "{}",
+            err.field
+        );
+        let def =
+            crate::resource::find_kind("kubevirt.io", "VirtualMachineInstance").expect("served");
+        assert_eq!(
+            type_errors(&(def.schema)(), &obj)[0].field,
+            "spec.volumes[1].name"
+        );
+    }
+
+    #[test]
     fn types_and_enums() {
         let schema = json!({"type": "object", "properties": {
             "n": {"type": "integer", "minimum": 0.0},
