@@ -23,25 +23,20 @@ use serde_json::Value;
 pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let changed = |pointer: &str| old.pointer(pointer) != new.pointer(pointer);
-    match (def.group, def.kind) {
-        ("kubevirt.io", "VirtualMachineInstance") => {
-            if changed("/spec") {
-                causes.push(forbidden("spec", "update of VMI object is restricted"));
-            }
-        }
+    let frozen_spec = match (def.group, def.kind) {
+        ("kubevirt.io", "VirtualMachineInstance") => Some("update of VMI object is restricted"),
         ("kubevirt.io", "VirtualMachineInstanceMigration") => {
-            if changed("/spec") {
-                causes.push(forbidden(
-                    "spec",
-                    "update of Migration object's spec is restricted",
-                ));
-            }
+            Some("update of Migration object's spec is restricted")
         }
-        ("cdi.kubevirt.io", "DataVolume") => {
-            if changed("/spec") {
-                causes.push(forbidden("spec", "Cannot update spec for DataVolume"));
-            }
+        ("cdi.kubevirt.io", "DataVolume") => Some("Cannot update spec for DataVolume"),
+        _ => None,
+    };
+    if let Some(message) = frozen_spec {
+        if changed("/spec") {
+            causes.push(forbidden("spec", message));
         }
+    }
+    match (def.group, def.kind) {
         ("", "PersistentVolumeClaim") => pvc(old, new, &mut causes),
         ("storage.k8s.io", "StorageClass") => {
             for field in [
