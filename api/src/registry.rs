@@ -247,13 +247,16 @@ const NS_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::AGE,
 ];
 
+// For the built-in kinds, some cells are computed (see `core::columns`) as kube-apiserver
+// does; their JSONPath is the closest plain reading of the same data, for clients that
+// evaluate the path themselves.
 const NODE_COLUMNS: &[PrinterColumn] = &[
-    PrinterColumn::path("Status", "string", ".status.conditions", "The status of the node", 0),
-    PrinterColumn::path("Roles", "string", ".metadata.labels", "The roles of the node", 0),
+    PrinterColumn::path("Status", "string", ".status.conditions[?(@.type=='Ready')].status", "The status of the node", 0),
+    PrinterColumn::path("Roles", "string", ".metadata.labels['kubernetes.io/role']", "The roles of the node", 0),
     PrinterColumn::AGE,
     PrinterColumn::path("Version", "string", ".status.nodeInfo.kubeletVersion", "Kubelet Version reported by the node.", 0),
-    PrinterColumn::path("Internal-IP", "string", ".status.addresses", "List of addresses reachable to the node.", 1),
-    PrinterColumn::path("External-IP", "string", ".status.addresses", "List of addresses reachable to the node.", 1),
+    PrinterColumn::path("Internal-IP", "string", ".status.addresses[?(@.type=='InternalIP')].address", "List of addresses reachable to the node.", 1),
+    PrinterColumn::path("External-IP", "string", ".status.addresses[?(@.type=='ExternalIP')].address", "List of addresses reachable to the node.", 1),
     PrinterColumn::path("OS-Image", "string", ".status.nodeInfo.osImage", "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).", 1),
     PrinterColumn::path("Kernel-Version", "string", ".status.nodeInfo.kernelVersion", "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).", 1),
     PrinterColumn::path("Container-Runtime", "string", ".status.nodeInfo.containerRuntimeVersion", "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).", 1),
@@ -274,7 +277,7 @@ const EVENT_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::path("Last Seen", "date", ".lastTimestamp", "Time when this Event was last observed.", 0),
     PrinterColumn::path("Type", "string", ".type", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
     PrinterColumn::path("Reason", "string", ".reason", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.", 0),
-    PrinterColumn::path("Object", "string", ".involvedObject", "The object that this event is about.", 0),
+    PrinterColumn::path("Object", "string", ".involvedObject.name", "The object that this event is about.", 0),
     PrinterColumn::path("Message", "string", ".message", "A human-readable description of the status of this operation.", 0),
 ];
 

@@ -61,7 +61,7 @@ fn node_as_the_agent_writes_it() {
             json!("5d"),
             json!("v1.32.0-monovirt"),
             json!("192.0.2.10"),
-            json!("<none>"),
+            Value::Null,
             json!("Debian GNU/Linux 13 (trixie)"),
             json!("6.12.0"),
             json!("monovirt://0.1.0")

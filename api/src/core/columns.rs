@@ -11,8 +11,6 @@ pub fn computed(def: &ResourceDef, column: &PrinterColumn, obj: &Value) -> Optio
     let text = match (def.group, def.kind, column.name) {
         ("", "Node", "Status") => node_status(obj),
         ("", "Node", "Roles") => node_roles(obj),
-        ("", "Node", "Internal-IP") => node_address(obj, "InternalIP"),
-        ("", "Node", "External-IP") => node_address(obj, "ExternalIP"),
         ("", "PersistentVolumeClaim", "Status") => pvc_status(obj),
         ("", "PersistentVolumeClaim", "Capacity") => pvc_capacity(obj),
         ("", "PersistentVolumeClaim", "Access Modes") => {
@@ -101,18 +99,6 @@ fn node_roles(obj: &Value) -> String {
     }
 }
 
-fn node_address(obj: &Value, kind: &str) -> String {
-    obj.pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .find(|x| x.get("type").and_then(Value::as_str) == Some(kind))
-        })
-        .and_then(|x| x.get("address").and_then(Value::as_str))
-        .unwrap_or("<none>")
-        .to_string()
-}
-
 fn pvc_status(obj: &Value) -> String {
     if obj
         .pointer("/metadata/deletionTimestamp")
@@ -196,10 +182,7 @@ mod tests {
             computed(def, col(def, "Roles"), &node),
             Some(json!("control-plane,worker"))
         );
-        assert_eq!(
-            computed(def, col(def, "Internal-IP"), &node),
-            Some(json!("192.0.2.10"))
-        );
+        assert_eq!(computed(def, col(def, "Internal-IP"), &node), None);
         let bare = json!({"metadata": {"name": "n2"}});
         assert_eq!(
             computed(def, col(def, "Status"), &bare),
