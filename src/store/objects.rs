@@ -455,7 +455,10 @@ fn prepare_create(
     m.insert("uid".into(), json!(meta::new_uid()));
     m.insert("creationTimestamp".into(), json!(meta::now()));
     m.insert("generation".into(), json!(1));
-    if def.has_status {
+    // Status is the controllers' to write, except that Nodes may be created with theirs
+    // (kube's node strategy: a registering node reports its capacity at once).
+    let is_node = def.group.is_empty() && def.plural == "nodes";
+    if def.has_status && !is_node {
         if let Some(map) = obj.as_object_mut() {
             map.remove("status");
         }
@@ -1009,7 +1012,11 @@ impl Objects {
                 remaining: None,
             });
         }
+        // Under the lock only the raw bytes are read; parsing (the expensive part) waits
+        // until after it, unless selectors decide where a page ends.
+        let filter_in_scan = limit.is_some() && !(labels.is_empty() && fields.is_empty());
         let mut items = Vec::new();
+        let mut raw = Vec::new();
         let mut start = token.map(|t| t.start);
         let mut continue_token = None;
         'scan: loop {
@@ -1019,13 +1026,17 @@ impl Objects {
             let done = chunk.len() < SCAN_CHUNK;
             for (k, bytes) in chunk {
                 if let Some(limit) = limit {
-                    if items.len() >= limit {
+                    if items.len() + raw.len() >= limit {
                         continue_token =
                             Some(encode_continue(revision, start.as_deref().unwrap_or(&k)));
                         break 'scan;
                     }
                 }
-                items.extend(keep(&bytes)?);
+                if filter_in_scan {
+                    items.extend(keep(&bytes)?);
+                } else {
+                    raw.push(bytes);
+                }
                 start = Some(k);
             }
             if done {
@@ -1033,6 +1044,9 @@ impl Objects {
             }
         }
         drop(guard);
+        for bytes in raw {
+            items.extend(keep(&bytes)?);
+        }
         Ok(ObjectList {
             items,
             resource_version: revision,

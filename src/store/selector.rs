@@ -247,6 +247,10 @@ impl FieldSelector {
             .all(|(field, eq, value)| (field_value(obj, field) == *value) == *eq)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
     /// The name an equality on `metadata.name` pins, if any (lets a list read one key).
     pub fn pinned_name(&self) -> Option<&str> {
         self.requirements

@@ -156,9 +156,10 @@ pub fn rv(v: &Value) -> u64 {
         .expect("a numeric resourceVersion")
 }
 
-/// Polls (bounded) until `f` holds; the collector runs on its own thread.
+/// Polls (bounded: 30 s, generous for a loaded CI machine) until `f` holds; the
+/// collector runs on its own thread.
 pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
+    for _ in 0..1200 {
         if f() {
             return;
         }
