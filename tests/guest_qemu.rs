@@ -16,6 +16,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+
 use anyhow::{bail, ensure, Context, Result};
 use common::guest::{guest_elf, Report};
 
@@ -379,5 +382,55 @@ fn hang_and_tick_keep_running() -> Result<()> {
         context(&run)
     );
     ensure!(run.report.get("action") == Some("hang"));
+    Ok(())
+}
+
+#[test]
+fn wait_powers_off_on_the_acpi_power_button() -> Result<()> {
+    if !qemu_available() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("monitor.sock");
+    let monitor = format!("unix:{},server=on,wait=off", socket.display());
+    // Once the guest has armed its SCI, press the button through QEMU's monitor (once; the
+    // connection stays open until QEMU exits, so the command is not dropped with it).
+    let monitor_conn = std::cell::RefCell::new(None::<UnixStream>);
+    let run = boot(2, 128, "wait", None, &["-monitor", &monitor], |r| {
+        if monitor_conn.borrow().is_none() && r.get("acpi.sci_route").is_some() {
+            if let Ok(mut conn) = UnixStream::connect(&socket) {
+                if conn.write_all(b"system_powerdown\n").is_ok() {
+                    *monitor_conn.borrow_mut() = Some(conn);
+                }
+            }
+        }
+        false
+    })?;
+    let r = &run.report;
+    ensure!(
+        monitor_conn.borrow().is_some(),
+        "could not reach QEMU's monitor\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("acpi.events") == Some("pwrbtn"),
+        "q35 has the fixed power button\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("acpi.sci_route") == Some("gsi=9,flags=0xd,ok"),
+        "SCI route\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("acpi.event") == Some("pwrbtn"),
+        "no power button event\n{}",
+        context(&run)
+    );
+    ensure!(
+        run.status.is_some_and(|s| s.success()),
+        "QEMU did not power off\n{}",
+        context(&run)
+    );
     Ok(())
 }

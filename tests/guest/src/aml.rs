@@ -5,6 +5,9 @@
 //! matches the byte pattern ACPICA and every table generator emit for a static `_S5_`:
 //! `NameOp (0x08) [RootChar] "_S5_" PackageOp (0x12) PkgLength NumElements` followed by
 //! integer data objects (`ZeroOp`, `OneOp`, `ByteConst`, `WordConst`, `DWordConst`).
+//!
+//! [`gpe_methods`] lists the general-purpose events that have a handler method (`_Exx` or
+//! `_Lxx`), the GPEs an OS enables: the VMM's power button arrives through one of them.
 
 /// The `SLP_TYPa`/`SLP_TYPb` values of `\_S5`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +80,62 @@ pub fn find_s5(aml: &[u8]) -> Option<SleepType> {
     None
 }
 
+/// A GPE handler method found in AML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpeMethod {
+    /// GPE number (the `xx` of `_Exx`/`_Lxx`).
+    pub gpe: u8,
+    /// `_Lxx` (level) rather than `_Exx` (edge).
+    pub level: bool,
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The last NameSeg of the NameString at the start of `aml`.
+fn last_name_seg(aml: &[u8]) -> Option<&[u8]> {
+    let mut p = 0;
+    while matches!(aml.get(p), Some(b'\\') | Some(b'^')) {
+        p += 1;
+    }
+    let segs = match *aml.get(p)? {
+        0x2e => {
+            p += 1;
+            2
+        }
+        0x2f => {
+            p += 2;
+            usize::from(*aml.get(p - 1)?)
+        }
+        _ => 1,
+    };
+    let last = p + 4 * segs.checked_sub(1)?;
+    aml.get(last..last + 4)
+}
+
+/// Every `Method (_Exx|_Lxx, …)` in an AML byte stream, in order.
+pub fn gpe_methods(aml: &[u8]) -> impl Iterator<Item = GpeMethod> + '_ {
+    (0..aml.len()).filter_map(move |i| {
+        if aml[i] != 0x14 {
+            return None;
+        }
+        let lead = *aml.get(i + 1)?;
+        let name = last_name_seg(aml.get(i + 1 + pkg_length_size(lead)..)?)?;
+        let level = match name.get(..2)? {
+            b"_E" => false,
+            b"_L" => true,
+            _ => return None,
+        };
+        let gpe = hex_digit(name[2])? * 16 + hex_digit(name[3])?;
+        Some(GpeMethod { gpe, level })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +172,29 @@ mod tests {
     fn truncated_or_missing() {
         assert_eq!(find_s5(&[0x08, b'_', b'S', b'5', b'_', 0x12]), None);
         assert_eq!(find_s5(b"no sleep states here"), None);
+    }
+
+    #[test]
+    fn finds_gpe_methods() {
+        // Scope (_GPE) { Method (_E00) { Notify (\_SB.PWRB, 0x80) } Method (\_GPE._L1A) {} }
+        let aml = [
+            0x10, 0x0f, b'_', b'G', b'P', b'E', 0x14, 0x09, b'_', b'E', b'0', b'0', 0x00, 0x86,
+            0x5c, 0x00, 0x0a, 0x80, 0x14, 0x0c, b'\\', 0x2e, b'_', b'G', b'P', b'E', b'_', b'L',
+            b'1', b'A', 0x00, 0x14, 0x06, b'F', b'O', b'O', b'_', 0x00,
+        ];
+        let found: std::vec::Vec<_> = gpe_methods(&aml).collect();
+        assert_eq!(
+            found,
+            [
+                GpeMethod {
+                    gpe: 0,
+                    level: false
+                },
+                GpeMethod {
+                    gpe: 0x1a,
+                    level: true
+                }
+            ]
+        );
     }
 }

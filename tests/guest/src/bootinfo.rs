@@ -168,14 +168,10 @@ impl BootInfo {
         };
         info.rsdp = u64_at(&zp, 0x070);
         let cmdline = u64::from(u32_at(&zp, 0x228)) | (u64::from(u32_at(&zp, 0x0c8)) << 32);
-        // cmdline_size exists from protocol 2.06 on; before it the limit was 255.
-        let cmdline_max = if info.version >= 0x206 {
-            u32_at(&zp, 0x238) as usize
-        } else {
-            255
-        };
+        // Like Linux's copy_bootdata: up to its own buffer size, whatever `cmdline_size` says
+        // (that field is the kernel's advertisement to the loader, not the loader's input).
         if cmdline != 0 {
-            info.read_cmdline(mem, cmdline, cmdline_max.clamp(1, CMDLINE_MAX))?;
+            info.read_cmdline(mem, cmdline, CMDLINE_MAX)?;
         }
         let rd_start = u64::from(u32_at(&zp, 0x218)) | (u64::from(u32_at(&zp, 0x0c0)) << 32);
         let rd_size = u64::from(u32_at(&zp, 0x21c)) | (u64::from(u32_at(&zp, 0x0c4)) << 32);
@@ -353,12 +349,22 @@ mod tests {
         put(&mut m, 0x20000, b"console=ttyS0 reset and more text\0");
         let info = BootInfo::from_boot_params(&Buf(m), zp as u64).expect("valid zero page");
         assert_eq!(info.mode, BootMode::Linux64);
-        // cmdline_size (16) includes the terminator's slot: 16 bytes are kept, marked cut.
-        assert_eq!(info.cmdline(), b"console=ttyS0 re");
-        assert!(info.cmdline_truncated);
+        // cmdline_size is the kernel's limit for loaders; the guest reads up to its own.
+        assert_eq!(info.cmdline(), b"console=ttyS0 reset and more text");
+        assert!(!info.cmdline_truncated);
         assert_eq!(info.initrd, Some((0x1_0003_0000, 0x100)));
         assert_eq!(info.rsdp, 0xf0000);
         assert_eq!(info.ram_total(), 0x100_0000);
+    }
+
+    #[test]
+    fn unterminated_cmdline_is_cut_and_flagged() {
+        let mut m = vec![0u8; 0x40000];
+        put(&mut m, 0x7000 + 0x228, &0x21000u32.to_le_bytes());
+        put(&mut m, 0x21000, &[b'x'; CMDLINE_MAX + 10]);
+        let info = BootInfo::from_boot_params(&Buf(m), 0x7000).expect("valid zero page");
+        assert_eq!(info.cmdline().len(), CMDLINE_MAX);
+        assert!(info.cmdline_truncated);
     }
 
     #[test]

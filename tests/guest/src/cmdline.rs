@@ -7,7 +7,8 @@
 //! | `reset` | the FADT reset register, else 0xFE to port 0x64 |
 //! | `triplefault` | load an empty IDT and execute `int3` |
 //! | `hang` | halt with interrupts off, forever |
-//! | `tick` | print `tick=N` about every 100 ms, forever |
+//! | `tick` | print `tick=N` (and `tick.ns=` kvmclock time) about every 100 ms, forever |
+//! | `wait` | wait for the ACPI power button (an SCI), then power off as `poweroff` does |
 //! | `nosmp` | do not start the application processors |
 
 /// What the guest does once it has reported everything.
@@ -18,6 +19,7 @@ pub enum Action {
     TripleFault,
     Hang,
     Tick,
+    Wait,
 }
 
 impl Action {
@@ -29,6 +31,7 @@ impl Action {
             Action::TripleFault => "triplefault",
             Action::Hang => "hang",
             Action::Tick => "tick",
+            Action::Wait => "wait",
         }
     }
 }
@@ -55,6 +58,7 @@ impl Options {
                 b"triplefault" => options.action = Action::TripleFault,
                 b"hang" => options.action = Action::Hang,
                 b"tick" => options.action = Action::Tick,
+                b"wait" => options.action = Action::Wait,
                 b"nosmp" => options.smp = false,
                 _ => {}
             }
@@ -89,5 +93,6 @@ mod tests {
             }
         );
         assert_eq!(Options::parse(b"triplefault").action, Action::TripleFault);
+        assert_eq!(Options::parse(b"wait").action, Action::Wait);
     }
 }

@@ -157,6 +157,10 @@ extern "C" fn interrupt_dispatch(frame: &Frame) {
         );
     }
     COUNTS[vector].fetch_add(1, Ordering::AcqRel);
+    if vector == usize::from(crate::events::SCI_VECTOR) {
+        // The SCI is level-triggered: clear its source before the EOI.
+        crate::events::on_sci(&crate::power::platform());
+    }
     if vector != usize::from(SPURIOUS_VECTOR) {
         Lapic::current().eoi();
     }

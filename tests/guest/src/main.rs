@@ -17,7 +17,7 @@
 //! | `boot` | `pvh` or `linux64` (which entry was used) |
 //! | `boot.info_addr`, `boot.version` | address of `hvm_start_info`/`boot_params`; its version |
 //! | `cmdline` | the command line (non-printable bytes as `\xNN`, `\` as `\\`) |
-//! | `cmdline.truncated` | `1` if longer than the guest's 2 KiB buffer / `cmdline_size` |
+//! | `cmdline.truncated` | `1` if longer than the guest's 2 KiB buffer |
 //! | `e820.count`, `e820.N` | entries; `start,size,type` (hex, hex, decimal) |
 //! | `mem.total` | bytes of type-1 RAM in the map (decimal) |
 //! | `initrd` | `start,size` (hex) or `none`; then `initrd.crc32` (IEEE, `0x%08x`) |
@@ -36,6 +36,7 @@
 //! | `acpi.madt` | `ok`/`malformed`; `.lapic.N=apic_id,uid,flags`, `.ioapic.N=id,addr,gsi_base`, `.iso.N=irq,gsi,flags`, `.lapic_addr`, `.lapics` (usable CPUs), `.ioapics` |
 //! | `acpi.mcfg` | `ok` or `none`; `.N=base,segment,first-last bus` |
 //! | `acpi.s5` | `SLP_TYPa,SLP_TYPb` of `\_S5` or `none` |
+//! | `acpi.gpe_methods` | GPEs with an `_Exx`/`_Lxx` method |
 //! | `acpi.sci_en` | `1` once the platform is in ACPI mode (not printed when hardware-reduced) |
 //! | `pit.ch0` | `counting` or `stuck`; `pit.ch2` `counting` / `stuck` (+ `,out2-low`) |
 //! | `lapic.mode`, `lapic.id`, `lapic.version` | the boot CPU's local APIC |
@@ -47,7 +48,8 @@
 //! | `kvmclock` | `advancing`, `stuck` or `absent`; `.stable`, `.boot_unix`, `.ns` |
 //! | `rtc` | `YYYY-MM-DDTHH:MM:SS` or `invalid` |
 //! | `done` | `1`: everything above was printed |
-//! | `tick` | in `tick` mode, a counter about every 100 ms |
+//! | `tick`, `tick.ns` | in `tick` mode, a counter and kvmclock time about every 100 ms |
+//! | `acpi.events`, `acpi.sci_route`, `acpi.event` | in `wait` mode: what was armed, where the SCI goes, what arrived |
 //! | `poweroff.error` | S5 could not be entered (followed by `panic=`) |
 //! | `log.<level>` | a message from a library (the `acpi` crate's table warnings) |
 //! | `panic` | what went wrong (exceptions included); the guest then resets |
@@ -68,7 +70,11 @@ pub mod smp;
 #[cfg(not(test))]
 pub mod boot;
 #[cfg(not(test))]
+pub mod events;
+#[cfg(not(test))]
 pub mod interrupts;
+#[cfg(not(test))]
+pub mod ioapic;
 #[cfg(not(test))]
 pub mod kvmclock;
 #[cfg(not(test))]
@@ -158,7 +164,7 @@ mod guest {
         }
     }
 
-    fn report_timers(platform: &tables::Platform, lapic: Lapic) {
+    fn report_timers(platform: &tables::Platform, lapic: Lapic) -> Option<kvmclock::KvmClock> {
         // LAPIC timer: one-shot interrupt on TIMER_VECTOR.
         lapic.one_shot(interrupts::TIMER_VECTOR, 0x10000);
         x86_64::instructions::interrupts::enable();
@@ -168,7 +174,8 @@ mod guest {
         x86_64::instructions::interrupts::disable();
         kv!("lapic.timer", "{}", if fired { "fired" } else { "silent" });
 
-        match kvmclock::KvmClock::enable() {
+        let clock = kvmclock::KvmClock::enable();
+        match &clock {
             Some(clock) => {
                 let (t0, flags) = clock.now_ns();
                 pit::wait_us(10_000);
@@ -185,7 +192,6 @@ mod guest {
                 );
                 kv!("kvmclock.boot_unix", "{}", clock.boot_wall_clock());
                 kv!("kvmclock.ns", "{t1}");
-                clock.disable();
             }
             None => kv!("kvmclock", "absent"),
         }
@@ -195,6 +201,7 @@ mod guest {
             Some((_, dt)) => kv!("rtc", "{dt}"),
             None => kv!("rtc", "invalid"),
         }
+        clock
     }
 
     /// The boot processor's Rust entry, called from `common64` in [`boot`].
@@ -223,6 +230,7 @@ mod guest {
 
         cpuid::report();
         let platform = tables::walk(info.rsdp);
+        power::remember(&platform);
         if let Some(fadt) = &platform.fadt {
             power::enable_acpi_mode(fadt);
         }
@@ -259,9 +267,9 @@ mod guest {
         kv!("smp.online", "{online}");
         kv!("smp.expected", "{}", platform.cpu_count);
 
-        report_timers(&platform, lapic);
+        let clock = report_timers(&platform, lapic);
         kv!("done", "1");
-        power::perform(options.action, &platform)
+        power::perform(options.action, &platform, clock, bsp_id)
     }
 
     #[panic_handler]
@@ -276,6 +284,6 @@ mod guest {
             }
             let _ = line.write_str("\n");
         }
-        power::reset(&tables::Platform::default())
+        power::reset(&power::platform())
     }
 }

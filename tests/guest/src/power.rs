@@ -3,9 +3,40 @@
 
 use crate::cmdline::Action;
 use crate::kv;
+use crate::kvmclock::KvmClock;
 use crate::tables::{FadtInfo, Platform};
 use acpi::address::{AccessSize, AddressSpace, GenericAddress};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 use x86_64::instructions::port::Port;
+
+struct PlatformCell(UnsafeCell<Option<Platform>>);
+
+// SAFETY: written once by the boot processor (`remember`, before the APs start and before
+// interrupts are enabled), then only read; `SET` publishes the write.
+unsafe impl Sync for PlatformCell {}
+
+static PLATFORM: PlatformCell = PlatformCell(UnsafeCell::new(None));
+static SET: AtomicBool = AtomicBool::new(false);
+
+/// Keeps the platform description for the panic path and interrupt handlers.
+pub fn remember(platform: &Platform) {
+    if !SET.load(Ordering::Acquire) {
+        // SAFETY: see `PlatformCell`: the only write, before any reader can run.
+        unsafe { *PLATFORM.0.get() = Some(*platform) };
+        SET.store(true, Ordering::Release);
+    }
+}
+
+/// The remembered platform (empty before the ACPI walk).
+pub fn platform() -> Platform {
+    if SET.load(Ordering::Acquire) {
+        // SAFETY: `SET` is only true after the single write completed.
+        unsafe { (*PLATFORM.0.get()).unwrap_or_default() }
+    } else {
+        Platform::default()
+    }
+}
 
 const SLP_EN: u64 = 1 << 13;
 const SLP_TYP_SHIFT: u32 = 10;
@@ -194,14 +225,23 @@ pub fn halt_forever() -> ! {
     }
 }
 
-/// Carries out the command line's action.
-pub fn perform(action: Action, platform: &Platform) -> ! {
+/// Carries out the command line's action. `clock` is the boot processor's kvmclock, kept
+/// for `tick` and unregistered before the guest leaves.
+pub fn perform(action: Action, platform: &Platform, clock: Option<KvmClock>, bsp_id: u32) -> ! {
     match action {
         Action::Poweroff => {
+            if let Some(clock) = clock {
+                clock.disable();
+            }
             acpi_poweroff(platform);
             panic!("ACPI poweroff failed");
         }
-        Action::Reset => reset(platform),
+        Action::Reset => {
+            if let Some(clock) = clock {
+                clock.disable();
+            }
+            reset(platform)
+        }
         Action::TripleFault => triple_fault(),
         Action::Hang => halt_forever(),
         Action::Tick => {
@@ -210,7 +250,19 @@ pub fn perform(action: Action, platform: &Platform) -> ! {
                 crate::pit::wait_us(100_000);
                 n += 1;
                 kv!("tick", "{n}");
+                if let Some(clock) = &clock {
+                    kv!("tick.ns", "{}", clock.now_ns().0);
+                }
             }
+        }
+        Action::Wait => {
+            if !crate::events::arm(platform, bsp_id) {
+                kv!("acpi.event", "none can arrive");
+                halt_forever()
+            }
+            let event = crate::events::wait();
+            kv!("acpi.event", "{event}");
+            perform(Action::Poweroff, platform, clock, bsp_id)
         }
     }
 }

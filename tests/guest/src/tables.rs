@@ -56,6 +56,13 @@ pub struct Platform {
     pub cpu_count: usize,
     /// MADT entries that would have exceeded [`MAX_CPUS`].
     pub cpus_dropped: usize,
+    /// The first I/O APIC: `(address, GSI base)`.
+    pub ioapic: Option<(u64, u32)>,
+    /// Where the SCI arrives: `(GSI, MPS INTI flags)` from the MADT's override for the FADT's
+    /// SCI_INT, or the identity mapping with flags 0 (ACPI's default: level, active low).
+    pub sci: Option<(u32, u16)>,
+    /// GPEs that have an `_Exx`/`_Lxx` handler method (bit n of word n / 64).
+    pub gpe_methods: [u64; 4],
 }
 
 /// The FADT fields used for power control and the RTC.
@@ -69,6 +76,12 @@ pub struct FadtInfo {
     pub smi_cmd: u32,
     pub acpi_enable: u8,
     pub century: u8,
+    /// SCI_INT: the ISA IRQ (or GSI) of the SCI.
+    pub sci_int: u16,
+    pub pm1a_evt: Option<GenericAddress>,
+    pub gpe0: Option<GenericAddress>,
+    /// The power button is the fixed-feature one (PM1 PWRBTN_STS), not a control method.
+    pub fixed_power_button: bool,
 }
 
 impl Default for Platform {
@@ -80,6 +93,9 @@ impl Default for Platform {
             cpus: [0; MAX_CPUS],
             cpu_count: 0,
             cpus_dropped: 0,
+            ioapic: None,
+            sci: None,
+            gpe_methods: [0; 4],
         }
     }
 }
@@ -229,6 +245,19 @@ pub fn walk(rsdp_hint: u64) -> Platform {
         Some(s5) => kv!("acpi.s5", "{},{}", s5.a, s5.b),
         None => kv!("acpi.s5", "none"),
     }
+    {
+        use core::fmt::Write as _;
+        let mut line = crate::serial::Line::lock();
+        let _ = line.write_str("acpi.gpe_methods=");
+        let mut first = true;
+        for gpe in 0..=255u8 {
+            if platform.gpe_methods[usize::from(gpe / 64)] & (1 << (gpe % 64)) != 0 {
+                let _ = write!(line, "{}{gpe}", if first { "" } else { "," });
+                first = false;
+            }
+        }
+        let _ = line.write_str("\n");
+    }
     platform
 }
 
@@ -273,6 +302,10 @@ fn fadt_info(fadt: &Fadt) -> FadtInfo {
         smi_cmd: fadt.smi_cmd_port,
         acpi_enable: fadt.acpi_enable,
         century: fadt.century,
+        sci_int: sci,
+        pm1a_evt: fadt.pm1a_event_block().ok().and_then(nonzero),
+        gpe0: fadt.gpe0_block().ok().flatten().and_then(nonzero),
+        fixed_power_button: !flags.power_button_is_control_method(),
     }
 }
 
@@ -385,6 +418,9 @@ fn walk_madt(madt: &PhysicalMapping<IdentityMap, Madt>, platform: &mut Platform)
                     "{id},{addr:#x},{gsi}"
                 );
                 ioapics += 1;
+                if platform.ioapic.is_none() {
+                    platform.ioapic = Some((u64::from(addr), gsi));
+                }
             }
             MadtEntry::InterruptSourceOverride(e) => {
                 let (irq, gsi, flags) = (e.irq, { e.global_system_interrupt }, { e.flags });
@@ -393,9 +429,15 @@ fn walk_madt(madt: &PhysicalMapping<IdentityMap, Madt>, platform: &mut Platform)
                     "{irq},{gsi},{flags:#x}"
                 );
                 isos += 1;
+                if platform.fadt.is_some_and(|f| f.sci_int == u16::from(irq)) {
+                    platform.sci = Some((gsi, flags));
+                }
             }
             _ => {}
         }
+    }
+    if platform.sci.is_none() {
+        platform.sci = platform.fadt.map(|f| (u32::from(f.sci_int), 0));
     }
     kv!("acpi.madt.lapic_addr", "{:#x}", platform.lapic_addr);
     kv!("acpi.madt.lapics", "{}", platform.cpu_count);
