@@ -482,7 +482,7 @@ static RESOURCES: &[ResourceDef] = &[
         plural: "hyperconvergeds",
         singular: "hyperconverged",
         short_names: &["hco", "hcos"],
-        categories: &["all"],
+        categories: &[],
         namespaced: true,
         has_status: true,
         verbs: VERBS,

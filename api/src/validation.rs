@@ -211,10 +211,10 @@ pub fn validate_metadata(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
             causes.push(invalid("metadata.name", &Value::from(name), &e));
         }
     }
+    // A namespace on a cluster-scoped object is cleared by the store, as kube-apiserver's
+    // BeforeCreate does, rather than refused.
     if let Some(ns) = meta.get("namespace").and_then(Value::as_str) {
-        if !def.namespaced && !ns.is_empty() {
-            causes.push(forbidden("metadata.namespace", "not allowed on this type"));
-        } else if def.namespaced {
+        if def.namespaced && !ns.is_empty() {
             for e in dns1123_label(ns) {
                 causes.push(invalid("metadata.namespace", &Value::from(ns), &e));
             }

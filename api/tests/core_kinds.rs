@@ -101,8 +101,10 @@ fn namespace_defaults_and_names() {
     let dotted_vm = json!({"metadata": {"name": "a.b", "namespace": "default"}});
     assert!(api::validation::validate_metadata(vm, &dotted_vm).is_empty());
     let cluster_scoped = json!({"metadata": {"name": "n", "namespace": "default"}});
+    assert!(api::validation::validate_metadata(def("", "Node"), &cluster_scoped).is_empty());
+    let bad_ns = json!({"metadata": {"name": "v", "namespace": "Bad_NS"}});
     assert_eq!(
-        api::validation::validate_metadata(def("", "Node"), &cluster_scoped)[0].field,
+        api::validation::validate_metadata(vm, &bad_ns)[0].field,
         "metadata.namespace"
     );
 }

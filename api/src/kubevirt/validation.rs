@@ -15,6 +15,7 @@ use crate::validation::{
     required,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -77,13 +78,11 @@ pub fn validate_vm(obj: &Value) -> Vec<Cause> {
             "missing virtual machine template",
         )),
         Some(spec) => {
-            let dv_names: BTreeSet<&str> = vm
-                .spec
-                .data_volume_templates
-                .iter()
-                .filter_map(|t| t.metadata.as_ref()?.name.as_deref())
-                .collect();
-            validate_vmi_spec(spec, "spec.template.spec", &dv_names, &mut causes);
+            validate_template_metadata(
+                vm.spec.template.as_ref().and_then(|t| t.metadata.as_ref()),
+                &mut causes,
+            );
+            validate_vmi_spec(spec, "spec.template.spec", &mut causes);
         }
     }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -132,7 +131,7 @@ pub fn validate_vmi(obj: &Value) -> Vec<Cause> {
         Err(c) => return vec![c],
     };
     let mut causes = Vec::new();
-    validate_vmi_spec(&vmi.spec, "spec", &BTreeSet::new(), &mut causes);
+    validate_vmi_spec(&vmi.spec, "spec", &mut causes);
     causes
 }
 
@@ -180,16 +179,40 @@ fn check_quantity(
     }
 }
 
-/// Validates a VMI spec found at `base` (`spec` or `spec.template.spec`). `data_volumes`
-/// names the VM's dataVolumeTemplates (for messages; a dataVolume volume may also refer to a
-/// DataVolume created separately).
-pub fn validate_vmi_spec(
-    spec: &VirtualMachineInstanceSpec,
-    base: &str,
-    data_volumes: &BTreeSet<&str>,
-    causes: &mut Vec<Cause>,
-) {
-    let _ = data_volumes;
+/// The labels and annotations the VM gives its VMIs must be valid on a VMI.
+fn validate_template_metadata(meta: Option<&ObjectMeta>, causes: &mut Vec<Cause>) {
+    let Some(meta) = meta else {
+        return;
+    };
+    for (k, v) in meta.labels.iter().flatten() {
+        for e in crate::validation::qualified_name(k) {
+            causes.push(invalid(
+                "spec.template.metadata.labels",
+                &Value::from(k.as_str()),
+                &e,
+            ));
+        }
+        for e in crate::validation::label_value(v) {
+            causes.push(invalid(
+                format!("spec.template.metadata.labels.{k}"),
+                &Value::from(v.as_str()),
+                &e,
+            ));
+        }
+    }
+    for k in meta.annotations.iter().flatten().map(|(k, _)| k) {
+        for e in crate::validation::qualified_name(k) {
+            causes.push(invalid(
+                "spec.template.metadata.annotations",
+                &Value::from(k.as_str()),
+                &e,
+            ));
+        }
+    }
+}
+
+/// Validates a VMI spec found at `base` (`spec` or `spec.template.spec`).
+pub fn validate_vmi_spec(spec: &VirtualMachineInstanceSpec, base: &str, causes: &mut Vec<Cause>) {
     let domain = path(base, "domain");
     validate_resources(spec, base, causes);
     validate_cpu(spec, &domain, causes);
@@ -782,6 +805,20 @@ fn is_pci_address(s: &str) -> bool {
         && parts[3].bytes().all(|b| (b'0'..=b'7').contains(&b))
 }
 
+fn is_cidr(s: &str, v6: bool) -> bool {
+    let Some((addr, len)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
+    if v6 {
+        addr.parse::<std::net::Ipv6Addr>().is_ok() && len <= 128
+    } else {
+        addr.parse::<std::net::Ipv4Addr>().is_ok() && len <= 32
+    }
+}
+
 fn validate_networks(
     spec: &VirtualMachineInstanceSpec,
     base: &str,
@@ -818,7 +855,26 @@ fn validate_networks(
             (true, Some(_)) => {
                 causes.push(forbidden(p.clone(), "should have only one network type"))
             }
-            (true, None) => pod_networks += 1,
+            (true, None) => {
+                pod_networks += 1;
+                if let Some(pod) = &n.pod {
+                    for (name, cidr, v6) in [
+                        ("vmNetworkCIDR", &pod.vm_network_cidr, false),
+                        ("vmIPv6NetworkCIDR", &pod.vm_ipv6_network_cidr, true),
+                    ] {
+                        if let Some(c) = cidr.as_deref().filter(|c| !c.is_empty()) {
+                            if !is_cidr(c, v6) {
+                                let family = if v6 { "IPv6" } else { "IPv4" };
+                                causes.push(invalid(
+                                    format!("{p}.pod.{name}"),
+                                    &Value::from(c),
+                                    &format!("must be an {family} CIDR"),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
             (false, Some(m)) => {
                 if m.network_name.is_empty() {
                     causes.push(Cause::required(format!("{p}.multus.networkName")));
@@ -986,5 +1042,134 @@ fn validate_networks(
                 ),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vmi(spec: Value) -> Vec<Cause> {
+        validate_vmi(
+            &json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                             "metadata": {"name": "t"}, "spec": spec}),
+        )
+    }
+
+    fn fields(c: &[Cause]) -> Vec<&str> {
+        c.iter().map(|c| c.field.as_str()).collect()
+    }
+
+    const MEM: &str = "64Mi";
+
+    #[test]
+    fn boot_orders_are_unique_across_disks_and_interfaces() {
+        let c = vmi(json!({
+            "domain": {"resources": {"requests": {"memory": MEM}}, "devices": {
+                "disks": [{"name": "a", "bootOrder": 1}, {"name": "b", "bootOrder": 0}],
+                "interfaces": [{"name": "default", "masquerade": {}, "bootOrder": 1}]}},
+            "networks": [{"name": "default", "pod": {}}],
+            "volumes": [{"name": "a", "emptyDisk": {"capacity": "1Gi"}}, {"name": "b", "emptyDisk": {"capacity": "1Gi"}}]}));
+        assert_eq!(
+            fields(&c),
+            [
+                "spec.domain.devices.disks[1].bootOrder",
+                "spec.domain.devices.interfaces[0].bootOrder"
+            ]
+        );
+        assert!(c[1].message.contains("already set"));
+    }
+
+    #[test]
+    fn network_rules() {
+        let c = vmi(json!({
+            "domain": {"resources": {"requests": {"memory": MEM}}, "devices": {"interfaces": [
+                {"name": "default", "bridge": {}, "ports": [{"port": 80}]},
+                {"name": "sec", "masquerade": {}, "macAddress": "03:00:00:00:00:01"},
+                {"name": "third", "bridge": {}, "masquerade": {}}]}},
+            "networks": [
+                {"name": "default", "pod": {"vmNetworkCIDR": "10.0.2.0/33"}},
+                {"name": "sec", "multus": {"networkName": ""}},
+                {"name": "third", "multus": {"networkName": "ns/net"}},
+                {"name": "lonely", "pod": {}}]}));
+        assert_eq!(
+            fields(&c),
+            [
+                "spec.networks[0].pod.vmNetworkCIDR",
+                "spec.networks[1].multus.networkName",
+                "spec.networks",
+                "spec.domain.devices.interfaces[0].ports",
+                "spec.domain.devices.interfaces[1].masquerade",
+                "spec.domain.devices.interfaces[1].macAddress",
+                "spec.domain.devices.interfaces[2]",
+                "spec.domain.devices.interfaces[2].masquerade",
+                "spec.networks[3].name",
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_cpu_and_firmware_rules() {
+        let c = vmi(json!({
+            "domain": {
+                "resources": {"requests": {"memory": "2Gi", "cpu": "3"}, "limits": {"memory": "1Gi", "cpu": "2"}},
+                "memory": {"guest": "4Gi"},
+                "cpu": {"sockets": 16, "cores": 16, "threads": 4},
+                "firmware": {"kernelBoot": {"kernelArgs": "console=ttyS0"},
+                             "bootloader": {"bios": {}, "efi": {}}},
+                "devices": {}}}));
+        assert_eq!(
+            fields(&c),
+            [
+                "spec.domain.resources.requests.cpu",
+                "spec.domain.resources.requests.memory",
+                "spec.domain.memory.guest",
+                "spec.domain.cpu",
+                "spec.domain.firmware.bootloader",
+                "spec.domain.firmware.kernelBoot.kernelArgs",
+            ]
+        );
+        let c = vmi(json!({"domain": {"devices": {}}}));
+        assert_eq!(fields(&c), ["spec.domain.resources.requests.memory"]);
+        assert_eq!(c[0].reason, "FieldValueRequired");
+    }
+
+    #[test]
+    fn volume_source_rules() {
+        let long = "x".repeat(CLOUD_INIT_MAX_LEN + 1);
+        let c = vmi(json!({
+            "domain": {"resources": {"requests": {"memory": MEM}}, "devices": {}},
+            "volumes": [
+                {"name": "ci", "cloudInitNoCloud": {"userData": long}},
+                {"name": "host", "hostDisk": {"path": "relative.img", "type": "DiskOrCreate"}},
+                {"name": "two", "containerDisk": {"image": "a"}, "emptyDisk": {"capacity": "1Gi"}},
+                {"name": "pvc", "persistentVolumeClaim": {"claimName": ""}},
+                {"name": "Bad_Name", "dataVolume": {"name": "dv"}},
+                {"name": "ci2", "cloudInitConfigDrive": {}}]}));
+        assert_eq!(
+            fields(&c),
+            [
+                "spec.volumes[0].cloudInitNoCloud.userData",
+                "spec.volumes[1].hostDisk.path",
+                "spec.volumes[1].hostDisk.capacity",
+                "spec.volumes[2]",
+                "spec.volumes[3].persistentVolumeClaim.claimName",
+                "spec.volumes[4].name",
+                "spec.volumes[5].cloudInitConfigDrive",
+            ]
+        );
+        assert_eq!(c[0].reason, "FieldValueTooLong");
+    }
+
+    #[test]
+    fn template_labels_are_checked() {
+        let c = validate_vm(
+            &json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "vm"}, "spec": {"runStrategy": "Halted", "template": {
+                "metadata": {"labels": {"kubevirt.io/vm": "-bad-"}},
+                "spec": {"domain": {"devices": {}, "memory": {"guest": MEM}}}}}}),
+        );
+        assert_eq!(fields(&c), ["spec.template.metadata.labels.kubevirt.io/vm"]);
     }
 }
