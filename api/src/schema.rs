@@ -204,7 +204,7 @@ fn walk_unknown(schema: &Value, obj: &Value, path: &str, out: &mut Vec<String>) 
     match obj {
         Value::Object(map) => {
             let alts = alternatives(schema);
-            let mut props: Map<String, Value> = Map::new();
+            let mut props: Vec<&Map<String, Value>> = Vec::new();
             let mut additional: Option<&Value> = None;
             let mut open = false;
             for alt in &alts {
@@ -212,24 +212,22 @@ fn walk_unknown(schema: &Value, obj: &Value, path: &str, out: &mut Vec<String>) 
                     return;
                 }
                 if let Some(p) = alt.get("properties").and_then(Value::as_object) {
-                    props.extend(p.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    props.push(p);
                 }
                 match alt.get("additionalProperties") {
                     Some(Value::Bool(true)) => open = true,
                     Some(a @ Value::Object(_)) => additional = Some(a),
                     _ => {}
                 }
-                if alt.get("type").is_none()
-                    && alt.get("properties").is_none()
-                    && alt.get("additionalProperties").is_none()
-                {
-                    // A schema without structure (e.g. Quantity, Time): nothing to check below.
+                if alt.get("properties").is_none() && alt.get("additionalProperties").is_none() {
+                    // A schema without structure (Quantity, Time, or an opaque object such as
+                    // managedFields' fieldsV1): nothing to check below.
                     open = true;
                 }
             }
             for (k, v) in map {
                 let p = child(path, k);
-                if let Some(s) = props.get(k) {
+                if let Some(s) = props.iter().find_map(|p| p.get(k)) {
                     walk_unknown(s, v, &p, out);
                 } else if let Some(a) = additional {
                     walk_unknown(a, v, &p, out);
@@ -419,6 +417,15 @@ mod tests {
             type_errors(&(def.schema)(), &obj)[0].field,
             "spec.volumes[1].name"
         );
+    }
+
+    #[test]
+    fn opaque_objects_are_open() {
+        let def = crate::resource::find_kind("", "Node").expect("served");
+        let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n",
+            "managedFields": [{"manager": "agent", "operation": "Update", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"f:status": {"f:conditions": {}}}}]}});
+        assert!((def.unknown_fields)(&node).is_empty());
     }
 
     #[test]
