@@ -8,6 +8,7 @@ use arch::boot::BootProtocol;
 use arch::cpuid::{CpuTemplate, Topology};
 
 use super::console::ConsoleConfig;
+use super::device_config::{DiskConfig, NicConfig, VsockConfig};
 
 /// Configuration of one VM.
 #[derive(Clone, Debug)]
@@ -35,6 +36,14 @@ pub struct VmConfig {
     pub boot: BootProtocol,
     /// COM1.
     pub console: ConsoleConfig,
+    /// virtio-blk disks, in PCI slot order.
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net NICs on taps.
+    pub nics: Vec<NicConfig>,
+    /// virtio-vsock.
+    pub vsock: Option<VsockConfig>,
+    /// virtio-rng.
+    pub rng: bool,
 }
 
 impl VmConfig {
@@ -52,6 +61,10 @@ impl VmConfig {
             cpu: CpuTemplate::default(),
             boot: BootProtocol::Auto,
             console: ConsoleConfig::Null,
+            disks: Vec::new(),
+            nics: Vec::new(),
+            vsock: None,
+            rng: false,
         }
     }
 

@@ -7,6 +7,8 @@
 //! - [`handle`]: the cloneable command handle (start, pause, resume, stop, kill) and
 //!   the exit await; [`exit`]: why a VM ended;
 //! - [`console`]: where COM1 goes; [`config`]: what a VM is made of;
+//! - [`device_manager`]: the PCI root complex and virtio devices (configured by
+//!   [`device_config`]), with MSI-X through KVM irqfds and GSI routes ([`msi`]);
 //! - [`run`]: `monovirt run`, one VM in the foreground.
 //!
 //! Trust boundary: everything the guest writes (port/MMIO data, ACPI register values)
@@ -16,9 +18,12 @@
 
 pub mod config;
 pub mod console;
+pub mod device_config;
+pub mod device_manager;
 pub mod exit;
 pub mod handle;
 pub mod memory;
+pub mod msi;
 pub mod run;
 pub mod vcpu;
 pub mod vm;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use arch::boot::BootProtocol;
 use arch::cpuid::{CpuModel, CpuTemplate, FeaturePolicy};
 
+use super::device_config::{DiskConfig, NicConfig, VsockConfig};
 use super::{ConsoleConfig, ExitReason, VmConfig, VmError};
 
 /// Arguments of `monovirt run`.
@@ -43,6 +44,18 @@ pub struct RunArgs {
     /// repeatable.
     #[arg(long = "cpu-feature", value_parser = parse_feature)]
     pub cpu_features: Vec<(String, FeaturePolicy)>,
+    /// virtio-blk disk as PATH[,ro][,serial=S]; repeatable.
+    #[arg(long = "disk")]
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net NIC as tap=NAME[,mac=M]; repeatable.
+    #[arg(long = "net")]
+    pub nics: Vec<NicConfig>,
+    /// virtio-vsock as cid=N,socket=PATH.
+    #[arg(long)]
+    pub vsock: Option<VsockConfig>,
+    /// Add a virtio-rng entropy device.
+    #[arg(long)]
+    pub rng: bool,
 }
 
 fn parse_feature(s: &str) -> Result<(String, FeaturePolicy), String> {
@@ -68,6 +81,10 @@ impl RunArgs {
             },
             boot: self.boot,
             console: self.console.clone(),
+            disks: self.disks.clone(),
+            nics: self.nics.clone(),
+            vsock: self.vsock.clone(),
+            rng: self.rng,
             ..VmConfig::new("run", &self.kernel)
         }
     }

@@ -30,6 +30,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::config::VmConfig;
 use super::console::{self, ConsoleConfig};
+use super::device_manager::{self, DeviceError, DeviceManager};
 use super::exit::{ExitReason, ExitSlot};
 use super::handle::{Command, CommandError, Request, VmHandle};
 use super::memory::{self, Memory};
@@ -77,6 +78,9 @@ pub enum VmError {
     /// Console output.
     #[error("Cannot open console")]
     Console(#[source] std::io::Error),
+    /// PCI and virtio devices.
+    #[error("Cannot set up devices")]
+    Devices(#[from] DeviceError),
 }
 
 /// The SCI as a level line on the in-kernel IOAPIC/PIC.
@@ -101,6 +105,7 @@ struct VmParts {
     // Field order is drop order: vCPU fds and the VM fd go before guest memory is unmapped.
     vcpu_fds: Vec<VcpuFd>,
     vcpu_threads: Vec<JoinHandle<()>>,
+    _devices: DeviceManager,
     _vm: Arc<VmFd>,
     _memory: Memory,
     pio: Arc<Bus>,
@@ -255,6 +260,19 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     pio.insert(pm.clone(), u64::from(layout::PM1A_EVT_PORT), ACPI_PM_LEN)
         .map_err(|e| VmError::Bus("ACPI PM", e))?;
 
+    // The PCI root complex and virtio devices; their thread reports a failure as a crash.
+    let exit = Arc::new(ExitSlot::default());
+    let exit_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("exit event"))?);
+    let crash = {
+        let exit = exit.clone();
+        let exit_evt = exit_evt.clone();
+        Box::new(move |detail: String| {
+            exit.report(ExitReason::Crash { detail });
+            let _ = exit_evt.write(1);
+        })
+    };
+    let devices = device_manager::create(&vm, &memory.guest, &pio, &mmio, &config, crash)?;
+
     // vCPUs and their CPUID.
     let mut base_cpuid = arch::regs::supported_cpuid(&kvm)?;
     arch::cpuid::apply_template(&mut base_cpuid, &config.cpu)?;
@@ -305,12 +323,12 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     vcpu::install_kick_handler().map_err(io_err("the vCPU kick signal"))?;
     let (tx, rx) = mpsc::channel();
     let cmd_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("command event"))?);
-    let exit = Arc::new(ExitSlot::default());
     let (exit_tx, exit_rx) = watch::channel(None);
     let parts = VmParts {
         name: name.clone(),
         vcpu_fds,
         vcpu_threads: Vec::new(),
+        _devices: devices,
         _vm: vm,
         _memory: memory,
         pio,
@@ -320,7 +338,7 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
         control: Arc::new(VcpuControl::default()),
         exit: exit.clone(),
         exit_tx,
-        exit_evt: Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("exit event"))?),
+        exit_evt,
         shutdown_evt,
         reset_evt,
         cmd_evt: cmd_evt.clone(),

@@ -67,7 +67,16 @@ fn event(fd: RawFd, set: EventSet) -> EpollEvent {
 impl Muxer {
     /// Listens on `path` for host-initiated connections of a guest with `guest_cid`.
     pub fn new(guest_cid: u64, path: &Path) -> io::Result<Self> {
-        let listener = UnixListener::bind(path)?;
+        let listener = match UnixListener::bind(path) {
+            // A socket file nobody listens on is left over from a VM that is gone.
+            Err(e)
+                if e.kind() == io::ErrorKind::AddrInUse && UnixStream::connect(path).is_err() =>
+            {
+                std::fs::remove_file(path)?;
+                UnixListener::bind(path)?
+            }
+            other => other?,
+        };
         listener.set_nonblocking(true)?;
         let epoll = Epoll::new()?;
         epoll.ctl(
