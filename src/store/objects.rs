@@ -923,6 +923,30 @@ impl Objects {
         Ok(Key::new(def, ns, name))
     }
 
+    /// A resourceVersion from the future (another store, or a bug): kube-apiserver's 504
+    /// `Too large resource version` rather than silently skipping events up to it.
+    fn check_not_future(&self, rv: u64) -> Result<(), ApiError> {
+        let current = self.revision();
+        if rv > current {
+            let mut e = ApiError::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {rv}, current: {current}"),
+            );
+            e.details = Some(api::status::Details {
+                causes: vec![Cause::new(
+                    "ResourceVersionTooLarge",
+                    "",
+                    "Too large resource version",
+                )],
+                retry_after_seconds: Some(1),
+                ..Default::default()
+            });
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Creates an object (201). `ns` is required for namespaced kinds (or taken from
     /// `metadata.namespace`); `metadata.generateName` is honoured.
     pub async fn create(
@@ -962,7 +986,7 @@ impl Objects {
     ) -> Result<ObjectList, ApiError> {
         let (labels, fields) = selectors(def, opts)?;
         if let Some(rv) = opts.resource_version.as_deref().filter(|s| !s.is_empty()) {
-            parse_rv(rv)?;
+            self.check_not_future(parse_rv(rv)?)?;
         }
         let prefix = key::prefix(def, ns);
         let token = opts
@@ -1209,6 +1233,7 @@ impl Objects {
             }
             Some(rv) => {
                 let rv = parse_rv(rv)?;
+                self.check_not_future(rv)?;
                 let compacted = self.inner.backend.compacted().map_err(internal)?;
                 if rv < compacted {
                     return Err(watch::too_old(rv, compacted));
@@ -1921,6 +1946,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.list(&VM, None, &bad).expect_err("bad rv").code, 400);
+        let future = ListOptions {
+            resource_version: Some((s.revision() + 5).to_string()),
+            ..Default::default()
+        };
+        assert_eq!(s.list(&VM, None, &future).expect_err("future rv").code, 504);
+        assert_eq!(
+            s.watch(&VM, None, &future).expect_err("future rv").code,
+            504
+        );
     }
 
     #[tokio::test]
