@@ -434,3 +434,89 @@ fn wait_powers_off_on_the_acpi_power_button() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn virtio_blk_through_virtio_drivers_writes_and_refuses_read_only() -> Result<()> {
+    if !qemu_available() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let rw = dir.path().join("rw.img");
+    let ro = dir.path().join("ro.img");
+    std::fs::write(&rw, vec![0u8; 1 << 20])?;
+    let mut ro_bytes = vec![0u8; 1 << 20];
+    ro_bytes[..5].copy_from_slice(b"hello");
+    std::fs::write(&ro, &ro_bytes)?;
+    let drive = |path: &Path, id: &str, extra: &str| {
+        format!("file={},if=none,id={id},format=raw{extra}", path.display())
+    };
+    let (rw_drive, ro_drive) = (drive(&rw, "d0", ""), drive(&ro, "d1", ",readonly=on"));
+    let args = [
+        "-drive",
+        rw_drive.as_str(),
+        "-device",
+        "virtio-blk-pci,drive=d0,disable-legacy=on,serial=disk-zero",
+        "-drive",
+        ro_drive.as_str(),
+        "-device",
+        "virtio-blk-pci,drive=d1,disable-legacy=on,serial=ro-disk",
+    ];
+    let run = boot(1, 128, "blkwrite", None, &args, |_| false)?;
+    let r = &run.report;
+    ensure!(r.get("panic").is_none(), "panic\n{}", context(&run));
+    ensure!(
+        r.get("virtio.blk.0")
+            .is_some_and(|v| v.ends_with(",sectors=2048,ro=0")),
+        "rw disk\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("virtio.blk.0.serial") == Some("disk-zero"),
+        "serial\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("virtio.blk.0.write") == Some("ok"),
+        "write\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("virtio.blk.1.serial") == Some("ro-disk"),
+        "serial\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("virtio.blk.1.crc32.0")
+            == Some(format!("{:#010x}", crc32fast::hash(&ro_bytes[..4096])).as_str()),
+        "read-only disk's first 4 KiB\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("virtio.blk.1.write") == Some("refused"),
+        "read-only write\n{}",
+        context(&run)
+    );
+    ensure!(
+        run.status.is_some_and(|s| s.success()),
+        "poweroff\n{}",
+        context(&run)
+    );
+    // The pattern the guest documents, at bytes 4096..8192 of the image, and nothing else.
+    let image = std::fs::read(&rw)?;
+    for (offset, &byte) in image.iter().enumerate() {
+        let expected = if (4096..8192).contains(&offset) {
+            (offset % 251) as u8 ^ 0x5a
+        } else {
+            0
+        };
+        ensure!(
+            byte == expected,
+            "image byte {offset:#x} is {byte:#x}, expected {expected:#x}"
+        );
+    }
+    ensure!(
+        std::fs::read(&ro)? == ro_bytes,
+        "the read-only image changed"
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! | `tick` | print `tick=N` (and `tick.ns=` kvmclock time) about every 100 ms, forever |
 //! | `wait` | wait for the ACPI power button (an SCI), then power off as `poweroff` does |
 //! | `nosmp` | do not start the application processors |
+//! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
 
 /// What the guest does once it has reported everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct Options {
     pub action: Action,
     /// Bring up the application processors (off with `nosmp`).
     pub smp: bool,
+    /// Write a pattern to the virtio-blk disks (`blkwrite`).
+    pub blk_write: bool,
 }
 
 impl Options {
@@ -50,6 +53,7 @@ impl Options {
         let mut options = Options {
             action: Action::Poweroff,
             smp: true,
+            blk_write: false,
         };
         for word in cmdline.split(|b| b.is_ascii_whitespace()) {
             match word {
@@ -60,6 +64,7 @@ impl Options {
                 b"tick" => options.action = Action::Tick,
                 b"wait" => options.action = Action::Wait,
                 b"nosmp" => options.smp = false,
+                b"blkwrite" => options.blk_write = true,
                 _ => {}
             }
         }
@@ -77,19 +82,21 @@ mod tests {
             Options::parse(b"console=ttyS0"),
             Options {
                 action: Action::Poweroff,
-                smp: true
+                smp: true,
+                blk_write: false,
             }
         );
     }
 
     #[test]
     fn last_action_wins_and_other_words_are_ignored() {
-        let o = Options::parse(b"console=ttyS0 reset  hang\tnosmp poweroff=1");
+        let o = Options::parse(b"console=ttyS0 reset  hang\tnosmp poweroff=1 blkwrite");
         assert_eq!(
             o,
             Options {
                 action: Action::Hang,
-                smp: false
+                smp: false,
+                blk_write: true,
             }
         );
         assert_eq!(Options::parse(b"triplefault").action, Action::TripleFault);

@@ -1,5 +1,6 @@
-//! A `log` backend that prints `log.<level>=<target>: <message>` lines, so warnings from the
-//! crates the guest uses (the `acpi` crate reports bad tables this way) reach the host.
+//! A `log` backend that prints `log.<level>=<target>: <message>` lines for warnings and
+//! errors, so problems the guest's crates notice (the `acpi` crate reports bad tables this
+//! way) reach the host.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -7,7 +8,7 @@ struct SerialLogger;
 
 impl Log for SerialLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= Level::Info
+        metadata.level() <= Level::Warn
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -36,6 +37,6 @@ static LOGGER: SerialLogger = SerialLogger;
 /// Installs the logger (once, on the boot processor).
 pub fn init() {
     if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(LevelFilter::Info);
+        log::set_max_level(LevelFilter::Warn);
     }
 }

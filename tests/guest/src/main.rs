@@ -1,7 +1,7 @@
 //! monovirt's test guest: a freestanding x86_64 program that boots the way Linux does and
 //! reports, one `key=value` line per fact on COM1, what the VMM gave it. Bugs in the VMM have
 //! to fool code we did not write: ACPI tables are parsed by the `acpi` crate, CPUID topology by
-//! `raw-cpuid`, registers are driven through the `x86_64` crate.
+//! `raw-cpuid`, PCI and virtio-blk by `virtio-drivers`, registers through the `x86_64` crate.
 //!
 //! # Entry
 //! One ELF, two protocols (see [`boot`]): PVH through the `XEN_ELFNOTE_PHYS32_ENTRY` note
@@ -47,11 +47,14 @@
 //! | `lapic.timer` | `fired` or `silent` (one-shot on vector 0x40) |
 //! | `kvmclock` | `advancing`, `stuck` or `absent`; `.stable`, `.boot_unix`, `.ns` |
 //! | `rtc` | `YYYY-MM-DDTHH:MM:SS` or `invalid` |
+//! | `pci.BB:DD.F`, `pci.count` | functions on the first ECAM bus: `vendor:device,class=CC.SS.PI` |
+//! | `virtio.BB:DD.F` | virtio device type |
+//! | `virtio.blk.N` | `BB:DD.F,sectors=S,ro=0/1`; `.serial`, `.crc32.0`, `.write` (see [`blk`]) |
 //! | `done` | `1`: everything above was printed |
 //! | `tick`, `tick.ns` | in `tick` mode, a counter and kvmclock time about every 100 ms |
 //! | `acpi.events`, `acpi.sci_route`, `acpi.event` | in `wait` mode: what was armed, where the SCI goes, what arrived |
 //! | `poweroff.error` | S5 could not be entered (followed by `panic=`) |
-//! | `log.<level>` | a message from a library (the `acpi` crate's table warnings) |
+//! | `log.warn`, `log.error` | a message from a library (the `acpi` crate's table warnings) |
 //! | `panic` | what went wrong (exceptions included); the guest then resets |
 
 #![cfg_attr(not(test), no_std)]
@@ -68,7 +71,11 @@ pub mod rtc;
 pub mod smp;
 
 #[cfg(not(test))]
+pub mod blk;
+#[cfg(not(test))]
 pub mod boot;
+#[cfg(not(test))]
+pub mod dma;
 #[cfg(not(test))]
 pub mod events;
 #[cfg(not(test))]
@@ -81,6 +88,10 @@ pub mod kvmclock;
 pub mod lapic;
 #[cfg(not(test))]
 pub mod logger;
+#[cfg(not(test))]
+pub mod paging;
+#[cfg(not(test))]
+pub mod pci;
 #[cfg(not(test))]
 pub mod pit;
 #[cfg(not(test))]
@@ -102,7 +113,7 @@ mod guest {
     use crate::cmdline::Options;
     use crate::lapic::Lapic;
     use crate::{
-        boot, cpuid, interrupts, kv, kvmclock, logger, pit, power, rtc, serial, smp, tables,
+        boot, cpuid, interrupts, kv, kvmclock, logger, pci, pit, power, rtc, serial, smp, tables,
     };
 
     /// Guest-physical memory through the identity map (the low 4 GiB).
@@ -268,6 +279,7 @@ mod guest {
         kv!("smp.expected", "{}", platform.cpu_count);
 
         let clock = report_timers(&platform, lapic);
+        pci::report(&platform, &options);
         kv!("done", "1");
         power::perform(options.action, &platform, clock, bsp_id)
     }

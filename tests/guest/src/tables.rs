@@ -63,6 +63,8 @@ pub struct Platform {
     pub sci: Option<(u32, u16)>,
     /// GPEs that have an `_Exx`/`_Lxx` handler method (bit n of word n / 64).
     pub gpe_methods: [u64; 4],
+    /// The first MCFG entry of segment 0: `(ECAM base, first bus, last bus)`.
+    pub ecam: Option<(u64, u8, u8)>,
 }
 
 /// The FADT fields used for power control and the RTC.
@@ -96,6 +98,7 @@ impl Default for Platform {
             ioapic: None,
             sci: None,
             gpe_methods: [0; 4],
+            ecam: None,
         }
     }
 }
@@ -236,6 +239,9 @@ pub fn walk(rsdp_hint: u64) -> Platform {
                     core::format_args!("acpi.mcfg.{i}"),
                     "{base:#x},{seg},{start}-{end}"
                 );
+                if seg == 0 && platform.ecam.is_none() {
+                    platform.ecam = Some((base, start, end));
+                }
             }
         }
         Err(_) => kv!("acpi.mcfg", "none"),

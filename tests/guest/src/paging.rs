@@ -1,0 +1,60 @@
+//! Extends the boot identity map (low 4 GiB, from [`crate::boot`]) to MMIO above 4 GiB, such
+//! as 64-bit PCI BARs: 2 MiB pages, uncached, page tables from the DMA pool.
+
+use crate::dma;
+use x86_64::structures::paging::{PageTable, PageTableFlags as F};
+
+extern "C" {
+    static mut boot_pml4: PageTable;
+}
+
+const TWO_MIB: u64 = 2 << 20;
+
+/// The table an entry points to, allocating it if the entry is empty.
+///
+/// # Safety
+/// `table` must be a live page table of the identity map.
+unsafe fn next_table(table: &mut PageTable, index: usize) -> &mut PageTable {
+    let entry = &mut table[index];
+    if entry.is_unused() {
+        let page = dma::alloc_pages(1).expect("the page pool is exhausted");
+        entry.set_addr(
+            x86_64::PhysAddr::new(page.as_ptr() as u64),
+            F::PRESENT | F::WRITABLE,
+        );
+    }
+    assert!(
+        !entry.flags().contains(F::HUGE_PAGE),
+        "cannot split a huge page"
+    );
+    // SAFETY: the entry points to a page table (allocated above or by the boot code) that is
+    // identity-mapped below 4 GiB.
+    unsafe { &mut *(entry.addr().as_u64() as *mut PageTable) }
+}
+
+/// Identity-maps `[addr, addr + len)` (uncached) if it is not mapped yet.
+pub fn identity_map(addr: u64, len: u64) {
+    let end = addr.saturating_add(len.max(1));
+    if end <= 1 << 32 {
+        return;
+    }
+    // SAFETY: single-threaded use by the boot processor; `boot_pml4` is the active PML4,
+    // identity-mapped, and only this function changes it after boot.
+    let pml4 = unsafe { &mut *core::ptr::addr_of_mut!(boot_pml4) };
+    let mut page = addr & !(TWO_MIB - 1);
+    while page < end {
+        let (i4, i3, i2) = (
+            (page >> 39) as usize & 511,
+            (page >> 30) as usize & 511,
+            (page >> 21) as usize & 511,
+        );
+        // SAFETY: walking our own identity-mapped tables.
+        let pd = unsafe { next_table(next_table(pml4, i4), i3) };
+        if pd[i2].is_unused() {
+            let flags = F::PRESENT | F::WRITABLE | F::HUGE_PAGE | F::NO_CACHE | F::WRITE_THROUGH;
+            pd[i2].set_addr(x86_64::PhysAddr::new(page), flags);
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
+        }
+        page += TWO_MIB;
+    }
+}

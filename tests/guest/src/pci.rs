@@ -1,0 +1,53 @@
+//! PCI enumeration through ECAM (the MCFG's window) with `virtio-drivers`' PCI root: prints
+//! every function on the first bus and runs the device checks of [`crate::blk`] on each
+//! virtio-blk function.
+
+use crate::cmdline::Options;
+use crate::tables::Platform;
+use crate::{blk, kv, paging};
+use virtio_drivers::transport::pci::bus::{Cam, DeviceFunction, MmioCam, PciRoot};
+use virtio_drivers::transport::pci::virtio_device_type;
+use virtio_drivers::transport::DeviceType;
+
+/// The most virtio-blk functions the guest checks.
+const MAX_BLK: usize = 32;
+
+/// Enumerates the first bus and checks the virtio devices found there.
+pub fn report(platform: &Platform, options: &Options) {
+    let Some((base, first_bus, last_bus)) = platform.ecam else {
+        kv!("pci", "none: no MCFG");
+        return;
+    };
+    let buses = u64::from(last_bus) + 1;
+    paging::identity_map(base, buses << 20);
+    // SAFETY: the MCFG names this window as ECAM for buses up to `last_bus`; it is
+    // identity-mapped (uncached) and nothing else in the guest touches it.
+    let cam = unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) };
+    let mut root = PciRoot::new(cam);
+    let mut blk_devices = [None::<DeviceFunction>; MAX_BLK];
+    let mut count = 0;
+    let mut blk_count = 0;
+    for (df, info) in root.enumerate_bus(first_bus) {
+        count += 1;
+        kv!(
+            core::format_args!("pci.{df}"),
+            "{:04x}:{:04x},class={:02x}.{:02x}.{:02x}",
+            info.vendor_id,
+            info.device_id,
+            info.class,
+            info.subclass,
+            info.prog_if
+        );
+        if let Some(kind) = virtio_device_type(&info) {
+            kv!(core::format_args!("virtio.{df}"), "{kind:?}");
+            if kind == DeviceType::Block && blk_count < MAX_BLK {
+                blk_devices[blk_count] = Some(df);
+                blk_count += 1;
+            }
+        }
+    }
+    kv!("pci.count", "{count}");
+    for (index, df) in blk_devices.iter().flatten().enumerate() {
+        blk::check(&mut root, *df, index, options.blk_write);
+    }
+}
