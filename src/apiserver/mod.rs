@@ -279,6 +279,63 @@ impl Listeners {
     }
 }
 
+/// What `monovirt serve` needs to start the API server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The store lives in `<data_dir>/store`, the Unix socket at `<data_dir>/monovirt.sock`.
+    pub data_dir: PathBuf,
+    /// The TCP address (port 0 picks a free port).
+    pub listen: SocketAddr,
+}
+
+/// Errors of [`Server::bind`] and [`Server::run`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("Cannot create the data directory {0}")]
+    DataDir(PathBuf, #[source] std::io::Error),
+    #[error("Cannot open the store")]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// An API server bound to its sockets, with its store open, not yet serving.
+pub struct Server {
+    listeners: Listeners,
+    state: AppState,
+}
+
+impl Server {
+    /// Opens the store under the data dir and binds TCP and the Unix socket.
+    pub async fn bind(config: &ServeConfig, resources: Vec<ResourceDef>) -> Result<Self, ServerError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
+        let objects = Objects::open(&config.data_dir.join("store"))?;
+        let listeners =
+            Listeners::bind(config.listen, Some(&config.data_dir.join("monovirt.sock"))).await?;
+        Ok(Self {
+            listeners,
+            state: AppState::new(objects, resources),
+        })
+    }
+
+    /// The bound TCP address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listeners.local_addr()
+    }
+
+    /// The store the server serves (for roles running in the same process).
+    pub fn objects(&self) -> &Objects {
+        self.state.objects()
+    }
+
+    /// Serves until `shutdown` completes; see [`run`].
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        run(self.listeners, self.state, shutdown).await?;
+        Ok(())
+    }
+}
+
 /// Serves the API on `listeners` until `shutdown` completes, then stops accepting, ends
 /// watch streams and returns once in-flight requests are done. The socket file is removed.
 pub async fn run(
