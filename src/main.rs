@@ -86,7 +86,10 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     writeln!(out, "listening on http://{addr}")?;
     out.flush()?;
     drop(out);
-    server.run(shutdown_signal()).await.context("serving the API")?;
+    server
+        .run(shutdown_signal())
+        .await
+        .context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
 }

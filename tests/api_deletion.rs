@@ -43,7 +43,13 @@ async fn finalizers_hold_the_object() {
     let still = get(a, &format!("{VMS}/fin")).await;
     assert_eq!(still.code(), 200);
     assert!(still.json()["metadata"]["deletionTimestamp"].is_string());
-    let r = patch(a, &format!("{VMS}/fin"), "application/merge-patch+json", r#"{"metadata":{"finalizers":null}}"#).await;
+    let r = patch(
+        a,
+        &format!("{VMS}/fin"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"finalizers":null}}"#,
+    )
+    .await;
     assert!(r.code() == 200, "{}", r.text());
     assert!(gone(a, &format!("{VMS}/fin")).await);
 }
@@ -53,11 +59,26 @@ async fn delete_preconditions() {
     let s = TestServer::start();
     let a = s.addr;
     let created = post(a, VMS, &vm("pre")).await.json();
-    let r = delete(a, &format!("{VMS}/pre"), Some(&json!({"preconditions": {"uid": "not-the-uid"}}))).await;
+    let r = delete(
+        a,
+        &format!("{VMS}/pre"),
+        Some(&json!({"preconditions": {"uid": "not-the-uid"}})),
+    )
+    .await;
     assert_eq!(r.code(), 409, "{}", r.text());
-    let r = delete(a, &format!("{VMS}/pre"), Some(&json!({"preconditions": {"resourceVersion": "999999"}}))).await;
+    let r = delete(
+        a,
+        &format!("{VMS}/pre"),
+        Some(&json!({"preconditions": {"resourceVersion": "999999"}})),
+    )
+    .await;
     assert_eq!(r.code(), 409, "{}", r.text());
-    let r = delete(a, &format!("{VMS}/pre"), Some(&json!({"preconditions": {"uid": created["metadata"]["uid"]}}))).await;
+    let r = delete(
+        a,
+        &format!("{VMS}/pre"),
+        Some(&json!({"preconditions": {"uid": created["metadata"]["uid"]}})),
+    )
+    .await;
     assert_eq!(r.code(), 200, "{}", r.text());
 }
 
@@ -70,27 +91,58 @@ async fn garbage_collection_follows_owner_references() {
     let owner = post(a, VMS, &vm("gc-bg")).await.json();
     let r = post(a, VMIS, &vmi_owned_by("gc-bg", &owner)).await;
     assert_eq!(r.code(), 201, "{}", r.text());
-    assert_eq!(delete(a, &format!("{VMS}/gc-bg"), Some(&json!({"propagationPolicy": "Background"}))).await.code(), 200);
-    assert!(gone(a, &format!("{VMIS}/gc-bg")).await, "dependent collected");
+    assert_eq!(
+        delete(
+            a,
+            &format!("{VMS}/gc-bg"),
+            Some(&json!({"propagationPolicy": "Background"}))
+        )
+        .await
+        .code(),
+        200
+    );
+    assert!(
+        gone(a, &format!("{VMIS}/gc-bg")).await,
+        "dependent collected"
+    );
 
     // Foreground: dependents first, then the owner.
     let owner = post(a, VMS, &vm("gc-fg")).await.json();
-    assert_eq!(post(a, VMIS, &vmi_owned_by("gc-fg", &owner)).await.code(), 201);
-    let r = delete(a, &format!("{VMS}/gc-fg"), Some(&json!({"propagationPolicy": "Foreground"}))).await;
+    assert_eq!(
+        post(a, VMIS, &vmi_owned_by("gc-fg", &owner)).await.code(),
+        201
+    );
+    let r = delete(
+        a,
+        &format!("{VMS}/gc-fg"),
+        Some(&json!({"propagationPolicy": "Foreground"})),
+    )
+    .await;
     assert!(r.code() == 200 || r.code() == 202, "{}", r.text());
     assert!(gone(a, &format!("{VMIS}/gc-fg")).await);
     assert!(gone(a, &format!("{VMS}/gc-fg")).await);
 
     // Orphan: the dependent stays, without its ownerReference.
     let owner = post(a, VMS, &vm("gc-or")).await.json();
-    assert_eq!(post(a, VMIS, &vmi_owned_by("gc-or", &owner)).await.code(), 201);
-    let r = delete(a, &format!("{VMS}/gc-or"), Some(&json!({"propagationPolicy": "Orphan"}))).await;
+    assert_eq!(
+        post(a, VMIS, &vmi_owned_by("gc-or", &owner)).await.code(),
+        201
+    );
+    let r = delete(
+        a,
+        &format!("{VMS}/gc-or"),
+        Some(&json!({"propagationPolicy": "Orphan"})),
+    )
+    .await;
     assert!(r.code() == 200 || r.code() == 202, "{}", r.text());
     assert!(gone(a, &format!("{VMS}/gc-or")).await);
     let dep = get(a, &format!("{VMIS}/gc-or")).await;
     assert_eq!(dep.code(), 200);
     let refs = dep.json()["metadata"]["ownerReferences"].clone();
-    assert!(refs.is_null() || refs.as_array().is_some_and(Vec::is_empty), "{refs}");
+    assert!(
+        refs.is_null() || refs.as_array().is_some_and(Vec::is_empty),
+        "{refs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,19 +16,35 @@ async fn watch_from_zero_then_changes() {
     assert_eq!(post(a, VMS, &vm("w1")).await.code(), 201);
     assert_eq!(post(a, VMS, &vm("w2")).await.code(), 201);
 
-    let mut w = Watch::start(a, &format!("{VMS}?watch=true&resourceVersion=0"), "application/json").await;
+    let mut w = Watch::start(
+        a,
+        &format!("{VMS}?watch=true&resourceVersion=0"),
+        "application/json",
+    )
+    .await;
     assert_eq!(w.status.as_u16(), 200);
     assert_eq!(w.headers["content-type"], "application/json");
     let mut added = Vec::new();
     for _ in 0..2 {
         let ev = w.next().await.expect("event");
         assert_eq!(ev["type"], "ADDED");
-        added.push(ev["object"]["metadata"]["name"].as_str().expect("name").to_string());
+        added.push(
+            ev["object"]["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_string(),
+        );
     }
     added.sort();
     assert_eq!(added, ["w1", "w2"]);
 
-    let r = patch(a, &format!("{VMS}/w1"), "application/merge-patch+json", r#"{"metadata":{"labels":{"x":"1"}}}"#).await;
+    let r = patch(
+        a,
+        &format!("{VMS}/w1"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"x":"1"}}}"#,
+    )
+    .await;
     assert_eq!(r.code(), 200);
     let ev = w.next().await.expect("event");
     assert_eq!(ev["type"], "MODIFIED");
@@ -47,15 +63,45 @@ async fn resume_from_resource_version_and_name_selector() {
     let a = s.addr;
     assert_eq!(post(a, VMS, &vm("r1")).await.code(), 201);
     let list = get(a, VMS).await.json();
-    let rv = list["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
     // Changes after the list: only these arrive, in order.
     assert_eq!(post(a, VMS, &vm("r2")).await.code(), 201);
-    assert_eq!(patch(a, &format!("{VMS}/r1"), "application/merge-patch+json", r#"{"metadata":{"labels":{"y":"2"}}}"#).await.code(), 200);
-    let mut w = Watch::start(a, &format!("{VMS}?watch=true&resourceVersion={rv}"), "application/json").await;
+    assert_eq!(
+        patch(
+            a,
+            &format!("{VMS}/r1"),
+            "application/merge-patch+json",
+            r#"{"metadata":{"labels":{"y":"2"}}}"#
+        )
+        .await
+        .code(),
+        200
+    );
+    let mut w = Watch::start(
+        a,
+        &format!("{VMS}?watch=true&resourceVersion={rv}"),
+        "application/json",
+    )
+    .await;
     let e1 = w.next().await.expect("event");
-    assert_eq!((e1["type"].as_str(), e1["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("r2")));
+    assert_eq!(
+        (
+            e1["type"].as_str(),
+            e1["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("r2"))
+    );
     let e2 = w.next().await.expect("event");
-    assert_eq!((e2["type"].as_str(), e2["object"]["metadata"]["name"].as_str()), (Some("MODIFIED"), Some("r1")));
+    assert_eq!(
+        (
+            e2["type"].as_str(),
+            e2["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("MODIFIED"), Some("r1"))
+    );
 
     // kubectl delete's wait: only the named object's events.
     let mut named = Watch::start(a, &format!("{VMS}?fieldSelector=metadata.name%3Dr1&resourceVersion={rv}&allowWatchBookmarks=true&watch=true"), "application/json").await;
@@ -80,7 +126,12 @@ async fn table_watch_events_for_get_w() {
     let s = TestServer::start();
     let a = s.addr;
     assert_eq!(post(a, VMS, &vm("tw")).await.code(), 201);
-    let mut w = Watch::start(a, &format!("{VMS}?fieldSelector=metadata.name%3Dtw&resourceVersion=0&watch=true"), TBL).await;
+    let mut w = Watch::start(
+        a,
+        &format!("{VMS}?fieldSelector=metadata.name%3Dtw&resourceVersion=0&watch=true"),
+        TBL,
+    )
+    .await;
     let ev = w.next().await.expect("event");
     assert_eq!(ev["type"], "ADDED");
     assert_eq!(ev["object"]["kind"], "Table");
@@ -91,7 +142,10 @@ async fn table_watch_events_for_get_w() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_old_resource_version_is_410_and_timeouts_end_streams() {
-    let s = TestServer::start_with(StoreConfig { log_retention: 2, ..StoreConfig::default() });
+    let s = TestServer::start_with(StoreConfig {
+        log_retention: 2,
+        ..StoreConfig::default()
+    });
     let a = s.addr;
     for i in 0..6 {
         let mut v = vm("old");
@@ -99,7 +153,12 @@ async fn too_old_resource_version_is_410_and_timeouts_end_streams() {
         assert_eq!(post(a, VMS, &v).await.code(), 201);
     }
     s.objects.compact().expect("compact");
-    let w = Watch::start(a, &format!("{VMS}?watch=true&resourceVersion=1"), "application/json").await;
+    let w = Watch::start(
+        a,
+        &format!("{VMS}?watch=true&resourceVersion=1"),
+        "application/json",
+    )
+    .await;
     assert_eq!(w.status.as_u16(), 410);
     let st = w.rest().await;
     assert_eq!(st["kind"], "Status");
@@ -107,7 +166,15 @@ async fn too_old_resource_version_is_410_and_timeouts_end_streams() {
     assert_eq!(st["code"], 410);
 
     // timeoutSeconds ends the stream cleanly.
-    let mut w = Watch::start(a, &format!("{VMS}?watch=true&timeoutSeconds=1&resourceVersion={}", s.objects.revision()), "application/json").await;
+    let mut w = Watch::start(
+        a,
+        &format!(
+            "{VMS}?watch=true&timeoutSeconds=1&resourceVersion={}",
+            s.objects.revision()
+        ),
+        "application/json",
+    )
+    .await;
     assert_eq!(w.status.as_u16(), 200);
     while let Some(ev) = w.next().await {
         assert_eq!(ev["type"], "BOOKMARK", "no changes were made: {ev}");
@@ -121,5 +188,8 @@ async fn shutdown_ends_open_watches() {
     let mut w = Watch::start(a, &format!("{VMS}?watch=true"), "application/json").await;
     assert_eq!(w.status.as_u16(), 200);
     drop(s);
-    assert!(w.next().await.is_none(), "the stream ends when the server stops");
+    assert!(
+        w.next().await.is_none(),
+        "the stream ends when the server stops"
+    );
 }

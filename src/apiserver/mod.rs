@@ -307,7 +307,10 @@ pub struct Server {
 
 impl Server {
     /// Opens the store under the data dir and binds TCP and the Unix socket.
-    pub async fn bind(config: &ServeConfig, resources: Vec<ResourceDef>) -> Result<Self, ServerError> {
+    pub async fn bind(
+        config: &ServeConfig,
+        resources: Vec<ResourceDef>,
+    ) -> Result<Self, ServerError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
         let objects = Objects::open(&config.data_dir.join("store"))?;
@@ -330,7 +333,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes; see [`run`].
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         run(self.listeners, self.state, shutdown).await?;
         Ok(())
     }

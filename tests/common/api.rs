@@ -47,10 +47,13 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let listeners = Listeners::bind("127.0.0.1:0".parse().expect("addr"), Some(&socket2))
-                    .await
-                    .expect("bind");
-                addr_tx.send(listeners.local_addr().expect("addr")).expect("send");
+                let listeners =
+                    Listeners::bind("127.0.0.1:0".parse().expect("addr"), Some(&socket2))
+                        .await
+                        .expect("bind");
+                addr_tx
+                    .send(listeners.local_addr().expect("addr"))
+                    .expect("send");
                 let state = AppState::new(objects2, api::resource::resources().to_vec());
                 monovirt::apiserver::run(listeners, state, async move {
                     let _ = stop_rx.await;
@@ -60,7 +63,14 @@ impl TestServer {
             });
         });
         let addr = addr_rx.recv().expect("server started");
-        Self { addr, socket, objects, stop: Some(stop_tx), thread: Some(thread), dir }
+        Self {
+            addr,
+            socket,
+            objects,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            dir,
+        }
     }
 
     pub fn base(&self) -> String {
@@ -103,7 +113,9 @@ impl BinaryServer {
             .expect("spawn monovirt serve");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
@@ -119,7 +131,9 @@ impl BinaryServer {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().expect("wait")
     }
 }
@@ -155,13 +169,24 @@ impl Resp {
 
 async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> hyper::Response<Incoming> {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     sender.send_request(req).await.expect("send")
 }
 
-fn build(addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Request<Full<Bytes>> {
-    let mut b = Request::builder().method(method).uri(path).header(header::HOST, addr.to_string());
+fn build(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string());
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -169,32 +194,79 @@ fn build(addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)],
 }
 
 /// One request, response fully read.
-pub async fn request(addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Resp {
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Resp {
     let resp = send(addr, build(addr, method, path, headers, body)).await;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Resp { status: parts.status, headers: parts.headers, body }
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {
-    request(addr, Method::GET, path, &[("accept", "application/json")], Vec::new()).await
+    request(
+        addr,
+        Method::GET,
+        path,
+        &[("accept", "application/json")],
+        Vec::new(),
+    )
+    .await
 }
 
 pub async fn post(addr: SocketAddr, path: &str, obj: &Value) -> Resp {
-    request(addr, Method::POST, path, &[("content-type", "application/json")], obj.to_string().into_bytes()).await
+    request(
+        addr,
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        obj.to_string().into_bytes(),
+    )
+    .await
 }
 
 pub async fn put(addr: SocketAddr, path: &str, obj: &Value) -> Resp {
-    request(addr, Method::PUT, path, &[("content-type", "application/json")], obj.to_string().into_bytes()).await
+    request(
+        addr,
+        Method::PUT,
+        path,
+        &[("content-type", "application/json")],
+        obj.to_string().into_bytes(),
+    )
+    .await
 }
 
 pub async fn patch(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> Resp {
-    request(addr, Method::PATCH, path, &[("content-type", content_type)], body.as_bytes().to_vec()).await
+    request(
+        addr,
+        Method::PATCH,
+        path,
+        &[("content-type", content_type)],
+        body.as_bytes().to_vec(),
+    )
+    .await
 }
 
 pub async fn delete(addr: SocketAddr, path: &str, options: Option<&Value>) -> Resp {
-    let body = options.map(|o| o.to_string().into_bytes()).unwrap_or_default();
-    request(addr, Method::DELETE, path, &[("content-type", "application/json")], body).await
+    let body = options
+        .map(|o| o.to_string().into_bytes())
+        .unwrap_or_default();
+    request(
+        addr,
+        Method::DELETE,
+        path,
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await
 }
 
 /// A watch stream being read line by line.
@@ -207,9 +279,18 @@ pub struct Watch {
 
 impl Watch {
     pub async fn start(addr: SocketAddr, path: &str, accept: &str) -> Self {
-        let resp = send(addr, build(addr, Method::GET, path, &[("accept", accept)], Vec::new())).await;
+        let resp = send(
+            addr,
+            build(addr, Method::GET, path, &[("accept", accept)], Vec::new()),
+        )
+        .await;
         let (parts, body) = resp.into_parts();
-        Self { status: parts.status, headers: parts.headers, body, buf: Vec::new() }
+        Self {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            buf: Vec::new(),
+        }
     }
 
     /// The next event, or `None` when the stream ends. Panics after 30 s of silence (a
