@@ -520,3 +520,87 @@ fn virtio_blk_through_virtio_drivers_writes_and_refuses_read_only() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn virtio_net_with_smoltcp_gets_a_lease_and_moves_a_tcp_stream() -> Result<()> {
+    if !qemu_available() {
+        return Ok(());
+    }
+    // QEMU's user network on loopback only: the guest's port 7777 forwarded from 127.0.0.1.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let netdev = format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:7777");
+    let args = [
+        "-netdev",
+        netdev.as_str(),
+        "-device",
+        "virtio-net-pci,netdev=n0,disable-legacy=on",
+    ];
+    // A deterministic 256 KiB stream (TCG is slow; the size is not the point here).
+    let payload: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let expected = format!(
+        "bytes={} crc32={:#010x}\n",
+        payload.len(),
+        crc32fast::hash(&payload)
+    );
+    let peer = std::cell::RefCell::new(None::<std::thread::JoinHandle<Result<String>>>);
+    let run = boot(1, 128, "net", None, &args, |r| {
+        if peer.borrow().is_none() && r.get("net.tcp.listen").is_some() {
+            let payload = payload.clone();
+            *peer.borrow_mut() = Some(std::thread::spawn(move || -> Result<String> {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                s.set_read_timeout(Some(TIMEOUT))?;
+                s.write_all(&payload)?;
+                s.shutdown(std::net::Shutdown::Write)?;
+                let mut reply = String::new();
+                s.read_to_string(&mut reply)?;
+                Ok(reply)
+            }));
+        }
+        false
+    })?;
+    let r = &run.report;
+    ensure!(
+        r.get("net.ip") == Some("10.0.2.15/24"),
+        "DHCP lease\n{}",
+        context(&run)
+    );
+    // `restrict=on` keeps the guest off any outside network, so the lease names no router.
+    ensure!(
+        r.get("virtio.net.0")
+            .is_some_and(|v| v.ends_with("mac=52-54-00-12-34-56")),
+        "MAC\n{}",
+        context(&run)
+    );
+    let reply = peer
+        .into_inner()
+        .context("the guest never listened")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("peer panicked"))??;
+    ensure!(
+        reply == expected,
+        "guest replied {reply:?}, expected {expected:?}\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("net.tcp.rx")
+            == Some(
+                expected
+                    .trim_end()
+                    .replace("bytes=", "")
+                    .replace(" crc32=", ",")
+                    .as_str()
+            ),
+        "net.tcp.rx\n{}",
+        context(&run)
+    );
+    ensure!(
+        run.status.is_some_and(|s| s.success()),
+        "poweroff\n{}",
+        context(&run)
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! | `tick` | print `tick=N` (and `tick.ns=` kvmclock time) about every 100 ms, forever |
 //! | `wait` | wait for the ACPI power button (an SCI), then power off as `poweroff` does |
 //! | `nosmp` | do not start the application processors |
+//! | `net` | DHCP on the first virtio-net device, then one TCP connection (see [`crate::net`]) |
 //! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
 
 /// What the guest does once it has reported everything.
@@ -45,6 +46,8 @@ pub struct Options {
     pub smp: bool,
     /// Write a pattern to the virtio-blk disks (`blkwrite`).
     pub blk_write: bool,
+    /// Bring up virtio-net with DHCP and serve one TCP connection (`net`).
+    pub net: bool,
 }
 
 impl Options {
@@ -54,6 +57,7 @@ impl Options {
             action: Action::Poweroff,
             smp: true,
             blk_write: false,
+            net: false,
         };
         for word in cmdline.split(|b| b.is_ascii_whitespace()) {
             match word {
@@ -65,6 +69,7 @@ impl Options {
                 b"wait" => options.action = Action::Wait,
                 b"nosmp" => options.smp = false,
                 b"blkwrite" => options.blk_write = true,
+                b"net" => options.net = true,
                 _ => {}
             }
         }
@@ -84,6 +89,7 @@ mod tests {
                 action: Action::Poweroff,
                 smp: true,
                 blk_write: false,
+                net: false,
             }
         );
     }
@@ -97,6 +103,7 @@ mod tests {
                 action: Action::Hang,
                 smp: false,
                 blk_write: true,
+                net: false,
             }
         );
         assert_eq!(Options::parse(b"triplefault").action, Action::TripleFault);

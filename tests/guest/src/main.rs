@@ -1,7 +1,8 @@
 //! monovirt's test guest: a freestanding x86_64 program that boots the way Linux does and
 //! reports, one `key=value` line per fact on COM1, what the VMM gave it. Bugs in the VMM have
 //! to fool code we did not write: ACPI tables are parsed by the `acpi` crate, CPUID topology by
-//! `raw-cpuid`, PCI and virtio-blk by `virtio-drivers`, registers through the `x86_64` crate.
+//! `raw-cpuid`, PCI and virtio devices by `virtio-drivers`, TCP/IP by `smoltcp`, registers
+//! through the `x86_64` crate.
 //!
 //! # Entry
 //! One ELF, two protocols (see [`boot`]): PVH through the `XEN_ELFNOTE_PHYS32_ENTRY` note
@@ -50,6 +51,7 @@
 //! | `pci.BB:DD.F`, `pci.count` | functions on the first ECAM bus: `vendor:device,class=CC.SS.PI` |
 //! | `virtio.BB:DD.F` | virtio device type |
 //! | `virtio.blk.N` | `BB:DD.F,sectors=S,ro=0/1`; `.serial`, `.crc32.0`, `.write` (see [`blk`]) |
+//! | `virtio.net.0`, `net.ip`, `net.gateway`, `net.tcp.listen`, `net.tcp.rx`, `net.tcp` | with `net`: see [`net`] |
 //! | `done` | `1`: everything above was printed |
 //! | `tick`, `tick.ns` | in `tick` mode, a counter and kvmclock time about every 100 ms |
 //! | `acpi.events`, `acpi.sci_route`, `acpi.event` | in `wait` mode: what was armed, where the SCI goes, what arrived |
@@ -88,6 +90,8 @@ pub mod kvmclock;
 pub mod lapic;
 #[cfg(not(test))]
 pub mod logger;
+#[cfg(not(test))]
+pub mod net;
 #[cfg(not(test))]
 pub mod paging;
 #[cfg(not(test))]

@@ -4,7 +4,7 @@
 
 use crate::cmdline::Options;
 use crate::tables::Platform;
-use crate::{blk, kv, paging};
+use crate::{blk, kv, net, paging};
 use virtio_drivers::transport::pci::bus::{Cam, DeviceFunction, MmioCam, PciRoot};
 use virtio_drivers::transport::pci::virtio_device_type;
 use virtio_drivers::transport::DeviceType;
@@ -27,6 +27,7 @@ pub fn report(platform: &Platform, options: &Options) {
     let mut blk_devices = [None::<DeviceFunction>; MAX_BLK];
     let mut count = 0;
     let mut blk_count = 0;
+    let mut net_device = None;
     for (df, info) in root.enumerate_bus(first_bus) {
         count += 1;
         kv!(
@@ -40,6 +41,9 @@ pub fn report(platform: &Platform, options: &Options) {
         );
         if let Some(kind) = virtio_device_type(&info) {
             kv!(core::format_args!("virtio.{df}"), "{kind:?}");
+            if kind == DeviceType::Network && net_device.is_none() {
+                net_device = Some(df);
+            }
             if kind == DeviceType::Block && blk_count < MAX_BLK {
                 blk_devices[blk_count] = Some(df);
                 blk_count += 1;
@@ -49,5 +53,11 @@ pub fn report(platform: &Platform, options: &Options) {
     kv!("pci.count", "{count}");
     for (index, df) in blk_devices.iter().flatten().enumerate() {
         blk::check(&mut root, *df, index, options.blk_write);
+    }
+    if options.net {
+        match net_device {
+            Some(df) => net::run(&mut root, df),
+            None => kv!("net", "none: no virtio-net device"),
+        }
     }
 }

@@ -1,0 +1,244 @@
+//! virtio-net through `virtio-drivers` with `smoltcp` on top: DHCP for an address, ARP and
+//! ICMP echo answered by the stack, then one TCP connection on port [`TCP_PORT`]: everything
+//! the peer sends is counted and CRC-32'd until it closes its side, and the guest answers
+//! `bytes=N crc32=0x........\n` and closes. Runs with the `net` command-line word.
+
+use crate::dma::GuestHal;
+use crate::kv;
+use crate::pit::Stopwatch;
+use core::cell::UnsafeCell;
+use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+use virtio_drivers::device::net::VirtIONetRaw;
+use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
+use virtio_drivers::transport::pci::PciTransport;
+
+/// The TCP port the guest listens on.
+pub const TCP_PORT: u16 = 7777;
+const QUEUE: usize = 16;
+const BUF: usize = 2048;
+const MTU: usize = 1514;
+
+struct RxBuffers(UnsafeCell<[[u8; BUF]; QUEUE]>);
+
+// SAFETY: only the boot processor's single `NetDevice` uses the buffers.
+unsafe impl Sync for RxBuffers {}
+
+static RX: RxBuffers = RxBuffers(UnsafeCell::new([[0; BUF]; QUEUE]));
+
+struct NetDevice {
+    raw: VirtIONetRaw<GuestHal, PciTransport, QUEUE>,
+    rx: &'static mut [[u8; BUF]; QUEUE],
+    tokens: [Option<u16>; QUEUE],
+    packet: [u8; BUF],
+    tx: [u8; BUF],
+}
+
+impl NetDevice {
+    fn new(raw: VirtIONetRaw<GuestHal, PciTransport, QUEUE>) -> Option<NetDevice> {
+        // SAFETY: called once; the buffers are static and owned by this device from now on.
+        let rx = unsafe { &mut *RX.0.get() };
+        let mut dev = NetDevice {
+            raw,
+            rx,
+            tokens: [None; QUEUE],
+            packet: [0; BUF],
+            tx: [0; BUF],
+        };
+        for i in 0..QUEUE {
+            // SAFETY: each buffer is static and handed to the device until its completion.
+            dev.tokens[i] = Some(unsafe { dev.raw.receive_begin(&mut dev.rx[i]) }.ok()?);
+        }
+        Some(dev)
+    }
+}
+
+struct Rx<'a>(&'a [u8]);
+
+impl RxToken for Rx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+struct Tx<'a> {
+    raw: &'a mut VirtIONetRaw<GuestHal, PciTransport, QUEUE>,
+    buf: &'a mut [u8; BUF],
+}
+
+impl TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let len = len.min(BUF);
+        let r = f(&mut self.buf[..len]);
+        if let Err(e) = self.raw.send(&self.buf[..len]) {
+            kv!("net.tx_error", "{e}");
+        }
+        r
+    }
+}
+
+impl Device for NetDevice {
+    type RxToken<'a> = Rx<'a>;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        let token = self.raw.poll_receive()?;
+        let i = self.tokens.iter().position(|&t| t == Some(token))?;
+        // SAFETY: `rx[i]` is the buffer posted with `token`, which the device just completed.
+        let (hdr, len) = unsafe { self.raw.receive_complete(token, &mut self.rx[i]) }.ok()?;
+        let len = len.min(BUF);
+        self.packet[..len].copy_from_slice(&self.rx[i][hdr..hdr + len]);
+        // SAFETY: as in `new`: re-post the same static buffer.
+        self.tokens[i] = unsafe { self.raw.receive_begin(&mut self.rx[i]) }.ok();
+        Some((
+            Rx(&self.packet[..len]),
+            Tx {
+                raw: &mut self.raw,
+                buf: &mut self.tx,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
+        Some(Tx {
+            raw: &mut self.raw,
+            buf: &mut self.tx,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MTU;
+        caps.max_burst_size = Some(1);
+        caps
+    }
+}
+
+/// Brings the interface up with DHCP and serves one TCP connection. Prints `net.*` keys.
+pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
+    let transport = match PciTransport::new::<GuestHal, C>(root, df) {
+        Ok(t) => t,
+        Err(e) => {
+            kv!("virtio.net.0", "{df},transport error: {e}");
+            return;
+        }
+    };
+    let raw = match VirtIONetRaw::<GuestHal, _, QUEUE>::new(transport) {
+        Ok(r) => r,
+        Err(e) => {
+            kv!("virtio.net.0", "{df},init error: {e}");
+            return;
+        }
+    };
+    let mac = EthernetAddress(raw.mac_address());
+    kv!("virtio.net.0", "{df},mac={mac}");
+    let Some(mut dev) = NetDevice::new(raw) else {
+        kv!("net", "error: could not post receive buffers");
+        return;
+    };
+    let mut clock = Stopwatch::start();
+    let mut now = || Instant::from_micros(clock.elapsed_us() as i64);
+    let mut iface = Interface::new(Config::new(HardwareAddress::Ethernet(mac)), &mut dev, now());
+    let mut storage = [SocketStorage::EMPTY; 2];
+    let mut sockets = SocketSet::new(&mut storage[..]);
+    let dhcp = sockets.add(dhcpv4::Socket::new());
+    let (mut rx_buf, mut tx_buf) = ([0u8; 16384], [0u8; 1024]);
+    let tcp = sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(&mut rx_buf[..]),
+        tcp::SocketBuffer::new(&mut tx_buf[..]),
+    ));
+
+    let mut configured = false;
+    let mut listening = false;
+    let mut received: u64 = 0;
+    let mut crc = crc32fast::Hasher::new();
+    let mut replied = false;
+    let start = now();
+    loop {
+        let t = now();
+        iface.poll(t, &mut dev, &mut sockets);
+        if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(dhcp).poll() {
+            match event {
+                dhcpv4::Event::Configured(cfg) => {
+                    iface.update_ip_addrs(|addrs| {
+                        addrs.clear();
+                        let _ = addrs.push(IpCidr::Ipv4(cfg.address));
+                    });
+                    if let Some(router) = cfg.router {
+                        let _ = iface.routes_mut().add_default_ipv4_route(router);
+                        kv!("net.gateway", "{router}");
+                    }
+                    kv!("net.ip", "{}", cfg.address);
+                    configured = true;
+                }
+                dhcpv4::Event::Deconfigured => configured = false,
+            }
+        }
+        let socket = sockets.get_mut::<tcp::Socket>(tcp);
+        if configured && !listening {
+            if let Err(e) = socket.listen(TCP_PORT) {
+                kv!("net.tcp", "listen error: {e}");
+                return;
+            }
+            listening = true;
+            kv!("net.tcp.listen", "{TCP_PORT}");
+        }
+        while socket.can_recv() {
+            let _ = socket.recv(|data| {
+                received += data.len() as u64;
+                crc.update(data);
+                (data.len(), ())
+            });
+        }
+        if listening && !replied && socket.state() == tcp::State::CloseWait {
+            let digest = crc.clone().finalize();
+            kv!("net.tcp.rx", "{received},{digest:#010x}");
+            let mut line = [0u8; 48];
+            let n = format_reply(&mut line, received, digest);
+            let _ = socket.send_slice(&line[..n]);
+            socket.close();
+            replied = true;
+        }
+        if replied && matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
+            kv!("net.tcp", "closed");
+            return;
+        }
+        if (t - start).total_millis() > if listening { 120_000 } else { 15_000 } {
+            kv!(
+                "net",
+                "timeout ({})",
+                if listening {
+                    "no TCP peer"
+                } else {
+                    "no DHCP lease"
+                }
+            );
+            return;
+        }
+    }
+}
+
+fn format_reply(out: &mut [u8; 48], bytes: u64, crc: u32) -> usize {
+    struct W<'a>(&'a mut [u8; 48], usize);
+    impl core::fmt::Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.1 + s.len();
+            self.0
+                .get_mut(self.1..end)
+                .ok_or(core::fmt::Error)?
+                .copy_from_slice(s.as_bytes());
+            self.1 = end;
+            Ok(())
+        }
+    }
+    let mut w = W(out, 0);
+    let _ = core::fmt::Write::write_fmt(
+        &mut w,
+        core::format_args!("bytes={bytes} crc32={crc:#010x}\n"),
+    );
+    w.1
+}
