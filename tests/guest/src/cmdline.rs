@@ -11,6 +11,7 @@
 //! | `wait` | wait for the ACPI power button (an SCI), then power off as `poweroff` does |
 //! | `nosmp` | do not start the application processors |
 //! | `net` | DHCP on the first virtio-net device, then one TCP connection (see [`crate::net`]) |
+//! | `guest.ip=A.B.C.D/N`, `guest.gw=A.B.C.D` | with `net`: a static address instead of DHCP |
 //! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
 
 /// What the guest does once it has reported everything.
@@ -48,6 +49,31 @@ pub struct Options {
     pub blk_write: bool,
     /// Bring up virtio-net with DHCP and serve one TCP connection (`net`).
     pub net: bool,
+    /// A static address instead of DHCP: `guest.ip=A.B.C.D/N`.
+    pub ip: Option<([u8; 4], u8)>,
+    /// The default gateway with a static address: `guest.gw=A.B.C.D`.
+    pub gateway: Option<[u8; 4]>,
+}
+
+/// Parses `A.B.C.D`.
+fn ipv4(text: &[u8]) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = text.split(|&b| b == b'.');
+    for octet in &mut out {
+        let part = core::str::from_utf8(parts.next()?).ok()?;
+        *octet = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Parses `A.B.C.D/N`.
+fn cidr(text: &[u8]) -> Option<([u8; 4], u8)> {
+    let slash = text.iter().position(|&b| b == b'/')?;
+    let prefix: u8 = core::str::from_utf8(&text[slash + 1..])
+        .ok()?
+        .parse()
+        .ok()?;
+    (prefix <= 32).then_some((ipv4(&text[..slash])?, prefix))
 }
 
 impl Options {
@@ -58,6 +84,8 @@ impl Options {
             smp: true,
             blk_write: false,
             net: false,
+            ip: None,
+            gateway: None,
         };
         for word in cmdline.split(|b| b.is_ascii_whitespace()) {
             match word {
@@ -70,6 +98,8 @@ impl Options {
                 b"nosmp" => options.smp = false,
                 b"blkwrite" => options.blk_write = true,
                 b"net" => options.net = true,
+                _ if word.starts_with(b"guest.ip=") => options.ip = cidr(&word[9..]),
+                _ if word.starts_with(b"guest.gw=") => options.gateway = ipv4(&word[9..]),
                 _ => {}
             }
         }
@@ -90,6 +120,8 @@ mod tests {
                 smp: true,
                 blk_write: false,
                 net: false,
+                ip: None,
+                gateway: None,
             }
         );
     }
@@ -104,9 +136,23 @@ mod tests {
                 smp: false,
                 blk_write: true,
                 net: false,
+                ip: None,
+                gateway: None,
             }
         );
         assert_eq!(Options::parse(b"triplefault").action, Action::TripleFault);
         assert_eq!(Options::parse(b"wait").action, Action::Wait);
+    }
+
+    #[test]
+    fn static_address_words() {
+        let o = Options::parse(b"net guest.ip=10.0.0.2/24 guest.gw=10.0.0.1");
+        assert!(o.net);
+        assert_eq!(o.ip, Some(([10, 0, 0, 2], 24)));
+        assert_eq!(o.gateway, Some([10, 0, 0, 1]));
+        assert_eq!(Options::parse(b"guest.ip=10.0.0.256/24").ip, None);
+        assert_eq!(Options::parse(b"guest.ip=10.0.0.2/33").ip, None);
+        assert_eq!(Options::parse(b"guest.ip=10.0.0.2").ip, None);
+        assert_eq!(Options::parse(b"guest.gw=1.2.3.4.5").gateway, None);
     }
 }

@@ -1,8 +1,9 @@
-//! virtio-net through `virtio-drivers` with `smoltcp` on top: DHCP for an address, ARP and
-//! ICMP echo answered by the stack, then one TCP connection on port [`TCP_PORT`]: everything
-//! the peer sends is counted and CRC-32'd until it closes its side, and the guest answers
+//! virtio-net through `virtio-drivers` with `smoltcp` on top: DHCP (or `guest.ip=`) for an
+//! address, ARP and ICMP echo answered by the stack, then one TCP connection on port
+//! [`TCP_PORT`]: everything the peer sends is counted and CRC-32'd until it closes its side, and the guest answers
 //! `bytes=N crc32=0x........\n` and closes. Runs with the `net` command-line word.
 
+use crate::cmdline::Options;
 use crate::dma::GuestHal;
 use crate::kv;
 use crate::pit::Stopwatch;
@@ -11,7 +12,7 @@ use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
@@ -28,6 +29,14 @@ struct RxBuffers(UnsafeCell<[[u8; BUF]; QUEUE]>);
 unsafe impl Sync for RxBuffers {}
 
 static RX: RxBuffers = RxBuffers(UnsafeCell::new([[0; BUF]; QUEUE]));
+
+/// TCP receive window (64 KiB, so a stream is not throttled by the guest) and send buffer.
+struct TcpBuffers(UnsafeCell<([u8; 65535], [u8; 1024])>);
+
+// SAFETY: only `run`, on the boot processor, borrows them, once.
+unsafe impl Sync for TcpBuffers {}
+
+static TCP: TcpBuffers = TcpBuffers(UnsafeCell::new(([0; 65535], [0; 1024])));
 
 struct NetDevice {
     raw: VirtIONetRaw<GuestHal, PciTransport, QUEUE>,
@@ -119,7 +128,7 @@ impl Device for NetDevice {
 }
 
 /// Brings the interface up with DHCP and serves one TCP connection. Prints `net.*` keys.
-pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
+pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, options: &Options) {
     let transport = match PciTransport::new::<GuestHal, C>(root, df) {
         Ok(t) => t,
         Err(e) => {
@@ -145,14 +154,31 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
     let mut iface = Interface::new(Config::new(HardwareAddress::Ethernet(mac)), &mut dev, now());
     let mut storage = [SocketStorage::EMPTY; 2];
     let mut sockets = SocketSet::new(&mut storage[..]);
-    let dhcp = sockets.add(dhcpv4::Socket::new());
-    let (mut rx_buf, mut tx_buf) = ([0u8; 16384], [0u8; 1024]);
+    let dhcp = options
+        .ip
+        .is_none()
+        .then(|| sockets.add(dhcpv4::Socket::new()));
+    // SAFETY: see `TcpBuffers`: this is the only borrow.
+    let (rx_buf, tx_buf) = unsafe { &mut *TCP.0.get() };
     let tcp = sockets.add(tcp::Socket::new(
         tcp::SocketBuffer::new(&mut rx_buf[..]),
         tcp::SocketBuffer::new(&mut tx_buf[..]),
     ));
 
     let mut configured = false;
+    if let Some((ip, prefix)) = options.ip {
+        let address = Ipv4Cidr::new(Ipv4Address::from(ip), prefix);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::Ipv4(address));
+        });
+        kv!("net.ip", "{address}");
+        if let Some(gw) = options.gateway {
+            let gw = Ipv4Address::from(gw);
+            let _ = iface.routes_mut().add_default_ipv4_route(gw);
+            kv!("net.gateway", "{gw}");
+        }
+        configured = true;
+    }
     let mut listening = false;
     let mut received: u64 = 0;
     let mut crc = crc32fast::Hasher::new();
@@ -161,7 +187,11 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
     loop {
         let t = now();
         iface.poll(t, &mut dev, &mut sockets);
-        if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(dhcp).poll() {
+        let dhcp_event = match dhcp {
+            Some(handle) => sockets.get_mut::<dhcpv4::Socket>(handle).poll(),
+            None => None,
+        };
+        if let Some(event) = dhcp_event {
             match event {
                 dhcpv4::Event::Configured(cfg) => {
                     iface.update_ip_addrs(|addrs| {

@@ -56,7 +56,7 @@ pub fn report(platform: &Platform, options: &Options) {
     }
     if options.net {
         match net_device {
-            Some(df) => net::run(&mut root, df),
+            Some(df) => net::run(&mut root, df, options),
             None => kv!("net", "none: no virtio-net device"),
         }
     }
