@@ -82,7 +82,8 @@ pub fn validate_vm(obj: &Value) -> Vec<Cause> {
                 vm.spec.template.as_ref().and_then(|t| t.metadata.as_ref()),
                 &mut causes,
             );
-            validate_vmi_spec(spec, "spec.template.spec", &mut causes);
+            let memory_required = vm.spec.instancetype.is_none();
+            validate_vmi_spec(spec, "spec.template.spec", memory_required, &mut causes);
         }
     }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -131,7 +132,7 @@ pub fn validate_vmi(obj: &Value) -> Vec<Cause> {
         Err(c) => return vec![c],
     };
     let mut causes = Vec::new();
-    validate_vmi_spec(&vmi.spec, "spec", &mut causes);
+    validate_vmi_spec(&vmi.spec, "spec", true, &mut causes);
     causes
 }
 
@@ -211,10 +212,16 @@ fn validate_template_metadata(meta: Option<&ObjectMeta>, causes: &mut Vec<Cause>
     }
 }
 
-/// Validates a VMI spec found at `base` (`spec` or `spec.template.spec`).
-pub fn validate_vmi_spec(spec: &VirtualMachineInstanceSpec, base: &str, causes: &mut Vec<Cause>) {
+/// Validates a VMI spec found at `base` (`spec` or `spec.template.spec`). `memory_required`
+/// is false for a VM whose instancetype provides the memory.
+pub fn validate_vmi_spec(
+    spec: &VirtualMachineInstanceSpec,
+    base: &str,
+    memory_required: bool,
+    causes: &mut Vec<Cause>,
+) {
     let domain = path(base, "domain");
-    validate_resources(spec, base, causes);
+    validate_resources(spec, base, memory_required, causes);
     validate_cpu(spec, &domain, causes);
     validate_firmware(spec, &domain, causes);
 
@@ -285,7 +292,12 @@ pub fn validate_vmi_spec(spec: &VirtualMachineInstanceSpec, base: &str, causes: 
     }
 }
 
-fn validate_resources(spec: &VirtualMachineInstanceSpec, base: &str, causes: &mut Vec<Cause>) {
+fn validate_resources(
+    spec: &VirtualMachineInstanceSpec,
+    base: &str,
+    memory_required: bool,
+    causes: &mut Vec<Cause>,
+) {
     let r = &spec.domain.resources;
     let res = path(base, "domain.resources");
     let mut parsed = BTreeMap::new();
@@ -375,14 +387,10 @@ fn validate_resources(spec: &VirtualMachineInstanceSpec, base: &str, causes: &mu
             ));
         }
     }
-    let has_memory = parsed.contains_key(&("requests", "memory"))
-        || parsed.contains_key(&("limits", "memory"))
-        || guest.is_some()
-        || memory.and_then(|m| m.hugepages.as_ref()).is_some()
-        || r.requests.contains_key("memory")
+    let has_memory = r.requests.contains_key("memory")
         || r.limits.contains_key("memory")
-        || memory.and_then(|m| m.guest.as_ref()).is_some();
-    if !has_memory {
+        || memory.is_some_and(|m| m.guest.is_some() || m.hugepages.is_some());
+    if memory_required && !has_memory {
         causes.push(required(
             format!("{res}.requests.memory"),
             &format!("no memory requested, at least one of '{mem_path}.guest', '{mem_path}.hugepages.pageSize' or '{res}.requests.memory' must be set"),
@@ -1160,6 +1168,22 @@ mod tests {
             ]
         );
         assert_eq!(c[0].reason, "FieldValueTooLong");
+    }
+
+    #[test]
+    fn an_instancetype_provides_memory() {
+        let vm = |instancetype: Value| {
+            validate_vm(
+                &json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                "metadata": {"name": "vm"}, "spec": {"runStrategy": "Halted", "instancetype": instancetype,
+                    "template": {"spec": {"domain": {"devices": {}}}}}}),
+            )
+        };
+        assert!(vm(json!({"name": "u1.medium"})).is_empty());
+        assert_eq!(
+            fields(&vm(Value::Null)),
+            ["spec.template.spec.domain.resources.requests.memory"]
+        );
     }
 
     #[test]
