@@ -283,7 +283,8 @@ fn execute<M: GuestAddressSpace>(disk: &DiskFile, job: Job<M>) -> Completion {
             (STATUS_OK, written.saturating_add(1), request.data_len)
         }
         Err(e) => {
-            tracing::debug!(error = %e, head = request.head, "Block request failed");
+            // Per request, so at trace level; io_errors counts them.
+            tracing::trace!(error = %e, head = request.head, "Block request failed");
             (STATUS_IOERR, 1, 0)
         }
     };

@@ -282,7 +282,10 @@ where
                 acked_features: acked,
             });
         if let Err(e) = result {
-            tracing::warn!(error = %e, "Virtio device activation failed");
+            // A guest can retry activation at will: rate-limited.
+            if let Some(suppressed) = self.log.allow() {
+                tracing::warn!(error = %e, suppressed, "Virtio device activation failed");
+            }
             self.interrupt.set_needs_reset();
         }
     }
