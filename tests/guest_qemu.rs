@@ -604,3 +604,46 @@ fn virtio_net_with_smoltcp_gets_a_lease_and_moves_a_tcp_stream() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn virtio_rng_and_console_through_virtio_drivers() -> Result<()> {
+    if !qemu_available() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let hvc = dir.path().join("hvc0.txt");
+    let chardev = format!("file,id=c0,path={}", hvc.display());
+    let args = [
+        "-device",
+        "virtio-rng-pci,disable-legacy=on",
+        "-device",
+        "virtio-serial-pci,disable-legacy=on",
+        "-chardev",
+        chardev.as_str(),
+        "-device",
+        "virtconsole,chardev=c0",
+    ];
+    let run = boot(1, 128, "console=ttyS0", None, &args, |_| false)?;
+    let r = &run.report;
+    ensure!(
+        r.get("virtio.rng.0").is_some_and(|v| v.ends_with(",ok")),
+        "rng\n{}",
+        context(&run)
+    );
+    ensure!(
+        r.get("virtio.console.0")
+            .is_some_and(|v| v.ends_with(",wrote 27")),
+        "console\n{}",
+        context(&run)
+    );
+    ensure!(
+        run.status.is_some_and(|s| s.success()),
+        "poweroff\n{}",
+        context(&run)
+    );
+    ensure!(
+        std::fs::read(&hvc)? == b"monovirt-test-guest on hvc\n",
+        "hvc0 output"
+    );
+    Ok(())
+}

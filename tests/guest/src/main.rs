@@ -51,6 +51,8 @@
 //! | `pci.BB:DD.F`, `pci.count` | functions on the first ECAM bus: `vendor:device,class=CC.SS.PI` |
 //! | `virtio.BB:DD.F` | virtio device type |
 //! | `virtio.blk.N` | `BB:DD.F,sectors=S,ro=0/1`; `.serial`, `.crc32.0`, `.write` (see [`blk`]) |
+//! | `virtio.rng.N` | `BB:DD.F,ok` (two 64-byte requests filled, non-zero, different) or what failed |
+//! | `virtio.console.N` | `BB:DD.F,wrote 27` after writing [`console::LINE`] to the console |
 //! | `virtio.net.0`, `net.ip`, `net.gateway`, `net.tcp.listen`, `net.tcp.rx`, `net.tcp` | with `net`: see [`net`] |
 //! | `done` | `1`: everything above was printed |
 //! | `tick`, `tick.ns` | in `tick` mode, a counter and kvmclock time about every 100 ms |
@@ -77,9 +79,13 @@ pub mod blk;
 #[cfg(not(test))]
 pub mod boot;
 #[cfg(not(test))]
+pub mod console;
+#[cfg(not(test))]
 pub mod dma;
 #[cfg(not(test))]
 pub mod events;
+#[cfg(not(test))]
+pub mod heap;
 #[cfg(not(test))]
 pub mod interrupts;
 #[cfg(not(test))]
@@ -100,6 +106,8 @@ pub mod pci;
 pub mod pit;
 #[cfg(not(test))]
 pub mod power;
+#[cfg(not(test))]
+pub mod rng;
 #[cfg(not(test))]
 pub mod serial;
 #[cfg(not(test))]

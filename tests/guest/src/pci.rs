@@ -4,7 +4,7 @@
 
 use crate::cmdline::Options;
 use crate::tables::Platform;
-use crate::{blk, kv, net, paging};
+use crate::{blk, console, kv, net, paging, rng};
 use virtio_drivers::transport::pci::bus::{Cam, DeviceFunction, MmioCam, PciRoot};
 use virtio_drivers::transport::pci::virtio_device_type;
 use virtio_drivers::transport::DeviceType;
@@ -28,6 +28,8 @@ pub fn report(platform: &Platform, options: &Options) {
     let mut count = 0;
     let mut blk_count = 0;
     let mut net_device = None;
+    let mut others = [None::<(DeviceFunction, DeviceType)>; MAX_BLK];
+    let mut other_count = 0;
     for (df, info) in root.enumerate_bus(first_bus) {
         count += 1;
         kv!(
@@ -41,6 +43,12 @@ pub fn report(platform: &Platform, options: &Options) {
         );
         if let Some(kind) = virtio_device_type(&info) {
             kv!(core::format_args!("virtio.{df}"), "{kind:?}");
+            if matches!(kind, DeviceType::EntropySource | DeviceType::Console)
+                && other_count < MAX_BLK
+            {
+                others[other_count] = Some((df, kind));
+                other_count += 1;
+            }
             if kind == DeviceType::Network && net_device.is_none() {
                 net_device = Some(df);
             }
@@ -53,6 +61,16 @@ pub fn report(platform: &Platform, options: &Options) {
     kv!("pci.count", "{count}");
     for (index, df) in blk_devices.iter().flatten().enumerate() {
         blk::check(&mut root, *df, index, options.blk_write);
+    }
+    let (mut rngs, mut consoles) = (0, 0);
+    for (df, kind) in others.iter().flatten() {
+        if *kind == DeviceType::EntropySource {
+            rng::check(&mut root, *df, rngs);
+            rngs += 1;
+        } else {
+            console::check(&mut root, *df, consoles);
+            consoles += 1;
+        }
     }
     if options.net {
         match net_device {
