@@ -109,8 +109,32 @@ pub struct LiveMigrationConfig {
     pub allow_post_copy: Option<bool>,
 }
 
-/// HyperConverged gets no defaults beyond what its readers assume.
-pub fn default(_obj: &mut Value) {}
+/// Defaults a HyperConverged as the HCO CRD's schema defaults do for live migration:
+/// 5 migrations per cluster, 2 outbound per node, 150 s per GiB to complete, 150 s without
+/// progress, no auto-converge and no post-copy. Values given are kept.
+///
+/// ```
+/// let mut hc = serde_json::json!({"metadata": {"name": "kubevirt-hyperconverged"},
+///     "spec": {"liveMigrationConfig": {"parallelMigrationsPerCluster": 10}}});
+/// api::hco::hyperconverged::default(&mut hc);
+/// let lm = &hc["spec"]["liveMigrationConfig"];
+/// assert_eq!(lm["parallelMigrationsPerCluster"], 10);
+/// assert_eq!(lm["parallelOutboundMigrationsPerNode"], 2);
+/// ```
+pub fn default(obj: &mut Value) {
+    crate::overlay::apply_typed::<HyperConverged>(obj, |hc| {
+        let lm = hc
+            .spec
+            .live_migration_config
+            .get_or_insert_with(LiveMigrationConfig::default);
+        lm.parallel_migrations_per_cluster.get_or_insert(5);
+        lm.parallel_outbound_migrations_per_node.get_or_insert(2);
+        lm.completion_timeout_per_gib.get_or_insert(150);
+        lm.progress_timeout.get_or_insert(150);
+        lm.allow_auto_converge.get_or_insert(false);
+        lm.allow_post_copy.get_or_insert(false);
+    });
+}
 
 /// Validates the singleton: its name, and the live migration settings.
 ///

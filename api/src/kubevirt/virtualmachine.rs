@@ -137,6 +137,19 @@ pub struct DataVolumeTemplateSpec {
     pub status: Option<DataVolumeStatus>,
 }
 
+impl VirtualMachineStatus {
+    /// The condition of `type_` (`Ready`, `Failure`, `Paused`, ...), if present.
+    ///
+    /// ```
+    /// use api::kubevirt::{condition::Condition, virtualmachine::VirtualMachineStatus};
+    /// let s = VirtualMachineStatus { conditions: vec![Condition::new("Ready", true)], ..Default::default() };
+    /// assert!(s.condition("Ready").unwrap().is_true());
+    /// ```
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        super::condition::find(&self.conditions, type_)
+    }
+}
+
 /// The VM's status as `kubectl get vm` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum PrintableStatus {

@@ -237,6 +237,18 @@ pub struct VirtualMachineInstanceStatus {
     pub device_status: Option<Unstructured>,
 }
 
+impl VirtualMachineInstanceStatus {
+    /// The condition of `type_` (`Ready`, `LiveMigratable`, `Paused`, ...), if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        super::condition::find(&self.conditions, type_)
+    }
+
+    /// Whether the `Ready` condition is `True`.
+    pub fn is_ready(&self) -> bool {
+        self.condition("Ready").is_some_and(Condition::is_true)
+    }
+}
+
 /// Sockets, cores and threads of the running guest.
 #[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
