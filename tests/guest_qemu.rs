@@ -197,6 +197,16 @@ fn check_platform(r: &Report, cpus: u32, memory_mib: u64) -> Result<()> {
             "CPU {i}: CPUID and LAPIC disagree on the APIC ID"
         );
     }
+    for i in 1..cpus {
+        ensure!(
+            r.get(&format!("smp.cpu.{i}.features")) == Some("same"),
+            "CPU {i} sees other CPUID features"
+        );
+        ensure!(
+            r.number(&format!("smp.cpu.{i}.x2apic_id"))? == ids[i as usize],
+            "CPU {i}: leaf 0xB ID"
+        );
+    }
     ids.sort_unstable();
     ids.dedup();
     ensure!(ids.len() == cpus as usize, "APIC IDs are not distinct");

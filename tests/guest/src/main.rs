@@ -43,6 +43,7 @@
 //! | `lapic.mode`, `lapic.id`, `lapic.version` | the boot CPU's local APIC |
 //! | `smp.trampoline` | page the AP start-up code was copied to |
 //! | `smp.cpu.N` | APIC ID of CPU N (0 = boot CPU; printed by each AP itself); `.cpuid_apic_id` |
+//! | `smp.cpu.N.x2apic_id`, `smp.cpu.N.features` | an AP's leaf 0xB ID; `same`/`differs` from the boot CPU's feature words |
 //! | `smp.timeout.N` | an AP that did not come online (its APIC ID) |
 //! | `smp.online`, `smp.expected` | CPUs running; CPUs the MADT lists |
 //! | `lapic.timer` | `fired` or `silent` (one-shot on vector 0x40) |

@@ -31,7 +31,7 @@ mod bringup {
     use crate::tables::MAX_CPUS;
     use crate::{kv, pit};
     use core::cell::UnsafeCell;
-    use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
     const AP_STACK_SIZE: usize = 16 * 1024;
 
@@ -48,6 +48,19 @@ mod bringup {
     static AP_STACK_TOP: AtomicU64 = AtomicU64::new(0);
     /// The slot (CPU number) of the AP being started.
     static AP_SLOT: AtomicUsize = AtomicUsize::new(0);
+    /// The boot CPU's [`comparable_features`], for the APs to compare theirs with.
+    static BSP_FEATURES: [AtomicU32; 8] = [const { AtomicU32::new(0) }; 8];
+
+    /// The CPUID feature words every vCPU should see alike (leaf 1 EBX, which carries the
+    /// APIC ID, is left out).
+    fn comparable_features() -> [u32; 8] {
+        let r = crate::cpuid::feature_regs();
+        [
+            r.leaf1[0], r.leaf1[2], r.leaf1[3], r.leaf7[1], r.leaf7[2], r.leaf7[3], r.ext1[2],
+            r.ext1[3],
+        ]
+    }
+
     /// APs that reached `ap_main`.
     static AP_ONLINE: AtomicUsize = AtomicUsize::new(0);
 
@@ -59,6 +72,9 @@ mod bringup {
         e820: &[E820Entry],
         hypervisor: bool,
     ) -> usize {
+        for (slot, value) in BSP_FEATURES.iter().zip(comparable_features()) {
+            slot.store(value, Ordering::Relaxed);
+        }
         let Some(page) = trampoline_page(e820) else {
             kv!(
                 "smp.error",
@@ -109,11 +125,23 @@ mod bringup {
         let lapic = Lapic::current();
         lapic.enable();
         let slot = AP_SLOT.load(Ordering::Acquire);
-        let (cpuid_id, _) = crate::cpuid::apic_ids();
+        let (cpuid_id, x2apic_id) = crate::cpuid::apic_ids();
         kv!(core::format_args!("smp.cpu.{slot}"), "{}", lapic.id());
         kv!(
             core::format_args!("smp.cpu.{slot}.cpuid_apic_id"),
             "{cpuid_id}"
+        );
+        if let Some(x2) = x2apic_id {
+            kv!(core::format_args!("smp.cpu.{slot}.x2apic_id"), "{x2}");
+        }
+        let same = BSP_FEATURES
+            .iter()
+            .zip(comparable_features())
+            .all(|(bsp, mine)| bsp.load(Ordering::Relaxed) == mine);
+        kv!(
+            core::format_args!("smp.cpu.{slot}.features"),
+            "{}",
+            if same { "same" } else { "differs" }
         );
         AP_ONLINE.fetch_add(1, Ordering::AcqRel);
         loop {
