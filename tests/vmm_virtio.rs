@@ -14,7 +14,7 @@ use arch::layout;
 use devices::bus::Bus;
 use devices::virtio::transport::pci::{MSIX_TABLE_OFFSET, NOTIFY_OFFSET};
 use kvm_ioctls::Kvm;
-use monovirt::vmm::device_config::DiskConfig;
+use monovirt::vmm::device_config::{DiskConfig, VirtioConsoleConfig};
 use monovirt::vmm::{device_manager, VmConfig};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_support::kvm_available;
@@ -45,6 +45,64 @@ impl Machine {
     fn write(&self, addr: u64, len: usize, value: u64) {
         assert!(self.mmio.write(addr, &value.to_le_bytes()[..len]));
     }
+
+    /// BAR 0 of `dev`, with memory decoding enabled.
+    fn bar(&self, dev: u64) -> u64 {
+        let bar =
+            u64::from(self.cfg_read(dev, 0x10) & !0xf) | u64::from(self.cfg_read(dev, 0x14)) << 32;
+        self.cfg_write(dev, 0x04, 0x6);
+        bar
+    }
+
+    /// The virtio handshake, with queue `q` (size 16) at `rings`, `rings + 0x1000`,
+    /// `rings + 0x2000`, ending in DRIVER_OK.
+    fn activate(&self, bar: u64, q: u64, rings: u64) {
+        self.write(bar + 0x14, 1, 1);
+        self.write(bar + 0x14, 1, 3);
+        self.write(bar, 4, 1);
+        assert_eq!(self.read(bar + 4, 4) & 1, 1, "VERSION_1 offered");
+        self.write(bar + 8, 4, 1);
+        self.write(bar + 0xc, 4, 1);
+        self.write(bar + 0x14, 1, 0xb);
+        assert_eq!(self.read(bar + 0x14, 1), 0xb);
+        self.write(bar + 0x16, 2, q);
+        self.write(bar + 0x18, 2, 16);
+        self.write(bar + 0x20, 8, rings);
+        self.write(bar + 0x28, 8, rings + 0x1000);
+        self.write(bar + 0x30, 8, rings + 0x2000);
+        self.write(bar + 0x1c, 2, 1);
+        self.write(bar + 0x14, 1, 0xf);
+        assert_eq!(self.read(bar + 0x14, 1), 0xf);
+    }
+
+    /// Makes one buffer available on the queue at `rings` and kicks queue `q`.
+    fn submit(&self, bar: u64, q: u64, rings: u64, buf: u64, len: u32, writable: bool) {
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&buf.to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+        d[12..14].copy_from_slice(&(if writable { 2u16 } else { 0 }).to_le_bytes());
+        self.mem.write_slice(&d, GuestAddress(rings)).unwrap();
+        self.mem
+            .write_obj(0u16, GuestAddress(rings + 0x1004))
+            .unwrap();
+        self.mem
+            .write_obj(1u16, GuestAddress(rings + 0x1002))
+            .unwrap();
+        self.write(bar + NOTIFY_OFFSET + 4 * q, 2, q);
+    }
+
+    /// Waits (bounded) for the first used entry of the queue at `rings`; its length.
+    fn wait_used(&self, rings: u64) -> Result<u32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.mem.read_obj::<u16>(GuestAddress(rings + 0x2002))? == 0 {
+            ensure!(
+                Instant::now() < deadline,
+                "the device thread never completed the request"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(self.mem.read_obj(GuestAddress(rings + 0x2008))?)
+    }
 }
 
 #[test]
@@ -65,6 +123,8 @@ fn guest_view_of_virtio_pci_devices() -> Result<()> {
         serial: Some("SERIAL1".into()),
     });
     config.rng = true;
+    let hvc0 = vmm_sys_util::tempfile::TempFile::new()?;
+    config.virtio_console = Some(VirtioConsoleConfig::File(hvc0.as_path().to_path_buf()));
     let m = Machine {
         pio: Bus::new(),
         mmio: Bus::new(),
@@ -80,11 +140,12 @@ fn guest_view_of_virtio_pci_devices() -> Result<()> {
     )
     .context("device manager")?;
 
-    // Enumeration: host bridge, virtio-blk, virtio-rng, then nothing.
+    // Enumeration: host bridge, virtio-blk, virtio-rng, virtio-console, then nothing.
     assert_eq!(m.cfg_read(0, 0), 0x0d57_8086);
     assert_eq!(m.cfg_read(1, 0), 0x1042_1af4);
     assert_eq!(m.cfg_read(2, 0), 0x1044_1af4);
-    assert_eq!(m.cfg_read(3, 0), 0xffff_ffff);
+    assert_eq!(m.cfg_read(3, 0), 0x1043_1af4);
+    assert_eq!(m.cfg_read(4, 0), 0xffff_ffff);
     // The same through the legacy ports.
     assert!(m
         .pio
@@ -159,6 +220,15 @@ fn guest_view_of_virtio_pci_devices() -> Result<()> {
     let mut entropy = [0u8; 64];
     m.mem.read_slice(&mut entropy, GuestAddress(0x2_0000))?;
     assert_ne!(entropy, [0u8; 64]);
+
+    // hvc0: output on the transmit queue (1) lands in the file.
+    let console = m.bar(3);
+    m.activate(console, 1, 0x4_0000);
+    m.mem
+        .write_slice(b"hello from hvc0\n", GuestAddress(0x5_0000))?;
+    m.submit(console, 1, 0x4_0000, 0x5_0000, 16, false);
+    assert_eq!(m.wait_used(0x4_0000)?, 0);
+    assert_eq!(std::fs::read(hvc0.as_path())?, b"hello from hvc0\n");
     drop(manager);
     Ok(())
 }

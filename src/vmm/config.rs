@@ -8,7 +8,7 @@ use arch::boot::BootProtocol;
 use arch::cpuid::{CpuTemplate, Topology};
 
 use super::console::ConsoleConfig;
-use super::device_config::{DiskConfig, NicConfig, VsockConfig};
+use super::device_config::{DiskConfig, NicConfig, VirtioConsoleConfig, VsockConfig};
 
 /// Configuration of one VM.
 #[derive(Clone, Debug)]
@@ -44,6 +44,8 @@ pub struct VmConfig {
     pub vsock: Option<VsockConfig>,
     /// virtio-rng.
     pub rng: bool,
+    /// virtio-console (`hvc0`), a second console beside COM1.
+    pub virtio_console: Option<VirtioConsoleConfig>,
 }
 
 impl VmConfig {
@@ -65,6 +67,7 @@ impl VmConfig {
             nics: Vec::new(),
             vsock: None,
             rng: false,
+            virtio_console: None,
         }
     }
 

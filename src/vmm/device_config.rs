@@ -1,5 +1,6 @@
 //! The virtio devices of a VM as `monovirt run` and the node agent describe them:
-//! `--disk PATH[,ro][,serial=S]`, `--net tap=NAME[,mac=M]`, `--vsock cid=N,socket=PATH`.
+//! `--disk PATH[,ro][,serial=S]`, `--net tap=NAME[,mac=M]`, `--vsock cid=N,socket=PATH`,
+//! `--virtio-console file:PATH`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -120,6 +121,25 @@ impl FromStr for VsockConfig {
     }
 }
 
+/// Where the virtio console (the guest's `hvc0`) goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VirtioConsoleConfig {
+    /// Guest output appended to a file; no input.
+    File(PathBuf),
+}
+
+impl FromStr for VirtioConsoleConfig {
+    type Err = String;
+
+    /// `file:PATH`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => Ok(VirtioConsoleConfig::File(PathBuf::from(path))),
+            _ => Err(format!("invalid virtio console {s:?} (expected file:PATH)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +169,13 @@ mod tests {
         assert!("tap=t,mac=52:54:00:12:34:56:78"
             .parse::<NicConfig>()
             .is_err());
+    }
+
+    #[test]
+    fn virtio_console() {
+        let c: VirtioConsoleConfig = "file:/tmp/hvc0.log".parse().expect("valid");
+        assert_eq!(c, VirtioConsoleConfig::File(PathBuf::from("/tmp/hvc0.log")));
+        assert!("stdio".parse::<VirtioConsoleConfig>().is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //!   calls the device; it stops (and is joined) when the manager is dropped.
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -19,6 +19,7 @@ use arch::layout;
 use devices::bus::{Bus, BusDevice};
 use devices::pci::{BarAllocator, PciBus, PciConfigIo, PciConfigMmio, SlotBarMove};
 use devices::virtio::block::{BlockConfig, BlockDevice, DEFAULT_WORKERS};
+use devices::virtio::console::ConsoleDevice;
 use devices::virtio::net::{NetBackend, NetConfig, NetDevice, Tap};
 use devices::virtio::rng::RngDevice;
 use devices::virtio::transport::pci::{BAR_SIZE, NOTIFY_OFFSET, NOTIFY_OFF_MULTIPLIER};
@@ -30,6 +31,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::config::VmConfig;
+use super::device_config::VirtioConsoleConfig;
 use super::msi::MsiRouting;
 
 // The devices crate and the arch layout describe the same root complex.
@@ -217,6 +219,15 @@ pub fn create(
     }
     if config.rng {
         devices.push(("rng".into(), Arc::new(Mutex::new(RngDevice::<Mem>::new()))));
+    }
+    if let Some(VirtioConsoleConfig::File(path)) = &config.virtio_console {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(device_err(format!("virtio console {}", path.display())))?;
+        let dev = ConsoleDevice::<Mem>::new("hvc0", None, OwnedFd::from(file));
+        devices.push(("console".into(), Arc::new(Mutex::new(dev))));
     }
 
     let routing = Arc::new(MsiRouting::new(vm.clone()));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use arch::boot::BootProtocol;
 use arch::cpuid::{CpuModel, CpuTemplate, FeaturePolicy};
 
-use super::device_config::{DiskConfig, NicConfig, VsockConfig};
+use super::device_config::{DiskConfig, NicConfig, VirtioConsoleConfig, VsockConfig};
 use super::{ConsoleConfig, ExitReason, VmConfig, VmError};
 
 /// Arguments of `monovirt run`.
@@ -56,6 +56,9 @@ pub struct RunArgs {
     /// Add a virtio-rng entropy device.
     #[arg(long)]
     pub rng: bool,
+    /// virtio-console (hvc0) output as file:PATH.
+    #[arg(long)]
+    pub virtio_console: Option<VirtioConsoleConfig>,
 }
 
 fn parse_feature(s: &str) -> Result<(String, FeaturePolicy), String> {
@@ -85,6 +88,7 @@ impl RunArgs {
             nics: self.nics.clone(),
             vsock: self.vsock.clone(),
             rng: self.rng,
+            virtio_console: self.virtio_console.clone(),
             ..VmConfig::new("run", &self.kernel)
         }
     }
