@@ -135,6 +135,16 @@ async fn child(dir: &str, round: usize) {
     }
 }
 
+/// The writer process, SIGKILLed when dropped (also when a check fails mid-test).
+struct Writer(std::process::Child);
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
@@ -164,6 +174,7 @@ fn acknowledged_writes_survive_sigkill() {
             .spawn()
             .expect("spawning the writer");
         let stdout = child.stdout.take().expect("piped stdout");
+        let mut child = Writer(child);
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
@@ -187,8 +198,8 @@ fn acknowledged_writes_survive_sigkill() {
             );
         }
         std::thread::sleep(Duration::from_millis(100 + random_below(900)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reaped");
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().expect("reaped");
         reader.join().expect("reader thread");
         let mut acked = 0;
         for line in rx.try_iter() {
