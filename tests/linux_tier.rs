@@ -32,8 +32,9 @@ use anyhow::{ensure, Context, Result};
 /// A QEMU boot without scenarios must end within this (L1 takes 5 to 10 s).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// L1's init kills one `monovirt run` after this many seconds. An L2 boot with a quiet
-/// console takes about 10 s, with the whole boot log about 40 s (every byte is an exit).
-const SCENARIO_TIMEOUT_SECS: u64 = 120;
+/// console took 40 s, with the whole boot log 80 s (every byte is an exit), on a machine
+/// whose two cores were loaded four times over.
+const SCENARIO_TIMEOUT_SECS: u64 = 180;
 /// The exit code of a `monovirt run` that L1's init killed (128 + SIGKILL).
 const SCENARIO_TIMED_OUT_RC: i32 = 137;
 /// How far below its configured memory an L2 guest's MemTotal may be: what the firmware
@@ -584,6 +585,15 @@ fn check_l2(scenario: &Scenario, text: &[&str], failures: &mut Vec<String>) {
         }
         Some(_) => {}
     }
+    if find(markers, "MONOVIRT-L2-RESULT").is_some()
+        && find(markers, "MONOVIRT-L2-TIMER-OK").is_none()
+    {
+        let clockevent = find(markers, "MONOVIRT-L2-RESULT").and_then(|m| m.field("clockevent"));
+        failures.push(format!(
+            "{name}: L2 never woke from a 0.1 s sleep (no MONOVIRT-L2-TIMER-OK; its clock \
+             event device is {clockevent:?})"
+        ));
+    }
     match find(markers, "MONOVIRT-L2-RESULT") {
         None => failures.push(format!("{name}: no MONOVIRT-L2-RESULT line")),
         Some(m) => {
@@ -753,7 +763,12 @@ fn l2_images_boot_under_qemu() -> Result<()> {
 /// from the bzImage and from the ELF vmlinux (PVH), sees every vCPU and the configured
 /// memory, and its poweroff and reboot end `monovirt run` as they should.
 #[test]
-#[ignore = "needs `monovirt run` (issue 3, the VMM) to boot Linux; run with --ignored"]
+// Left out of the default run until the VMM gives L2 a working timer: its CPUID lacks the
+// TSC-deadline bit (KVM emulates it, but KVM_GET_SUPPORTED_CPUID never reports it; VMMs
+// set it when KVM_CAP_TSC_DEADLINE_TIMER is there), so under TCG the L2 kernel fails to
+// calibrate its LAPIC timer, falls back to the PIT, whose interrupts stop after boot, and
+// hangs at its first sleep. With that bit set, every check here passes.
+#[ignore = "monovirt run's L2 guest has no working timer yet (no TSC-deadline in CPUID); run with --ignored"]
 fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
     const TEST: &str = "l2_debian_kernel_boots_under_monovirt";
     let scenarios = [
@@ -805,7 +820,8 @@ fn serial_log_parsing() {
         MONOVIRT-L1-SCENARIO-BEGIN name=a\n\
         [    0.1] Linux version 6.1\n\
         MONOVIRT-L2-INIT-OK kernel=6.1 task=poweroff\n\
-        MONOVIRT-L2-RESULT cpus=2 online=0-1 memtotal_kb=480000\n\
+        MONOVIRT-L2-RESULT cpus=2 online=0-1 memtotal_kb=480000 clockevent=lapic-deadline\n\
+        MONOVIRT-L2-TIMER-OK\n\
         MONOVIRT-L2-POWEROFF\n\
         MONOVIRT-L1-SCENARIO-END name=a rc=0 start=1.50 end=4.00\n\
         MONOVIRT-L1-SCENARIO-BEGIN name=b\n\
@@ -818,8 +834,8 @@ fn serial_log_parsing() {
     let a = scenario_run(serial, "a").expect("scenario a");
     assert_eq!(a.rc, Some(0));
     assert_eq!(a.seconds, Some(2.5));
-    assert_eq!(a.markers.len(), 3);
-    assert_eq!(a.text.len(), 4);
+    assert_eq!(a.markers.len(), 4);
+    assert_eq!(a.text.len(), 5);
 
     let b = scenario_run(serial, "b").expect("scenario b");
     assert_eq!(b.rc, None, "an unfinished scenario has no exit code");
@@ -848,6 +864,13 @@ fn serial_log_parsing() {
     };
     check_scenario(&wrong, serial, &mut failures);
     assert_eq!(failures.len(), 2, "{failures:?}");
+
+    // A guest whose timer never fires stops at its first sleep.
+    let stuck = serial.replace("MONOVIRT-L2-TIMER-OK\n", "");
+    let mut failures = Vec::new();
+    check_scenario(&scenario, &stuck, &mut failures);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].contains("lapic-deadline"), "{failures:?}");
 }
 
 /// A reboot counts only when monovirt itself names it and exits non-zero: the guest's
@@ -866,7 +889,8 @@ fn reboot_report_checks() {
         format!(
             "MONOVIRT-L1-SCENARIO-BEGIN name=r\n\
              MONOVIRT-L2-INIT-OK kernel=6.1 task=reboot\n\
-             MONOVIRT-L2-RESULT cpus=1 online=0 memtotal_kb=220000\n\
+             MONOVIRT-L2-RESULT cpus=1 online=0 memtotal_kb=220000 clockevent=pit\n\
+             MONOVIRT-L2-TIMER-OK\n\
              MONOVIRT-L2-REBOOT\n\
              [    2.5] reboot: Restarting system\n\
              {report}\n\

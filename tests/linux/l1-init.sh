@@ -43,7 +43,7 @@ fi
 # Runs one scenario: `scenario NAME ARGS...` runs `monovirt run ARGS...`, bounded by
 # SCENARIO_TIMEOUT seconds, between lines that name it and give its exit code. At the
 # timeout monovirt gets SIGKILL, which it cannot handle, so rc=137 means exactly that.
-SCENARIO_TIMEOUT=120
+SCENARIO_TIMEOUT=180
 scenario() {
     name=$1
     shift

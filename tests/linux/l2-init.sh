@@ -28,12 +28,16 @@ done
 
 echo "MONOVIRT-L2-INIT-OK kernel=$(uname -r) task=$task"
 
-# The facts the tests check: every vCPU online, and the memory the kernel manages.
+# The facts the tests check: every vCPU online, the memory the kernel manages, and a
+# timer that wakes a sleeping task (without one, nothing after the first sleep runs).
 facts() {
     cpus=$(grep -c '^processor' /proc/cpuinfo)
     online=$(cat /sys/devices/system/cpu/online)
     memtotal=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)
-    echo "MONOVIRT-L2-RESULT cpus=$cpus online=$online memtotal_kb=$memtotal"
+    clockevent=$(cat /sys/devices/system/clockevents/clockevent0/current_device)
+    echo "MONOVIRT-L2-RESULT cpus=$cpus online=$online memtotal_kb=$memtotal clockevent=$clockevent"
+    usleep 100000
+    echo "MONOVIRT-L2-TIMER-OK"
 }
 
 # Loads every module listed in /etc/modules (dependencies come first there).
