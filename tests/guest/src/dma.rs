@@ -51,7 +51,7 @@ unsafe impl Hal for GuestHal {
     }
 
     unsafe fn mmio_phys_to_virt(paddr: PhysAddr, size: usize) -> NonNull<u8> {
-        paging::identity_map(paddr, size as u64);
+        paging::identity_map(paddr, size as u64, false);
         NonNull::new(paddr as *mut u8).expect("a BAR at physical address 0")
     }
 

@@ -21,7 +21,7 @@
 //! | `cmdline.truncated` | `1` if longer than the guest's 2 KiB buffer |
 //! | `e820.count`, `e820.N` | entries; `start,size,type` (hex, hex, decimal) |
 //! | `mem.total` | bytes of type-1 RAM in the map (decimal) |
-//! | `initrd` | `start,size` (hex) or `none`; then `initrd.crc32` (IEEE, `0x%08x`) |
+//! | `initrd` | `start,size` (hex) or `none`; then `initrd.crc32` (IEEE, `0x%08x`, or `not in RAM`) |
 //! | `action`, `smp.enabled` | what the command line asked for (see [`cmdline`]) |
 //! | `cpuid.vendor`, `cpuid.max_leaf`, `cpuid.max_ext_leaf`, `cpuid.signature` | leaf 0 and 1 |
 //! | `cpuid.hypervisor` | signature of leaf 0x40000000 (`KVMKVMKVM`) or `none`; `.max_leaf` |
@@ -172,16 +172,27 @@ mod guest {
         match info.initrd {
             Some((start, size)) => {
                 kv!("initrd", "{start:#x},{size:#x}");
+                let in_ram = start.checked_add(size).is_some_and(|end| {
+                    info.e820().iter().any(|e| {
+                        e.kind == crate::bootinfo::E820_RAM
+                            && e.addr <= start
+                            && e.addr.saturating_add(e.size) >= end
+                    })
+                });
+                if in_ram {
+                    // RAM above 4 GiB is outside the boot identity map: map it first.
+                    crate::paging::identity_map(start, size, true);
+                }
                 match start.checked_add(size) {
-                    Some(end) if start != 0 && end <= 1 << 32 => {
-                        // SAFETY: the initrd lies in the identity map (checked) where the VMM
-                        // loaded it; it is only read.
+                    Some(_) if start != 0 && in_ram => {
+                        // SAFETY: the initrd lies in e820 RAM, identity-mapped (above), where
+                        // the VMM loaded it; it is only read.
                         let bytes = unsafe {
                             core::slice::from_raw_parts(start as *const u8, size as usize)
                         };
                         kv!("initrd.crc32", "{:#010x}", crc32fast::hash(bytes));
                     }
-                    _ => kv!("initrd.crc32", "unmapped"),
+                    _ => kv!("initrd.crc32", "not in RAM"),
                 }
             }
             None => kv!("initrd", "none"),

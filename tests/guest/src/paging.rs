@@ -1,5 +1,6 @@
-//! Extends the boot identity map (low 4 GiB, from [`crate::boot`]) to MMIO above 4 GiB, such
-//! as 64-bit PCI BARs: 2 MiB pages, uncached, page tables from the DMA pool.
+//! Extends the boot identity map (low 4 GiB, from [`crate::boot`]) above 4 GiB: 64-bit PCI
+//! BARs (uncached) and RAM such as a high initrd (write-back); 2 MiB pages, page tables from
+//! the DMA pool.
 
 use crate::dma;
 use x86_64::structures::paging::{PageTable, PageTableFlags as F};
@@ -32,8 +33,9 @@ unsafe fn next_table(table: &mut PageTable, index: usize) -> &mut PageTable {
     unsafe { &mut *(entry.addr().as_u64() as *mut PageTable) }
 }
 
-/// Identity-maps `[addr, addr + len)` (uncached) if it is not mapped yet.
-pub fn identity_map(addr: u64, len: u64) {
+/// Identity-maps `[addr, addr + len)` if it is not mapped yet: write-back for RAM (`cached`),
+/// uncached for MMIO.
+pub fn identity_map(addr: u64, len: u64, cached: bool) {
     let end = addr.saturating_add(len.max(1));
     if end <= 1 << 32 {
         return;
@@ -51,7 +53,10 @@ pub fn identity_map(addr: u64, len: u64) {
         // SAFETY: walking our own identity-mapped tables.
         let pd = unsafe { next_table(next_table(pml4, i4), i3) };
         if pd[i2].is_unused() {
-            let flags = F::PRESENT | F::WRITABLE | F::HUGE_PAGE | F::NO_CACHE | F::WRITE_THROUGH;
+            let mut flags = F::PRESENT | F::WRITABLE | F::HUGE_PAGE;
+            if !cached {
+                flags |= F::NO_CACHE | F::WRITE_THROUGH;
+            }
             pd[i2].set_addr(x86_64::PhysAddr::new(page), flags);
             x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(page));
         }

@@ -19,7 +19,7 @@ pub fn report(platform: &Platform, options: &Options) {
         return;
     };
     let buses = u64::from(last_bus) + 1;
-    paging::identity_map(base, buses << 20);
+    paging::identity_map(base, buses << 20, false);
     // SAFETY: the MCFG names this window as ECAM for buses up to `last_bus`; it is
     // identity-mapped (uncached) and nothing else in the guest touches it.
     let cam = unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) };
