@@ -76,19 +76,24 @@ impl Machine {
     }
 
     /// Makes one buffer available on the queue at `rings` and kicks queue `q`.
-    fn submit(&self, bar: u64, q: u64, rings: u64, buf: u64, len: u32, writable: bool) {
+    fn submit(
+        &self,
+        bar: u64,
+        q: u64,
+        rings: u64,
+        buf: u64,
+        len: u32,
+        writable: bool,
+    ) -> Result<()> {
         let mut d = [0u8; 16];
         d[0..8].copy_from_slice(&buf.to_le_bytes());
         d[8..12].copy_from_slice(&len.to_le_bytes());
         d[12..14].copy_from_slice(&(if writable { 2u16 } else { 0 }).to_le_bytes());
-        self.mem.write_slice(&d, GuestAddress(rings)).unwrap();
-        self.mem
-            .write_obj(0u16, GuestAddress(rings + 0x1004))
-            .unwrap();
-        self.mem
-            .write_obj(1u16, GuestAddress(rings + 0x1002))
-            .unwrap();
+        self.mem.write_slice(&d, GuestAddress(rings))?;
+        self.mem.write_obj(0u16, GuestAddress(rings + 0x1004))?;
+        self.mem.write_obj(1u16, GuestAddress(rings + 0x1002))?;
         self.write(bar + NOTIFY_OFFSET + 4 * q, 2, q);
+        Ok(())
     }
 
     /// Waits (bounded) for the first used entry of the queue at `rings`; its length.
@@ -226,7 +231,7 @@ fn guest_view_of_virtio_pci_devices() -> Result<()> {
     m.activate(console, 1, 0x4_0000);
     m.mem
         .write_slice(b"hello from hvc0\n", GuestAddress(0x5_0000))?;
-    m.submit(console, 1, 0x4_0000, 0x5_0000, 16, false);
+    m.submit(console, 1, 0x4_0000, 0x5_0000, 16, false)?;
     assert_eq!(m.wait_used(0x4_0000)?, 0);
     assert_eq!(std::fs::read(hvc0.as_path())?, b"hello from hvc0\n");
     drop(manager);
