@@ -201,7 +201,7 @@ mod guest {
 
     fn report_timers(platform: &tables::Platform, lapic: Lapic) -> Option<kvmclock::KvmClock> {
         // LAPIC timer: one-shot interrupt on TIMER_VECTOR.
-        lapic.one_shot(interrupts::TIMER_VECTOR, 0x10000);
+        lapic.one_shot(interrupts::TIMER_VECTOR, 0x1000);
         x86_64::instructions::interrupts::enable();
         let fired = pit::wait_until(1_000_000, || {
             interrupts::count(interrupts::TIMER_VECTOR) > 0
@@ -213,7 +213,7 @@ mod guest {
         match &clock {
             Some(clock) => {
                 let (t0, flags) = clock.now_ns();
-                pit::wait_us(10_000);
+                pit::wait_us(1_000);
                 let (t1, _) = clock.now_ns();
                 kv!(
                     "kvmclock",

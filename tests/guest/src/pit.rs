@@ -109,13 +109,13 @@ pub fn ch0_counting() -> bool {
     (0..1_000_000).any(|_| read_counter(0) != first)
 }
 
-/// Runs channel 2 in mode 0 for 10 ms with its gate opened through port 0x61 and reports
+/// Runs channel 2 in mode 0 for 1 ms with its gate opened through port 0x61 and reports
 /// whether its counter moved and OUT2 (port 0x61 bit 5) rose at terminal count.
 pub fn ch2_one_shot() -> (bool, bool) {
     let port_b = inb(PORT_B);
     outb(PORT_B, (port_b & !0x02) | 0x01); // gate on, speaker off
     outb(CMD, 0xb0); // channel 2, lobyte/hibyte, mode 0, binary
-    let count = (HZ / 100) as u16;
+    let count = (HZ / 1000) as u16;
     let [lo, hi] = count.to_le_bytes();
     outb(CH2, lo);
     outb(CH2, hi);

@@ -95,6 +95,8 @@ mod bringup {
         let vector = (page >> 12) as u32;
         // Linux skips the 10 ms INIT de-assert wait on CPUs that do not need it; a vCPU never does.
         let init_wait_us = if hypervisor { 10 } else { 10_000 };
+        // Likewise after each SIPI: 10 us where Linux skips the long delays, 200 us otherwise.
+        let sipi_wait_us = if hypervisor { 10 } else { 200 };
         for (slot, &apic_id) in (1..MAX_CPUS).zip(cpus.iter().filter(|&&id| id != bsp_id)) {
             let stack_top = AP_STACKS.0.get() as u64 + ((slot + 1) * AP_STACK_SIZE) as u64;
             AP_STACK_TOP.store(stack_top, Ordering::Release);
@@ -104,7 +106,7 @@ mod bringup {
             pit::wait_us(init_wait_us);
             for _ in 0..2 {
                 sent &= lapic.send_ipi(apic_id, ICR_STARTUP | vector);
-                pit::wait_us(200);
+                pit::wait_us(sipi_wait_us);
             }
             let online = pit::wait_until(2_000_000, || AP_ONLINE.load(Ordering::Acquire) > before);
             if !online {
