@@ -1,27 +1,22 @@
-//! Crash safety over HTTP: an API server (the real `apiserver` router on the real store,
-//! on 127.0.0.1:0 with a temporary data dir) is SIGKILLed at random moments while
-//! concurrent clients create VirtualMachines over HTTP; after each kill it is restarted
-//! on the same data dir, and every create that got a 201 must be readable.
+//! Crash safety over HTTP: the real binary (`monovirt serve` on 127.0.0.1:0 with a
+//! temporary data dir) is SIGKILLed at random moments while concurrent clients create
+//! VirtualMachines over HTTP; after each kill it is restarted on the same data dir, and
+//! every create that got a 201 must be readable.
 //!
-//! The server process is this test binary re-executed with `MONOVIRT_CRASH_SERVER` set;
-//! it prints `@listening ADDR` once bound. Bounded: a fixed number of rounds, each killed
-//! within a second and a half of starting the load.
+//! `serve` prints `listening on http://ADDR` on stdout once bound. Bounded: a fixed number
+//! of rounds, each killed within a second and a half of starting the load.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use monovirt::apiserver::{AppState, Listeners};
-use monovirt::store::Objects;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SERVER_ENV: &str = "MONOVIRT_CRASH_SERVER";
-const TEST_NAME: &str = "acknowledged_http_creates_survive_sigkill";
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 4;
 const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
@@ -34,25 +29,6 @@ fn random_below(n: u64) -> u64 {
             .subsec_nanos(),
     );
     (nanos ^ uuid::Uuid::new_v4().as_u64_pair().0) % n
-}
-
-/// The server: binds 127.0.0.1:0, reports the address, serves until killed.
-async fn server(dir: &str) {
-    let objects = Objects::open(std::path::Path::new(dir)).expect("server opens the store");
-    let state = AppState::new(objects, api::resource::resources().to_vec());
-    let listeners = Listeners::bind("127.0.0.1:0".parse().expect("address"), None)
-        .await
-        .expect("bind");
-    let addr = listeners.local_addr().expect("bound address");
-    {
-        let mut out = std::io::stdout().lock();
-        // A leading newline: libtest prints "test … " without one.
-        writeln!(out, "\n@listening {addr}").expect("stdout");
-        out.flush().expect("stdout flush");
-    }
-    monovirt::apiserver::run(listeners, state, std::future::pending())
-        .await
-        .expect("serve");
 }
 
 fn vm(name: &str) -> Value {
@@ -120,10 +96,11 @@ impl Drop for Server {
 }
 
 fn start_server(dir: &std::path::Path) -> (Server, SocketAddr) {
-    let exe = std::env::current_exe().expect("test binary path");
-    let mut child = Command::new(exe)
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
-        .env(SERVER_ENV, dir)
+    let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0"])
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -135,7 +112,7 @@ fn start_server(dir: &std::path::Path) -> (Server, SocketAddr) {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(addr) = line.strip_prefix("@listening ") {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
                 let _ = tx.send(addr.parse::<SocketAddr>().expect("address"));
             }
         }
@@ -148,12 +125,6 @@ fn start_server(dir: &std::path::Path) -> (Server, SocketAddr) {
 
 #[test]
 fn acknowledged_http_creates_survive_sigkill() {
-    if let Ok(dir) = std::env::var(SERVER_ENV) {
-        tokio::runtime::Runtime::new()
-            .expect("runtime")
-            .block_on(server(&dir));
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let acked: Arc<Mutex<HashMap<String, String>>> = Arc::default();
