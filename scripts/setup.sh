@@ -25,11 +25,22 @@ APT_PACKAGES=(
     etcd-server
     iproute2
     nftables
+    # IBM Z (s390x) and IBM Power (ppc64le) cross builds (docs/arches.md): the cross
+    # linkers and C libraries .cargo/config.toml names, and qemu-user, the runner that
+    # executes the cross-built unit tests.
+    gcc-s390x-linux-gnu
+    libc6-dev-s390x-cross
+    gcc-powerpc64le-linux-gnu
+    libc6-dev-ppc64el-cross
+    qemu-user
 )
 
 RUST_TARGETS=(
     # The freestanding test guest (tests/guest).
     x86_64-unknown-none
+    # IBM Z and IBM Power (docs/arches.md).
+    s390x-unknown-linux-gnu
+    powerpc64le-unknown-linux-gnu
 )
 
 RUST_COMPONENTS=(
