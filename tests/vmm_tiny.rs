@@ -201,3 +201,37 @@ fn bad_kernels_are_clear_errors() {
     .expect("PVH without note fails");
     assert!(format!("{:#}", anyhow::Error::from(err)).contains("no PVH entry note"));
 }
+
+#[test]
+fn dropping_the_last_handle_kills_the_vm() {
+    if !kvm_available() {
+        return;
+    }
+    let kernel = TempFile::new("dots", &elf(DOTS, true));
+    let ring = ConsoleRing::new(64);
+    let h = boot(config("orphan", &kernel, &ring));
+    assert!(ring.wait_for(".", WAIT));
+    let clone = h.clone();
+    drop(h);
+    let before = ring.total();
+    assert!(
+        ring.wait_for_total(before + 3, WAIT),
+        "a remaining clone keeps the VM running"
+    );
+    drop(clone);
+    // Unreachable now: it must stop printing (the guest prints without end otherwise).
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut last = ring.total();
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = ring.total();
+        if now == last {
+            break;
+        }
+        last = now;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphaned VM still runs"
+        );
+    }
+}

@@ -86,6 +86,16 @@ impl ConsoleRing {
         self.inner.0.lock().unwrap_or_else(|e| e.into_inner()).total
     }
 
+    /// Waits until at least `total` bytes have ever been written, up to `timeout`.
+    pub fn wait_for_total(&self, total: u64, timeout: Duration) -> bool {
+        let (lock, cv) = &*self.inner;
+        let st = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (st, _) = cv
+            .wait_timeout_while(st, timeout, |s| s.total < total)
+            .unwrap_or_else(|e| e.into_inner());
+        st.total >= total
+    }
+
     /// Waits until the held text contains `needle`, up to `timeout`.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -63,7 +63,30 @@ pub struct Request {
     pub reply: oneshot::Sender<Result<(), CommandError>>,
 }
 
-/// Cloneable handle to one VM.
+/// Kills the VM when the last handle goes: a VM nobody can reach must not run on.
+struct Owner {
+    tx: mpsc::Sender<Request>,
+    kick: Arc<EventFd>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let (reply, _) = oneshot::channel();
+        if self
+            .tx
+            .send(Request {
+                command: Command::Kill,
+                reply,
+            })
+            .is_ok()
+        {
+            // If the kick fails the event thread is already gone.
+            let _ = self.kick.write(1);
+        }
+    }
+}
+
+/// Cloneable handle to one VM. Dropping the last clone kills the VM.
 #[derive(Clone)]
 pub struct VmHandle {
     name: Arc<str>,
@@ -71,6 +94,7 @@ pub struct VmHandle {
     kick: Arc<EventFd>,
     exit: Arc<ExitSlot>,
     exit_rx: watch::Receiver<Option<ExitReason>>,
+    _owner: Arc<Owner>,
 }
 
 impl VmHandle {
@@ -81,12 +105,17 @@ impl VmHandle {
         exit: Arc<ExitSlot>,
         exit_rx: watch::Receiver<Option<ExitReason>>,
     ) -> Self {
+        let owner = Arc::new(Owner {
+            tx: tx.clone(),
+            kick: kick.clone(),
+        });
         Self {
             name,
             tx,
             kick,
             exit,
             exit_rx,
+            _owner: owner,
         }
     }
 

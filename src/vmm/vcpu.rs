@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use kvm_bindings::{
-    kvm_run, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+    kvm_run, KVM_EXIT_INTERNAL_ERROR, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
@@ -195,10 +196,26 @@ fn run_loop(index: u32, fd: &mut VcpuFd, ctx: &VcpuContext) {
             }),
         };
         fd.set_kvm_immediate_exit(0);
+        let outcome = outcome.map(|reason| with_internal_error_detail(fd, reason));
         if let Some(reason) = outcome {
             ctx.exit.report(reason);
             return;
         }
+    }
+}
+
+/// Adds KVM's suberror to an internal-error crash (1 = emulation failure, the usual one).
+fn with_internal_error_detail(fd: &mut VcpuFd, reason: ExitReason) -> ExitReason {
+    let run = fd.get_kvm_run();
+    match reason {
+        ExitReason::Crash { detail } if run.exit_reason == KVM_EXIT_INTERNAL_ERROR => {
+            // SAFETY: KVM filled the `internal` member of the exit union for this exit reason.
+            let suberror = unsafe { run.__bindgen_anon_1.internal.suberror };
+            ExitReason::Crash {
+                detail: format!("{detail} (suberror {suberror})"),
+            }
+        }
+        other => other,
     }
 }
 
