@@ -99,6 +99,12 @@ pub fn index() -> Value {
     json!({ "paths": paths })
 }
 
+/// Built-in kinds (core and `*.k8s.io` groups), which take strategic merge patches, versus
+/// custom resources, which do not (the store's rule).
+fn is_builtin(def: &ResourceDef) -> bool {
+    def.group.is_empty() || def.group.ends_with(".k8s.io") || !def.group.contains('.')
+}
+
 fn gvk(def: &ResourceDef) -> Value {
     json!({"group": def.group, "version": def.version, "kind": def.kind})
 }
@@ -247,12 +253,23 @@ fn build(group: &'static str, version: &'static str) -> Value {
             p.push(path_param("name", &format!("name of the {}", def.kind)));
             p
         };
-        let patch_types = [
-            "application/json-patch+json",
-            "application/merge-patch+json",
-            "application/strategic-merge-patch+json",
-            "application/apply-patch+yaml",
-        ];
+        // kubectl apply sends a strategic merge patch whenever the PATCH operation lists its
+        // media type, so only built-in kinds list it; custom resources (KubeVirt's, CDI's)
+        // get JSON merge patches, as against a real CRD (the store answers 415 otherwise).
+        let patch_types: &[&str] = if is_builtin(def) {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        } else {
+            &[
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/apply-patch+yaml",
+            ]
+        };
         let item_ops = |sub: &str| {
             let mut ops = Map::new();
             let id = |verb: &str| format!("{verb}{sub}");
@@ -369,6 +386,22 @@ mod tests {
                 Some(doc.hash.as_str())
             );
         }
+    }
+
+    #[test]
+    fn strategic_merge_patch_only_for_built_in_kinds() {
+        let smp = |group: &str, version: &str, path: &str| {
+            let doc = document(group, version).expect("document");
+            doc.body["paths"][path]["patch"]["requestBody"]["content"]
+                .get("application/strategic-merge-patch+json")
+                .is_some()
+        };
+        assert!(!smp(
+            "kubevirt.io",
+            "v1",
+            "/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachines/{name}"
+        ));
+        assert!(smp("", "v1", "/api/v1/nodes/{name}"));
     }
 
     #[test]
