@@ -4,5 +4,7 @@
 
 pub mod apiserver;
 pub mod client;
+pub mod controller;
+pub mod scheduler;
 pub mod store;
 pub mod vmm;

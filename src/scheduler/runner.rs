@@ -1,0 +1,224 @@
+//! The scheduling loop: watches nodes and VMIs, and after every batch of changes (and on a
+//! periodic resync) tries to place each unscheduled VMI with [`super::schedule`]. A placed
+//! VMI is bound by writing `status.nodeName`, phase Scheduled and the `kubevirt.io/nodeName`
+//! label; an unplaceable one gets condition PodScheduled=False (reason Unschedulable).
+
+use super::{cluster, schedule};
+use crate::client::{Api, Client, ClientError};
+use crate::controller::reflector::{reflect, Cache};
+use crate::store::{Patch, WriteOptions};
+use api::core::node::Node;
+use api::kubevirt::condition::Condition;
+use api::kubevirt::virtualmachineinstance::{VirtualMachineInstance, VirtualMachineInstancePhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The label KubeVirt sets on a VMI (and its pod) naming its node.
+pub const NODE_NAME_LABEL: &str = "kubevirt.io/nodeName";
+/// How often every unscheduled VMI is retried even without changes.
+pub const RESYNC: Duration = Duration::from_secs(30);
+/// The scheduler names this scheduler answers to (unset means the default).
+const SCHEDULER_NAMES: &[&str] = &["default-scheduler", "monovirt"];
+
+/// Errors of one binding or status write.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("Writing VMI {0} failed")]
+    Write(String, #[source] ClientError),
+    #[error("VMI status does not encode")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// Whether `vmi` waits for a node: not deleted, no node, phase unset or Pending/Scheduling,
+/// and meant for this scheduler.
+pub fn is_unscheduled(vmi: &VirtualMachineInstance) -> bool {
+    let phase = vmi.status.as_ref().and_then(|s| s.phase);
+    vmi.metadata.deletion_timestamp.is_none()
+        && cluster::node_of(vmi).is_none()
+        && matches!(
+            phase,
+            None | Some(
+                VirtualMachineInstancePhase::Pending | VirtualMachineInstancePhase::Scheduling
+            )
+        )
+        && vmi
+            .spec
+            .scheduler_name
+            .as_deref()
+            .is_none_or(|n| n.is_empty() || SCHEDULER_NAMES.contains(&n))
+}
+
+/// Runs the scheduler until `shutdown`.
+pub async fn run(client: Client, shutdown: CancellationToken) {
+    let vmi_def = api::resource::find_kind("kubevirt.io", "VirtualMachineInstance")
+        .expect("the registry serves VirtualMachineInstance");
+    let node_def = api::resource::find_kind("", "Node").expect("the registry serves Node");
+    let vmis: Cache<VirtualMachineInstance> = Cache::default();
+    let nodes: Cache<Node> = Cache::default();
+    let (vmi_tx, mut vmi_rx) = mpsc::unbounded_channel();
+    let (node_tx, mut node_rx) = mpsc::unbounded_channel();
+    tokio::spawn(reflect(
+        Api::all(client.clone(), vmi_def),
+        vmis.clone(),
+        vmi_tx,
+        shutdown.clone(),
+    ));
+    tokio::spawn(reflect(
+        Api::all(client.clone(), node_def),
+        nodes.clone(),
+        node_tx,
+        shutdown.clone(),
+    ));
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            Some(_) = vmi_rx.recv() => {}
+            Some(_) = node_rx.recv() => {}
+            _ = resync.tick() => {}
+        }
+        // One pass for a whole batch of changes.
+        while vmi_rx.try_recv().is_ok() || node_rx.try_recv().is_ok() {}
+        let node_list: Vec<Node> = nodes.list().iter().map(|n| (**n).clone()).collect();
+        let mut vmi_list: Vec<VirtualMachineInstance> =
+            vmis.list().iter().map(|v| (**v).clone()).collect();
+        if let Err(e) = pass(&client, vmi_def, &node_list, &mut vmi_list).await {
+            tracing::warn!("scheduling pass: {e}");
+        }
+    }
+}
+
+/// Schedules every unscheduled VMI in `vmis` (oldest first), updating `vmis` with each
+/// binding so later VMIs of the pass see it.
+pub async fn pass(
+    client: &Client,
+    vmi_def: &'static api::resource::ResourceDef,
+    nodes: &[Node],
+    vmis: &mut [VirtualMachineInstance],
+) -> Result<(), SchedulerError> {
+    let mut order: Vec<usize> = (0..vmis.len())
+        .filter(|&i| is_unscheduled(&vmis[i]))
+        .collect();
+    order.sort_by(|&a, &b| {
+        let t = |i: usize| vmis[i].metadata.creation_timestamp.clone().map(|t| t.0);
+        t(a).cmp(&t(b))
+    });
+    for i in order {
+        let vmi = &vmis[i];
+        let ns = vmi.metadata.namespace.clone().unwrap_or_default();
+        let name = vmi.metadata.name.clone().unwrap_or_default();
+        let api: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), vmi_def, &ns);
+        match schedule(vmi, nodes, vmis) {
+            Ok(node) => {
+                tracing::info!(vmi = %format!("{ns}/{name}"), %node, "binding");
+                match bind(&api, vmi, &node).await {
+                    Ok(bound) => vmis[i] = bound,
+                    // Changed or deleted meanwhile: the watch brings it back.
+                    Err(SchedulerError::Write(_, e)) if matches!(e.code(), Some(404 | 409)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(unschedulable) => {
+                let message = unschedulable.to_string();
+                if let Err(e) = mark_unschedulable(&api, vmi, &message).await {
+                    tracing::warn!(vmi = %format!("{ns}/{name}"), "{e}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now() -> Time {
+    Time(crate::controller::clock::now())
+}
+
+/// Binds `vmi` to `node`: the label, then status nodeName, phase Scheduled and its
+/// transition time; PodScheduled becomes True.
+async fn bind(
+    api: &Api<VirtualMachineInstance>,
+    vmi: &VirtualMachineInstance,
+    node: &str,
+) -> Result<VirtualMachineInstance, SchedulerError> {
+    let name = vmi.metadata.name.clone().unwrap_or_default();
+    let write = |e| SchedulerError::Write(name.clone(), e);
+    let labelled = api
+        .patch(
+            &name,
+            Patch::Merge(json!({"metadata": {
+                "resourceVersion": vmi.metadata.resource_version,
+                "labels": {NODE_NAME_LABEL: node}}})),
+            &WriteOptions::default(),
+        )
+        .await
+        .map_err(write)?;
+    let mut status = vmi.status.clone().unwrap_or_default();
+    status.node_name = Some(node.to_string());
+    status.phase = Some(VirtualMachineInstancePhase::Scheduled);
+    status.phase_transition_timestamps.push(
+        api::kubevirt::virtualmachineinstance::PhaseTransitionTimestamp {
+            phase: Some(VirtualMachineInstancePhase::Scheduled),
+            phase_transition_timestamp: Some(now()),
+        },
+    );
+    set_condition(&mut status.conditions, Condition::new("PodScheduled", true));
+    let status = serde_json::to_value(&status).map_err(SchedulerError::Encode)?;
+    api.patch_status(
+        &name,
+        Patch::Merge(json!({
+            "metadata": {"resourceVersion": labelled.metadata.resource_version},
+            "status": status,
+        })),
+    )
+    .await
+    .map_err(write)
+}
+
+/// Replaces the condition of the same type, keeping its transition time when the status
+/// did not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(old) => {
+            new.last_transition_time = if old.status == new.status {
+                old.last_transition_time.clone()
+            } else {
+                Some(now())
+            };
+            *old = new;
+        }
+        None => {
+            new.last_transition_time = Some(now());
+            conditions.push(new);
+        }
+    }
+}
+
+/// Sets PodScheduled=False, reason Unschedulable, unless it already says `message`.
+async fn mark_unschedulable(
+    api: &Api<VirtualMachineInstance>,
+    vmi: &VirtualMachineInstance,
+    message: &str,
+) -> Result<(), SchedulerError> {
+    let mut status = vmi.status.clone().unwrap_or_default();
+    let current = api::kubevirt::condition::find(&status.conditions, "PodScheduled");
+    if current.is_some_and(|c| !c.is_true() && c.message.as_deref() == Some(message)) {
+        return Ok(());
+    }
+    let name = vmi.metadata.name.clone().unwrap_or_default();
+    tracing::info!(vmi = %name, "{message}");
+    let mut cond = Condition::new("PodScheduled", false);
+    cond.reason = Some("Unschedulable".into());
+    cond.message = Some(message.to_string());
+    set_condition(&mut status.conditions, cond);
+    if status.phase.is_none() {
+        status.phase = Some(VirtualMachineInstancePhase::Pending);
+    }
+    let status: Value = serde_json::to_value(&status).map_err(SchedulerError::Encode)?;
+    api.patch_status(&name, Patch::Merge(json!({"status": status})))
+        .await
+        .map(drop)
+        .map_err(|e| SchedulerError::Write(name, e))
+}
