@@ -1,11 +1,12 @@
 //! PCI enumeration through ECAM (the MCFG's window) with `virtio-drivers`' PCI root: prints
-//! every function on the first bus and runs the device checks of [`crate::blk`] on each
+//! every function on the first bus, enables memory decoding and bus mastering on the virtio
+//! ones (no firmware did), and runs the device checks of [`crate::blk`] on each
 //! virtio-blk function.
 
 use crate::cmdline::Options;
 use crate::tables::Platform;
-use crate::{blk, console, kv, net, paging, rng};
-use virtio_drivers::transport::pci::bus::{Cam, DeviceFunction, MmioCam, PciRoot};
+use crate::{blk, console, kv, net, paging, rng, vsock};
+use virtio_drivers::transport::pci::bus::{Cam, Command, DeviceFunction, MmioCam, PciRoot};
 use virtio_drivers::transport::pci::virtio_device_type;
 use virtio_drivers::transport::DeviceType;
 
@@ -28,6 +29,7 @@ pub fn report(platform: &Platform, options: &Options) {
     let mut count = 0;
     let mut blk_count = 0;
     let mut net_device = None;
+    let mut vsock_device = None;
     let mut others = [None::<(DeviceFunction, DeviceType)>; MAX_BLK];
     let mut other_count = 0;
     for (df, info) in root.enumerate_bus(first_bus) {
@@ -43,11 +45,19 @@ pub fn report(platform: &Platform, options: &Options) {
         );
         if let Some(kind) = virtio_device_type(&info) {
             kv!(core::format_args!("virtio.{df}"), "{kind:?}");
+            // What an OS does before using a device (Linux's pci_enable_device and
+            // pci_set_master): without firmware nobody else turns on memory decoding, and a
+            // function must not answer its BARs nor DMA before that.
+            let (_, command) = root.get_status_command(df);
+            root.set_command(df, command | Command::MEMORY_SPACE | Command::BUS_MASTER);
             if matches!(kind, DeviceType::EntropySource | DeviceType::Console)
                 && other_count < MAX_BLK
             {
                 others[other_count] = Some((df, kind));
                 other_count += 1;
+            }
+            if kind == DeviceType::Socket && vsock_device.is_none() {
+                vsock_device = Some(df);
             }
             if kind == DeviceType::Network && net_device.is_none() {
                 net_device = Some(df);
@@ -70,6 +80,12 @@ pub fn report(platform: &Platform, options: &Options) {
         } else {
             console::check(&mut root, *df, consoles);
             consoles += 1;
+        }
+    }
+    if options.vsock {
+        match vsock_device {
+            Some(df) => vsock::run(&mut root, df),
+            None => kv!("vsock", "none: no virtio-vsock device"),
         }
     }
     if options.net {
