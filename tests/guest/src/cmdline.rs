@@ -12,6 +12,7 @@
 //! | `nosmp` | do not start the application processors |
 //! | `net` | DHCP on the first virtio-net device, then one TCP connection (see [`crate::net`]) |
 //! | `guest.ip=A.B.C.D/N`, `guest.gw=A.B.C.D` | with `net`: a static address instead of DHCP |
+//! | `vsock` | echo over virtio-vsock: connect to the host, then serve one host connection (see [`crate::vsock`]) |
 //! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
 
 /// What the guest does once it has reported everything.
@@ -49,6 +50,8 @@ pub struct Options {
     pub blk_write: bool,
     /// Bring up virtio-net with DHCP and serve one TCP connection (`net`).
     pub net: bool,
+    /// Echo over virtio-vsock in both directions (`vsock`, see [`crate::vsock`]).
+    pub vsock: bool,
     /// A static address instead of DHCP: `guest.ip=A.B.C.D/N`.
     pub ip: Option<([u8; 4], u8)>,
     /// The default gateway with a static address: `guest.gw=A.B.C.D`.
@@ -86,6 +89,7 @@ impl Options {
             net: false,
             ip: None,
             gateway: None,
+            vsock: false,
         };
         for word in cmdline.split(|b| b.is_ascii_whitespace()) {
             match word {
@@ -98,6 +102,7 @@ impl Options {
                 b"nosmp" => options.smp = false,
                 b"blkwrite" => options.blk_write = true,
                 b"net" => options.net = true,
+                b"vsock" => options.vsock = true,
                 _ if word.starts_with(b"guest.ip=") => options.ip = cidr(&word[9..]),
                 _ if word.starts_with(b"guest.gw=") => options.gateway = ipv4(&word[9..]),
                 _ => {}
@@ -122,6 +127,7 @@ mod tests {
                 net: false,
                 ip: None,
                 gateway: None,
+                vsock: false,
             }
         );
     }
@@ -138,10 +144,12 @@ mod tests {
                 net: false,
                 ip: None,
                 gateway: None,
+                vsock: false,
             }
         );
         assert_eq!(Options::parse(b"triplefault").action, Action::TripleFault);
         assert_eq!(Options::parse(b"wait").action, Action::Wait);
+        assert!(Options::parse(b"vsock").vsock);
     }
 
     #[test]

@@ -113,6 +113,8 @@ pub mod rng;
 pub mod serial;
 #[cfg(not(test))]
 pub mod tables;
+#[cfg(not(test))]
+pub mod vsock;
 
 #[cfg(test)]
 pub mod tables {
