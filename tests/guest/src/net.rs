@@ -183,7 +183,9 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, op
     let mut received: u64 = 0;
     let mut crc = crc32fast::Hasher::new();
     let mut replied = false;
-    let start = now();
+    // The deadline moves with every byte received: a long stream on a slow host is fine, a
+    // silent peer is not.
+    let mut last_activity = now();
     loop {
         let t = now();
         iface.poll(t, &mut dev, &mut sockets);
@@ -218,6 +220,7 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, op
             kv!("net.tcp.listen", "{TCP_PORT}");
         }
         while socket.can_recv() {
+            last_activity = t;
             let _ = socket.recv(|data| {
                 received += data.len() as u64;
                 crc.update(data);
@@ -237,7 +240,7 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, op
             kv!("net.tcp", "closed");
             return;
         }
-        if (t - start).total_millis() > if listening { 120_000 } else { 15_000 } {
+        if (t - last_activity).total_millis() > if listening { 120_000 } else { 15_000 } {
             kv!(
                 "net",
                 "timeout ({})",
