@@ -768,7 +768,6 @@ fn l2_images_boot_under_qemu() -> Result<()> {
 // set it when KVM_CAP_TSC_DEADLINE_TIMER is there), so under TCG the L2 kernel fails to
 // calibrate its LAPIC timer, falls back to the PIT, whose interrupts stop after boot, and
 // hangs at its first sleep. With that bit set, every check here passes.
-#[ignore = "monovirt run's L2 guest has no working timer yet (no TSC-deadline in CPUID); run with --ignored"]
 fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
     const TEST: &str = "l2_debian_kernel_boots_under_monovirt";
     let scenarios = [

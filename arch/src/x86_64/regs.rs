@@ -142,20 +142,33 @@ mod kvm {
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(RegsError::SupportedCpuid)?;
+        // KVM emulates the LAPIC's TSC-deadline mode but never reports it in
+        // KVM_GET_SUPPORTED_CPUID; the VMM advertises it when the capability is there.
+        // Without it Linux fails to verify its APIC timer and falls back to the PIT.
+        let tsc_deadline = kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer);
         Ok(cpuid
             .as_slice()
             .iter()
-            .map(|e| CpuidEntry {
-                function: e.function,
-                index: e.index,
-                flags: e.flags,
-                eax: e.eax,
-                ebx: e.ebx,
-                ecx: e.ecx,
-                edx: e.edx,
+            .map(|e| {
+                let mut ecx = e.ecx;
+                if tsc_deadline && e.function == 1 {
+                    ecx |= LEAF1_ECX_TSC_DEADLINE;
+                }
+                CpuidEntry {
+                    function: e.function,
+                    index: e.index,
+                    flags: e.flags,
+                    eax: e.eax,
+                    ebx: e.ebx,
+                    ecx,
+                    edx: e.edx,
+                }
             })
             .collect())
     }
+
+    /// CPUID leaf 1 ECX bit 24: the LAPIC timer supports TSC-deadline mode.
+    const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 
     fn kvm_segment(s: &Segment) -> kvm_segment {
         kvm_segment {
