@@ -86,10 +86,21 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     writeln!(out, "listening on http://{addr}")?;
     out.flush()?;
     drop(out);
-    server
-        .run(shutdown_signal())
-        .await
-        .context("serving the API")?;
+    // The control-plane roles beside the API, over an in-process client.
+    let roles = tokio_util::sync::CancellationToken::new();
+    let client = monovirt::client::Client::local(server.objects().clone());
+    let tasks = [
+        tokio::spawn(monovirt::controller::vm::run(client.clone(), roles.clone())),
+        tokio::spawn(monovirt::scheduler::runner::run(client, roles.clone())),
+    ];
+    let served = server.run(shutdown_signal()).await;
+    roles.cancel();
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!("a control-plane role failed: {e}");
+        }
+    }
+    served.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
 }
