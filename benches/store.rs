@@ -3,8 +3,9 @@
 //! data dir, driven through its v3 JSON gateway) with the same object sizes.
 //!
 //! Measures durable creates/s with 1, 16 and 64 concurrent clients, list latency at
-//! 10 000 objects and watch fan-out to 100 watchers, and prints one table with the
-//! etcd ratio. Run with `cargo bench --bench store`. Bounded: every phase runs for a
+//! 10 000 objects and watch fan-out to 100 watchers on the `Objects` layer; the creates
+//! and the list again over HTTP against the real binary (`monovirt serve`); and prints one
+//! table with the etcd ratios. Run with `cargo bench --bench store`. Bounded: every phase runs for a
 //! fixed time or a fixed count. `MONOVIRT_BENCH_SECS` sets the create phase length
 //! (default 3 s); without an `etcd` binary on PATH only monovirt's column is printed.
 
@@ -120,6 +121,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 struct Row {
     name: String,
     monovirt: f64,
+    /// The same workload over HTTP against `monovirt serve`.
+    http: Option<f64>,
     etcd: Option<f64>,
     unit: &'static str,
     higher_is_better: bool,
@@ -165,6 +168,7 @@ async fn bench_objects(
         rows.push(Row {
             name: format!("durable creates/s, {clients} client(s)"),
             monovirt: ours,
+            http: None,
             etcd: theirs,
             unit: "ops/s",
             higher_is_better: true,
@@ -191,6 +195,7 @@ async fn bench_objects(
     rows.push(Row {
         name: "list 10 000 objects (median)".into(),
         monovirt: ours.as_secs_f64() * 1e3,
+        http: None,
         etcd: theirs.map(|d| d.as_secs_f64() * 1e3),
         unit: "ms",
         higher_is_better: false,
@@ -211,6 +216,7 @@ async fn bench_objects(
     rows.push(Row {
         name: "list first page of 500 of 10 000 (median)".into(),
         monovirt: median(times).as_secs_f64() * 1e3,
+        http: None,
         etcd: None,
         unit: "ms",
         higher_is_better: false,
@@ -277,6 +283,7 @@ async fn bench_objects(
     rows.push(Row {
         name: format!("watch fan-out: {EVENTS} creates to {WATCHERS} watchers, deliveries/s"),
         monovirt: (EVENTS as f64 * WATCHERS as f64) / total.as_secs_f64(),
+        http: None,
         etcd: None,
         unit: "ev/s",
         higher_is_better: true,
@@ -284,6 +291,7 @@ async fn bench_objects(
     rows.push(Row {
         name: "watch fan-out: last delivery after last write ack".into(),
         monovirt: (total.saturating_sub(writes_done)).as_secs_f64() * 1e3,
+        http: None,
         etcd: None,
         unit: "ms",
         higher_is_better: false,
@@ -319,6 +327,124 @@ async fn fill(objects: &Objects, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// `monovirt serve` (the real binary) on loopback with a temporary data dir.
+struct Serve {
+    child: Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
+
+impl Serve {
+    fn start() -> Result<Self> {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting monovirt serve")?;
+        let stdout = child.stdout.take().context("piped stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .with_context(|| format!("unexpected first line of serve: {line:?}"))?
+            .parse()?;
+        Ok(Self {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        Conn::open_addr(self.addr).await
+    }
+
+    async fn creates(&self, clients: usize, dur: Duration) -> Result<f64> {
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            conns.push(Arc::new(tokio::sync::Mutex::new(self.conn().await?)));
+        }
+        let conns = Arc::new(conns);
+        throughput(clients, dur, move |c, i| {
+            let conns = conns.clone();
+            async move {
+                let body = manifest(&format!("h{clients}-{c}-{i}"));
+                conns[c]
+                    .lock()
+                    .await
+                    .request("POST", VMS, Some(&body), 201)
+                    .await?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    async fn list_latency(&self, n: u64) -> Result<Duration> {
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let mut conn = self.conn().await?;
+            let counter = counter.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = counter.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    let body = manifest(&format!("vm-{i:05}"));
+                    conn.request(
+                        "POST",
+                        "/apis/kubevirt.io/v1/namespaces/list/virtualmachines",
+                        Some(&body),
+                        201,
+                    )
+                    .await?;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let mut conn = self.conn().await?;
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let list = conn
+                .request(
+                    "GET",
+                    "/apis/kubevirt.io/v1/namespaces/list/virtualmachines",
+                    None,
+                    200,
+                )
+                .await?;
+            times.push(t.elapsed());
+            let items = list["items"].as_array().map(Vec::len).unwrap_or(0);
+            if items as u64 != n {
+                bail!("listed {items} over HTTP, expected {n}");
+            }
+        }
+        Ok(median(times))
+    }
+}
+
 /// A real etcd on loopback with a temporary data dir; killed on drop.
 struct Etcd {
     child: Child,
@@ -348,7 +474,11 @@ struct Conn(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
 
 impl Conn {
     async fn open(port: u16) -> Result<Self> {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        Self::open_addr(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await
+    }
+
+    async fn open_addr(addr: std::net::SocketAddr) -> Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
@@ -356,15 +486,36 @@ impl Conn {
     }
 
     async fn post(&mut self, path: &str, body: &Value) -> Result<Value> {
-        let req = http::Request::post(path)
+        self.request("POST", path, Some(body), 200).await
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        expect: u16,
+    ) -> Result<Value> {
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b)?,
+            None => Vec::new(),
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", "127.0.0.1")
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+            .header("accept", "application/json")
+            .body(Full::new(Bytes::from(bytes)))?;
+        self.0.ready().await?;
         let resp = self.0.send_request(req).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!("etcd {path}: {status}: {}", String::from_utf8_lossy(&bytes));
+        if status.as_u16() != expect {
+            bail!(
+                "{method} {path}: {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
         Ok(serde_json::from_slice(&bytes)?)
     }
@@ -513,6 +664,24 @@ fn main() -> Result<()> {
         let mut rows = Vec::new();
         let mut size = 0;
         bench_objects(&mut rows, etcd.as_ref(), &mut size).await?;
+        // The same creates and list over HTTP, against the real binary.
+        let dur = secs();
+        for (i, clients) in [1usize, 16, 64].into_iter().enumerate() {
+            let serve = Serve::start()?;
+            rows[i].http = Some(serve.creates(clients, dur).await?);
+        }
+        let serve = Serve::start()?;
+        let mut conn = serve.conn().await?;
+        conn.request(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "list"}})),
+            201,
+        )
+        .await?;
+        let list = serve.list_latency(10_000).await?;
+        rows[3].http = Some(list.as_secs_f64() * 1e3);
+        drop(serve);
         println!();
         println!(
             "store benchmark: object size {size} bytes, {} cores, create phases {:.1} s each",
@@ -522,27 +691,34 @@ fn main() -> Result<()> {
             secs().as_secs_f64()
         );
         println!(
-            "{:<62} {:>14} {:>14} {:>8}",
-            "measure", "monovirt", "etcd", "ratio"
+            "{:<58} {:>14} {:>14} {:>14} {:>10} {:>10}",
+            "measure", "store", "HTTP (serve)", "etcd", "store/etcd", "HTTP/etcd"
         );
         for r in rows {
-            let (etcd, ratio) = match r.etcd {
-                Some(e) => {
-                    let ratio = if r.higher_is_better {
-                        r.monovirt / e
-                    } else {
-                        e / r.monovirt
-                    };
-                    (format!("{e:.1} {}", r.unit), format!("{ratio:.2}x"))
+            let ratio = |x: f64, e: f64| {
+                if r.higher_is_better {
+                    x / e
+                } else {
+                    e / x
                 }
+            };
+            let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} {}", r.unit));
+            let (a, b) = match r.etcd {
+                Some(e) => (
+                    format!("{:.2}x", ratio(r.monovirt, e)),
+                    r.http
+                        .map_or("-".to_string(), |h| format!("{:.2}x", ratio(h, e))),
+                ),
                 None => ("-".to_string(), "-".to_string()),
             };
             println!(
-                "{:<62} {:>14} {:>14} {:>8}",
+                "{:<58} {:>14} {:>14} {:>14} {:>10} {:>10}",
                 r.name,
-                format!("{:.1} {}", r.monovirt, r.unit),
-                etcd,
-                ratio
+                show(Some(r.monovirt)),
+                show(r.http),
+                show(r.etcd),
+                a,
+                b
             );
         }
         println!("(ratio > 1 means monovirt is better: more ops/s, or less time)");

@@ -15,6 +15,24 @@
 //! Every [`Objects`] operation fails with an [`api::status::ApiError`] that the HTTP layer
 //! renders as a `Status` as it is; nothing is written when an operation fails.
 //!
+//! Files: `backend.rs` (the trait), `sled.rs` (its sled implementation and on-disk
+//! layout), `commit.rs` (group commit), `objects.rs` (the registry), `key.rs`,
+//! `metadata.rs`, `selector.rs`, `patch.rs`, `watch.rs`, `gc.rs` (garbage collector and
+//! namespace finalizer), `migrate.rs` (export/import as JSON lines).
+//!
+//! Guarantees and known gaps:
+//! - A write returns only once durable; watchers only ever see durable events, in
+//!   revision order, each exactly once. Reads (get, list) may show a write whose flush is
+//!   still in flight, and a crash at that moment loses that write (its writer got no
+//!   answer); level-triggered clients converge on their next list.
+//! - Pages after the first (`continue`) are read at the current state from the token's
+//!   key on, and carry the first page's revision (410 once that revision is compacted);
+//!   they are not a snapshot at that revision.
+//! - Watches with selectors send the events of objects that match after the change
+//!   (DELETED: before it); an object that stops matching sends no synthetic DELETED.
+//! - Server-side apply is a create-or-merge-patch: no `managedFields`, no conflicts, no
+//!   pruning of fields dropped from a manifest.
+//!
 //! ```no_run
 //! # async fn demo(def: &api::resource::ResourceDef) -> Result<(), Box<dyn std::error::Error>> {
 //! use monovirt::store::{Objects, WriteOptions, ListOptions};
