@@ -56,7 +56,7 @@ async fn vm_to_scheduled_vmi_and_back() {
     assert_eq!(created.code(), 201, "{}", created.text());
     let vm_uid = created.json()["metadata"]["uid"]
         .as_str()
-        .unwrap()
+        .expect("a created VM has a uid")
         .to_string();
 
     let vmi = wait_for(addr, &format!("{VMIS}/vm1"), "VMI scheduled", |v| {
@@ -73,10 +73,10 @@ async fn vm_to_scheduled_vmi_and_back() {
     assert_eq!(owner["blockOwnerDeletion"], true);
     let scheduled = vmi["status"]["conditions"]
         .as_array()
-        .unwrap()
+        .expect("conditions")
         .iter()
         .find(|c| c["type"] == "PodScheduled")
-        .unwrap();
+        .expect("a PodScheduled condition");
     assert_eq!(scheduled["status"], "True");
     assert_eq!(
         vmi["status"]["phaseTransitionTimestamps"][0]["phase"],
@@ -119,10 +119,10 @@ async fn vm_to_scheduled_vmi_and_back() {
     .await;
     let failure = big_vm["status"]["conditions"]
         .as_array()
-        .unwrap()
+        .expect("conditions")
         .iter()
         .find(|c| c["type"] == "Failure")
-        .unwrap();
+        .expect("a Failure condition");
     assert_eq!(failure["reason"], "Unschedulable");
 
     // Halting removes the VMI; the VM says Stopped.
