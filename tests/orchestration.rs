@@ -29,6 +29,8 @@ async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) 
     }
 }
 
+const SUB: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines";
+
 fn node(name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Node",
@@ -125,31 +127,50 @@ async fn vm_to_scheduled_vmi_and_back() {
         .expect("a Failure condition");
     assert_eq!(failure["reason"], "Unschedulable");
 
-    // Halting removes the VMI; the VM says Stopped.
-    let halted = patch(
-        addr,
-        &format!("{VMS}/vm1"),
-        "application/merge-patch+json",
-        r#"{"spec":{"runStrategy":"Halted"}}"#,
-    )
-    .await;
-    assert_eq!(halted.code(), 200, "{}", halted.text());
+    // PUT stop (Always becomes Halted) removes the VMI; the VM says Stopped.
+    let stop = put(addr, &format!("{SUB}/vm1/stop"), &json!({})).await;
+    assert_eq!(stop.code(), 202, "{}", stop.text());
     wait_for(addr, &format!("{VMIS}/vm1"), "VMI deleted", Value::is_null).await;
-    wait_for(addr, &format!("{VMS}/vm1"), "VM Stopped", |v| {
+    let vm = wait_for(addr, &format!("{VMS}/vm1"), "VM Stopped", |v| {
         v["status"]["printableStatus"] == "Stopped" && v["status"]["created"] == false
     })
     .await;
+    assert_eq!(vm["spec"]["runStrategy"], "Halted");
+    assert_eq!(
+        put(addr, &format!("{SUB}/vm1/stop"), &json!({}))
+            .await
+            .code(),
+        409
+    );
 
-    // Always again: a new VMI is created and bound.
-    patch(
-        addr,
-        &format!("{VMS}/vm1"),
-        "application/merge-patch+json",
-        r#"{"spec":{"runStrategy":"Always"}}"#,
-    )
-    .await;
-    wait_for(addr, &format!("{VMIS}/vm1"), "VMI scheduled again", |v| {
+    // PUT start: Always again, a new VMI is created and bound.
+    assert_eq!(
+        put(addr, &format!("{SUB}/vm1/start"), &json!({}))
+            .await
+            .code(),
+        202
+    );
+    let again = wait_for(addr, &format!("{VMIS}/vm1"), "VMI scheduled again", |v| {
         v["status"]["phase"] == "Scheduled"
+    })
+    .await;
+    assert_eq!(
+        put(addr, &format!("{SUB}/vm1/start"), &json!({}))
+            .await
+            .code(),
+        409
+    );
+
+    // PUT restart: the VMI is replaced by a new one.
+    let old_uid = again["metadata"]["uid"].clone();
+    assert_eq!(
+        put(addr, &format!("{SUB}/vm1/restart"), &json!({}))
+            .await
+            .code(),
+        202
+    );
+    wait_for(addr, &format!("{VMIS}/vm1"), "VMI replaced", |v| {
+        v["status"]["phase"] == "Scheduled" && v["metadata"]["uid"] != old_uid
     })
     .await;
 
@@ -213,6 +234,32 @@ async fn manual_waits_and_halted_stays_down_and_cordon_blocks() {
         vmi["status"]["conditions"][0]["message"],
         "0/1 nodes are available: 1 node is unschedulable (cordoned)."
     );
+    // Manual starts on request.
+    assert_eq!(
+        put(addr, &format!("{SUB}/halted/restart"), &json!({}))
+            .await
+            .code(),
+        409
+    );
+    assert_eq!(
+        put(addr, &format!("{SUB}/manual/stop"), &json!({}))
+            .await
+            .code(),
+        409
+    );
+    assert_eq!(
+        put(addr, &format!("{SUB}/manual/start"), &json!({}))
+            .await
+            .code(),
+        202
+    );
+    wait_for(addr, &format!("{VMIS}/manual"), "Manual VMI created", |v| {
+        !v.is_null()
+    })
+    .await;
+    let groups = get(addr, "/apis/subresources.kubevirt.io/v1").await.json();
+    assert_eq!(groups["resources"][0]["name"], "virtualmachines/start");
+
     // Uncordoning the node retries the VMI.
     let r = patch(
         addr,

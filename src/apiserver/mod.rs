@@ -26,6 +26,7 @@ pub mod openapi;
 pub mod path;
 pub mod query;
 pub mod resource;
+pub mod subresource;
 pub mod table;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -130,6 +131,15 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/openapi/v3", get(openapi_index))
         .route("/openapi/v3/{*path}", get(openapi_doc))
+        .route("/apis/subresources.kubevirt.io", get(subresource::group))
+        .route(
+            "/apis/subresources.kubevirt.io/v1",
+            get(subresource::discovery),
+        )
+        .route(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachines/{name}/{action}",
+            axum::routing::put(subresource::vm_action),
+        )
         .route("/api", axum::routing::any(api))
         .route("/api/{*rest}", axum::routing::any(api))
         .route("/apis", axum::routing::any(api))
