@@ -222,3 +222,73 @@ async fn mark_unschedulable(
         .map(drop)
         .map_err(|e| SchedulerError::Write(name, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::testing::{node, placed, vmi};
+    use crate::store::Objects;
+
+    #[test]
+    fn unscheduled_means_no_node_not_deleted_and_ours() {
+        assert!(is_unscheduled(&vmi("v", json!({}), json!({}))));
+        assert!(!is_unscheduled(&placed(
+            vmi("v", json!({}), json!({})),
+            "n"
+        )));
+        let other = vmi("v", json!({}), json!({"schedulerName": "someone-else"}));
+        assert!(!is_unscheduled(&other));
+        let mut gone = vmi("v", json!({}), json!({}));
+        gone.metadata.deletion_timestamp = Some(Time(crate::controller::clock::now()));
+        assert!(!is_unscheduled(&gone));
+    }
+
+    #[test]
+    fn set_condition_keeps_the_transition_time_of_an_unchanged_status() {
+        let mut cs = Vec::new();
+        set_condition(&mut cs, Condition::new("PodScheduled", false));
+        let first = cs[0].last_transition_time.clone();
+        let mut again = Condition::new("PodScheduled", false);
+        again.message = Some("m".into());
+        set_condition(&mut cs, again);
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].last_transition_time, first);
+        assert_eq!(cs[0].message.as_deref(), Some("m"));
+    }
+
+    /// One pass over an in-memory store: the first VMI is bound, the second (which no longer
+    /// fits once the first is counted) gets PodScheduled=False.
+    #[tokio::test]
+    async fn pass_binds_then_counts_the_binding() {
+        let client = Client::local(Objects::in_memory().unwrap());
+        let def = api::resource::find_kind("kubevirt.io", "VirtualMachineInstance").unwrap();
+        let api: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), def, "default");
+        let mut vmis = Vec::new();
+        for name in ["a", "b"] {
+            let mut v = vmi(name, json!({}), json!({}));
+            v.metadata.uid = None;
+            vmis.push(api.create(&v, &WriteOptions::default()).await.unwrap());
+        }
+        let nodes = [node("n1", "1", "200Mi", json!({}))];
+        pass(&client, def, &nodes, &mut vmis).await.unwrap();
+        let a = api.get("a").await.unwrap();
+        let status = a.status.clone().unwrap();
+        assert_eq!(status.node_name.as_deref(), Some("n1"));
+        assert_eq!(status.phase, Some(VirtualMachineInstancePhase::Scheduled));
+        assert_eq!(a.metadata.labels.as_ref().unwrap()[NODE_NAME_LABEL], "n1");
+        let b = api.get("b").await.unwrap();
+        let cond = b.status.clone().unwrap().conditions[0].clone();
+        assert_eq!(cond.reason.as_deref(), Some("Unschedulable"));
+        assert_eq!(
+            cond.message.as_deref(),
+            Some("0/1 nodes are available: 1 Insufficient memory.")
+        );
+        // The same verdict again writes nothing.
+        let mut again = vec![a, b.clone()];
+        pass(&client, def, &nodes, &mut again).await.unwrap();
+        assert_eq!(
+            api.get("b").await.unwrap().metadata.resource_version,
+            b.metadata.resource_version
+        );
+    }
+}
