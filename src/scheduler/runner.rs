@@ -123,7 +123,7 @@ pub async fn pass(
             }
             Err(unschedulable) => {
                 let message = unschedulable.to_string();
-                if let Err(e) = mark_unschedulable(&api, vmi, &message).await {
+                if let Err(e) = mark_unschedulable(client, &api, vmi, &message).await {
                     tracing::warn!(vmi = %format!("{ns}/{name}"), "{e}");
                 }
             }
@@ -198,6 +198,7 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) {
 
 /// Sets PodScheduled=False, reason Unschedulable, unless it already says `message`.
 async fn mark_unschedulable(
+    client: &Client,
     api: &Api<VirtualMachineInstance>,
     vmi: &VirtualMachineInstance,
     message: &str,
@@ -219,8 +220,33 @@ async fn mark_unschedulable(
     let status: Value = serde_json::to_value(&status).map_err(SchedulerError::Encode)?;
     api.patch_status(&name, Patch::Merge(json!({"status": status})))
         .await
-        .map(drop)
-        .map_err(|e| SchedulerError::Write(name, e))
+        .map_err(|e| SchedulerError::Write(name.clone(), e))?;
+    record_event(client.clone(), vmi, message).await;
+    Ok(())
+}
+
+/// Records a Warning Event `FailedScheduling` about `vmi` (as kube-scheduler does for pods).
+/// A failure to record is logged, never fatal.
+async fn record_event(client: Client, vmi: &VirtualMachineInstance, message: &str) {
+    let Some(def) = api::resource::find_kind("", "Event") else {
+        return;
+    };
+    let ns = vmi.metadata.namespace.clone().unwrap_or_default();
+    let name = vmi.metadata.name.clone().unwrap_or_default();
+    let now = serde_json::to_value(Time(crate::controller::clock::now())).unwrap_or(Value::Null);
+    let event = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": ns},
+        "involvedObject": {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "name": name, "namespace": ns, "uid": vmi.metadata.uid},
+        "reason": "FailedScheduling", "message": message, "type": "Warning",
+        "source": {"component": "monovirt-scheduler"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    });
+    let events: Api<Value> = Api::namespaced(client, def, &ns);
+    if let Err(e) = events.create(&event, &WriteOptions::default()).await {
+        tracing::warn!(vmi = %name, "recording an event failed: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +309,12 @@ mod tests {
             cond.message.as_deref(),
             Some("0/1 nodes are available: 1 Insufficient memory.")
         );
+        let events_def = api::resource::find_kind("", "Event").unwrap();
+        let events: Api<Value> = Api::namespaced(client.clone(), events_def, "default");
+        let list = events.list(&Default::default()).await.unwrap();
+        assert_eq!(list.items.len(), 1);
+        assert_eq!(list.items[0]["reason"], "FailedScheduling");
+        assert_eq!(list.items[0]["involvedObject"]["name"], "b");
         // The same verdict again writes nothing.
         let mut again = vec![a, b.clone()];
         pass(&client, def, &nodes, &mut again).await.unwrap();
