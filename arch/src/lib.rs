@@ -17,8 +17,11 @@
 //! unit-tested everywhere, ioctls only on the target): x86_64 has `cpuid` (KubeVirt
 //! `domain.cpu` model and feature policies applied to a CPUID entry list, topology
 //! leaves), `acpi` (RSDP/XSDT/FADT/FACS/MADT/DSDT/MCFG bytes), `e820`, `gdt`, `paging`
-//! and `interrupts` (local APIC LINT set-up). ppc64le will add `fdt.rs` (vm-fdt) and
-//! s390x its IPL/virtio-ccw layout: both are a later issue and deliberately not stubbed.
+//! and `interrupts` (local APIC LINT set-up). ppc64le adds `fdt` (the pseries device
+//! tree, vm-fdt), `hcall` (the hvterm console hypercalls) and `rtas`; s390x adds
+//! `lowcore` (the prefix area) and `sclp` (the SCLP console event buffers). Their KVM
+//! halves are not written yet (docs/arches.md), so on those targets this crate exports
+//! only the pure modules.
 //!
 //! Guest-visible structures use explicit-endian types (`vm_memory::Le32`, `Be64`, or the
 //! little-endian zerocopy types the `acpi_tables` crate uses): s390x is big-endian, and
@@ -28,7 +31,18 @@
 //! are tested anywhere); only its loader and vCPU register code are gated on
 //! `target_arch = "x86_64"`, because linux-loader and the KVM x86 bindings are.
 
+// Tests may unwrap: a failed unwrap is a failed test.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod ppc64le;
+pub mod s390x;
 pub mod x86_64;
 
 #[cfg(target_arch = "x86_64")]
 pub use crate::x86_64::{acpi, boot, cpuid, e820, gdt, interrupts, layout, paging, regs};
+
+#[cfg(all(target_arch = "powerpc64", target_endian = "little"))]
+pub use crate::ppc64le::{boot, fdt, hcall, layout, regs, rtas};
+
+#[cfg(target_arch = "s390x")]
+pub use crate::s390x::{boot, layout, lowcore, regs, sclp};

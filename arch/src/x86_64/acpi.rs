@@ -257,8 +257,12 @@ pub fn dsdt(mem_size: u64) -> Vec<u8> {
     )
     .to_aml_bytes(&mut sdt);
 
-    // `Sdt` keeps its length field current as it grows; the checksum needs a final pass.
-    sdt.update_checksum();
+    // `Sdt` keeps its length field current as it grows, but in host byte order
+    // (acpi_tables writes it with a native-endian u32); ACPI is little-endian, so write
+    // it explicitly. This matters on big-endian hosts (s390x), where the table is still
+    // built and tested for an x86 guest. `write_bytes` also fixes the checksum.
+    let len = u32::try_from(sdt.len()).expect("a DSDT is far below 4 GiB");
+    sdt.write_bytes(4, &len.to_le_bytes());
     sdt.as_slice().to_vec()
 }
 

@@ -1,0 +1,297 @@
+//! RTAS (Run-Time Abstraction Services, LoPAR chapter 7): the firmware calls Linux makes
+//! for the time of day, console characters, power-off and reboot.
+//!
+//! The guest finds each service's token as a property of the `/rtas` device tree node
+//! (see [`SERVICES`]) and calls the RTAS blob at `linux,rtas-entry` with r3 = the
+//! physical address of an argument block. The blob ([`RTAS_BLOB`]) turns that into the
+//! KVMPPC_H_RTAS hypercall, which [`dispatch`] serves. The argument block is big-endian
+//! whatever the guest's byte order (LoPAR "RTAS Argument Call Buffer"):
+//!
+//! ```text
+//! +0  token   (be32)
+//! +4  nargs   (be32)
+//! +8  nret    (be32)
+//! +12 args[nargs] then rets[nret] (be32 each)
+//! ```
+
+use vm_memory::{Be32, Bytes, GuestAddress, GuestMemory};
+
+/// RTAS status: success.
+pub const RTAS_OUT_SUCCESS: i32 = 0;
+/// RTAS status: hardware error.
+pub const RTAS_OUT_HW_ERROR: i32 = -1;
+/// RTAS status: parameter error.
+pub const RTAS_OUT_PARAM_ERROR: i32 = -3;
+
+/// The first token number; tokens are this plus the service's index.
+pub const TOKEN_BASE: u32 = 0x2000;
+/// Most arguments plus returns we accept in one call.
+pub const MAX_ARGS: u32 = 32;
+
+/// The RTAS services we provide, in token order (token = [`TOKEN_BASE`] + index).
+pub const SERVICES: &[&str] = &[
+    "display-character",
+    "get-time-of-day",
+    "power-off",
+    "system-reboot",
+    "set-time-of-day",
+    "event-scan",
+    "ibm,os-term",
+];
+
+/// The RTAS entry code: `mr r4,r3; lis r3,0; ori r3,r3,0xf000; sc 1; blr` in
+/// big-endian instruction words (the guest enters RTAS in big-endian mode).
+pub const RTAS_BLOB: [u32; 5] = [
+    0x7c64_1b78,
+    0x3c60_0000,
+    0x6063_f000,
+    0x4400_0022,
+    0x4e80_0020,
+];
+
+/// The token of the service named `name`.
+pub fn token(name: &str) -> Option<u32> {
+    SERVICES
+        .iter()
+        .position(|s| *s == name)
+        .map(|i| TOKEN_BASE + i as u32)
+}
+
+/// The time of day as `get-time-of-day` returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeOfDay {
+    /// Full year, e.g. 2026.
+    pub year: u32,
+    /// 1–12.
+    pub month: u32,
+    /// 1–31.
+    pub day: u32,
+    /// 0–23.
+    pub hour: u32,
+    /// 0–59.
+    pub minute: u32,
+    /// 0–59.
+    pub second: u32,
+    /// Nanoseconds.
+    pub nanos: u32,
+}
+
+/// What the platform does for RTAS calls.
+pub trait RtasPlatform {
+    /// `display-character`: one console byte.
+    fn display_character(&mut self, byte: u8);
+    /// `get-time-of-day`.
+    fn time_of_day(&mut self) -> TimeOfDay;
+    /// `power-off`, `ibm,os-term`: the guest asks to stop.
+    fn power_off(&mut self);
+    /// `system-reboot`.
+    fn reboot(&mut self);
+}
+
+/// Errors reading or writing the argument block (the guest gave a bad address).
+#[derive(Debug, thiserror::Error)]
+pub enum RtasError {
+    /// The argument block is not in guest memory.
+    #[error("RTAS argument block at {addr:#x} is not in guest memory")]
+    Memory {
+        /// Guest physical address of the block.
+        addr: u64,
+        /// The failure.
+        #[source]
+        source: vm_memory::GuestMemoryError,
+    },
+    /// nargs + nret is larger than we accept.
+    #[error("RTAS call with {nargs} arguments and {nret} returns is too large")]
+    TooManyArgs {
+        /// Arguments.
+        nargs: u32,
+        /// Returns.
+        nret: u32,
+    },
+}
+
+/// Serves the RTAS call whose argument block is at `args` in `mem`: reads the token and
+/// arguments, calls `platform`, writes the status (and any further returns) back.
+/// Returns the status written, or an error if the block itself is unusable.
+pub fn dispatch<M: GuestMemory>(
+    mem: &M,
+    args: u64,
+    platform: &mut dyn RtasPlatform,
+) -> Result<i32, RtasError> {
+    let read = |off: u64| -> Result<u32, RtasError> {
+        mem.read_obj::<Be32>(GuestAddress(args.wrapping_add(off)))
+            .map(u32::from)
+            .map_err(|source| RtasError::Memory { addr: args, source })
+    };
+    let token = read(0)?;
+    let nargs = read(4)?;
+    let nret = read(8)?;
+    if nargs.saturating_add(nret) > MAX_ARGS {
+        return Err(RtasError::TooManyArgs { nargs, nret });
+    }
+    let arg = |i: u32| read(12 + 4 * u64::from(i));
+    let rets_at = 12 + 4 * u64::from(nargs);
+    let mut rets: Vec<u32> = Vec::new();
+    let name = token
+        .checked_sub(TOKEN_BASE)
+        .and_then(|i| SERVICES.get(i as usize).copied());
+    let status = match (name, nargs, nret) {
+        (Some("display-character"), 1, 1) => {
+            platform.display_character(arg(0)? as u8);
+            RTAS_OUT_SUCCESS
+        }
+        (Some("get-time-of-day"), 0, 8) => {
+            let t = platform.time_of_day();
+            rets = vec![t.year, t.month, t.day, t.hour, t.minute, t.second, t.nanos];
+            RTAS_OUT_SUCCESS
+        }
+        (Some("power-off"), 2, 1) | (Some("ibm,os-term"), 1, 1) => {
+            platform.power_off();
+            RTAS_OUT_SUCCESS
+        }
+        (Some("system-reboot"), 0, 1) => {
+            platform.reboot();
+            RTAS_OUT_SUCCESS
+        }
+        // Setting the clock is refused (the host owns it); event-scan finds no events.
+        (Some("set-time-of-day"), 7, 1) => RTAS_OUT_HW_ERROR,
+        (Some("event-scan"), 4, 1) => 1,
+        _ => RTAS_OUT_PARAM_ERROR,
+    };
+    if nret == 0 {
+        return Ok(status);
+    }
+    let write = |off: u64, v: u32| {
+        mem.write_obj(Be32::from(v), GuestAddress(args.wrapping_add(off)))
+            .map_err(|source| RtasError::Memory { addr: args, source })
+    };
+    write(rets_at, status as u32)?;
+    for (i, v) in rets.iter().enumerate().take(nret as usize - 1) {
+        write(rets_at + 4 * (i as u64 + 1), *v)?;
+    }
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestMemoryMmap;
+
+    #[derive(Default)]
+    struct Platform {
+        chars: Vec<u8>,
+        off: bool,
+        reboot: bool,
+    }
+
+    impl RtasPlatform for Platform {
+        fn display_character(&mut self, byte: u8) {
+            self.chars.push(byte);
+        }
+        fn time_of_day(&mut self) -> TimeOfDay {
+            TimeOfDay {
+                year: 2026,
+                month: 11,
+                day: 25,
+                hour: 23,
+                minute: 30,
+                second: 5,
+                nanos: 7,
+            }
+        }
+        fn power_off(&mut self) {
+            self.off = true;
+        }
+        fn reboot(&mut self) {
+            self.reboot = true;
+        }
+    }
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap()
+    }
+
+    #[test]
+    fn get_time_of_day_writes_big_endian_returns() {
+        let m = mem();
+        // token 0x2001, nargs 0, nret 8, written as a guest would: big-endian bytes.
+        m.write_slice(
+            &[0, 0, 0x20, 0x01, 0, 0, 0, 0, 0, 0, 0, 8],
+            GuestAddress(0x100),
+        )
+        .unwrap();
+        let mut p = Platform::default();
+        assert_eq!(dispatch(&m, 0x100, &mut p).unwrap(), RTAS_OUT_SUCCESS);
+        let mut rets = [0u8; 32];
+        m.read_slice(&mut rets, GuestAddress(0x10c)).unwrap();
+        assert_eq!(
+            rets,
+            [
+                0, 0, 0, 0, // status
+                0, 0, 0x07, 0xea, // 2026
+                0, 0, 0, 11, 0, 0, 0, 25, 0, 0, 0, 23, 0, 0, 0, 30, 0, 0, 0, 5, 0, 0, 0, 7,
+            ]
+        );
+    }
+
+    #[test]
+    fn power_off_and_display_character() {
+        let m = mem();
+        // power-off: token 0x2002, nargs 2, nret 1, args 0xffffffff 0xffffffff.
+        m.write_slice(
+            &[
+                0, 0, 0x20, 0x02, 0, 0, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                0xff, 0xaa, 0xaa, 0xaa, 0xaa,
+            ],
+            GuestAddress(0x200),
+        )
+        .unwrap();
+        let mut p = Platform::default();
+        assert_eq!(dispatch(&m, 0x200, &mut p).unwrap(), 0);
+        assert!(p.off);
+        let mut status = [0u8; 4];
+        m.read_slice(&mut status, GuestAddress(0x214)).unwrap();
+        assert_eq!(status, [0, 0, 0, 0]);
+        // display-character 'A'.
+        m.write_slice(
+            &[0, 0, 0x20, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0x41],
+            GuestAddress(0x300),
+        )
+        .unwrap();
+        dispatch(&m, 0x300, &mut p).unwrap();
+        assert_eq!(p.chars, b"A");
+    }
+
+    #[test]
+    fn unknown_token_and_wrong_arity_are_parameter_errors() {
+        let m = mem();
+        m.write_slice(
+            &[0, 0, 0x30, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            GuestAddress(0x400),
+        )
+        .unwrap();
+        let mut p = Platform::default();
+        assert_eq!(dispatch(&m, 0x400, &mut p).unwrap(), RTAS_OUT_PARAM_ERROR);
+        let mut status = [0u8; 4];
+        m.read_slice(&mut status, GuestAddress(0x40c)).unwrap();
+        assert_eq!(status, [0xff, 0xff, 0xff, 0xfd], "-3 as be32");
+        // system-reboot with one argument is malformed and does not reboot.
+        m.write_slice(
+            &[0, 0, 0x20, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
+            GuestAddress(0x500),
+        )
+        .unwrap();
+        assert_eq!(dispatch(&m, 0x500, &mut p).unwrap(), RTAS_OUT_PARAM_ERROR);
+        assert!(!p.reboot);
+        // A block off the end of memory is an error, not a panic.
+        assert!(dispatch(&m, 0xffc, &mut p).is_err());
+    }
+
+    #[test]
+    fn blob_is_the_h_rtas_trampoline() {
+        // sc 1 is 0x44000022; ori r3,r3,0xf000 loads KVMPPC_H_RTAS.
+        assert_eq!(RTAS_BLOB[3], 0x4400_0022);
+        assert_eq!(RTAS_BLOB[2] & 0xffff, 0xf000);
+        assert_eq!(token("power-off"), Some(0x2002));
+    }
+}
