@@ -358,8 +358,14 @@ fn field_validation(
     }
 }
 
-fn validate(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
-    let causes = (def.validate)(obj);
+/// Validates a whole object as admission would: metadata (names, labels, annotations),
+/// then the kind's own checks, and on updates the fields that are immutable once set.
+fn validate(def: &ResourceDef, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let mut causes = api::validation::validate_metadata(def, obj);
+    causes.extend((def.validate)(obj));
+    if let Some(old) = old {
+        causes.extend(api::immutability::validate_update(def, old, obj));
+    }
     if causes.is_empty() {
         Ok(())
     } else {
@@ -466,7 +472,7 @@ fn prepare_create(
     if is_ns {
         init_namespace(&mut obj, &name);
     }
-    validate(def, &obj)?;
+    validate(def, &obj, None)?;
     let key = Key::new(def, namespace.as_deref(), &name);
     Ok((key, obj, warnings))
 }
@@ -626,7 +632,7 @@ fn tx_update(
             new["status"] = phase.clone();
         }
     }
-    validate(def, &new)?;
+    validate(def, &new, Some(&old))?;
     if new == old {
         // Nothing changed: no new revision, as an etcd-backed apiserver does.
         return Ok(old);
@@ -1589,11 +1595,23 @@ mod tests {
             &PVC,
             Some("default"),
             "d",
-            json!({"metadata": {"name": "d"}, "spec": {"a": 2}}),
+            json!({"metadata": {"name": "d", "labels": {"a": "2"}}, "spec": {"a": 1}}),
             &opts(),
         )
         .await
         .expect("unconditional update of a built-in kind");
+        // A claim's spec is immutable once created (admission, as in Kubernetes).
+        let err = s
+            .update(
+                &PVC,
+                Some("default"),
+                "d",
+                json!({"metadata": {"name": "d"}, "spec": {"a": 2}}),
+                &opts(),
+            )
+            .await
+            .expect_err("a PVC's spec is immutable");
+        assert_eq!(err.code, 422);
     }
 
     #[tokio::test]
