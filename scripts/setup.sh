@@ -24,6 +24,9 @@ APT_PACKAGES=(
     # Control plane and networking tests.
     etcd-server
     iproute2
+    # Network tests: ping into the test guest; curl drives the REST API in tests.
+    iputils-ping
+    curl
     nftables
     # IBM Z (s390x) and IBM Power (ppc64le) cross builds (docs/arches.md): the cross
     # linkers and C libraries .cargo/config.toml names, and qemu-user, the runner that
