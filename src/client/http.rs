@@ -82,7 +82,24 @@ type Sender = SendRequest<Full<Bytes>>;
 #[derive(Clone)]
 pub(crate) struct Http {
     endpoint: Endpoint,
+    /// Sent as `Authorization: Bearer <token>` on every request.
+    token: Option<Arc<str>>,
     idle: Arc<Mutex<Vec<Sender>>>,
+}
+
+/// A byte stream to the server: TCP or the Unix socket.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A WebSocket to the server (the console subresource).
+pub type WebSocket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// The answer to a raw request ([`super::Client::request`]).
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: header::HeaderMap,
+    pub body: Bytes,
 }
 
 /// Most idle connections kept for reuse.
@@ -204,7 +221,7 @@ pub fn error_from_status(http_code: u16, status: &Value) -> ApiError {
     e
 }
 
-fn error_from_response(code: StatusCode, body: &[u8]) -> ClientError {
+pub(crate) fn error_from_response(code: StatusCode, body: &[u8]) -> ClientError {
     match serde_json::from_slice::<Value>(body) {
         Ok(v) if v["kind"] == "Status" => ClientError::Api(error_from_status(code.as_u16(), &v)),
         _ => ClientError::Api(ApiError::new(
@@ -230,10 +247,29 @@ fn warnings(headers: &header::HeaderMap) -> Vec<String> {
 }
 
 impl Http {
-    pub(crate) fn new(endpoint: &str) -> Result<Self, ClientError> {
+    pub(crate) fn new(endpoint: &str, token: Option<&str>) -> Result<Self, ClientError> {
         Ok(Self {
             endpoint: Endpoint::parse(endpoint)?,
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
             idle: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// A new connection's byte stream (no HTTP on it yet).
+    async fn stream(&self) -> Result<Box<dyn Io>, ClientError> {
+        Ok(match &self.endpoint {
+            Endpoint::Tcp { host, port } => {
+                let s = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(ClientError::Connect)?;
+                s.set_nodelay(true).map_err(ClientError::Connect)?;
+                Box::new(s)
+            }
+            Endpoint::Unix(p) => Box::new(
+                tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(ClientError::Connect)?,
+            ),
         })
     }
 
@@ -242,30 +278,13 @@ impl Http {
     }
 
     async fn connect(&self) -> Result<Sender, ClientError> {
-        let (sender, conn_task) = match &self.endpoint {
-            Endpoint::Tcp { host, port } => {
-                let s = tokio::net::TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(ClientError::Connect)?;
-                s.set_nodelay(true).map_err(ClientError::Connect)?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map_err(ClientError::Http)?;
-                (sender, tokio::spawn(conn))
-            }
-            Endpoint::Unix(p) => {
-                let s = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(ClientError::Connect)?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map_err(ClientError::Http)?;
-                (sender, tokio::spawn(conn))
-            }
-        };
+        let io = self.stream().await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(ClientError::Http)?;
         // The detached task drives the connection and ends with it; its errors surface
         // on the sender.
-        drop(conn_task);
+        drop(tokio::spawn(conn));
         Ok(sender)
     }
 
@@ -317,6 +336,9 @@ impl Http {
         if let Some(ct) = content_type {
             b = b.header(header::CONTENT_TYPE, ct);
         }
+        if let Some(t) = &self.token {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
         b.body(Full::new(body))
             .expect("method, path and headers are valid by construction")
     }
@@ -348,6 +370,63 @@ impl Http {
         }
         let v = serde_json::from_slice(&bytes).map_err(ClientError::Decode)?;
         Ok((parts.status, parts.headers, v))
+    }
+
+    /// One request on `path_and_query` with `accept`; the body is returned as it came.
+    /// Non-2xx answers become [`ClientError::Api`].
+    pub(crate) async fn raw(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        accept: &str,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<RawResponse, ClientError> {
+        let (ct, bytes) = match body {
+            Some((ct, b)) => (Some(ct), b),
+            None => (None, Bytes::new()),
+        };
+        let mut req = self.request(method, path_and_query, ct, bytes);
+        let accept = header::HeaderValue::from_str(accept)
+            .map_err(|_| ClientError::Endpoint(format!("invalid Accept header {accept:?}")))?;
+        req.headers_mut().insert(header::ACCEPT, accept);
+        let (sender, resp) = self.send(req).await?;
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.map_err(ClientError::Http)?.to_bytes();
+        self.checkin(sender);
+        if !parts.status.is_success() {
+            return Err(error_from_response(parts.status, &bytes));
+        }
+        Ok(RawResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: bytes,
+        })
+    }
+
+    /// Opens a WebSocket on `path_and_query` (on its own connection, never pooled). A
+    /// refused upgrade with a `Status` body becomes [`ClientError::Api`].
+    pub(crate) async fn websocket(&self, path_and_query: &str) -> Result<WebSocket, ClientError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        let url = format!("ws://{}{path_and_query}", self.endpoint.host_header());
+        let mut req = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::WebSocket(Box::new(e)))?;
+        if let Some(t) = &self.token {
+            let v = header::HeaderValue::from_str(&format!("Bearer {t}"))
+                .map_err(|_| ClientError::Endpoint("invalid bearer token".into()))?;
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        let io = self.stream().await?;
+        match tokio_tungstenite::client_async(req, io).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(WsError::Http(resp)) => {
+                let body = resp.body().clone().unwrap_or_default();
+                Err(error_from_response(resp.status(), &body))
+            }
+            Err(e) => Err(ClientError::WebSocket(Box::new(e))),
+        }
     }
 
     fn json(v: &Value) -> Bytes {

@@ -57,6 +57,12 @@ pub enum ClientError {
     Decode(#[source] serde_json::Error),
     #[error("Invalid API server address {0:?}: want http://HOST:PORT or unix:PATH")]
     Endpoint(String),
+    /// The WebSocket handshake or stream failed.
+    #[error("WebSocket to the API server failed")]
+    WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    /// The call needs the HTTP transport (raw requests, WebSockets).
+    #[error("{0} needs an HTTP client, not the in-process one")]
+    Unsupported(&'static str),
 }
 
 impl From<ApiError> for ClientError {
@@ -136,9 +142,39 @@ impl Client {
 
     /// A client of the REST API at `endpoint`: `http://HOST:PORT` or `unix:/path/monovirt.sock`.
     pub fn http(endpoint: &str) -> Result<Self, ClientError> {
+        Self::http_with_token(endpoint, None)
+    }
+
+    /// [`Client::http`] sending `Authorization: Bearer <token>` on every request (an empty
+    /// token sends none).
+    pub fn http_with_token(endpoint: &str, token: Option<&str>) -> Result<Self, ClientError> {
         Ok(Self {
-            transport: Transport::Http(http::Http::new(endpoint)?),
+            transport: Transport::Http(http::Http::new(endpoint, token)?),
         })
+    }
+
+    /// A request on any path (`/apis/...?query`) with the given `Accept`, and a body with its
+    /// content type: Tables, subresources and other shapes the typed [`Api`] does not
+    /// cover. A non-2xx answer is [`ClientError::Api`]. HTTP transport only.
+    pub async fn request(
+        &self,
+        method: hyper::Method,
+        path_and_query: &str,
+        accept: &str,
+        body: Option<(&str, bytes::Bytes)>,
+    ) -> Result<http::RawResponse, ClientError> {
+        match &self.transport {
+            Transport::Local(_) => Err(ClientError::Unsupported("a raw request")),
+            Transport::Http(h) => h.raw(method, path_and_query, accept, body).await,
+        }
+    }
+
+    /// Opens a WebSocket on `path_and_query` (the console subresource). HTTP transport only.
+    pub async fn websocket(&self, path_and_query: &str) -> Result<http::WebSocket, ClientError> {
+        match &self.transport {
+            Transport::Local(_) => Err(ClientError::Unsupported("a WebSocket")),
+            Transport::Http(h) => h.websocket(path_and_query).await,
+        }
     }
 
     async fn get(
