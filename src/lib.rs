@@ -1,8 +1,9 @@
 //! monovirt: KubeVirt without Kubernetes. The roles of the one binary are modules here:
-//! `store` (objects, revisions, watch log), `apiserver` (REST API), `client`,
+//! `store` (objects, revisions, watch log), `apiserver` (REST API), `client`, `cli` (the client commands),
 //! `controller`, `scheduler`, `agent`, `vmm`, `storage` and `network`.
 
 pub mod apiserver;
+pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod scheduler;

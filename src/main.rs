@@ -40,6 +40,8 @@ enum Cmd {
     },
     /// Boot one VM in the foreground and stream its serial console.
     Run(monovirt::vmm::run::RunArgs),
+    #[command(flatten)]
+    Client(monovirt::cli::Command),
 }
 
 /// Logs go to stderr; `default_level` applies when RUST_LOG is unset.
@@ -125,9 +127,31 @@ fn report(e: anyhow::Error) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// A client command on a small runtime; its error is printed as kubectl would.
+fn run_client(command: monovirt::cli::Command) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return report(anyhow::Error::from(e).context("starting the tokio runtime")),
+    };
+    match rt.block_on(monovirt::cli::run(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Cmd::Client(command) => {
+            init_logging(cli.log_format, "warn");
+            run_client(command)
+        }
         Cmd::Serve { data_dir, listen } => {
             init_logging(cli.log_format, "info");
             match run_serve(data_dir, listen) {

@@ -1,5 +1,6 @@
 //! The HTTP face of [`ApiError`]: every error leaves the server as a Kubernetes `Status`
-//! object with the matching HTTP code. 5xx details go to the log, not to the client.
+//! object with the matching HTTP code. 500 details go to the log, not to the client; a
+//! 503 (a node that cannot be reached) keeps its message, which is written for clients.
 
 use api::status::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -64,7 +65,7 @@ impl HttpError {
 pub fn status_response(err: &ApiError) -> Response {
     let code = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut status = err.clone();
-    if code.is_server_error() {
+    if code.is_server_error() && code != StatusCode::SERVICE_UNAVAILABLE {
         tracing::error!(code = err.code, reason = %err.reason, "request failed: {}", err.message);
         status.message = format!(
             "Internal error occurred: {} (details are in the server log)",

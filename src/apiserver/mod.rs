@@ -5,6 +5,8 @@
 //! - [`discovery`]: `/version`, `/api`, `/apis` (aggregated v2 or legacy), resource lists;
 //! - [`openapi`]: `/openapi/v3` index and per-group-version documents;
 //! - [`negotiation`]: `Accept` (JSON or Table), body size limit, JSON/YAML decoding;
+//! - [`subresource`]: KubeVirt's `subresources.kubevirt.io` (VM start/stop/restart, VMI
+//!   pause/unpause through the [`node_endpoint`], the [`console`] WebSocket bridge);
 //! - [`resource`]: get, list, create, update, patch, delete on the store's objects, with
 //!   [`query`] parameters, [`table`] rendering and [`watch`] streams;
 //! - [`error`]: every error as a `Status`;
@@ -17,11 +19,13 @@
 // unboxed, as the store does, and it is rendered once at the edge.
 #![allow(clippy::result_large_err)]
 
+pub mod console;
 pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod negotiation;
+pub mod node_endpoint;
 pub mod openapi;
 pub mod path;
 pub mod query;
@@ -140,6 +144,14 @@ pub fn router(state: AppState) -> Router {
             "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachines/{name}/{action}",
             axum::routing::put(subresource::vm_action),
         )
+        .route(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/console",
+            get(subresource::console),
+        )
+        .route(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/{action}",
+            axum::routing::put(subresource::vmi_action),
+        )
         .route("/api", axum::routing::any(api))
         .route("/api/{*rest}", axum::routing::any(api))
         .route("/apis", axum::routing::any(api))
@@ -218,10 +230,20 @@ async fn api(
             json_response(&discovery::aggregated(rs, true), AGGREGATED_DISCOVERY)
         }
         Target::Groups if accept.wants_aggregated_discovery() => {
-            json_response(&discovery::aggregated(rs, false), AGGREGATED_DISCOVERY)
+            let mut list = discovery::aggregated(rs, false);
+            if let Some(items) = list["items"].as_array_mut() {
+                items.push(subresource::aggregated_group());
+            }
+            json_response(&list, AGGREGATED_DISCOVERY)
         }
         Target::CoreVersions => json_response(&discovery::core_versions(rs), "application/json"),
-        Target::Groups => json_response(&discovery::group_list(rs), "application/json"),
+        Target::Groups => {
+            let mut list = discovery::group_list(rs);
+            if let Some(groups) = list["groups"].as_array_mut() {
+                groups.push(subresource::api_group());
+            }
+            json_response(&list, "application/json")
+        }
         Target::Group(_) | Target::ResourceList { .. } if !discovery_only(&method) => {
             HttpError::method_not_allowed(method.as_str(), uri.path()).into_response()
         }

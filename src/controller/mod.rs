@@ -2,6 +2,7 @@
 //! and write through the API client.
 //!
 //! - [`clock`]: the current time as API timestamps;
+//! - [`event`]: the Event recorder the roles share;
 //! - [`reflector`]: list-then-watch into a [`reflector::Cache`], reporting each change;
 //! - [`runtime`]: the reconcile loop (one reconcile per key at once, backoff, resync);
 //! - [`vm`]: the VirtualMachine controller.
@@ -10,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod clock;
+pub mod event;
 pub mod reflector;
 pub mod runtime;
 pub mod vm;

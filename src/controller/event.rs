@@ -1,0 +1,115 @@
+//! A small Event recorder shared by the control-plane roles: core `v1` Events about any
+//! object (`kubectl describe` and `monovirt get events` show them), written through the
+//! client. Recording is best effort: a failure is logged, never fatal.
+
+use crate::client::{Api, Client};
+use crate::controller::clock;
+use crate::store::WriteOptions;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{json, Value};
+
+/// `Normal` or `Warning`, as Kubernetes knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "Normal",
+            Self::Warning => "Warning",
+        }
+    }
+}
+
+/// Records Events as one component (`source.component`).
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    client: Client,
+    component: &'static str,
+}
+
+/// The `involvedObject` reference of `obj` (an API object with apiVersion, kind, metadata).
+pub fn reference(api_version: &str, kind: &str, obj: &Value) -> Value {
+    let m = &obj["metadata"];
+    json!({
+        "apiVersion": api_version, "kind": kind,
+        "name": m["name"], "namespace": m["namespace"], "uid": m["uid"],
+        "resourceVersion": m["resourceVersion"],
+    })
+}
+
+/// The Event object `record` writes (without a name: `generateName` is `<object>.`).
+pub fn event(
+    involved: &Value,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    component: &str,
+) -> Value {
+    let now = serde_json::to_value(Time(clock::now())).unwrap_or(Value::Null);
+    let name = involved["name"].as_str().unwrap_or_default();
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{name}."), "namespace": involved["namespace"]},
+        "involvedObject": involved,
+        "reason": reason, "message": message, "type": type_.as_str(),
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    })
+}
+
+impl Recorder {
+    pub fn new(client: Client, component: &'static str) -> Self {
+        Self { client, component }
+    }
+
+    /// Records an Event about `involved` (see [`reference`]) in its namespace.
+    pub async fn record(&self, involved: &Value, type_: EventType, reason: &str, message: &str) {
+        let Some(def) = api::resource::find_kind("", "Event") else {
+            return;
+        };
+        let ns = involved["namespace"].as_str().unwrap_or("default");
+        let ev = event(involved, type_, reason, message, self.component);
+        let events: Api<Value> = Api::namespaced(self.client.clone(), def, ns);
+        if let Err(e) = events.create(&ev, &WriteOptions::default()).await {
+            tracing::warn!(reason, object = %involved["name"], "recording an event failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ListOptions, Objects};
+
+    #[tokio::test]
+    async fn records_an_event_about_the_object() {
+        let objects = Objects::in_memory().unwrap();
+        let client = Client::local(objects);
+        let vm = json!({"metadata": {"name": "vm1", "namespace": "default", "uid": "u-1"}});
+        let r = Recorder::new(client.clone(), "monovirt-api");
+        let involved = reference("kubevirt.io/v1", "VirtualMachine", &vm);
+        r.record(
+            &involved,
+            EventType::Normal,
+            "StartRequested",
+            "VM start requested",
+        )
+        .await;
+        let def = api::resource::find_kind("", "Event").unwrap();
+        let events: Api<Value> = Api::namespaced(client, def, "default");
+        let list = events.list(&ListOptions::default()).await.unwrap();
+        assert_eq!(list.items.len(), 1);
+        let ev = &list.items[0];
+        assert_eq!(ev["reason"], "StartRequested");
+        assert_eq!(ev["type"], "Normal");
+        assert_eq!(ev["involvedObject"]["kind"], "VirtualMachine");
+        assert_eq!(ev["involvedObject"]["uid"], "u-1");
+        assert_eq!(ev["source"]["component"], "monovirt-api");
+        assert!(ev["metadata"]["name"].as_str().unwrap().starts_with("vm1."));
+    }
+}
