@@ -1,8 +1,9 @@
 //! The console bridge: the client's WebSocket (from the upgrade of the console
 //! subresource) joined to the node agent's console WebSocket. Binary and text frames pass
-//! both ways unchanged. A Close from the client is forwarded, and what the node still
-//! sends before its own Close reaches the client; a Close (or end) from the node ends the
-//! client's socket with the same code and reason. Server shutdown closes both.
+//! both ways unchanged. A Close from either side is forwarded with its code and reason and
+//! ends the bridge (a WebSocket peer answers a Close at once, so nothing is relayed after
+//! it); a failed node connection closes the client with 1011. Server shutdown closes both
+//! with 1001.
 
 use crate::client::http::WebSocket as NodeSocket;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -39,23 +40,41 @@ fn to_client(m: NodeMessage) -> Option<Message> {
     }
 }
 
+/// How long the node gets to answer a Close the client started, before its socket is
+/// dropped anyway (cleanup of a misbehaving peer, not a protocol timing).
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Relays frames between `client` and `node` until either side ends or `shutdown`.
 pub async fn bridge(client: WebSocket, node: NodeSocket, shutdown: CancellationToken) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut node_tx, mut node_rx) = node.split();
-    // After the client's Close: only the node's remaining output and its Close.
-    let mut client_done = false;
     loop {
         tokio::select! {
-            m = client_rx.next(), if !client_done => match m {
+            m = client_rx.next() => match m {
+                Some(Ok(Message::Close(f))) => {
+                    // Forward the Close, send the client its reply, let the node answer.
+                    let _ = node_tx.send(to_node(Message::Close(f)).expect("a Close maps")).await;
+                    let _ = client_tx.close().await;
+                    let drain = async {
+                        while let Some(Ok(m)) = node_rx.next().await {
+                            if matches!(m, NodeMessage::Close(_)) {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    break;
+                }
                 Some(Ok(m)) => {
-                    let closing = matches!(m, Message::Close(_));
                     if let Some(out) = to_node(m) {
                         if node_tx.send(out).await.is_err() {
+                            let _ = client_tx.send(Message::Close(Some(CloseFrame {
+                                code: 1011,
+                                reason: "the node's console connection failed".into(),
+                            }))).await;
                             break;
                         }
                     }
-                    client_done = closing;
                 }
                 Some(Err(e)) => {
                     tracing::debug!("console client socket failed: {e}");
@@ -68,15 +87,18 @@ pub async fn bridge(client: WebSocket, node: NodeSocket, shutdown: CancellationT
                 }
             },
             m = node_rx.next() => match m {
+                Some(Ok(NodeMessage::Close(f))) => {
+                    let _ = client_tx.send(to_client(NodeMessage::Close(f)).expect("a Close maps")).await;
+                    // Sends the node its Close reply.
+                    let _ = node_tx.close().await;
+                    break;
+                }
                 Some(Ok(m)) => {
-                    let closing = matches!(m, NodeMessage::Close(_));
                     if let Some(out) = to_client(m) {
                         if client_tx.send(out).await.is_err() {
+                            let _ = node_tx.send(NodeMessage::Close(None)).await;
                             break;
                         }
-                    }
-                    if closing {
-                        break;
                     }
                 }
                 Some(Err(e)) => {
@@ -95,8 +117,10 @@ pub async fn bridge(client: WebSocket, node: NodeSocket, shutdown: CancellationT
                 }
             },
             () = shutdown.cancelled() => {
-                let going_away = |reason: &str| CloseFrame { code: 1001, reason: reason.into() };
-                let _ = client_tx.send(Message::Close(Some(going_away("the API server is shutting down")))).await;
+                let _ = client_tx.send(Message::Close(Some(CloseFrame {
+                    code: 1001,
+                    reason: "the API server is shutting down".into(),
+                }))).await;
                 let _ = node_tx.send(NodeMessage::Close(None)).await;
                 break;
             }

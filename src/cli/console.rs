@@ -1,8 +1,8 @@
 //! `monovirt console VMI`: the guest's serial console over the console subresource's
 //! WebSocket (`GET /apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/console`),
 //! binary frames both ways. On a terminal it runs in raw mode and Ctrl-] (as in virtctl)
-//! ends the session; from a pipe, end of input closes the WebSocket once the server has
-//! sent what it had.
+//! ends the session; from a pipe, end of input closes the WebSocket (output the server
+//! sends before its Close reply is still printed).
 
 use super::connection::ConnectionArgs;
 use super::lifecycle::subresource_path;
@@ -101,6 +101,8 @@ pub async fn run(args: &ConsoleArgs) -> Result<(), CliError> {
     let (mut sink, mut stream) = ws.split();
     let mut input = stdin_reader(interactive);
     let mut input_open = true;
+    // Whether we sent our Close: the peer may then drop the connection without its reply.
+    let mut closing = false;
     let mut out = std::io::stdout();
     let result = loop {
         tokio::select! {
@@ -115,8 +117,10 @@ pub async fn run(args: &ConsoleArgs) -> Result<(), CliError> {
                     break Ok(());
                 }
                 Some(Input::Eof) | None => {
-                    // Half-close: the server answers our Close after what it already sent.
+                    // End of input ends the session; output until the server's Close reply
+                    // is still printed.
                     input_open = false;
+                    closing = true;
                     if let Err(e) = sink.send(Message::Close(None)).await {
                         break Err(conn.error(ws_error(e)));
                     }
@@ -139,6 +143,7 @@ pub async fn run(args: &ConsoleArgs) -> Result<(), CliError> {
                     };
                 }
                 Some(Ok(_)) => {}
+                Some(Err(_)) if closing => break Ok(()),
                 Some(Err(e)) => break Err(conn.error(ws_error(e))),
                 None => break Ok(()),
             },
