@@ -405,6 +405,21 @@ impl Context {
     }
 }
 
+/// The component named in the VM controller's Events.
+pub const COMPONENT: &str = "monovirt-controller";
+
+/// Records a Normal Event about `vm` (as virt-controller does when it creates or deletes
+/// the VMI).
+async fn record(ctx: &Context, vm: &VirtualMachine, reason: &str, message: &str) {
+    let Ok(obj) = serde_json::to_value(vm) else {
+        return;
+    };
+    let involved = super::event::reference("kubevirt.io/v1", "VirtualMachine", &obj);
+    super::event::Recorder::new(ctx.client.clone(), COMPONENT)
+        .record(&involved, super::event::EventType::Normal, reason, message)
+        .await;
+}
+
 /// Reconciles the VM with cache key `key` (`namespace/name`).
 pub async fn reconcile(ctx: Arc<Context>, key: String) -> Result<Action, VmError> {
     let Some(vm) = ctx.vms.get(&key) else {
@@ -422,7 +437,16 @@ pub async fn reconcile(ctx: Arc<Context>, key: String) -> Result<Action, VmError
             let new = new_vmi(&vm)?;
             tracing::info!(vm = %key, "creating VMI");
             match vmis.create(&new, &WriteOptions::default()).await {
-                Ok(created) => ctx.vmis.insert(key.clone(), created),
+                Ok(created) => {
+                    ctx.vmis.insert(key.clone(), created);
+                    record(
+                        &ctx,
+                        &vm,
+                        "SuccessfulCreate",
+                        &format!("Started the virtual machine by creating the new virtual machine instance {name}"),
+                    )
+                    .await;
+                }
                 // The cache lags behind an earlier create: the watch catches up.
                 Err(e) if e.code() == Some(409) => {}
                 Err(e) => return Err(VmError::Write("VMI", e)),
@@ -435,7 +459,15 @@ pub async fn reconcile(ctx: Arc<Context>, key: String) -> Result<Action, VmError
                 ..DeleteOptions::default()
             };
             match vmis.delete(&name, &opts).await {
-                Ok(_) => {}
+                Ok(_) => {
+                    record(
+                        &ctx,
+                        &vm,
+                        "SuccessfulDelete",
+                        &format!("Stopped the virtual machine by deleting the virtual machine instance {uid}"),
+                    )
+                    .await;
+                }
                 Err(e) if matches!(e.code(), Some(404 | 409)) => {}
                 Err(e) => return Err(VmError::Write("VMI", e)),
             }
@@ -891,5 +923,22 @@ mod tests {
                 .printable_status,
             Some(PrintableStatus::Stopped)
         );
+        // The VMI's creation and deletion are Events about the VM.
+        let events: Api<serde_json::Value> = Api::namespaced(
+            client,
+            api::resource::find_kind("", "Event").unwrap(),
+            "default",
+        );
+        let mut reasons: Vec<String> = events
+            .list(&crate::store::ListOptions::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == "vm1")
+            .map(|e| e["reason"].as_str().unwrap().to_string())
+            .collect();
+        reasons.sort();
+        assert_eq!(reasons, ["SuccessfulCreate", "SuccessfulDelete"]);
     }
 }
