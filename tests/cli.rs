@@ -215,9 +215,9 @@ fn start_stop_restart_and_events() {
     assert!(reasons.contains(&"StartRequested"), "{events}");
     assert!(reasons.contains(&"StopRequested"), "{events}");
 
-    // pause needs a running VMI: the VM is stopped, so there is none.
-    cli(&s, &["pause", "vmi", "vm1"]).failed_with(
-        r#"Error from server (NotFound): virtualmachineinstances.kubevirt.io "vm1" not found"#,
+    // pause needs a VMI (a running one: tests/subresource_proxy.rs).
+    cli(&s, &["pause", "vmi", "ghost"]).failed_with(
+        r#"Error from server (NotFound): virtualmachineinstances.kubevirt.io "ghost" not found"#,
     );
 }
 

@@ -321,6 +321,11 @@ fn node_error(ep: &NodeEndpoint, e: ClientError) -> ApiError {
             ep.node, a.message
         )),
         ClientError::Api(a) => a,
+        // The client words its errors for the API server; here the peer is the node.
+        ClientError::Connect(io) => unavailable(format!(
+            "cannot reach the agent of node {} at {}: {io}",
+            ep.node, ep.address
+        )),
         other => {
             let mut msg = other.to_string();
             let mut src = std::error::Error::source(&other);
@@ -330,7 +335,7 @@ fn node_error(ep: &NodeEndpoint, e: ClientError) -> ApiError {
                 src = s.source();
             }
             unavailable(format!(
-                "cannot reach the agent of node {} at {}: {msg}",
+                "the connection to the agent of node {} at {} failed: {msg}",
                 ep.node, ep.address
             ))
         }
