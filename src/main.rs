@@ -3,11 +3,13 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use monovirt::agent::AgentConfig;
 use monovirt::apiserver::{ServeConfig, Server};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// KubeVirt without Kubernetes.
@@ -37,11 +39,98 @@ enum Cmd {
         /// The TCP address of the REST API (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Run no node agent here: a control plane only (nodes join with `monovirt agent`).
+        #[arg(long)]
+        no_agent: bool,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// How long a node may go without a heartbeat before it is NotReady and its VMs are
+        /// failed (to be started elsewhere as their run strategy says).
+        #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+        node_monitor_grace_period: Duration,
+    },
+    /// Run a node agent and VMM that join the control plane at --server.
+    Agent {
+        /// The API server: http://HOST:PORT or unix:PATH.
+        #[arg(long)]
+        server: String,
+        /// The join token (`<data-dir>/join-token` of `monovirt serve`).
+        #[arg(long, env = "MONOVIRT_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Where this node's images and VM files live.
+        #[arg(long, default_value = "/var/lib/monovirt-agent")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Manage the node-local image store (container disks and kernels).
+    Image {
+        /// The data dir of the node (`serve` or `agent`).
+        #[arg(long, default_value = "/var/lib/monovirt", global = true)]
+        data_dir: PathBuf,
+        #[command(subcommand)]
+        command: ImageCmd,
     },
     /// Boot one VM in the foreground and stream its serial console.
     Run(monovirt::vmm::run::RunArgs),
     #[command(flatten)]
     Client(monovirt::cli::Command),
+}
+
+/// The node agent's settings (shared by `serve` and `agent`).
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Where the node endpoint (pause, unpause, console) listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    node_listen: SocketAddr,
+    /// The address published in the Node (default: the listen address, or the local
+    /// address that reaches the API server).
+    #[arg(long)]
+    node_address: Option<std::net::IpAddr>,
+    /// How often the node renews its Ready condition.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+}
+
+impl NodeArgs {
+    fn config(&self, data_dir: PathBuf, server: Option<String>) -> AgentConfig {
+        AgentConfig {
+            node_name: self
+                .node_name
+                .clone()
+                .unwrap_or_else(monovirt::agent::node::hostname),
+            data_dir,
+            listen: self.node_listen,
+            advertise: self.node_address,
+            heartbeat: self.heartbeat_interval,
+            server,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Import an OCI image layout (directory or tar), a `docker save` archive, a plain
+    /// directory, or a plain file (placed at --dest, by default /disk/<file name>).
+    Import {
+        /// The image reference VMIs use (`containerDisk.image`, `kernelBoot.container.image`).
+        reference: String,
+        /// What to import.
+        path: PathBuf,
+        /// For a plain file: its absolute path inside the image.
+        #[arg(long)]
+        dest: Option<String>,
+    },
+    /// List the imported images.
+    List,
+    /// Remove an image.
+    Remove {
+        /// The image reference.
+        reference: String,
+    },
 }
 
 /// Logs go to stderr; `default_level` applies when RUST_LOG is unset.
@@ -76,8 +165,18 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
-    let config = ServeConfig { data_dir, listen };
+/// What `serve` runs beside the API.
+struct ServeRoles {
+    /// The local node agent, unless `--no-agent`.
+    agent: Option<NodeArgs>,
+    node_grace: Duration,
+}
+
+async fn serve(data_dir: PathBuf, listen: SocketAddr, roles_cfg: ServeRoles) -> anyhow::Result<()> {
+    let config = ServeConfig {
+        data_dir: data_dir.clone(),
+        listen,
+    };
     let server = Server::bind(&config, api::resource::resources().to_vec())
         .await
         .context("starting the API server")?;
@@ -91,10 +190,26 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     // The control-plane roles beside the API, over an in-process client.
     let roles = tokio_util::sync::CancellationToken::new();
     let client = monovirt::client::Client::local(server.objects().clone());
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(monovirt::controller::vm::run(client.clone(), roles.clone())),
-        tokio::spawn(monovirt::scheduler::runner::run(client, roles.clone())),
+        tokio::spawn(monovirt::scheduler::runner::run(
+            client.clone(),
+            roles.clone(),
+        )),
+        tokio::spawn(monovirt::controller::node::run(
+            client.clone(),
+            roles_cfg.node_grace,
+            roles.clone(),
+        )),
     ];
+    if let Some(node) = &roles_cfg.agent {
+        let agent = monovirt::agent::run(client, node.config(data_dir, None), roles.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = agent.await {
+                tracing::error!("the node agent failed: {}", anyhow::Error::from(e));
+            }
+        }));
+    }
     let served = server.run(shutdown_signal()).await;
     roles.cancel();
     for task in tasks {
@@ -107,13 +222,61 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_serve(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("monovirt")
         .build()
-        .context("starting the tokio runtime")?
-        .block_on(serve(data_dir, listen))
+        .context("starting the tokio runtime")
+}
+
+/// `monovirt agent`: the node agent against a remote API server.
+async fn agent(server: String, token: String, config: AgentConfig) -> anyhow::Result<()> {
+    let client = monovirt::client::Client::http_with_token(&server, Some(&token))
+        .context("connecting to the API server")?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(monovirt::agent::run(client, config, stop.clone()));
+    shutdown_signal().await;
+    stop.cancel();
+    run.await.context("the node agent task")??;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn image(data_dir: PathBuf, command: ImageCmd) -> anyhow::Result<()> {
+    let store = monovirt::image::ImageStore::open(&data_dir).context("opening the image store")?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        ImageCmd::Import {
+            reference,
+            path,
+            dest,
+        } => {
+            let imported = store
+                .import(&reference, &path, dest.as_deref())
+                .with_context(|| format!("importing {}", path.display()))?;
+            writeln!(
+                out,
+                "imported {} ({})",
+                imported.reference, imported.source_kind
+            )?;
+        }
+        ImageCmd::List => {
+            writeln!(out, "{:<60} {:<10} IMPORTED", "REFERENCE", "SOURCE")?;
+            for i in store.list()? {
+                writeln!(
+                    out,
+                    "{:<60} {:<10} {}",
+                    i.reference, i.source_kind, i.imported_at
+                )?;
+            }
+        }
+        ImageCmd::Remove { reference } => {
+            store.remove(&reference)?;
+            writeln!(out, "removed {reference}")?;
+        }
+    }
+    Ok(())
 }
 
 fn report(e: anyhow::Error) -> ExitCode {
@@ -152,9 +315,39 @@ fn main() -> ExitCode {
             init_logging(cli.log_format, "warn");
             run_client(command)
         }
-        Cmd::Serve { data_dir, listen } => {
+        Cmd::Serve {
+            data_dir,
+            listen,
+            no_agent,
+            node,
+            node_monitor_grace_period,
+        } => {
             init_logging(cli.log_format, "info");
-            match run_serve(data_dir, listen) {
+            let roles = ServeRoles {
+                agent: (!no_agent).then_some(node),
+                node_grace: node_monitor_grace_period,
+            };
+            match runtime().and_then(|rt| rt.block_on(serve(data_dir, listen, roles))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(e),
+            }
+        }
+        Cmd::Agent {
+            server,
+            token,
+            data_dir,
+            node,
+        } => {
+            init_logging(cli.log_format, "info");
+            let config = node.config(data_dir, Some(server.clone()));
+            match runtime().and_then(|rt| rt.block_on(agent(server, token, config))) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(e),
+            }
+        }
+        Cmd::Image { data_dir, command } => {
+            init_logging(cli.log_format, "warn");
+            match image(data_dir, command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => report(e),
             }

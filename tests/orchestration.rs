@@ -1,7 +1,8 @@
 //! The control plane of `monovirt serve` end to end over HTTP: the VM controller creates a
 //! VM's VMI, the scheduler binds it to a Ready node (or marks it Unschedulable), and halting
-//! or deleting the VM removes the VMI. No node agent runs here: the node is registered by
-//! the test, so VMIs stop at phase Scheduled.
+//! or deleting the VM removes the VMI. No node agent runs here (`serve --no-agent`): the
+//! node is registered by the test, so VMIs stop at phase Scheduled. `tests/agent.rs` runs
+//! the same flow with node agents and real guests.
 
 mod common;
 
@@ -29,6 +30,11 @@ async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) 
     }
 }
 
+/// `monovirt serve` without its local node agent.
+fn control_plane() -> BinaryServer {
+    BinaryServer::start_with(tempfile::tempdir().expect("tempdir"), &["--no-agent"])
+}
+
 const SUB: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines";
 
 fn node(name: &str) -> Value {
@@ -51,7 +57,7 @@ fn vm_with(name: &str, strategy: &str, memory: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vm_to_scheduled_vmi_and_back() {
-    let s = BinaryServer::start();
+    let s = control_plane();
     let addr = s.addr;
     assert_eq!(post(addr, "/api/v1/nodes", &node("n1")).await.code(), 201);
     let created = post(addr, VMS, &vm_with("vm1", "Always", "64Mi")).await;
@@ -195,7 +201,7 @@ async fn vm_to_scheduled_vmi_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_waits_and_halted_stays_down_and_cordon_blocks() {
-    let s = BinaryServer::start();
+    let s = control_plane();
     let addr = s.addr;
     let mut cordoned = node("n1");
     cordoned["spec"] = json!({"unschedulable": true});

@@ -117,6 +117,15 @@ kind!(
     crate::core::event::default
 );
 kind!(
+    secret,
+    crate::core::secret::Secret,
+    "",
+    "v1",
+    "Secret",
+    crate::core::secret::validate,
+    crate::core::secret::default
+);
+kind!(
     sc,
     crate::storage::storageclass::StorageClass,
     "storage.k8s.io",
@@ -281,6 +290,17 @@ const EVENT_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::path("Message", "string", ".message", "A human-readable description of the status of this operation.", 0),
 ];
 
+const SECRET_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path(
+        "Type",
+        "string",
+        ".type",
+        "Used to facilitate programmatic handling of secret data.",
+        0,
+    ),
+    PrinterColumn::AGE,
+];
+
 const SC_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::path("Provisioner", "string", ".provisioner", "Indicates the type of the provisioner.", 0),
     PrinterColumn::path("ReclaimPolicy", "string", ".reclaimPolicy", "Dynamically provisioned PersistentVolumes of this storage class are created with this reclaimPolicy.", 0),
@@ -437,6 +457,24 @@ static RESOURCES: &[ResourceDef] = &[
         validate: event::validate,
         unknown_fields: event::unknown_fields,
         schema: event::schema,
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        list_kind: "SecretList",
+        plural: "secrets",
+        singular: "secret",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        has_status: false,
+        verbs: VERBS,
+        columns: SECRET_COLUMNS,
+        default: secret::default,
+        validate: secret::validate,
+        unknown_fields: secret::unknown_fields,
+        schema: secret::schema,
     },
     ResourceDef {
         group: "storage.k8s.io",

@@ -106,8 +106,25 @@ pub async fn reflect<K: DeserializeOwned + Send + Sync + 'static>(
     changes: mpsc::UnboundedSender<Change<K>>,
     shutdown: CancellationToken,
 ) {
+    reflect_with(api, ListOptions::default(), cache, changes, shutdown).await;
+}
+
+/// [`reflect`] over the objects `selection`'s label and field selectors choose (a node
+/// agent watches only the VMIs bound to its node).
+pub async fn reflect_with<K: DeserializeOwned + Send + Sync + 'static>(
+    api: Api<Value>,
+    selection: ListOptions,
+    cache: Cache<K>,
+    changes: mpsc::UnboundedSender<Change<K>>,
+    shutdown: CancellationToken,
+) {
+    let selected = || ListOptions {
+        label_selector: selection.label_selector.clone(),
+        field_selector: selection.field_selector.clone(),
+        ..ListOptions::default()
+    };
     while !shutdown.is_cancelled() {
-        let list = match api.list(&ListOptions::default()).await {
+        let list = match api.list(&selected()).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(resource = api.resource().plural, "list failed: {e}");
@@ -143,7 +160,7 @@ pub async fn reflect<K: DeserializeOwned + Send + Sync + 'static>(
         }
         let opts = ListOptions {
             resource_version: Some(list.resource_version),
-            ..ListOptions::default()
+            ..selected()
         };
         let mut stream = match api.watch(&opts).await {
             Ok(s) => s,

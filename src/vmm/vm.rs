@@ -120,7 +120,7 @@ struct VmParts {
     reset_evt: EventFd,
     cmd_evt: Arc<EventFd>,
     rx: mpsc::Receiver<Request>,
-    console_input: bool,
+    console: ConsoleConfig,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -343,7 +343,7 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
         reset_evt,
         cmd_evt: cmd_evt.clone(),
         rx,
-        console_input: matches!(config.console, ConsoleConfig::Stdio),
+        console: config.console.clone(),
     };
     std::thread::Builder::new()
         .name(format!("vmm-{name}"))
@@ -357,6 +357,10 @@ const TOKEN_EXIT: u64 = 1;
 const TOKEN_SHUTDOWN: u64 = 2;
 const TOKEN_RESET: u64 = 3;
 const TOKEN_STDIN: u64 = 4;
+const TOKEN_RING_INPUT: u64 = 5;
+
+/// How soon input that did not fit the COM1 FIFO is offered again.
+const INPUT_RETRY: Duration = Duration::from_millis(5);
 
 /// How long a pause waits for every vCPU to park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -429,11 +433,19 @@ fn event_loop(parts: &mut VmParts) {
         add(&epoll, parts.exit_evt.as_raw_fd(), TOKEN_EXIT)?;
         add(&epoll, parts.shutdown_evt.as_raw_fd(), TOKEN_SHUTDOWN)?;
         add(&epoll, parts.reset_evt.as_raw_fd(), TOKEN_RESET)?;
-        if parts.console_input {
-            // stdin may be closed or not pollable (a regular file): then no input.
-            if let Err(e) = add(&epoll, libc::STDIN_FILENO, TOKEN_STDIN) {
-                tracing::debug!(vm = %parts.name, "console input disabled: {e}");
+        match &parts.console {
+            ConsoleConfig::Stdio => {
+                // stdin may be closed or not pollable (a regular file): then no input.
+                if let Err(e) = add(&epoll, libc::STDIN_FILENO, TOKEN_STDIN) {
+                    tracing::debug!(vm = %parts.name, "console input disabled: {e}");
+                }
             }
+            ConsoleConfig::Ring(ring) => {
+                if let Some(evt) = ring.input_event() {
+                    add(&epoll, evt.as_raw_fd(), TOKEN_RING_INPUT)?;
+                }
+            }
+            ConsoleConfig::File(_) | ConsoleConfig::Null => {}
         }
         Ok(epoll)
     };
@@ -449,14 +461,23 @@ fn event_loop(parts: &mut VmParts) {
     let mut state = Lifecycle::Created;
     let mut stop_deadline: Option<Instant> = None;
     let mut events = vec![EpollEvent::default(); 8];
+    let mut input_pending = false;
     loop {
-        let timeout = match stop_deadline {
+        let mut timeout = match stop_deadline {
             Some(d) => d
                 .saturating_duration_since(Instant::now())
                 .as_millis()
                 .min(i32::MAX as u128) as i32,
             None => -1,
         };
+        if input_pending {
+            let retry = INPUT_RETRY.as_millis() as i32;
+            timeout = if timeout < 0 {
+                retry
+            } else {
+                timeout.min(retry)
+            };
+        }
         let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -467,6 +488,12 @@ fn event_loop(parts: &mut VmParts) {
                 return;
             }
         };
+        if let (true, ConsoleConfig::Ring(ring)) = (input_pending || n > 0, &parts.console) {
+            input_pending = ring.drain_input(|bytes| {
+                let mut serial = parts.serial.lock().unwrap_or_else(|e| e.into_inner());
+                serial.enqueue_input(bytes).unwrap_or(0)
+            });
+        }
         if stop_deadline.is_some_and(|d| Instant::now() >= d) {
             tracing::info!(vm = %parts.name, "guest did not power off in time; stopping it");
             parts.exit.report(ExitReason::Killed);

@@ -1,11 +1,12 @@
-//! The core `v1` kinds monovirt serves (Namespace, Node, PersistentVolumeClaim, Event), typed
-//! by `k8s-openapi`, with kube-apiserver's defaulting, validation and table columns for them.
+//! The core `v1` kinds monovirt serves (Namespace, Node, PersistentVolumeClaim, Event,
+//! Secret), typed by `k8s-openapi`, with kube-apiserver's defaulting, validation and table columns for them.
 
 pub mod columns;
 pub mod event;
 pub mod namespace;
 pub mod node;
 pub mod pvc;
+pub mod secret;
 
 /// The API version of the core group.
 pub const VERSION: &str = "v1";
