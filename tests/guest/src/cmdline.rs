@@ -9,6 +9,7 @@
 //! | `hang` | halt with interrupts off, forever |
 //! | `tick` | print `tick=N` (and `tick.ns=` kvmclock time) about every 100 ms, forever |
 //! | `wait` | wait for the ACPI power button (an SCI), then power off as `poweroff` does |
+//! | `echo` | print `echo.ready=1`, then `echo=<line>` for every line received on COM1, forever |
 //! | `nosmp` | do not start the application processors |
 //! | `net` | DHCP on the first virtio-net device, then one TCP connection (see [`crate::net`]) |
 //! | `guest.ip=A.B.C.D/N`, `guest.gw=A.B.C.D` | with `net`: a static address instead of DHCP |
@@ -24,6 +25,7 @@ pub enum Action {
     Hang,
     Tick,
     Wait,
+    Echo,
 }
 
 impl Action {
@@ -36,6 +38,7 @@ impl Action {
             Action::Hang => "hang",
             Action::Tick => "tick",
             Action::Wait => "wait",
+            Action::Echo => "echo",
         }
     }
 }
@@ -99,6 +102,7 @@ impl Options {
                 b"hang" => options.action = Action::Hang,
                 b"tick" => options.action = Action::Tick,
                 b"wait" => options.action = Action::Wait,
+                b"echo" => options.action = Action::Echo,
                 b"nosmp" => options.smp = false,
                 b"blkwrite" => options.blk_write = true,
                 b"net" => options.net = true,
@@ -149,6 +153,7 @@ mod tests {
         );
         assert_eq!(Options::parse(b"triplefault").action, Action::TripleFault);
         assert_eq!(Options::parse(b"wait").action, Action::Wait);
+        assert_eq!(Options::parse(b"console=ttyS0 echo").action, Action::Echo);
         assert!(Options::parse(b"vsock").vsock);
     }
 

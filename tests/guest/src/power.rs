@@ -264,5 +264,35 @@ pub fn perform(action: Action, platform: &Platform, clock: Option<KvmClock>, bsp
             kv!("acpi.event", "{event}");
             perform(Action::Poweroff, platform, clock, bsp_id)
         }
+        Action::Echo => echo(),
+    }
+}
+
+/// Prints `echo=<line>` (escaped like the command line) for every line that arrives on
+/// COM1, forever: proof that console input reaches the guest and its answer gets out.
+fn echo() -> ! {
+    kv!("echo.ready", "1");
+    let mut line = [0u8; 256];
+    let mut len = 0;
+    loop {
+        match crate::serial::try_read() {
+            Some(b'\r' | b'\n') => {
+                if len > 0 {
+                    kv!("echo", "{}", crate::bootinfo::Escaped(&line[..len]));
+                    len = 0;
+                }
+            }
+            Some(b) => {
+                // A longer line is cut at the buffer's size.
+                if len < line.len() {
+                    line[len] = b;
+                    len += 1;
+                }
+            }
+            // Poll about every millisecond rather than spin on the port.
+            None => {
+                crate::pit::wait_us(1_000);
+            }
+        }
     }
 }

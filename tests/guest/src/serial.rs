@@ -10,6 +10,8 @@ use x86_64::instructions::port::Port;
 const COM1: u16 = 0x3f8;
 /// Line status register: transmitter holding register empty.
 const LSR_THRE: u8 = 0x20;
+/// Line status register: a received byte is waiting in the receive buffer.
+const LSR_DR: u8 = 0x01;
 
 static LOCK: AtomicBool = AtomicBool::new(false);
 
@@ -53,6 +55,18 @@ fn put_bytes(bytes: &[u8]) {
             // SAFETY: writing the THR queues one byte for transmission.
             unsafe { thr.write(byte) }
         }
+    }
+}
+
+/// The next received byte, if one is waiting (polled: the UART's interrupts stay off).
+pub fn try_read() -> Option<u8> {
+    // SAFETY: reading the LSR has no side effects; reading the RBR takes the received
+    // byte that LSR_DR says is there.
+    unsafe {
+        if Port::<u8>::new(COM1 + 5).read() & LSR_DR == 0 {
+            return None;
+        }
+        Some(Port::<u8>::new(COM1).read())
     }
 }
 
