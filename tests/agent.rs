@@ -1,0 +1,484 @@
+//! The orchestration loop end to end with node agents and real guests (the test guest on
+//! /dev/kvm, booted through `kernelBoot` from an imported image): `monovirt serve` runs
+//! its local agent, a second node joins as a separate `monovirt agent` process. A VM is
+//! POSTed, its guest's lines show on its console (through the API's console
+//! subresource, bridged to the node endpoint), it pauses, stops, starts and is deleted
+//! with nothing left behind; run strategies restart (or not) a crashing guest; two nodes
+//! take two anti-affine VMs; a lost node's VM comes back on the other node.
+
+mod common;
+mod vmm_support;
+
+use common::api::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Generous: guests run under PVM here. A hang fails, a slow run does not.
+const DEADLINE: Duration = Duration::from_secs(120);
+const IMAGE: &str = "monovirt/test-guest:1";
+const SUB_VMS: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines";
+const SUB_VMIS: &str =
+    "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances";
+
+/// Polls `path` until `ok` holds (absent objects are `Value::Null`).
+async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let r = get(addr, path).await;
+        let v = if r.code() == 404 {
+            Value::Null
+        } else {
+            r.json()
+        };
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last answer {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Imports the test guest into the image store of the node whose data dir is `dir`.
+fn import_guest(dir: &Path) {
+    let elf = common::guest::guest_elf().expect("the test guest builds");
+    let out = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .args(["image", "import", "--data-dir"])
+        .arg(dir)
+        .args([IMAGE])
+        .arg(&elf)
+        .args(["--dest", "/boot/vmlinux"])
+        .output()
+        .expect("run monovirt image import");
+    assert!(
+        out.status.success(),
+        "image import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `monovirt serve` with its local agent as node `node-a`, the guest image imported.
+fn serve(extra: &[&str]) -> BinaryServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    import_guest(dir.path());
+    let mut args = vec!["--node-name", "node-a", "--heartbeat-interval", "500ms"];
+    args.extend_from_slice(extra);
+    BinaryServer::start_with(dir, &args)
+}
+
+/// A VM booting the test guest with `words` on its command line.
+fn guest_vm(name: &str, strategy: &str, words: &str) -> Value {
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"runStrategy": strategy, "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {
+                "terminationGracePeriodSeconds": 2,
+                "domain": {
+                    "cpu": {"sockets": 1, "cores": 2, "threads": 1},
+                    "memory": {"guest": "64Mi"},
+                    "firmware": {"kernelBoot": {"kernelArgs": format!("console=ttyS0 {words}"),
+                        "container": {"image": IMAGE, "kernelPath": "/boot/vmlinux"}}},
+                    "devices": {"autoattachPodInterface": false}}}}},
+    })
+}
+
+fn vmi_path(name: &str) -> String {
+    format!("{VMIS}/{name}")
+}
+
+fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["status"]["phase"] == phase
+}
+
+fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Reads the console WebSocket until `needle` shows up; returns everything read.
+async fn console_until(addr: SocketAddr, vmi: &str, needle: &str) -> String {
+    let url = format!("ws://{addr}{SUB_VMIS}/{vmi}/console");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("console WebSocket");
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !text.contains(needle) {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} on the console; got {text}"));
+        match msg {
+            Some(Ok(Message::Binary(b))) => text.push_str(&String::from_utf8_lossy(&b)),
+            Some(Ok(Message::Text(t))) => text.push_str(t.as_str()),
+            Some(Ok(_)) => {}
+            other => panic!("console ended ({other:?}) before {needle:?}; got {text}"),
+        }
+    }
+    // Input travels too (the test guest does not read it; the VM must take it).
+    ws.send(Message::Binary(b"\r\n".to_vec().into()))
+        .await
+        .expect("console input");
+    let _ = ws.close(None).await;
+    text
+}
+
+/// The names of the threads of process `pid`.
+fn threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_no_vm_threads(pid: u32) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left: Vec<String> = threads(pid)
+            .into_iter()
+            .filter(|t| t.starts_with("vcpu-") || t.starts_with("vmm-"))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "VM threads left: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn run_dir_entries(data_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(data_dir.join("run/vmis"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_boots_shows_its_console_pauses_stops_starts_and_is_deleted() {
+    if !vmm_support::kvm_available() {
+        return;
+    }
+    let s = serve(&[]);
+    let addr = s.addr;
+    let node = wait_for(addr, "/api/v1/nodes/node-a", "node registered", |n| {
+        condition(n, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(
+        node["metadata"]["labels"]["kubevirt.io/schedulable"],
+        "true"
+    );
+    assert_eq!(
+        node["status"]["allocatable"]["devices.kubevirt.io/kvm"],
+        "1k"
+    );
+    assert!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64() > Some(0));
+
+    let created = post(addr, VMS, &guest_vm("testvm", "Always", "tick")).await;
+    assert_eq!(created.code(), 201, "{}", created.text());
+    let vmi = wait_for(
+        addr,
+        &vmi_path("testvm"),
+        "VMI Running",
+        phase_is("Running"),
+    )
+    .await;
+    assert_eq!(vmi["status"]["nodeName"], "node-a");
+    assert_eq!(vmi["status"]["currentCPUTopology"]["cores"], 2);
+    assert_eq!(vmi["status"]["memory"]["guestAtBoot"], "64Mi");
+    assert!(vmi["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|f| f == "monovirt.io/node-agent")));
+    let phases: Vec<&str> = vmi["status"]["phaseTransitionTimestamps"]
+        .as_array()
+        .expect("phase timestamps")
+        .iter()
+        .filter_map(|p| p["phase"].as_str())
+        .collect();
+    assert_eq!(phases, ["Scheduled", "Running"]);
+    assert_eq!(condition(&vmi, "Ready").expect("Ready")["status"], "True");
+    let uid = vmi["metadata"]["uid"].as_str().expect("uid").to_string();
+    assert!(run_dir_entries(s.dir.path()).contains(&uid));
+
+    // The guest's report and its ticks arrive through the console subresource.
+    let text = console_until(addr, "testvm", "tick=2").await;
+    let report = common::guest::Report::parse(&text);
+    assert!(report.require("guest").is_ok(), "{text}");
+    assert_eq!(report.get("smp.online"), Some("2"), "{text}");
+    wait_for(addr, &format!("{VMS}/testvm"), "VM Running", |v| {
+        v["status"]["printableStatus"] == "Running" && v["status"]["ready"] == true
+    })
+    .await;
+
+    // Pause and unpause through the subresources: the Paused condition comes and goes.
+    let paused = put(addr, &format!("{SUB_VMIS}/testvm/pause"), &json!({})).await;
+    assert_eq!(paused.code(), 200, "{}", paused.text());
+    let vmi = wait_for(addr, &vmi_path("testvm"), "VMI Paused", |v| {
+        condition(v, "Paused").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&vmi, "Paused").expect("Paused")["reason"],
+        "PausedByUser"
+    );
+    assert_eq!(vmi["status"]["phase"], "Running");
+    wait_for(addr, &format!("{VMS}/testvm"), "VM Paused", |v| {
+        v["status"]["printableStatus"] == "Paused"
+    })
+    .await;
+    assert_eq!(
+        put(addr, &format!("{SUB_VMIS}/testvm/pause"), &json!({}))
+            .await
+            .code(),
+        409
+    );
+    let unpaused = put(addr, &format!("{SUB_VMIS}/testvm/unpause"), &json!({})).await;
+    assert_eq!(unpaused.code(), 200, "{}", unpaused.text());
+    wait_for(addr, &vmi_path("testvm"), "VMI unpaused", |v| {
+        condition(v, "Paused").is_none()
+    })
+    .await;
+
+    // Stop: the guest is powered off (here: forced after its 2 s grace, the tick guest
+    // ignores the button), the VMI goes, the VM says Stopped, the VM's files are gone.
+    let stop = put(addr, &format!("{SUB_VMS}/testvm/stop"), &json!({})).await;
+    assert_eq!(stop.code(), 202, "{}", stop.text());
+    wait_for(addr, &vmi_path("testvm"), "VMI gone", Value::is_null).await;
+    wait_for(addr, &format!("{VMS}/testvm"), "VM Stopped", |v| {
+        v["status"]["printableStatus"] == "Stopped"
+    })
+    .await;
+    assert!(!run_dir_entries(s.dir.path()).contains(&uid));
+    wait_no_vm_threads(s.child.id()).await;
+
+    // Start: a new VMI, running again.
+    assert_eq!(
+        put(addr, &format!("{SUB_VMS}/testvm/start"), &json!({}))
+            .await
+            .code(),
+        202
+    );
+    let again = wait_for(
+        addr,
+        &vmi_path("testvm"),
+        "VMI Running again",
+        phase_is("Running"),
+    )
+    .await;
+    assert_ne!(again["metadata"]["uid"], uid.as_str());
+    console_until(addr, "testvm", "tick=1").await;
+
+    // Delete the VM: the VMI, its VM threads and its files all go.
+    assert_eq!(
+        delete(addr, &format!("{VMS}/testvm"), None).await.code(),
+        200
+    );
+    wait_for(addr, &vmi_path("testvm"), "VMI collected", Value::is_null).await;
+    wait_no_vm_threads(s.child.id()).await;
+    assert!(run_dir_entries(s.dir.path()).is_empty());
+    let events = get(addr, "/api/v1/namespaces/default/events").await.json();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["source"]["component"] == "monovirt-agent")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for r in ["Started", "ShuttingDown"] {
+        assert!(reasons.contains(&r), "{reasons:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_on_failure_restarts_a_crashing_guest_and_once_does_not() {
+    if !vmm_support::kvm_available() {
+        return;
+    }
+    let s = serve(&[]);
+    let addr = s.addr;
+    for (name, strategy, words) in [
+        ("rerun", "RerunOnFailure", "triplefault"),
+        ("once", "Once", "triplefault"),
+        ("done", "Once", "poweroff"),
+    ] {
+        let r = post(addr, VMS, &guest_vm(name, strategy, words)).await;
+        assert_eq!(r.code(), 201, "{}", r.text());
+    }
+    let done = wait_for(
+        addr,
+        &vmi_path("done"),
+        "poweroff Succeeded",
+        phase_is("Succeeded"),
+    )
+    .await;
+    assert_eq!(
+        condition(&done, "Ready").expect("Ready")["message"],
+        "guest powered off"
+    );
+    let failed = wait_for(addr, &vmi_path("rerun"), "crash Failed", phase_is("Failed")).await;
+    let first = failed["metadata"]["uid"].clone();
+    assert!(condition(&failed, "Ready").expect("Ready")["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("guest crashed")));
+    // RerunOnFailure: after the start backoff a new VMI runs (and crashes) again.
+    wait_for(addr, &vmi_path("rerun"), "a second run", |v| {
+        !v.is_null() && v["metadata"]["uid"] != first
+    })
+    .await;
+    let vm = get(addr, &format!("{VMS}/rerun")).await.json();
+    assert!(vm["status"]["startFailure"]["consecutiveFailCount"].as_i64() >= Some(1));
+    // Once: the failed VMI stays, nothing is started again.
+    let once = wait_for(addr, &vmi_path("once"), "Once Failed", phase_is("Failed")).await;
+    assert_eq!(
+        get(addr, &vmi_path("once")).await.json()["metadata"]["uid"],
+        once["metadata"]["uid"]
+    );
+    // The finished VMIs hold no finalizer and no files.
+    let kept = wait_for(addr, &vmi_path("done"), "finalizer released", |v| {
+        v["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    })
+    .await;
+    assert_eq!(kept["status"]["phase"], "Succeeded");
+    for name in ["rerun", "once", "done"] {
+        assert_eq!(
+            delete(addr, &format!("{VMS}/{name}"), None).await.code(),
+            200
+        );
+    }
+    for name in ["rerun", "once", "done"] {
+        wait_for(addr, &vmi_path(name), "VMI collected", Value::is_null).await;
+    }
+    wait_no_vm_threads(s.child.id()).await;
+}
+
+/// A `monovirt agent` process joining `server` as `node`, with its own data dir.
+struct AgentProcess {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    fn start(server: &BinaryServer, node: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        import_guest(dir.path());
+        let token = std::fs::read_to_string(server.dir.path().join("join-token"))
+            .unwrap_or_else(|_| "no-auth-yet".into());
+        let child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+            .args(["agent", "--server", &server.base(), "--node-name", node])
+            .args(["--heartbeat-interval", "500ms", "--data-dir"])
+            .arg(dir.path())
+            .env("MONOVIRT_TOKEN", token.trim())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn monovirt agent");
+        Self { child, _dir: dir }
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn with_affinity(mut vm: Value, affinity: Value) -> Value {
+    vm["spec"]["template"]["spec"]["affinity"] = affinity;
+    vm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_anti_affinity_unschedulable_and_failover() {
+    if !vmm_support::kvm_available() {
+        return;
+    }
+    let s = serve(&["--node-monitor-grace-period", "3s"]);
+    let addr = s.addr;
+    let mut agent = AgentProcess::start(&s, "node-b");
+    for n in ["node-a", "node-b"] {
+        wait_for(addr, &format!("/api/v1/nodes/{n}"), "node Ready", |v| {
+            condition(v, "Ready").is_some_and(|c| c["status"] == "True")
+        })
+        .await;
+    }
+
+    // "b" prefers node-b; "a" must not share a host with "b".
+    let b = with_affinity(
+        guest_vm("b", "Always", "tick"),
+        json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-b"]}]}}]}}),
+    );
+    assert_eq!(post(addr, VMS, &b).await.code(), 201);
+    let vmi_b = wait_for(addr, &vmi_path("b"), "b Running", phase_is("Running")).await;
+    assert_eq!(vmi_b["status"]["nodeName"], "node-b");
+    let a = with_affinity(
+        guest_vm("a", "Always", "tick"),
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "b"}},
+             "topologyKey": "kubernetes.io/hostname"}]}}),
+    );
+    assert_eq!(post(addr, VMS, &a).await.code(), 201);
+    let vmi_a = wait_for(addr, &vmi_path("a"), "a Running", phase_is("Running")).await;
+    assert_eq!(vmi_a["status"]["nodeName"], "node-a");
+    // The remote node's guest shows its console through the API too.
+    console_until(addr, "b", "tick=1").await;
+
+    // Too big for either node: Pending, with the scheduler's reason per node.
+    let mut big = guest_vm("big", "Always", "tick");
+    big["spec"]["template"]["spec"]["domain"]["memory"]["guest"] = json!("64Ti");
+    assert_eq!(post(addr, VMS, &big).await.code(), 201);
+    let big_vmi = wait_for(addr, &vmi_path("big"), "big Unschedulable", |v| {
+        condition(v, "PodScheduled").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    assert_eq!(big_vmi["status"]["phase"], "Pending");
+    let cond = condition(&big_vmi, "PodScheduled").expect("PodScheduled");
+    assert_eq!(cond["reason"], "Unschedulable");
+    assert_eq!(
+        cond["message"],
+        "0/2 nodes are available: 2 Insufficient memory."
+    );
+    assert_eq!(delete(addr, &format!("{VMS}/big"), None).await.code(), 200);
+
+    // Lose node-b: it turns NotReady after the grace period and "b" comes back on node-a
+    // ("a" leaves first, so anti-affinity allows it).
+    assert_eq!(delete(addr, &format!("{VMS}/a"), None).await.code(), 200);
+    wait_for(addr, &vmi_path("a"), "a collected", Value::is_null).await;
+    agent.child.kill().expect("kill the agent");
+    agent.child.wait().expect("reap the agent");
+    let lost = wait_for(addr, "/api/v1/nodes/node-b", "node-b NotReady", |v| {
+        condition(v, "Ready").is_some_and(|c| c["status"] == "Unknown")
+    })
+    .await;
+    assert_eq!(
+        condition(&lost, "Ready").expect("Ready")["reason"],
+        "NodeStatusUnknown"
+    );
+    let moved = wait_for(addr, &vmi_path("b"), "b back on node-a", |v| {
+        v["status"]["nodeName"] == "node-a" && v["status"]["phase"] == "Running"
+    })
+    .await;
+    assert_ne!(moved["metadata"]["uid"], vmi_b["metadata"]["uid"]);
+    console_until(addr, "b", "tick=1").await;
+    assert_eq!(delete(addr, &format!("{VMS}/b"), None).await.code(), 200);
+    wait_for(addr, &vmi_path("b"), "b collected", Value::is_null).await;
+    wait_no_vm_threads(s.child.id()).await;
+}
