@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod image;
+pub mod network;
 pub mod scheduler;
 pub mod store;
 pub mod vmm;

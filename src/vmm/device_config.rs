@@ -51,7 +51,8 @@ impl FromStr for DiskConfig {
 /// A virtio-net NIC on a tap interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NicConfig {
-    /// Tap interface name (created if it does not exist).
+    /// Tap interface name (created if it does not exist), or the path of a macvtap's
+    /// character device (`/dev/tapN`).
     pub tap: String,
     /// MAC address; a random locally administered one if not given.
     pub mac: Option<[u8; 6]>,

@@ -197,7 +197,12 @@ pub fn create(
         devices.push((name, Arc::new(Mutex::new(dev))));
     }
     for (i, nic) in config.nics.iter().enumerate() {
-        let tap = Tap::open(&nic.tap).map_err(device_err(format!("tap {}", nic.tap)))?;
+        let tap = if nic.tap.starts_with('/') {
+            Tap::open_macvtap(std::path::Path::new(&nic.tap))
+        } else {
+            Tap::open(&nic.tap)
+        }
+        .map_err(device_err(format!("tap {}", nic.tap)))?;
         let mac = match nic.mac {
             Some(m) => m,
             None => random_mac().map_err(|e| DeviceError::Io("a MAC address", e))?,

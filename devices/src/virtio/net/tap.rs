@@ -5,6 +5,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use thiserror::Error;
 
@@ -50,7 +51,7 @@ pub enum TapError {
     /// The interface name does not fit IFNAMSIZ or contains a NUL.
     #[error("Invalid tap name {0:?}")]
     InvalidName(String),
-    /// /dev/net/tun could not be opened.
+    /// /dev/net/tun (or the macvtap device) could not be opened.
     #[error("Failed to open /dev/net/tun")]
     OpenTun(#[source] io::Error),
     /// An ioctl on the tap failed.
@@ -72,11 +73,21 @@ impl Tap {
         if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
             return Err(TapError::InvalidName(name.to_string()));
         }
+        Self::attach(Path::new("/dev/net/tun"), name)
+    }
+
+    /// Attaches to a macvtap through its character device (`/dev/tapN`) with the same
+    /// flags and header as [`Tap::open`]; macvtap ignores the name in the request.
+    pub fn open_macvtap(path: &Path) -> Result<Self, TapError> {
+        Self::attach(path, "")
+    }
+
+    fn attach(device: &Path, name: &str) -> Result<Self, TapError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
+            .open(device)
             .map_err(TapError::OpenTun)?;
         let fd = OwnedFd::from(file);
         let mut req = IfReq {
@@ -86,7 +97,7 @@ impl Tap {
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
         // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `req` is (repr(C),
-        // the kernel's size); the fd is a tun device we own.
+        // the kernel's size); the fd is a tun or macvtap device we own.
         let ret = unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
         if ret < 0 {
             return Err(TapError::Ioctl("TUNSETIFF", io::Error::last_os_error()));
@@ -106,9 +117,14 @@ impl Tap {
                 io::Error::last_os_error(),
             ));
         }
-        // The kernel wrote back the (possibly numbered) name, NUL-terminated.
+        // The kernel wrote back the (possibly numbered) name, NUL-terminated; macvtap
+        // leaves it as it was, so the device path names it.
         let end = req.name.iter().position(|b| *b == 0).unwrap_or(IFNAMSIZ);
-        let name = String::from_utf8_lossy(&req.name[..end]).into_owned();
+        let name = if end == 0 {
+            device.display().to_string()
+        } else {
+            String::from_utf8_lossy(&req.name[..end]).into_owned()
+        };
         Ok(Tap { fd, name })
     }
 
