@@ -93,6 +93,15 @@ struct NodeArgs {
     /// How often the node renews its Ready condition.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
+    /// Plumb VMI networks on this node: the default network (bridge mvbr0, DHCP,
+    /// masquerade NAT and port forwards in nftables table inet monovirt), bridge and
+    /// macvtap NetworkAttachmentDefinitions. Without it VMI interfaces stay unconnected.
+    #[arg(long)]
+    network: bool,
+    /// The default network's subnet; the bridge takes its first address (the guests'
+    /// gateway) and DHCP hands out the rest.
+    #[arg(long, default_value = monovirt::network::node::DEFAULT_SUBNET)]
+    pod_network_cidr: ipnet::Ipv4Net,
 }
 
 impl NodeArgs {
@@ -102,10 +111,15 @@ impl NodeArgs {
                 .node_name
                 .clone()
                 .unwrap_or_else(monovirt::agent::node::hostname),
-            data_dir,
             listen: self.node_listen,
             advertise: self.node_address,
             heartbeat: self.heartbeat_interval,
+            network: self.network.then(|| {
+                let mut net = monovirt::network::node::NodeNetworkConfig::new(&data_dir);
+                net.subnet = self.pod_network_cidr;
+                net
+            }),
+            data_dir,
             server,
         }
     }

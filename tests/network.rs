@@ -342,7 +342,7 @@ fn stream_to_guest(addr: SocketAddr, seed: u8, len: usize) -> Result<()> {
 fn vmi(name: &str, spec: serde_json::Value) -> Result<VirtualMachineInstance> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
         "spec": spec
     }))?)
 }
@@ -549,7 +549,7 @@ fn inner_default_network() -> Result<()> {
     );
     ensure!(!our_links()?
         .iter()
-        .any(|l| *l == monovirt::network::plan::link_names("default", "c", 0).0));
+        .any(|l| *l == monovirt::network::plan::link_names("uid-c", 0).0));
 
     let mut vm_a = Vm::boot("net poweroff", &pa)?;
     let mut vm_b = Vm::boot("net poweroff", &pb)?;
@@ -584,8 +584,8 @@ fn inner_default_network() -> Result<()> {
     ensure!(vm_b.finish()?.get("net.tcp") == Some("closed"));
 
     // 6. Release: taps and the forward go; restarting the VM gives the same address.
-    rt.block_on(network.release("default", "a"))?;
-    rt.block_on(network.release("default", "b"))?;
+    rt.block_on(network.release("uid-a"))?;
+    rt.block_on(network.release("uid-b"))?;
     ensure!(our_links()?.is_empty(), "left behind: {:?}", our_links()?);
     let table = nat::list_table()?.context("our table exists")?;
     ensure!(
@@ -607,7 +607,7 @@ fn inner_default_network() -> Result<()> {
     drop(network);
     tap::create_persistent("mvt0badcafe0")?;
     let network = rt.block_on(NodeNetwork::start(config.clone()))?;
-    rt.block_on(network.reconcile(&[("default".to_string(), "a".to_string())].into()))?;
+    rt.block_on(network.reconcile(&["uid-a".to_string()].into()))?;
     let left = our_links()?;
     ensure!(
         left == [again.nics[0].tap.clone()],
@@ -625,7 +625,7 @@ fn inner_default_network() -> Result<()> {
     );
 
     // 8. Teardown leaves nothing.
-    rt.block_on(network.release("default", "a"))?;
+    rt.block_on(network.release("uid-a"))?;
     rt.block_on(network.teardown())?;
     ensure!(our_links()?.is_empty());
     ensure!(
@@ -723,7 +723,7 @@ fn inner_secondary_networks() -> Result<()> {
         neigh.contains("02:aa:bb:cc:dd:01"),
         "peer learned {neigh:?}"
     );
-    rt.block_on(network.release("default", "two"))?;
+    rt.block_on(network.release("uid-two"))?;
     ensure!(our_links()?.is_empty(), "left behind: {:?}", our_links()?);
 
     // A macvtap on the node NIC uplink0, whose other end is in the peer namespace.
@@ -746,8 +746,172 @@ fn inner_secondary_networks() -> Result<()> {
     vm.wait_for("net.tcp.listen")?;
     lan.run_inside(|| stream_to_guest("192.0.2.20:7777".parse()?, 4, 64 << 10))?;
     ensure!(vm.finish()?.get("net.tcp") == Some("closed"));
-    rt.block_on(network.release("default", "mv"))?;
+    rt.block_on(network.release("uid-mv"))?;
     ensure!(our_links()?.is_empty(), "left behind: {:?}", our_links()?);
     rt.block_on(network.teardown())?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- through the agent
+
+#[test]
+fn serve_with_network_runs_a_vmi_on_the_default_network() -> Result<()> {
+    outer("a", "inner_serve_with_network")
+}
+
+/// `monovirt ARGS --server URL` with `input` on stdin: stdout, or the failure.
+fn cli(server: &str, args: &[&str], input: &str) -> Result<String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .args(args)
+        .args(["--server", server])
+        .env_remove("MONOVIRT_SERVER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "monovirt {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+#[ignore = "the inner half of serve_with_network_runs_a_vmi_on_the_default_network"]
+fn inner_serve_with_network() -> Result<()> {
+    let Some(node) = inner_node()? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let outside = Netns::create(format!("{node}out"))?;
+    veth_to(&outside, "uplink0", "eth0")?;
+    ip(&["addr", "add", "198.51.100.2/24", "dev", "uplink0"])?;
+    ip(&[
+        "-n",
+        &outside.name,
+        "addr",
+        "add",
+        "198.51.100.1/24",
+        "dev",
+        "eth0",
+    ])?;
+
+    let import = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .args(["image", "import", "--data-dir"])
+        .arg(dir.path())
+        .arg("test-guest:1")
+        .arg(guest_elf()?)
+        .args(["--dest", "/boot/vmlinux"])
+        .output()?;
+    ensure!(import.status.success(), "image import: {import:?}");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            "net-node",
+            "--network",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let serve_guard = scopeguard(serve.id());
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let server = format!(
+        "http://{}",
+        line.trim()
+            .strip_prefix("listening on http://")
+            .context("serve's first line")?
+    );
+
+    let vmi = json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "domain": {
+                "memory": {"guest": "128Mi"},
+                "firmware": {"kernelBoot": {"kernelArgs": "console=ttyS0 nosmp net poweroff",
+                    "container": {"image": "test-guest:1", "kernelPath": "/boot/vmlinux"}}},
+                "devices": {"interfaces": [{"name": "default", "masquerade": {}, "ports": [{"port": 7777}]}]}},
+            "networks": [{"name": "default", "pod": {}}]}
+    });
+    cli(&server, &["apply", "-f", "-"], &vmi.to_string())?;
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&cli(&server, &["get", "vmi", "web", "-o", "json"], "")?)?;
+        if v["status"]["phase"] == "Running"
+            && v["status"]["interfaces"][0]["ipAddress"].is_string()
+        {
+            break v["status"].clone();
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "VMI not running with an address: {v}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let iface = &status["interfaces"][0];
+    ensure!(iface["name"] == "default", "{iface}");
+    ensure!(
+        iface["mac"]
+            == Mac::generated("default", "web", "default")
+                .to_string()
+                .as_str(),
+        "{iface}"
+    );
+    ensure!(
+        iface["ipAddress"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("10.0.2.")),
+        "{iface}"
+    );
+
+    // The forwarded node port reaches the guest from outside; then the guest powers off
+    // and the agent releases its tap and forward.
+    outside.run_inside(|| stream_to_guest("198.51.100.2:7777".parse()?, 5, 64 << 10))?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let table = nat::list_table()?.unwrap_or_default();
+        if our_links()?.is_empty() && !table.contains("dnat ip to") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not released: {:?}\n{table}",
+            our_links()?
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    drop(serve_guard);
+    let _ = serve.wait();
+    Ok(())
+}
+
+/// SIGTERMs a process on drop (also when the test fails).
+struct Terminate(u32);
+
+fn scopeguard(pid: u32) -> Terminate {
+    Terminate(pid)
+}
+
+impl Drop for Terminate {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
+    }
 }

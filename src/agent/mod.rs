@@ -67,6 +67,9 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// The API server's address, to find the advertised address (remote agents).
     pub server: Option<String>,
+    /// VMI networking on this node (the default network, multus bridge and macvtap);
+    /// `None` leaves VMI interfaces unconnected.
+    pub network: Option<crate::network::node::NodeNetworkConfig>,
 }
 
 /// Errors that stop the agent.
@@ -80,6 +83,8 @@ pub enum AgentError {
     Dir(String, #[source] std::io::Error),
     #[error("The node endpoint failed")]
     Serve(#[source] std::io::Error),
+    #[error("Setting up VMI networking failed")]
+    Network(#[source] crate::network::node::NetworkError),
 }
 
 /// The agent's shared state.
@@ -224,9 +229,31 @@ pub async fn run(
         }
     });
     let advertised = SocketAddr::new(ip, local.port());
+    let network = match &config.network {
+        Some(net) => {
+            let network = crate::network::node::NodeNetwork::start(net.clone())
+                .await
+                .map_err(AgentError::Network)?;
+            // Links of VMIs whose node-local directory is gone were leaked by a crash.
+            let active = std::fs::read_dir(&run_dir)
+                .map_err(|e| AgentError::Dir(run_dir.display().to_string(), e))?
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            network
+                .reconcile(&active)
+                .await
+                .map_err(AgentError::Network)?;
+            Some(Arc::new(network))
+        }
+        None => None,
+    };
     let (keys_tx, keys_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
-        node: prepare::Node { images, run_dir },
+        node: prepare::Node {
+            images,
+            run_dir,
+            network,
+        },
         client: client.clone(),
         vmis: Cache::default(),
         domains: Domains::default(),

@@ -11,14 +11,19 @@
 //! [`disk_for`] and [`interfaces`].
 
 use crate::image::{ImageError, ImageStore};
+use crate::network::node::{NetworkError, NodeNetwork};
 use crate::vmm::device_config::{DiskConfig, NicConfig};
 use api::kubevirt::devices::Disk;
 use api::kubevirt::virtualmachineinstance::{InterfaceStatus, VirtualMachineInstance};
 use api::kubevirt::volume::Volume;
+use api::network::attachment::NetworkAttachmentDefinition;
 use api::quantity;
+use std::collections::BTreeMap;
 use std::fs;
+use std::future::Future;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The qcow2 magic: container disks must be raw images for now.
 const QCOW2_MAGIC: &[u8] = b"QFI\xfb";
@@ -40,6 +45,8 @@ pub enum PrepareError {
     Capacity(String, String),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error("Network interfaces")]
+    Network(#[from] NetworkError),
     #[error("{0}: {1}")]
     Io(String, #[source] io::Error),
 }
@@ -77,6 +84,17 @@ pub struct Node {
     pub images: ImageStore,
     /// `<data-dir>/run/vmis`.
     pub run_dir: PathBuf,
+    /// VMI networking (`--network`); without it interfaces stay unconnected.
+    pub network: Option<Arc<NodeNetwork>>,
+}
+
+/// The NetworkAttachmentDefinitions a VMI refers to, by (namespace, name).
+pub type Nads = BTreeMap<(String, String), NetworkAttachmentDefinition>;
+
+/// Runs a future of the network module from synchronous agent code (a blocking-pool
+/// thread, or a worker of the multi-threaded runtime, which steps aside meanwhile).
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 impl Node {
@@ -168,23 +186,48 @@ fn disk_for(
     })
 }
 
-/// NICs for the VMI's interfaces. No binding is implemented on this node yet: each
-/// interface is left unconnected and named in the warnings (the guest boots without it).
-fn interfaces(vmi: &VirtualMachineInstance, prepared: &mut Prepared) {
+/// NICs for the VMI's interfaces, plumbed by the node's network (taps, macvtaps, DHCP,
+/// NAT). A node without `--network` leaves each interface unconnected and names it in
+/// the warnings (the guest boots without it).
+fn interfaces(
+    node: &Node,
+    vmi: &VirtualMachineInstance,
+    nads: &Nads,
+    prepared: &mut Prepared,
+) -> Result<(), PrepareError> {
+    if let Some(network) = &node.network {
+        if !vmi.spec.domain.devices.interfaces.is_empty() {
+            let net = block_on(network.prepare(vmi, nads))?;
+            prepared.nics = net.nics;
+            prepared.interfaces = net.interfaces;
+        }
+        return Ok(());
+    }
     for iface in &vmi.spec.domain.devices.interfaces {
         prepared.warnings.push(format!(
             "Interface {:?} is not connected: this node has no network binding for it yet",
             iface.name
         ));
     }
+    Ok(())
 }
 
-/// Prepares everything node-local the VM of `vmi` needs.
+/// Prepares everything node-local the VM of `vmi` needs (no multus networks).
 pub fn prepare(node: &Node, vmi: &VirtualMachineInstance) -> Result<Prepared, PrepareError> {
+    prepare_with_networks(node, vmi, &Nads::new())
+}
+
+/// Prepares everything node-local the VM of `vmi` needs, with the
+/// NetworkAttachmentDefinitions its multus networks refer to.
+pub fn prepare_with_networks(
+    node: &Node,
+    vmi: &VirtualMachineInstance,
+    nads: &Nads,
+) -> Result<Prepared, PrepareError> {
     let uid = vmi.metadata.uid.clone().unwrap_or_default();
     let dir = node.vmi_dir(&uid);
     fs::create_dir_all(&dir).map_err(io_err(dir.display().to_string()))?;
-    let result = prepare_in(node, vmi, dir.clone());
+    let result = prepare_in(node, vmi, nads, dir.clone());
     if result.is_err() {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -194,6 +237,7 @@ pub fn prepare(node: &Node, vmi: &VirtualMachineInstance) -> Result<Prepared, Pr
 fn prepare_in(
     node: &Node,
     vmi: &VirtualMachineInstance,
+    nads: &Nads,
     dir: PathBuf,
 ) -> Result<Prepared, PrepareError> {
     let boot = vmi
@@ -229,13 +273,16 @@ fn prepare_in(
             .ok_or_else(|| PrepareError::NoVolume(disk.name.clone()))?;
         prepared.disks.push(disk_for(node, &dir, disk, volume)?);
     }
-    interfaces(vmi, &mut prepared);
+    interfaces(node, vmi, nads, &mut prepared)?;
     Ok(prepared)
 }
 
 /// Releases what [`prepare`] set up for the VMI with `uid` (also after an agent restart,
 /// when only the directory is left).
 pub fn release(node: &Node, uid: &str) -> Result<(), PrepareError> {
+    if let Some(network) = &node.network {
+        block_on(network.release(uid))?;
+    }
     let dir = node.vmi_dir(uid);
     match fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
@@ -263,6 +310,7 @@ mod tests {
         let node = Node {
             images: ImageStore::open(dir.path()).unwrap(),
             run_dir: dir.path().join("run/vmis"),
+            network: None,
         };
         (dir, node)
     }

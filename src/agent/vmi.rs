@@ -55,6 +55,31 @@ pub enum StartError {
     Task(String),
 }
 
+/// The NetworkAttachmentDefinitions the VMI's multus networks name; one that cannot be
+/// read is left out, and preparing the VMI then says which is missing.
+async fn network_attachments(
+    client: &crate::client::Client,
+    vmi: &VirtualMachineInstance,
+) -> prepare::Nads {
+    let mut nads = prepare::Nads::new();
+    let Some(def) = api::resource::find_kind("k8s.cni.cncf.io", "NetworkAttachmentDefinition")
+    else {
+        return nads;
+    };
+    for (ns, name) in crate::network::plan::nad_refs(vmi) {
+        let api: Api<api::network::attachment::NetworkAttachmentDefinition> =
+            Api::namespaced(client.clone(), def, &ns);
+        match api.get_opt(&name).await {
+            Ok(Some(nad)) => {
+                nads.insert((ns, name), nad);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("reading NetworkAttachmentDefinition {ns}/{name}: {e}"),
+        }
+    }
+    nads
+}
+
 fn uid_of(vmi: &VirtualMachineInstance) -> String {
     vmi.metadata.uid.clone().unwrap_or_default()
 }
@@ -349,9 +374,11 @@ impl Agent {
     ) -> Result<Arc<Domain>, StartError> {
         let node = self.node.clone();
         let v = vmi.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare::prepare(&node, &v))
-            .await
-            .map_err(|e| StartError::Task(e.to_string()))??;
+        let nads = network_attachments(&self.client, vmi).await;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare::prepare_with_networks(&node, &v, &nads))
+                .await
+                .map_err(|e| StartError::Task(e.to_string()))??;
         let uid = uid_of(vmi);
         let console = ConsoleRing::new(CONSOLE_RING_BYTES);
         let booted = match vm_config(vmi, &prepared, &console) {

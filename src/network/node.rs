@@ -140,8 +140,13 @@ pub struct NodeNetwork {
     _dhcp: DhcpServer,
 }
 
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+impl std::fmt::Debug for NodeNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeNetwork")
+            .field("bridge", &self.config.bridge)
+            .field("subnet", &self.config.subnet)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeNetwork {
@@ -230,14 +235,13 @@ impl NodeNetwork {
         vmi: &VirtualMachineInstance,
         nads: &BTreeMap<(String, String), NetworkAttachmentDefinition>,
     ) -> Result<PreparedNetwork, NetworkError> {
-        let ns = vmi.metadata.namespace.as_deref().unwrap_or("default");
-        let name = vmi.metadata.name.as_deref().unwrap_or_default();
+        let uid = plan::vmi_uid(vmi);
         let plans = plan::plan(vmi, nads)?;
-        match self.plumb(ns, name, &plans).await {
+        match self.plumb(&uid, &plans).await {
             Ok(p) => Ok(p),
             Err(e) => {
-                if let Err(cleanup) = self.release(ns, name).await {
-                    tracing::warn!(vmi = %key(ns, name), "rolling back network set-up: {cleanup}");
+                if let Err(cleanup) = self.release(&uid).await {
+                    tracing::warn!(%uid, "rolling back network set-up: {cleanup}");
                 }
                 Err(e)
             }
@@ -246,8 +250,7 @@ impl NodeNetwork {
 
     async fn plumb(
         &self,
-        ns: &str,
-        name: &str,
+        uid: &str,
         plans: &[InterfacePlan],
     ) -> Result<PreparedNetwork, NetworkError> {
         let mut nics = Vec::with_capacity(plans.len());
@@ -273,7 +276,7 @@ impl NodeNetwork {
                         leases.address_for(p.mac)?
                     };
                     for &(protocol, port) in ports {
-                        self.check_port_free(ns, name, protocol, port, &forwards)?;
+                        self.check_port_free(uid, protocol, port, &forwards)?;
                         forwards.push(PortForward {
                             protocol,
                             node_port: port,
@@ -322,7 +325,7 @@ impl NodeNetwork {
             interfaces.push(status);
         }
         self.prepared.lock().expect("not poisoned").insert(
-            key(ns, name),
+            uid.to_string(),
             Prepared {
                 macs: plans.iter().map(|p| p.mac).collect(),
                 forwards: forwards.clone(),
@@ -336,13 +339,12 @@ impl NodeNetwork {
 
     fn check_port_free(
         &self,
-        ns: &str,
-        name: &str,
+        uid: &str,
         protocol: Protocol,
         port: u16,
         mine: &[PortForward],
     ) -> Result<(), NetworkError> {
-        let me = key(ns, name);
+        let me = uid.to_string();
         let in_use = |owner: String| NetworkError::PortInUse {
             protocol,
             port,
@@ -392,16 +394,12 @@ impl NodeNetwork {
         Ok(tap.index)
     }
 
-    /// Removes the VMI's taps, macvtaps and port forwards. Safe to repeat, and works
-    /// without any memory of the VMI (after a restart).
-    pub async fn release(&self, namespace: &str, name: &str) -> Result<(), NetworkError> {
-        let removed = self
-            .prepared
-            .lock()
-            .expect("not poisoned")
-            .remove(&key(namespace, name));
+    /// Removes the taps, macvtaps and port forwards of the VMI with `uid`. Safe to
+    /// repeat, and works without any memory of the VMI (after a restart).
+    pub async fn release(&self, uid: &str) -> Result<(), NetworkError> {
+        let removed = self.prepared.lock().expect("not poisoned").remove(uid);
         for index in 0..MAX_INTERFACES {
-            let (tap, macvtap) = plan::link_names(namespace, name, index);
+            let (tap, macvtap) = plan::link_names(uid, index);
             self.links.delete(&tap).await?;
             self.links.delete(&macvtap).await?;
         }
@@ -419,13 +417,13 @@ impl NodeNetwork {
         Ok(())
     }
 
-    /// After a restart: deletes taps and macvtaps of VMIs not in `active`
-    /// (`namespace/name` keys) and rewrites NAT from what is prepared now.
-    pub async fn reconcile(&self, active: &BTreeSet<(String, String)>) -> Result<(), NetworkError> {
+    /// After a restart: deletes taps and macvtaps of VMIs whose uid is not in `active`
+    /// and rewrites NAT from what is prepared now.
+    pub async fn reconcile(&self, active: &BTreeSet<String>) -> Result<(), NetworkError> {
         let mut expected = BTreeSet::new();
-        for (ns, name) in active {
+        for uid in active {
             for index in 0..MAX_INTERFACES {
-                let (tap, macvtap) = plan::link_names(ns, name, index);
+                let (tap, macvtap) = plan::link_names(uid, index);
                 expected.insert(tap);
                 expected.insert(macvtap);
             }

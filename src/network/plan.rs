@@ -85,14 +85,26 @@ pub const TAP_PREFIX: &str = "mvt";
 /// Prefix of the macvtaps monovirt creates.
 pub const MACVTAP_PREFIX: &str = "mvm";
 
-/// The host link names of VMI `namespace/name`'s interface number `index`: a tap and a
-/// macvtap name (15 bytes at most), stable across restarts of the same VM.
-pub fn link_names(namespace: &str, name: &str, index: usize) -> (String, String) {
-    let h = fnv1a64(&[namespace, name]) as u32;
+/// The host link names of interface number `index` of the VMI with `uid`: a tap and a
+/// macvtap name (15 bytes at most), so a restarted agent finds a VMI's links by its uid.
+pub fn link_names(uid: &str, index: usize) -> (String, String) {
+    let h = fnv1a64(&[uid]) as u32;
     (
         format!("{TAP_PREFIX}{h:08x}{index}"),
         format!("{MACVTAP_PREFIX}{h:08x}{index}"),
     )
+}
+
+/// The VMI's uid (`namespace/name` for one not stored yet).
+pub fn vmi_uid(vmi: &VirtualMachineInstance) -> String {
+    match vmi.metadata.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid.to_string(),
+        _ => format!(
+            "{}/{}",
+            vmi.metadata.namespace.as_deref().unwrap_or("default"),
+            vmi.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
 }
 
 /// The NADs (`namespace`, `name`) a VMI's multus networks refer to.
@@ -138,7 +150,7 @@ pub fn plan(
             binding: binding.to_string(),
             network,
         };
-        let (tap, macvtap) = link_names(ns, name, index);
+        let (tap, macvtap) = link_names(&vmi_uid(vmi), index);
         let (backend, nad, link) = if network.pod.is_some() {
             let ports = match binding {
                 "masquerade" => iface
@@ -276,9 +288,9 @@ mod tests {
         assert_eq!(p[1].nad.as_deref(), Some("ns1/br1"));
         assert!(matches!(&p[1].backend, Backend::Bridge(b) if b.vlan == Some(10)));
         assert!(matches!(&p[2].backend, Backend::Macvtap(m) if m.master == "eth0"));
-        let (tap, macvtap) = link_names("ns1", "vm1", 2);
+        let (tap, macvtap) = link_names("ns1/vm1", 2);
         assert_eq!(p[2].link, macvtap);
-        assert_eq!(p[0].link, link_names("ns1", "vm1", 0).0);
+        assert_eq!(p[0].link, link_names("ns1/vm1", 0).0);
         assert!(tap.len() <= 15 && macvtap.len() <= 15);
         // The same VM planned again (a restart) gets the same MACs and links.
         assert_eq!(plan(&v, &nads()).expect("plan"), p);
