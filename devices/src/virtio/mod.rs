@@ -1,15 +1,18 @@
 //! Virtio devices and their PCI transport.
 //!
 //! Layout: [`device`] is the [`VirtioDevice`] trait every device implements and its
-//! [`DeviceState`] lifecycle; [`interrupt`] how a device signals the driver; [`transport`]
-//! the modern virtio-pci transport; one folder per device ([`block`], [`net`], [`console`], [`rng`], [`vsock`]); [`log_limiter`]
-//! keeps guest-triggerable log lines rate-limited.
+//! [`DeviceState`] lifecycle; `active_queues` the state of an activated device and the
+//! queue loop all devices share (notification suppression, used ring, interrupts,
+//! DEVICE_NEEDS_RESET); [`interrupt`] how a device signals the driver; [`transport`] the
+//! modern virtio-pci transport; one folder per device ([`block`], [`net`], [`console`],
+//! [`rng`], [`vsock`]); [`log_limiter`] keeps guest-triggerable log lines rate-limited.
 //!
 //! Devices run on the VMM's device thread: the transport (on vCPU threads) activates them
 //! with guest memory, queues and an interrupt; the device thread calls
 //! [`VirtioDevice::process_queue`] when a queue's ioeventfd fires and
 //! [`VirtioDevice::process_event`] for the device's own fds.
 
+pub(crate) mod active_queues;
 pub mod block;
 pub mod console;
 pub mod counter;

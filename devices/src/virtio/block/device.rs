@@ -6,15 +6,14 @@ use std::sync::Arc;
 
 use thiserror::Error;
 use virtio_bindings::virtio_blk;
-use virtio_queue::Queue;
 use vm_memory::GuestAddressSpace;
 
 use super::disk::{DiskError, DiskFile};
 use super::metrics::BlockMetrics;
 use super::request::{RequestLimits, ID_BYTES};
 use super::worker_pool::WorkerPool;
+use crate::virtio::active_queues::ActiveQueues;
 use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::interrupt::VirtioInterrupt;
 use crate::virtio::{device_type, features, LogLimiter};
 
 /// Queue size offered to the driver.
@@ -59,15 +58,6 @@ pub enum BlockError {
     Workers(#[source] std::io::Error),
 }
 
-/// The activated device: what the driver handed over at DRIVER_OK.
-pub(super) struct ActiveBlock<M: GuestAddressSpace> {
-    pub(super) mem: M,
-    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
-    pub(super) queues: Vec<Queue>,
-    /// A ring turned out corrupted: DEVICE_NEEDS_RESET is set, nothing more is processed.
-    pub(super) broken: bool,
-}
-
 /// A virtio-blk device over a raw image.
 ///
 /// ```
@@ -100,7 +90,7 @@ pub struct BlockDevice<M: GuestAddressSpace> {
     pub(super) limits: RequestLimits,
     queue_sizes: [u16; 1],
     pub(super) pool: WorkerPool<M>,
-    pub(super) state: DeviceState<ActiveBlock<M>>,
+    pub(super) state: DeviceState<ActiveQueues<M>>,
     pub(super) metrics: Arc<BlockMetrics>,
     pub(super) log: LogLimiter,
 }
@@ -232,22 +222,8 @@ where
     }
 
     fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        if self.state.is_activated() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if activation.queues.len() != self.queue_sizes.len() {
-            return Err(ActivateError::InvalidQueue {
-                index: activation.queues.len(),
-                reason: "wrong number of queues".into(),
-            });
-        }
-        self.state = DeviceState::Activated(ActiveBlock {
-            mem: activation.mem,
-            interrupt: activation.interrupt,
-            queues: activation.queues,
-            broken: false,
-        });
-        Ok(())
+        self.state
+            .activate(activation, self.queue_sizes.len(), "virtio-blk")
     }
 
     fn reset(&mut self) {

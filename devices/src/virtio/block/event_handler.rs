@@ -3,78 +3,21 @@
 
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
 
-use super::device::{ActiveBlock, BlockDevice};
+use super::device::BlockDevice;
 use super::disk::DiskFile;
 use super::metrics::BlockMetrics;
 use super::request::{Request, RequestError, RequestKind, STATUS_IOERR, STATUS_OK};
 use super::worker_pool::{Completion, WorkerPool};
-use crate::virtio::interrupt::VirtioInterruptType;
-use crate::virtio::LogLimiter;
+use crate::virtio::active_queues::ChainOutcome;
 
-/// Marks the device broken: the ring cannot be trusted any more.
-fn needs_reset<M: GuestAddressSpace>(
-    active: &mut ActiveBlock<M>,
-    metrics: &BlockMetrics,
-    what: &str,
-    log: &mut LogLimiter,
-) {
-    if !active.broken {
-        active.broken = true;
-        metrics.needs_reset.inc();
-        if let Some(suppressed) = log.allow() {
-            tracing::warn!(
-                what,
-                suppressed,
-                "virtio-blk ring corrupted, device needs reset"
-            );
-        }
-        active.interrupt.set_needs_reset();
-    }
-}
-
-/// Writes `status` and puts `head` in the used ring; false if the ring is unusable.
-fn publish<G: GuestMemory>(
-    mem: &G,
-    queue: &mut Queue,
-    head: u16,
-    status_addr: Option<GuestAddress>,
-    status: u8,
-    used_len: u32,
-) -> bool {
+/// Writes a request's status byte, if it has one.
+fn write_status<G: GuestMemory>(mem: &G, status_addr: Option<GuestAddress>, status: u8) {
     if let Some(addr) = status_addr {
         // Parsing checked the status byte is writable guest memory.
         let _ = mem.write_obj(status, addr);
-    }
-    queue.add_used(mem, head, used_len).is_ok()
-}
-
-/// Signals queue `index` if the driver wants to hear about it (EVENT_IDX aware).
-fn notify<M: GuestAddressSpace>(
-    active: &mut ActiveBlock<M>,
-    index: usize,
-    metrics: &BlockMetrics,
-    log: &mut LogLimiter,
-) {
-    let mem = active.mem.memory();
-    let Some(queue) = active.queues.get_mut(index) else {
-        return;
-    };
-    match queue.needs_notification(&*mem) {
-        Ok(false) => {}
-        Ok(true) => {
-            metrics.interrupts.inc();
-            // `index` is a queue index, below the queue count (< 2^16).
-            if let Err(e) = active
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(index as u16))
-            {
-                tracing::warn!(error = %e, "Failed to signal virtio-blk queue");
-            }
-        }
-        Err(_) => needs_reset(active, metrics, "used_event unreadable", log),
     }
 }
 
@@ -157,73 +100,27 @@ where
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken {
-            return;
-        }
-        let mem = active.mem.memory();
-        let Some(queue) = active.queues.get_mut(index) else {
-            return;
-        };
-        if !queue.ready() {
-            return;
-        }
-        let mut used = false;
-        let mut corrupted = None;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = Some("avail_event unwritable");
-                break;
-            }
-            loop {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = Some("avail index beyond queue size");
-                        break 'notifications;
+        let space = active.mem.clone();
+        let drained = active.drain(index, |mem, chain| {
+            let head = chain.head_index();
+            let (status_addr, status, used_len) = match Request::parse(chain, &self.limits) {
+                Ok(request) => match start(&parts, &space, index, request, mem) {
+                    Some(done) => done,
+                    None => return ChainOutcome::Kept,
+                },
+                Err(failure) => {
+                    count_refusal(&self.metrics, &failure.error);
+                    if let Some(suppressed) = self.log.allow() {
+                        tracing::warn!(disk = %self.id, head, error = %failure.error, suppressed, "Refusing virtio-blk request");
                     }
-                };
-                let Some(chain) = chain else {
-                    break;
-                };
-                let head = chain.head_index();
-                let (status_addr, status, used_len) = match Request::parse(chain, &self.limits) {
-                    Ok(request) => {
-                        if let Some(done) = start(&parts, &active.mem, index, request, &*mem) {
-                            done
-                        } else {
-                            continue;
-                        }
-                    }
-                    Err(failure) => {
-                        count_refusal(&self.metrics, &failure.error);
-                        if let Some(suppressed) = self.log.allow() {
-                            tracing::warn!(disk = %self.id, head, error = %failure.error, suppressed, "Refusing virtio-blk request");
-                        }
-                        let used_len = u32::from(failure.status.is_some());
-                        (failure.status, failure.error.status(), used_len)
-                    }
-                };
-                if !publish(&*mem, queue, head, status_addr, status, used_len) {
-                    corrupted = Some("used ring unwritable or head out of range");
-                    break 'notifications;
+                    let used_len = u32::from(failure.status.is_some());
+                    (failure.status, failure.error.status(), used_len)
                 }
-                used = true;
-            }
-            match queue.enable_notification(&*mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    corrupted = Some("avail ring unreadable");
-                    break;
-                }
-            }
-        }
-        drop(mem);
-        if let Some(what) = corrupted {
-            needs_reset(active, &self.metrics, what, &mut self.log);
-        } else if used {
-            notify(active, index, &self.metrics, &mut self.log);
-        }
+            };
+            write_status(mem, status_addr, status);
+            ChainOutcome::Used(used_len)
+        });
+        active.settle(index, drained, &*self.metrics, &mut self.log);
     }
 
     /// Publishes finished requests and signals the queues that got some.
@@ -248,14 +145,8 @@ where
                 let Some(queue) = active.queues.get_mut(index) else {
                     continue;
                 };
-                if publish(
-                    &*mem,
-                    queue,
-                    c.head,
-                    Some(c.status_addr),
-                    c.status,
-                    c.used_len,
-                ) {
+                write_status(&*mem, Some(c.status_addr), c.status);
+                if queue.add_used(&*mem, c.head, c.used_len).is_ok() {
                     signal[index] = true;
                 } else {
                     corrupted = true;
@@ -263,11 +154,11 @@ where
             }
         }
         if corrupted {
-            needs_reset(active, &metrics, "used ring unwritable", &mut self.log);
+            active.needs_reset("used ring unwritable", &*metrics, &mut self.log);
             return;
         }
         for (index, _) in signal.iter().enumerate().filter(|(_, s)| **s) {
-            notify(active, index, &metrics, &mut self.log);
+            active.notify(index, &*metrics, &mut self.log);
         }
     }
 }
@@ -306,12 +197,13 @@ mod tests {
     };
     use virtio_queue::desc::split::{Descriptor, VirtqUsedElem};
     use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::Queue;
     use vm_memory::GuestMemoryMmap;
     use vmm_sys_util::tempfile::TempFile;
 
     use crate::virtio::block::request::WRITE_ZEROES_FLAG_UNMAP;
     use crate::virtio::block::{BlockConfig, BlockDevice, SECTOR_SIZE};
-    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt, VirtioInterruptType};
 
     type Mem = Arc<GuestMemoryMmap>;
     const DISK_SECTORS: u64 = 64;

@@ -1,6 +1,7 @@
 //! Counters of one virtio-blk device, shared with whoever exports them (the API serves
 //! them as Prometheus text).
 
+use crate::virtio::active_queues::RingCounters;
 use crate::virtio::Counter;
 
 /// Counters of one block device. All are monotonic.
@@ -69,5 +70,15 @@ impl BlockMetrics {
         ] {
             f(name, counter.get());
         }
+    }
+}
+
+impl RingCounters for BlockMetrics {
+    fn interrupts(&self) -> &Counter {
+        &self.interrupts
+    }
+
+    fn needs_reset(&self) -> &Counter {
+        &self.needs_reset
     }
 }

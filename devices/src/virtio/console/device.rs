@@ -4,12 +4,11 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
 use vm_memory::GuestAddressSpace;
 
 use super::metrics::ConsoleMetrics;
+use crate::virtio::active_queues::ActiveQueues;
 use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::interrupt::VirtioInterrupt;
 use crate::virtio::{device_type, features, LogLimiter};
 
 /// Queue size offered to the driver.
@@ -18,14 +17,6 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const RX_QUEUE: usize = 0;
 /// Transmit (guest to host) queue index.
 pub const TX_QUEUE: usize = 1;
-
-/// The activated device.
-pub(super) struct ActiveConsole<M: GuestAddressSpace> {
-    pub(super) mem: M,
-    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
-    pub(super) queues: Vec<Queue>,
-    pub(super) broken: bool,
-}
 
 /// A virtio console.
 ///
@@ -55,7 +46,7 @@ pub struct ConsoleDevice<M: GuestAddressSpace> {
     /// The input reached end of file: stop reading it.
     pub(super) input_closed: bool,
     queue_sizes: [u16; 2],
-    pub(super) state: DeviceState<ActiveConsole<M>>,
+    pub(super) state: DeviceState<ActiveQueues<M>>,
     pub(super) metrics: Arc<ConsoleMetrics>,
     pub(super) log: LogLimiter,
 }
@@ -114,22 +105,7 @@ where
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        if self.state.is_activated() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if activation.queues.len() != 2 {
-            return Err(ActivateError::InvalidQueue {
-                index: activation.queues.len(),
-                reason: "wrong number of queues".into(),
-            });
-        }
-        self.state = DeviceState::Activated(ActiveConsole {
-            mem: activation.mem,
-            interrupt: activation.interrupt,
-            queues: activation.queues,
-            broken: false,
-        });
-        Ok(())
+        self.state.activate(activation, 2, "virtio-console")
     }
 
     fn reset(&mut self) {

@@ -7,55 +7,11 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::GuestAddressSpace;
 
-use super::device::{ActiveConsole, ConsoleDevice, RX_QUEUE, TX_QUEUE};
-use super::metrics::ConsoleMetrics;
-use crate::virtio::interrupt::VirtioInterruptType;
+use super::device::{ConsoleDevice, RX_QUEUE, TX_QUEUE};
+use crate::virtio::active_queues::ChainOutcome;
 use crate::virtio::iovec::GuestIoVecs;
-use crate::virtio::LogLimiter;
-
-fn needs_reset<M: GuestAddressSpace>(
-    active: &mut ActiveConsole<M>,
-    metrics: &ConsoleMetrics,
-    log: &mut LogLimiter,
-) {
-    if !active.broken {
-        active.broken = true;
-        metrics.needs_reset.inc();
-        if let Some(suppressed) = log.allow() {
-            tracing::warn!(
-                suppressed,
-                "virtio-console ring corrupted, device needs reset"
-            );
-        }
-        active.interrupt.set_needs_reset();
-    }
-}
-
-fn notify<M: GuestAddressSpace>(
-    active: &mut ActiveConsole<M>,
-    index: usize,
-    metrics: &ConsoleMetrics,
-    log: &mut LogLimiter,
-) {
-    let mem = active.mem.memory();
-    match active.queues[index].needs_notification(&*mem) {
-        Ok(false) => {}
-        Ok(true) => {
-            metrics.interrupts.inc();
-            // `index` is RX_QUEUE or TX_QUEUE.
-            if let Err(e) = active
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(index as u16))
-            {
-                tracing::warn!(error = %e, "Failed to signal virtio-console queue");
-            }
-        }
-        Err(_) => needs_reset(active, metrics, log),
-    }
-}
 
 impl<M> ConsoleDevice<M>
 where
@@ -72,82 +28,37 @@ where
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken || !active.queues[RX_QUEUE].ready() {
-            return;
-        }
-        let mem = active.mem.memory();
-        let queue = &mut active.queues[RX_QUEUE];
         let mut buffers = GuestIoVecs::new();
-        let mut used = false;
-        let mut corrupted = false;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = true;
-                break;
-            }
-            let mut starved = false;
-            loop {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = true;
-                        break 'notifications;
+        let drained = active.drain(RX_QUEUE, |mem, chain| {
+            let outcome = if buffers.gather(mem, chain, true) && !buffers.is_empty() {
+                match buffers.read_from(fd) {
+                    Ok(0) => {
+                        // End of input: the buffers go back to the ring.
+                        self.input_closed = true;
+                        ChainOutcome::Stop
                     }
-                };
-                let Some(chain) = chain else {
-                    starved = true;
-                    break;
-                };
-                let head = chain.head_index();
-                let len = if buffers.gather(&*mem, chain, true) && !buffers.is_empty() {
-                    match buffers.read_from(fd) {
-                        Ok(0) => {
-                            // End of input: the buffers go back to the ring.
-                            queue.go_to_previous_position();
-                            self.input_closed = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            self.metrics.rx_bytes.add(n as u64);
-                            // At most the chain's length, which is below 4 GiB.
-                            n as u32
-                        }
-                        Err(e) => {
-                            queue.go_to_previous_position();
-                            if e.kind() != io::ErrorKind::WouldBlock {
-                                if let Some(suppressed) = self.log.allow() {
-                                    tracing::warn!(console = %self.id, error = %e, suppressed, "Console input failed");
-                                }
+                    Ok(n) => {
+                        self.metrics.rx_bytes.add(n as u64);
+                        // At most the chain's length, which is below 4 GiB.
+                        ChainOutcome::Used(n as u32)
+                    }
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            if let Some(suppressed) = self.log.allow() {
+                                tracing::warn!(console = %self.id, error = %e, suppressed, "Console input failed");
                             }
-                            break;
                         }
+                        ChainOutcome::Stop
                     }
-                } else {
-                    self.metrics.invalid_requests.inc();
-                    0
-                };
-                buffers.clear();
-                if queue.add_used(&*mem, head, len).is_err() {
-                    corrupted = true;
-                    break 'notifications;
                 }
-                used = true;
-            }
-            match queue.enable_notification(&*mem) {
-                Ok(true) if starved => continue,
-                Ok(_) => break,
-                Err(_) => {
-                    corrupted = true;
-                    break;
-                }
-            }
-        }
-        drop(mem);
-        if corrupted {
-            needs_reset(active, &self.metrics, &mut self.log);
-        } else if used {
-            notify(active, RX_QUEUE, &self.metrics, &mut self.log);
-        }
+            } else {
+                self.metrics.invalid_requests.inc();
+                ChainOutcome::Used(0)
+            };
+            buffers.clear();
+            outcome
+        });
+        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.log);
     }
 
     /// Guest output to the host.
@@ -156,68 +67,28 @@ where
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken || !active.queues[TX_QUEUE].ready() {
-            return;
-        }
-        let mem = active.mem.memory();
-        let queue = &mut active.queues[TX_QUEUE];
         let mut buffers = GuestIoVecs::new();
-        let mut used = false;
-        let mut corrupted = false;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = true;
-                break;
-            }
-            loop {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = true;
-                        break 'notifications;
-                    }
+        let drained = active.drain(TX_QUEUE, |mem, chain| {
+            let head = chain.head_index();
+            if buffers.gather(mem, chain, false) {
+                let written = match buffers.write_to(fd) {
+                    Ok(n) => n as u64,
+                    Err(_) => 0,
                 };
-                let Some(chain) = chain else {
-                    break;
-                };
-                let head = chain.head_index();
-                if buffers.gather(&*mem, chain, false) {
-                    let written = match buffers.write_to(fd) {
-                        Ok(n) => n as u64,
-                        Err(_) => 0,
-                    };
-                    self.metrics.tx_bytes.add(written);
-                    self.metrics
-                        .tx_dropped_bytes
-                        .add(buffers.len().saturating_sub(written));
-                } else {
-                    self.metrics.invalid_requests.inc();
-                    if let Some(suppressed) = self.log.allow() {
-                        tracing::warn!(console = %self.id, head, suppressed, "Dropping malformed virtio-console output");
-                    }
-                }
-                buffers.clear();
-                if queue.add_used(&*mem, head, 0).is_err() {
-                    corrupted = true;
-                    break 'notifications;
-                }
-                used = true;
-            }
-            match queue.enable_notification(&*mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    corrupted = true;
-                    break;
+                self.metrics.tx_bytes.add(written);
+                self.metrics
+                    .tx_dropped_bytes
+                    .add(buffers.len().saturating_sub(written));
+            } else {
+                self.metrics.invalid_requests.inc();
+                if let Some(suppressed) = self.log.allow() {
+                    tracing::warn!(console = %self.id, head, suppressed, "Dropping malformed virtio-console output");
                 }
             }
-        }
-        drop(mem);
-        if corrupted {
-            needs_reset(active, &self.metrics, &mut self.log);
-        } else if used {
-            notify(active, TX_QUEUE, &self.metrics, &mut self.log);
-        }
+            buffers.clear();
+            ChainOutcome::Used(0)
+        });
+        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.log);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Counters of one virtio-console device.
 
+use crate::virtio::active_queues::RingCounters;
 use crate::virtio::Counter;
 
 /// Counters of one console. All are monotonic.
@@ -39,5 +40,15 @@ impl ConsoleMetrics {
         ] {
             f(name, counter.get());
         }
+    }
+}
+
+impl RingCounters for ConsoleMetrics {
+    fn interrupts(&self) -> &Counter {
+        &self.interrupts
+    }
+
+    fn needs_reset(&self) -> &Counter {
+        &self.needs_reset
     }
 }

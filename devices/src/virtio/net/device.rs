@@ -5,14 +5,14 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use virtio_bindings::virtio_net;
-use virtio_queue::Queue;
 use vm_memory::GuestAddressSpace;
 
 use super::backend::NetBackend;
 use super::metrics::NetMetrics;
 use super::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
+use crate::virtio::active_queues::ActiveQueues;
 use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::interrupt::{VirtioInterrupt, VirtioInterruptType};
+use crate::virtio::interrupt::VirtioInterruptType;
 use crate::virtio::{device_type, features, LogLimiter};
 
 /// Queue size offered to the driver.
@@ -52,14 +52,6 @@ pub struct NetConfig {
     pub backend: NetBackend,
 }
 
-/// The activated device.
-pub(super) struct ActiveNet<M: GuestAddressSpace> {
-    pub(super) mem: M,
-    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
-    pub(super) queues: Vec<Queue>,
-    pub(super) broken: bool,
-}
-
 /// A virtio-net device.
 ///
 /// ```
@@ -86,7 +78,7 @@ pub struct NetDevice<M: GuestAddressSpace> {
     pub(super) backend: NetBackend,
     config_space: [u8; CONFIG_SIZE],
     queue_sizes: [u16; 2],
-    pub(super) state: DeviceState<ActiveNet<M>>,
+    pub(super) state: DeviceState<ActiveQueues<M>>,
     pub(super) metrics: Arc<NetMetrics>,
     pub(super) log: LogLimiter,
 }
@@ -194,24 +186,12 @@ where
     }
 
     fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        if self.state.is_activated() {
-            return Err(ActivateError::AlreadyActive);
+        let offloads = tap_offloads(activation.acked_features);
+        self.state.activate(activation, 2, "virtio-net")?;
+        if let Err(e) = self.backend.set_offload(offloads) {
+            self.state = DeviceState::Inactive;
+            return Err(ActivateError::Backend(std::io::Error::other(e)));
         }
-        if activation.queues.len() != 2 {
-            return Err(ActivateError::InvalidQueue {
-                index: activation.queues.len(),
-                reason: "wrong number of queues".into(),
-            });
-        }
-        self.backend
-            .set_offload(tap_offloads(activation.acked_features))
-            .map_err(|e| ActivateError::Backend(std::io::Error::other(e)))?;
-        self.state = DeviceState::Activated(ActiveNet {
-            mem: activation.mem,
-            interrupt: activation.interrupt,
-            queues: activation.queues,
-            broken: false,
-        });
         // Frames may have queued up in the backend before the driver was ready.
         self.process_rx();
         Ok(())

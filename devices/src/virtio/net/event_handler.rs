@@ -10,15 +10,12 @@
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::GuestAddressSpace;
 
-use super::device::{ActiveNet, NetDevice, RX_QUEUE, TX_QUEUE};
-use super::metrics::NetMetrics;
+use super::device::{NetDevice, RX_QUEUE, TX_QUEUE};
 use super::tap::VNET_HDR_LEN;
-use crate::virtio::interrupt::VirtioInterruptType;
+use crate::virtio::active_queues::ChainOutcome;
 use crate::virtio::iovec::GuestIoVecs;
-use crate::virtio::LogLimiter;
 
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS_OFFSET: u64 = 10;
@@ -34,49 +31,6 @@ fn readable(fd: RawFd) -> bool {
     unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
 }
 
-fn needs_reset<M: GuestAddressSpace>(
-    active: &mut ActiveNet<M>,
-    metrics: &NetMetrics,
-    what: &str,
-    log: &mut LogLimiter,
-) {
-    if !active.broken {
-        active.broken = true;
-        metrics.needs_reset.inc();
-        if let Some(suppressed) = log.allow() {
-            tracing::warn!(
-                what,
-                suppressed,
-                "virtio-net ring corrupted, device needs reset"
-            );
-        }
-        active.interrupt.set_needs_reset();
-    }
-}
-
-fn notify<M: GuestAddressSpace>(
-    active: &mut ActiveNet<M>,
-    index: usize,
-    metrics: &NetMetrics,
-    log: &mut LogLimiter,
-) {
-    let mem = active.mem.memory();
-    match active.queues[index].needs_notification(&*mem) {
-        Ok(false) => {}
-        Ok(true) => {
-            metrics.interrupts.inc();
-            // `index` is RX_QUEUE or TX_QUEUE.
-            if let Err(e) = active
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(index as u16))
-            {
-                tracing::warn!(error = %e, "Failed to signal virtio-net queue");
-            }
-        }
-        Err(_) => needs_reset(active, metrics, "used_event unreadable", log),
-    }
-}
-
 impl<M> NetDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
@@ -87,91 +41,44 @@ where
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken || !active.queues[RX_QUEUE].ready() {
-            return;
-        }
-        let mem = active.mem.memory();
-        let queue = &mut active.queues[RX_QUEUE];
         let mut frame = GuestIoVecs::new();
-        let mut used = false;
-        let mut corrupted = None;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = Some("avail_event unwritable");
-                break;
-            }
-            let mut starved = false;
-            loop {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = Some("avail index beyond queue size");
-                        break 'notifications;
+        let drained = active.drain(RX_QUEUE, |mem, chain| {
+            let head = chain.head_index();
+            let outcome = if frame.gather(mem, chain, true) && frame.len() >= VNET_HDR_LEN as u64 {
+                match frame.read_from(fd) {
+                    Ok(n) => {
+                        // No VIRTIO_NET_F_MRG_RXBUF: one chain per frame.
+                        frame.write_prefix(mem, NUM_BUFFERS_OFFSET, &1u16.to_le_bytes());
+                        self.metrics.rx_packets.inc();
+                        self.metrics.rx_bytes.add(n as u64);
+                        // A frame fits in the chain, whose length is below 4 GiB.
+                        ChainOutcome::Used(n as u32)
                     }
-                };
-                let Some(chain) = chain else {
-                    starved = true;
-                    break;
-                };
-                let head = chain.head_index();
-                let len = if frame.gather(&*mem, chain, true) && frame.len() >= VNET_HDR_LEN as u64
-                {
-                    match frame.read_from(fd) {
-                        Ok(n) => {
-                            // No VIRTIO_NET_F_MRG_RXBUF: one chain per frame.
-                            frame.write_prefix(&*mem, NUM_BUFFERS_OFFSET, &1u16.to_le_bytes());
-                            self.metrics.rx_packets.inc();
-                            self.metrics.rx_bytes.add(n as u64);
-                            // A frame fits in the chain, whose length is below 4 GiB.
-                            n as u32
-                        }
-                        Err(e) => {
-                            // Give the buffers back to the ring for the next frame.
-                            queue.go_to_previous_position();
-                            if e.kind() != io::ErrorKind::WouldBlock {
-                                self.metrics.rx_errors.inc();
-                                if let Some(suppressed) = self.log.allow() {
-                                    tracing::warn!(nic = %self.id, error = %e, suppressed, "virtio-net backend read failed");
-                                }
+                    Err(e) => {
+                        // The buffers go back to the ring for the next frame.
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            self.metrics.rx_errors.inc();
+                            if let Some(suppressed) = self.log.allow() {
+                                tracing::warn!(nic = %self.id, error = %e, suppressed, "virtio-net backend read failed");
                             }
-                            break;
                         }
+                        ChainOutcome::Stop
                     }
-                } else {
-                    self.metrics.rx_invalid.inc();
-                    if let Some(suppressed) = self.log.allow() {
-                        tracing::warn!(nic = %self.id, head, suppressed, "Returning malformed virtio-net receive chain empty");
-                    }
-                    0
-                };
-                frame.clear();
-                if queue.add_used(&*mem, head, len).is_err() {
-                    corrupted = Some("used ring unwritable or head out of range");
-                    break 'notifications;
                 }
-                used = true;
-            }
-            match queue.enable_notification(&*mem) {
-                // New buffers arrived while the backend still has frames.
-                Ok(true) if starved => continue,
-                Ok(_) => {
-                    if starved && readable(fd) {
-                        self.metrics.rx_no_buffers.inc();
-                    }
-                    break;
+            } else {
+                self.metrics.rx_invalid.inc();
+                if let Some(suppressed) = self.log.allow() {
+                    tracing::warn!(nic = %self.id, head, suppressed, "Returning malformed virtio-net receive chain empty");
                 }
-                Err(_) => {
-                    corrupted = Some("avail ring unreadable");
-                    break;
-                }
-            }
+                ChainOutcome::Used(0)
+            };
+            frame.clear();
+            outcome
+        });
+        if drained.corrupted.is_none() && drained.starved && readable(fd) {
+            self.metrics.rx_no_buffers.inc();
         }
-        drop(mem);
-        if let Some(what) = corrupted {
-            needs_reset(active, &self.metrics, what, &mut self.log);
-        } else if used {
-            notify(active, RX_QUEUE, &self.metrics, &mut self.log);
-        }
+        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.log);
     }
 
     /// Sends every frame the guest made available on the transmit queue.
@@ -180,74 +87,34 @@ where
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken || !active.queues[TX_QUEUE].ready() {
-            return;
-        }
-        let mem = active.mem.memory();
-        let queue = &mut active.queues[TX_QUEUE];
         let mut frame = GuestIoVecs::new();
-        let mut used = false;
-        let mut corrupted = None;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = Some("avail_event unwritable");
-                break;
-            }
-            loop {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = Some("avail index beyond queue size");
-                        break 'notifications;
+        let drained = active.drain(TX_QUEUE, |mem, chain| {
+            let head = chain.head_index();
+            if frame.gather(mem, chain, false) && frame.len() >= VNET_HDR_LEN as u64 {
+                match frame.write_to(fd) {
+                    Ok(n) => {
+                        self.metrics.tx_packets.inc();
+                        self.metrics.tx_bytes.add(n as u64);
                     }
-                };
-                let Some(chain) = chain else {
-                    break;
-                };
-                let head = chain.head_index();
-                if frame.gather(&*mem, chain, false) && frame.len() >= VNET_HDR_LEN as u64 {
-                    match frame.write_to(fd) {
-                        Ok(n) => {
-                            self.metrics.tx_packets.inc();
-                            self.metrics.tx_bytes.add(n as u64);
-                        }
-                        Err(e) => {
-                            // Full backend or a header the kernel refuses: the frame is
-                            // dropped, as a congested or picky link would.
-                            self.metrics.tx_errors.inc();
-                            if let Some(suppressed) = self.log.allow() {
-                                tracing::debug!(nic = %self.id, error = %e, suppressed, "virtio-net frame dropped");
-                            }
+                    Err(e) => {
+                        // Full backend or a header the kernel refuses: the frame is
+                        // dropped, as a congested or picky link would.
+                        self.metrics.tx_errors.inc();
+                        if let Some(suppressed) = self.log.allow() {
+                            tracing::debug!(nic = %self.id, error = %e, suppressed, "virtio-net frame dropped");
                         }
                     }
-                } else {
-                    self.metrics.tx_invalid.inc();
-                    if let Some(suppressed) = self.log.allow() {
-                        tracing::warn!(nic = %self.id, head, suppressed, "Dropping malformed virtio-net transmit chain");
-                    }
                 }
-                frame.clear();
-                if queue.add_used(&*mem, head, 0).is_err() {
-                    corrupted = Some("used ring unwritable or head out of range");
-                    break 'notifications;
-                }
-                used = true;
-            }
-            match queue.enable_notification(&*mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    corrupted = Some("avail ring unreadable");
-                    break;
+            } else {
+                self.metrics.tx_invalid.inc();
+                if let Some(suppressed) = self.log.allow() {
+                    tracing::warn!(nic = %self.id, head, suppressed, "Dropping malformed virtio-net transmit chain");
                 }
             }
-        }
-        drop(mem);
-        if let Some(what) = corrupted {
-            needs_reset(active, &self.metrics, what, &mut self.log);
-        } else if used {
-            notify(active, TX_QUEUE, &self.metrics, &mut self.log);
-        }
+            frame.clear();
+            ChainOutcome::Used(0)
+        });
+        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.log);
     }
 }
 

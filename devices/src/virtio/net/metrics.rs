@@ -1,5 +1,6 @@
 //! Counters of one virtio-net device.
 
+use crate::virtio::active_queues::RingCounters;
 use crate::virtio::Counter;
 
 /// Counters of one network device. All are monotonic.
@@ -56,5 +57,15 @@ impl NetMetrics {
         ] {
             f(name, counter.get());
         }
+    }
+}
+
+impl RingCounters for NetMetrics {
+    fn interrupts(&self) -> &Counter {
+        &self.interrupts
+    }
+
+    fn needs_reset(&self) -> &Counter {
+        &self.needs_reset
     }
 }

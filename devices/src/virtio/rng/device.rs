@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use virtio_queue::Queue;
 use vm_memory::GuestAddressSpace;
 
 use super::metrics::RngMetrics;
+use crate::virtio::active_queues::ActiveQueues;
 use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::interrupt::VirtioInterrupt;
 use crate::virtio::{device_type, features, LogLimiter};
 
 /// Queue size offered to the driver.
@@ -15,14 +14,6 @@ pub const QUEUE_SIZE: u16 = 256;
 /// Most bytes handed out per request; a bigger buffer is filled this far (the used length
 /// tells the driver), so one request cannot keep the device thread busy for long.
 pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
-
-/// The activated device.
-pub(super) struct ActiveRng<M: GuestAddressSpace> {
-    pub(super) mem: M,
-    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
-    pub(super) queues: Vec<Queue>,
-    pub(super) broken: bool,
-}
 
 /// A virtio entropy device.
 ///
@@ -38,7 +29,7 @@ pub(super) struct ActiveRng<M: GuestAddressSpace> {
 /// ```
 pub struct RngDevice<M: GuestAddressSpace> {
     queue_sizes: [u16; 1],
-    pub(super) state: DeviceState<ActiveRng<M>>,
+    pub(super) state: DeviceState<ActiveQueues<M>>,
     pub(super) metrics: Arc<RngMetrics>,
     pub(super) log: LogLimiter,
 }
@@ -98,22 +89,7 @@ where
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        if self.state.is_activated() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if activation.queues.len() != 1 {
-            return Err(ActivateError::InvalidQueue {
-                index: activation.queues.len(),
-                reason: "wrong number of queues".into(),
-            });
-        }
-        self.state = DeviceState::Activated(ActiveRng {
-            mem: activation.mem,
-            interrupt: activation.interrupt,
-            queues: activation.queues,
-            broken: false,
-        });
-        Ok(())
+        self.state.activate(activation, 1, "virtio-rng")
     }
 
     fn reset(&mut self) {

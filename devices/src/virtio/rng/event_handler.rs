@@ -6,11 +6,10 @@
 
 use std::io;
 
-use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, Permissions};
 
 use super::device::{RngDevice, MAX_REQUEST_BYTES};
-use crate::virtio::interrupt::VirtioInterruptType;
+use crate::virtio::active_queues::ChainOutcome;
 
 /// Bytes fetched from the host per getrandom call.
 const CHUNK: usize = 4096;
@@ -66,119 +65,51 @@ where
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken {
-            return;
-        }
-        let mem = active.mem.memory();
-        let Some(queue) = active.queues.get_mut(index) else {
-            return;
-        };
-        if !queue.ready() {
-            return;
-        }
         let mut chunk = [0u8; CHUNK];
-        let mut used = false;
-        let mut corrupted = false;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = true;
-                break;
-            }
-            loop {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = true;
-                        break 'notifications;
+        let drained = active.drain(index, |mem, chain| {
+            let head = chain.head_index();
+            let mut written: u32 = 0;
+            match buffers(mem, chain) {
+                None => {
+                    self.metrics.invalid_requests.inc();
+                    if let Some(suppressed) = self.log.allow() {
+                        tracing::warn!(
+                            head,
+                            suppressed,
+                            "Returning malformed virtio-rng request empty"
+                        );
                     }
-                };
-                let Some(chain) = chain else {
-                    break;
-                };
-                let head = chain.head_index();
-                let mut written: u32 = 0;
-                match buffers(&*mem, chain) {
-                    None => {
-                        self.metrics.invalid_requests.inc();
-                        if let Some(suppressed) = self.log.allow() {
-                            tracing::warn!(
-                                head,
-                                suppressed,
-                                "Returning malformed virtio-rng request empty"
-                            );
-                        }
-                    }
-                    Some(bufs) => {
-                        'fill: for (addr, len) in bufs {
-                            let mut offset = 0u32;
-                            while offset < len && written < MAX_REQUEST_BYTES {
-                                let n = (len - offset)
-                                    .min(MAX_REQUEST_BYTES - written)
-                                    .min(CHUNK as u32)
-                                    as usize;
-                                if let Err(e) = getrandom(&mut chunk[..n]) {
-                                    self.metrics.entropy_errors.inc();
-                                    tracing::warn!(error = %e, "Host entropy source failed");
-                                    break 'fill;
-                                }
-                                // `buffers` checked the whole range is guest memory.
-                                if mem
-                                    .write_slice(&chunk[..n], addr.unchecked_add(u64::from(offset)))
-                                    .is_err()
-                                {
-                                    break 'fill;
-                                }
-                                offset += n as u32;
-                                written += n as u32;
+                }
+                Some(bufs) => {
+                    'fill: for (addr, len) in bufs {
+                        let mut offset = 0u32;
+                        while offset < len && written < MAX_REQUEST_BYTES {
+                            let n = (len - offset)
+                                .min(MAX_REQUEST_BYTES - written)
+                                .min(CHUNK as u32) as usize;
+                            if let Err(e) = getrandom(&mut chunk[..n]) {
+                                self.metrics.entropy_errors.inc();
+                                tracing::warn!(error = %e, "Host entropy source failed");
+                                break 'fill;
                             }
+                            // `buffers` checked the whole range is guest memory.
+                            if mem
+                                .write_slice(&chunk[..n], addr.unchecked_add(u64::from(offset)))
+                                .is_err()
+                            {
+                                break 'fill;
+                            }
+                            offset += n as u32;
+                            written += n as u32;
                         }
-                        self.metrics.requests.inc();
-                        self.metrics.bytes.add(u64::from(written));
                     }
-                }
-                if queue.add_used(&*mem, head, written).is_err() {
-                    corrupted = true;
-                    break 'notifications;
-                }
-                used = true;
-            }
-            match queue.enable_notification(&*mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    corrupted = true;
-                    break;
+                    self.metrics.requests.inc();
+                    self.metrics.bytes.add(u64::from(written));
                 }
             }
-        }
-        if corrupted {
-            active.broken = true;
-            self.metrics.needs_reset.inc();
-            if let Some(suppressed) = self.log.allow() {
-                tracing::warn!(suppressed, "virtio-rng ring corrupted, device needs reset");
-            }
-            active.interrupt.set_needs_reset();
-            return;
-        }
-        if used {
-            match queue.needs_notification(&*mem) {
-                Ok(true) => {
-                    self.metrics.interrupts.inc();
-                    // `index` < number of queues (1).
-                    if let Err(e) = active
-                        .interrupt
-                        .trigger(VirtioInterruptType::Queue(index as u16))
-                    {
-                        tracing::warn!(error = %e, "Failed to signal virtio-rng queue");
-                    }
-                }
-                Ok(false) => {}
-                Err(_) => {
-                    active.broken = true;
-                    active.interrupt.set_needs_reset();
-                }
-            }
-        }
+            ChainOutcome::Used(written)
+        });
+        active.settle(index, drained, &*self.metrics, &mut self.log);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Counters of one virtio-rng device.
 
+use crate::virtio::active_queues::RingCounters;
 use crate::virtio::Counter;
 
 /// Counters of one entropy device. All are monotonic.
@@ -42,5 +43,15 @@ impl RngMetrics {
         ] {
             f(name, counter.get());
         }
+    }
+}
+
+impl RingCounters for RngMetrics {
+    fn interrupts(&self) -> &Counter {
+        &self.interrupts
+    }
+
+    fn needs_reset(&self) -> &Counter {
+        &self.needs_reset
     }
 }

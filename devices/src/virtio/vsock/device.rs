@@ -5,14 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use thiserror::Error;
-use virtio_queue::Queue;
 use vm_memory::GuestAddressSpace;
 
 use super::metrics::VsockMetrics;
 use super::muxer::Muxer;
 use super::packet::HDR_LEN;
+use crate::virtio::active_queues::ActiveQueues;
 use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::interrupt::VirtioInterrupt;
 use crate::virtio::{device_type, features, LogLimiter};
 
 /// Queue size offered to the driver.
@@ -46,14 +45,6 @@ pub enum VsockError {
     Listen(String, #[source] std::io::Error),
 }
 
-/// The activated device.
-pub(super) struct ActiveVsock<M: GuestAddressSpace> {
-    pub(super) mem: M,
-    pub(super) interrupt: Arc<dyn VirtioInterrupt>,
-    pub(super) queues: Vec<Queue>,
-    pub(super) broken: bool,
-}
-
 /// A virtio-vsock device.
 ///
 /// ```
@@ -74,7 +65,7 @@ pub struct VsockDevice<M: GuestAddressSpace> {
     queue_sizes: [u16; 3],
     /// One packet, header and payload: reused, never reallocated.
     pub(super) scratch: Vec<u8>,
-    pub(super) state: DeviceState<ActiveVsock<M>>,
+    pub(super) state: DeviceState<ActiveQueues<M>>,
     pub(super) metrics: Arc<VsockMetrics>,
     pub(super) log: LogLimiter,
 }
@@ -147,22 +138,7 @@ where
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
 
     fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        if self.state.is_activated() {
-            return Err(ActivateError::AlreadyActive);
-        }
-        if activation.queues.len() != 3 {
-            return Err(ActivateError::InvalidQueue {
-                index: activation.queues.len(),
-                reason: "wrong number of queues".into(),
-            });
-        }
-        self.state = DeviceState::Activated(ActiveVsock {
-            mem: activation.mem,
-            interrupt: activation.interrupt,
-            queues: activation.queues,
-            broken: false,
-        });
-        Ok(())
+        self.state.activate(activation, 3, "virtio-vsock")
     }
 
     fn reset(&mut self) {

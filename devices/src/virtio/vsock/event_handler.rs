@@ -6,15 +6,12 @@
 //! credit.
 
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemory, Permissions};
 
-use super::device::{ActiveVsock, VsockDevice, MAX_PAYLOAD, RX_QUEUE, TX_QUEUE};
-use super::metrics::VsockMetrics;
+use super::device::{VsockDevice, MAX_PAYLOAD, RX_QUEUE, TX_QUEUE};
 use super::muxer::RxPacket;
 use super::packet::{Header, HDR_LEN};
-use crate::virtio::interrupt::VirtioInterruptType;
-use crate::virtio::LogLimiter;
+use crate::virtio::active_queues::ChainOutcome;
 
 /// Most buffers of one receive chain.
 const MAX_RX_BUFFERS: usize = 16;
@@ -81,47 +78,6 @@ fn write_buffers<G: GuestMemory + ?Sized>(mem: &G, bufs: &[(GuestAddress, u32)],
     }
 }
 
-fn needs_reset<M: GuestAddressSpace>(
-    active: &mut ActiveVsock<M>,
-    metrics: &VsockMetrics,
-    log: &mut LogLimiter,
-) {
-    if !active.broken {
-        active.broken = true;
-        metrics.needs_reset.inc();
-        if let Some(suppressed) = log.allow() {
-            tracing::warn!(
-                suppressed,
-                "virtio-vsock ring corrupted, device needs reset"
-            );
-        }
-        active.interrupt.set_needs_reset();
-    }
-}
-
-fn notify<M: GuestAddressSpace>(
-    active: &mut ActiveVsock<M>,
-    index: usize,
-    metrics: &VsockMetrics,
-    log: &mut LogLimiter,
-) {
-    let mem = active.mem.memory();
-    match active.queues[index].needs_notification(&*mem) {
-        Ok(false) => {}
-        Ok(true) => {
-            metrics.interrupts.inc();
-            // `index` is RX_QUEUE or TX_QUEUE.
-            if let Err(e) = active
-                .interrupt
-                .trigger(VirtioInterruptType::Queue(index as u16))
-            {
-                tracing::warn!(error = %e, "Failed to signal virtio-vsock queue");
-            }
-        }
-        Err(_) => needs_reset(active, metrics, log),
-    }
-}
-
 impl<M> VsockDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
@@ -131,175 +87,87 @@ where
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken || !active.queues[TX_QUEUE].ready() {
-            return;
-        }
-        let mem = active.mem.memory();
-        let queue = &mut active.queues[TX_QUEUE];
-        let mut used = false;
-        let mut corrupted = false;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = true;
-                break;
-            }
-            loop {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = true;
-                        break 'notifications;
-                    }
-                };
-                let Some(chain) = chain else {
-                    break;
-                };
-                let head = chain.head_index();
-                let packet = read_chain(&*mem, chain, &mut self.scratch).and_then(|len| {
-                    let mut raw = [0u8; HDR_LEN];
-                    raw.copy_from_slice(self.scratch.get(..HDR_LEN)?);
-                    let hdr = Header::from_bytes(&raw);
-                    let payload = hdr.len as usize;
-                    (len >= HDR_LEN && payload <= len - HDR_LEN && payload <= MAX_PAYLOAD)
-                        .then_some((hdr, payload))
-                });
-                match packet {
-                    Some((hdr, payload)) => {
-                        self.metrics.tx_packets.inc();
-                        self.metrics.tx_bytes.add(payload as u64);
-                        self.muxer
-                            .handle_guest_packet(&hdr, &self.scratch[HDR_LEN..HDR_LEN + payload]);
-                    }
-                    None => {
-                        self.metrics.invalid_packets.inc();
-                        if let Some(suppressed) = self.log.allow() {
-                            tracing::warn!(head, suppressed, "Dropping malformed vsock packet");
-                        }
+        let drained = active.drain(TX_QUEUE, |mem, chain| {
+            let head = chain.head_index();
+            let packet = read_chain(mem, chain, &mut self.scratch).and_then(|len| {
+                let mut raw = [0u8; HDR_LEN];
+                raw.copy_from_slice(self.scratch.get(..HDR_LEN)?);
+                let hdr = Header::from_bytes(&raw);
+                let payload = hdr.len as usize;
+                (len >= HDR_LEN && payload <= len - HDR_LEN && payload <= MAX_PAYLOAD)
+                    .then_some((hdr, payload))
+            });
+            match packet {
+                Some((hdr, payload)) => {
+                    self.metrics.tx_packets.inc();
+                    self.metrics.tx_bytes.add(payload as u64);
+                    self.muxer
+                        .handle_guest_packet(&hdr, &self.scratch[HDR_LEN..HDR_LEN + payload]);
+                }
+                None => {
+                    self.metrics.invalid_packets.inc();
+                    if let Some(suppressed) = self.log.allow() {
+                        tracing::warn!(head, suppressed, "Dropping malformed vsock packet");
                     }
                 }
-                if queue.add_used(&*mem, head, 0).is_err() {
-                    corrupted = true;
-                    break 'notifications;
-                }
-                used = true;
             }
-            match queue.enable_notification(&*mem) {
-                Ok(true) => continue,
-                Ok(false) => break,
-                Err(_) => {
-                    corrupted = true;
-                    break;
-                }
-            }
-        }
-        drop(mem);
-        if corrupted {
-            needs_reset(active, &self.metrics, &mut self.log);
-            return;
-        }
-        if used {
-            notify(active, TX_QUEUE, &self.metrics, &mut self.log);
-        }
-        // Replies (RESPONSE, RST, credit) go out at once.
+            ChainOutcome::Used(0)
+        });
+        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.log);
+        // Replies (RESPONSE, RST, credit) go out at once (nothing happens on a device the
+        // pass found broken).
         self.process_rx();
     }
 
-    /// Packets to the guest.
+    /// Packets to the guest: the muxer's next packet goes into the next receive chain, as
+    /// long as there are both.
     pub(super) fn process_rx(&mut self) {
         let Some(active) = self.state.active_mut() else {
             return;
         };
-        if active.broken || !active.queues[RX_QUEUE].ready() {
-            return;
-        }
-        let mem = active.mem.memory();
-        let queue = &mut active.queues[RX_QUEUE];
-        let mut used = false;
-        let mut corrupted = false;
-        'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
-                corrupted = true;
-                break;
-            }
-            let mut starved = false;
-            while let Some(next) = self.muxer.next_rx() {
-                let chain = match queue.iter(&*mem) {
-                    Ok(mut iter) => iter.next(),
-                    Err(_) => {
-                        corrupted = true;
-                        break 'notifications;
+        let drained = active.drain(RX_QUEUE, |mem, chain| {
+            let Some(next) = self.muxer.next_rx() else {
+                // Nothing to send: the chain stays with the driver.
+                return ChainOutcome::Stop;
+            };
+            let len = match writable_buffers(mem, chain) {
+                Some((bufs, count, total)) if total >= HDR_LEN => match next {
+                    RxPacket::Control(h) => {
+                        write_buffers(mem, &bufs[..count], &h.to_bytes());
+                        HDR_LEN
                     }
-                };
-                let Some(chain) = chain else {
+                    RxPacket::Data(key) => {
+                        let room = (total - HDR_LEN).min(MAX_PAYLOAD);
+                        let (header, body) = self.scratch.split_at_mut(HDR_LEN);
+                        match self.muxer.read_data(key, &mut body[..room]) {
+                            Some((h, n)) => {
+                                header.copy_from_slice(&h.to_bytes());
+                                write_buffers(mem, &bufs[..count], &self.scratch[..HDR_LEN + n]);
+                                self.metrics.rx_bytes.add(n as u64);
+                                HDR_LEN + n
+                            }
+                            // Nothing to send from this connection after all: the chain
+                            // goes to the next packet.
+                            None => return ChainOutcome::Retry,
+                        }
+                    }
+                },
+                _ => {
+                    // A malformed receive chain: returned empty; the packet waits.
                     if let RxPacket::Control(h) = next {
                         self.muxer.unread_control(h);
                     }
-                    starved = true;
-                    break;
-                };
-                let head = chain.head_index();
-                let len = match writable_buffers(&*mem, chain) {
-                    Some((bufs, count, total)) if total >= HDR_LEN => match next {
-                        RxPacket::Control(h) => {
-                            write_buffers(&*mem, &bufs[..count], &h.to_bytes());
-                            HDR_LEN
-                        }
-                        RxPacket::Data(key) => {
-                            let room = (total - HDR_LEN).min(MAX_PAYLOAD);
-                            let (header, body) = self.scratch.split_at_mut(HDR_LEN);
-                            match self.muxer.read_data(key, &mut body[..room]) {
-                                Some((h, n)) => {
-                                    header.copy_from_slice(&h.to_bytes());
-                                    write_buffers(
-                                        &*mem,
-                                        &bufs[..count],
-                                        &self.scratch[..HDR_LEN + n],
-                                    );
-                                    self.metrics.rx_bytes.add(n as u64);
-                                    HDR_LEN + n
-                                }
-                                None => {
-                                    // Nothing to send after all: the buffers stay.
-                                    queue.go_to_previous_position();
-                                    continue;
-                                }
-                            }
-                        }
-                    },
-                    _ => {
-                        // A malformed receive chain: returned empty; the packet waits.
-                        if let RxPacket::Control(h) = next {
-                            self.muxer.unread_control(h);
-                        }
-                        self.metrics.invalid_packets.inc();
-                        0
-                    }
-                };
-                if len > 0 {
-                    self.metrics.rx_packets.inc();
+                    self.metrics.invalid_packets.inc();
+                    0
                 }
-                // A packet is at most HDR_LEN + MAX_PAYLOAD bytes.
-                if queue.add_used(&*mem, head, len as u32).is_err() {
-                    corrupted = true;
-                    break 'notifications;
-                }
-                used = true;
+            };
+            if len > 0 {
+                self.metrics.rx_packets.inc();
             }
-            match queue.enable_notification(&*mem) {
-                Ok(true) if starved => continue,
-                Ok(_) => break,
-                Err(_) => {
-                    corrupted = true;
-                    break;
-                }
-            }
-        }
-        drop(mem);
-        if corrupted {
-            needs_reset(active, &self.metrics, &mut self.log);
-        } else if used {
-            notify(active, RX_QUEUE, &self.metrics, &mut self.log);
-        }
+            // A packet is at most HDR_LEN + MAX_PAYLOAD bytes.
+            ChainOutcome::Used(len as u32)
+        });
+        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.log);
     }
 }
 

@@ -1,5 +1,6 @@
 //! Counters of one virtio-vsock device.
 
+use crate::virtio::active_queues::RingCounters;
 use crate::virtio::Counter;
 
 /// Counters of one vsock device. All are monotonic.
@@ -42,5 +43,15 @@ impl VsockMetrics {
         ] {
             f(name, counter.get());
         }
+    }
+}
+
+impl RingCounters for VsockMetrics {
+    fn interrupts(&self) -> &Counter {
+        &self.interrupts
+    }
+
+    fn needs_reset(&self) -> &Counter {
+        &self.needs_reset
     }
 }

@@ -1,0 +1,375 @@
+//! The queues of an activated device, and the one loop every device runs over them.
+//!
+//! Each device's event handler does the same around its own request logic: skip a broken
+//! or unready queue; pop chains with notifications suppressed, re-enabling them and
+//! looking again when the ring ran dry (EVENT_IDX races); put answered chains in the used
+//! ring; then either flag DEVICE_NEEDS_RESET (the ring turned out corrupted) or interrupt
+//! the driver if it asked to hear about the new used buffers. [`ActiveQueues`] holds that
+//! shared part; the device supplies only what one chain means ([`ChainOutcome`]).
+
+use std::sync::Arc;
+
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
+use vm_memory::GuestAddressSpace;
+
+use super::counter::Counter;
+use super::device::{ActivateError, Activation, DeviceState};
+use super::interrupt::{VirtioInterrupt, VirtioInterruptType};
+use super::log_limiter::LogLimiter;
+
+/// The counters every device keeps about its rings.
+pub(crate) trait RingCounters {
+    /// Interrupts sent to the driver.
+    fn interrupts(&self) -> &Counter;
+    /// Times the device flagged DEVICE_NEEDS_RESET.
+    fn needs_reset(&self) -> &Counter;
+}
+
+/// What became of one chain the device popped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChainOutcome {
+    /// Answered: goes into the used ring with this many bytes written.
+    Used(u32),
+    /// Kept by the device, which completes it later (asynchronous I/O).
+    Kept,
+    /// Not consumed: back to the ring, and the device has nothing more to do now (its
+    /// backend would block).
+    Stop,
+    /// Not consumed by this piece of work: back to the ring, and the next piece of work
+    /// tries again.
+    Retry,
+}
+
+/// How a pass over a queue ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Drained {
+    /// Chains went into the used ring.
+    pub(crate) used: bool,
+    /// The pass ended because the driver had no more chains (not because the device had
+    /// no more work).
+    pub(crate) starved: bool,
+    /// The ring turned out corrupted: what was wrong.
+    pub(crate) corrupted: Option<&'static str>,
+}
+
+/// The activated device: guest memory, the interrupt, the queues, and whether a ring
+/// turned out corrupted (DEVICE_NEEDS_RESET is then set and nothing more is processed).
+pub(crate) struct ActiveQueues<M: GuestAddressSpace> {
+    pub(crate) mem: M,
+    pub(crate) interrupt: Arc<dyn VirtioInterrupt>,
+    pub(crate) queues: Vec<Queue>,
+    pub(crate) broken: bool,
+    /// The device's name in log lines (`virtio-blk`).
+    device: &'static str,
+}
+
+impl<M: GuestAddressSpace> DeviceState<ActiveQueues<M>> {
+    /// Takes over what the transport handed over on DRIVER_OK, if the device is inactive
+    /// and the driver set up its `queue_count` queues; `device` names it in log lines.
+    pub(crate) fn activate(
+        &mut self,
+        activation: Activation<M>,
+        queue_count: usize,
+        device: &'static str,
+    ) -> Result<(), ActivateError> {
+        if self.is_activated() {
+            return Err(ActivateError::AlreadyActive);
+        }
+        if activation.queues.len() != queue_count {
+            return Err(ActivateError::InvalidQueue {
+                index: activation.queues.len(),
+                reason: "wrong number of queues".into(),
+            });
+        }
+        *self = DeviceState::Activated(ActiveQueues {
+            mem: activation.mem,
+            interrupt: activation.interrupt,
+            queues: activation.queues,
+            broken: false,
+            device,
+        });
+        Ok(())
+    }
+}
+
+impl<M: GuestAddressSpace> ActiveQueues<M> {
+    /// Pops every chain the driver made available on queue `index` and hands it to
+    /// `handle` with guest memory, until the ring is empty or `handle` says
+    /// [`ChainOutcome::Stop`]. Nothing happens on a broken device or a missing or unready
+    /// queue. The caller then calls [`ActiveQueues::settle`].
+    pub(crate) fn drain<F>(&mut self, index: usize, mut handle: F) -> Drained
+    where
+        F: FnMut(&M::M, DescriptorChain<&M::M>) -> ChainOutcome,
+    {
+        let mut drained = Drained::default();
+        if self.broken {
+            return drained;
+        }
+        let mem = self.mem.memory();
+        let Some(queue) = self.queues.get_mut(index) else {
+            return drained;
+        };
+        if !queue.ready() {
+            return drained;
+        }
+        'notifications: loop {
+            if queue.disable_notification(&*mem).is_err() {
+                drained.corrupted = Some("avail_event unwritable");
+                break;
+            }
+            drained.starved = false;
+            loop {
+                let chain = match queue.iter(&*mem) {
+                    Ok(mut iter) => iter.next(),
+                    Err(_) => {
+                        drained.corrupted = Some("avail index beyond queue size");
+                        break 'notifications;
+                    }
+                };
+                let Some(chain) = chain else {
+                    drained.starved = true;
+                    break;
+                };
+                let head = chain.head_index();
+                match handle(&*mem, chain) {
+                    ChainOutcome::Used(len) => {
+                        if queue.add_used(&*mem, head, len).is_err() {
+                            drained.corrupted = Some("used ring unwritable or head out of range");
+                            break 'notifications;
+                        }
+                        drained.used = true;
+                    }
+                    ChainOutcome::Kept => {}
+                    ChainOutcome::Retry => queue.go_to_previous_position(),
+                    ChainOutcome::Stop => {
+                        queue.go_to_previous_position();
+                        break;
+                    }
+                }
+            }
+            match queue.enable_notification(&*mem) {
+                // New chains arrived while the device still has work.
+                Ok(true) if drained.starved => continue,
+                Ok(_) => break,
+                Err(_) => {
+                    drained.corrupted = Some("avail ring unreadable");
+                    break;
+                }
+            }
+        }
+        drained
+    }
+
+    /// Ends a pass over queue `index`: DEVICE_NEEDS_RESET if the ring was corrupted,
+    /// otherwise an interrupt if chains were used and the driver wants one.
+    pub(crate) fn settle(
+        &mut self,
+        index: usize,
+        drained: Drained,
+        counters: &impl RingCounters,
+        log: &mut LogLimiter,
+    ) {
+        if let Some(what) = drained.corrupted {
+            self.needs_reset(what, counters, log);
+        } else if drained.used {
+            self.notify(index, counters, log);
+        }
+    }
+
+    /// Marks the device broken: the rings cannot be trusted any more.
+    pub(crate) fn needs_reset(
+        &mut self,
+        what: &str,
+        counters: &impl RingCounters,
+        log: &mut LogLimiter,
+    ) {
+        if !self.broken {
+            self.broken = true;
+            counters.needs_reset().inc();
+            if let Some(suppressed) = log.allow() {
+                tracing::warn!(
+                    device = self.device,
+                    what,
+                    suppressed,
+                    "Virtio ring corrupted, device needs reset"
+                );
+            }
+            self.interrupt.set_needs_reset();
+        }
+    }
+
+    /// Signals queue `index` if the driver wants to hear about its new used buffers
+    /// (EVENT_IDX aware).
+    pub(crate) fn notify(
+        &mut self,
+        index: usize,
+        counters: &impl RingCounters,
+        log: &mut LogLimiter,
+    ) {
+        let mem = self.mem.memory();
+        let Some(queue) = self.queues.get_mut(index) else {
+            return;
+        };
+        match queue.needs_notification(&*mem) {
+            Ok(false) => {}
+            Ok(true) => {
+                counters.interrupts().inc();
+                // A queue index is below the queue count, which is below 2^16.
+                if let Err(e) = self
+                    .interrupt
+                    .trigger(VirtioInterruptType::Queue(index as u16))
+                {
+                    tracing::warn!(device = self.device, error = %e, "Failed to signal a virtio queue");
+                }
+            }
+            Err(_) => {
+                drop(mem);
+                self.needs_reset("used_event unreadable", counters, log);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use vm_memory::GuestMemoryMmap;
+
+    use super::*;
+    use crate::virtio::features;
+    use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
+
+    #[derive(Default)]
+    struct Counters {
+        interrupts: Counter,
+        needs_reset: Counter,
+    }
+
+    impl RingCounters for Counters {
+        fn interrupts(&self) -> &Counter {
+            &self.interrupts
+        }
+        fn needs_reset(&self) -> &Counter {
+            &self.needs_reset
+        }
+    }
+
+    type Mem = Arc<GuestMemoryMmap>;
+
+    fn active() -> (ActiveQueues<Mem>, TestDriver, Arc<RecordingInterrupt>) {
+        let mem = test_memory();
+        let driver = TestDriver::new(&mem, 16, 0);
+        let interrupt = Arc::new(RecordingInterrupt::default());
+        let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
+        let activation = || Activation {
+            mem: mem.clone(),
+            interrupt: irq.clone(),
+            queues: vec![driver.queue(false)],
+            acked_features: features::VERSION_1,
+        };
+        let mut state = DeviceState::<ActiveQueues<Mem>>::Inactive;
+        assert!(matches!(
+            state.activate(activation(), 2, "virtio-test"),
+            Err(ActivateError::InvalidQueue { index: 1, .. })
+        ));
+        state.activate(activation(), 1, "virtio-test").unwrap();
+        assert!(matches!(
+            state.activate(activation(), 1, "virtio-test"),
+            Err(ActivateError::AlreadyActive)
+        ));
+        let DeviceState::Activated(active) = state else {
+            unreachable!("activated above")
+        };
+        (active, driver, interrupt)
+    }
+
+    #[test]
+    fn used_chains_are_published_and_signalled() {
+        let (mut active, mut driver, interrupt) = active();
+        let counters = Counters::default();
+        let mut log = LogLimiter::default();
+        let a = driver.add_chain(&[(0x10_0000, 8, true)]);
+        let b = driver.add_chain(&[(0x11_0000, 8, true)]);
+        let drained = active.drain(0, |_, chain| {
+            ChainOutcome::Used(u32::from(chain.head_index()) + 1)
+        });
+        assert_eq!(
+            drained,
+            Drained {
+                used: true,
+                starved: true,
+                corrupted: None
+            }
+        );
+        active.settle(0, drained, &counters, &mut log);
+        assert_eq!(driver.used(0), (u32::from(a), u32::from(a) + 1));
+        assert_eq!(driver.used(1), (u32::from(b), u32::from(b) + 1));
+        assert_eq!(*interrupt.queues.lock().unwrap(), vec![0]);
+        assert_eq!(counters.interrupts.get(), 1);
+        // A queue that does not exist is skipped.
+        assert_eq!(
+            active.drain(7, |_, _| ChainOutcome::Used(0)),
+            Drained::default()
+        );
+    }
+
+    #[test]
+    fn stopped_retried_and_kept_chains_stay_out_of_the_used_ring() {
+        let (mut active, mut driver, interrupt) = active();
+        let counters = Counters::default();
+        let mut log = LogLimiter::default();
+        driver.add_chain(&[(0x10_0000, 8, true)]);
+        driver.add_chain(&[(0x11_0000, 8, true)]);
+        // Stop: the first chain goes back, the second is not looked at.
+        let mut seen = 0;
+        let drained = active.drain(0, |_, _| {
+            seen += 1;
+            ChainOutcome::Stop
+        });
+        assert_eq!((seen, drained.used, drained.starved), (1, false, false));
+        // Retry: the same chain comes again until the work runs out.
+        let mut work = 3;
+        let mut seen = Vec::new();
+        active.drain(0, |_, chain| {
+            seen.push(chain.head_index());
+            work -= 1;
+            if work > 0 {
+                ChainOutcome::Retry
+            } else {
+                ChainOutcome::Stop
+            }
+        });
+        assert_eq!(seen, vec![0, 0, 0]);
+        // Kept: both chains taken, none used, no interrupt.
+        let drained = active.drain(0, |_, _| ChainOutcome::Kept);
+        active.settle(0, drained, &counters, &mut log);
+        assert!(drained.starved && !drained.used);
+        assert_eq!(driver.used_idx(), 0);
+        assert!(interrupt.queues.lock().unwrap().is_empty());
+        // Taken chains are not offered again.
+        let drained = active.drain(0, |_, _| ChainOutcome::Used(0));
+        assert!(!drained.used);
+    }
+
+    #[test]
+    fn a_corrupted_ring_breaks_the_device_once() {
+        let (mut active, mut driver, interrupt) = active();
+        let counters = Counters::default();
+        let mut log = LogLimiter::default();
+        driver.publish(100);
+        let drained = active.drain(0, |_, _| ChainOutcome::Used(0));
+        assert!(drained.corrupted.is_some());
+        active.settle(0, drained, &counters, &mut log);
+        active.settle(0, drained, &counters, &mut log);
+        assert!(active.broken);
+        assert!(interrupt.needs_reset());
+        assert_eq!(counters.needs_reset.get(), 1);
+        // A broken device processes nothing.
+        driver.add_chain(&[(0x10_0000, 8, true)]);
+        assert_eq!(
+            active.drain(0, |_, _| ChainOutcome::Used(0)),
+            Drained::default()
+        );
+    }
+}
