@@ -147,16 +147,21 @@ enum ImageCmd {
     },
 }
 
-/// Logs go to stderr; `default_level` applies when RUST_LOG is unset.
-fn init_logging(format: LogFormat, default_level: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Logs go to stderr; `default_level` applies when RUST_LOG is unset. Without RUST_LOG
+/// the filter is a plain level: an `EnvFilter` compiles its directive regexes, which costs
+/// `monovirt run` start-up time and memory for nothing.
+fn init_logging(format: LogFormat, default_level: tracing::Level) {
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    match (format, std::env::var_os("RUST_LOG").is_some()) {
+        (LogFormat::Text, true) => builder
+            .with_env_filter(EnvFilter::from_default_env())
+            .init(),
+        (LogFormat::Json, true) => builder
+            .with_env_filter(EnvFilter::from_default_env())
+            .json()
+            .init(),
+        (LogFormat::Text, false) => builder.with_max_level(default_level).init(),
+        (LogFormat::Json, false) => builder.with_max_level(default_level).json().init(),
     }
 }
 
@@ -326,7 +331,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Client(command) => {
-            init_logging(cli.log_format, "warn");
+            init_logging(cli.log_format, tracing::Level::WARN);
             run_client(command)
         }
         Cmd::Serve {
@@ -336,7 +341,7 @@ fn main() -> ExitCode {
             node,
             node_monitor_grace_period,
         } => {
-            init_logging(cli.log_format, "info");
+            init_logging(cli.log_format, tracing::Level::INFO);
             let roles = ServeRoles {
                 agent: (!no_agent).then_some(node),
                 node_grace: node_monitor_grace_period,
@@ -352,7 +357,7 @@ fn main() -> ExitCode {
             data_dir,
             node,
         } => {
-            init_logging(cli.log_format, "info");
+            init_logging(cli.log_format, tracing::Level::INFO);
             let config = node.config(data_dir, Some(server.clone()));
             match runtime().and_then(|rt| rt.block_on(agent(server, token, config))) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -360,14 +365,14 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Image { data_dir, command } => {
-            init_logging(cli.log_format, "warn");
+            init_logging(cli.log_format, tracing::Level::WARN);
             match image(data_dir, command) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => report(e),
             }
         }
         Cmd::Run(args) => {
-            init_logging(cli.log_format, "warn");
+            init_logging(cli.log_format, tracing::Level::WARN);
             match monovirt::vmm::run::run(&args) {
                 Ok(reason) => {
                     let code = monovirt::vmm::run::exit_code(&reason);

@@ -9,7 +9,7 @@
 //! - [`console`]: where COM1 goes; [`config`]: what a VM is made of;
 //! - [`device_manager`]: the PCI root complex and virtio devices (configured by
 //!   [`device_config`]), with MSI-X through KVM irqfds and GSI routes ([`msi`]);
-//! - [`run`]: `monovirt run`, one VM in the foreground.
+//! - [`run`]: `monovirt run`, one VM in the foreground; [`terminal`]: its raw-mode stdin.
 //!
 //! Trust boundary: everything the guest writes (port/MMIO data, ACPI register values)
 //! is handled on its vCPU thread by code that checks ranges and never panics on guest
@@ -25,6 +25,7 @@ pub mod handle;
 pub mod memory;
 pub mod msi;
 pub mod run;
+pub mod terminal;
 pub mod vcpu;
 pub mod vm;
 

@@ -1,7 +1,10 @@
 //! CMOS real-time clock (MC146818) at ports 0x70 (index, bit 7 = NMI mask) and 0x71
 //! (data). Time registers report the host's wall-clock time in UTC, BCD, 24-hour mode,
-//! so the guest's clock is right at boot. Guest writes to the time registers are not
-//! kept (the host clock stays the source of truth); other CMOS bytes are plain storage.
+//! so the guest's clock is right at boot. A guest that sets the clock (`hwclock
+//! --systohc`) moves it as a real RTC would: the time it wrote goes on ticking with the
+//! host's clock (kept as an offset, as QEMU does), while the register B SET bit is on the
+//! writes are latched and take effect together when it clears. Other CMOS bytes are plain
+//! storage.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -84,15 +87,57 @@ pub fn civil_from_unix(secs: i64) -> CivilTime {
     }
 }
 
+/// Days since the Unix epoch of a UTC date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl CivilTime {
+    /// Seconds since the Unix epoch, if every field is in its range.
+    ///
+    /// ```
+    /// use devices::legacy::rtc::civil_from_unix;
+    /// assert_eq!(civil_from_unix(951_782_400).to_unix(), Some(951_782_400));
+    /// ```
+    pub fn to_unix(&self) -> Option<i64> {
+        let valid = (1..=12).contains(&self.month)
+            && (1..=31).contains(&self.day)
+            && self.hour < 24
+            && self.minute < 60
+            && self.second < 60;
+        valid.then(|| {
+            days_from_civil(self.year, self.month, self.day) * 86_400
+                + i64::from(self.hour * 3600 + self.minute * 60 + self.second)
+        })
+    }
+}
+
 fn bcd(v: u32) -> u8 {
     (((v / 10) % 10) << 4 | (v % 10)) as u8
 }
+
+fn from_bcd(v: u8) -> u32 {
+    u32::from(v >> 4) * 10 + u32::from(v & 0x0f)
+}
+
+/// Register B: updates halted while the guest sets the time.
+const REG_B_SET: u8 = 0x80;
 
 /// The CMOS RTC.
 pub struct Rtc {
     index: u8,
     cmos: [u8; 128],
     clock: Clock,
+    /// Guest time minus host time, in seconds: moved by the guest setting the clock.
+    offset: i64,
+    /// While the SET bit is on: the time being written, committed when it clears.
+    staged: Option<CivilTime>,
 }
 
 impl Default for Rtc {
@@ -116,11 +161,26 @@ impl Rtc {
             index: 0,
             cmos,
             clock,
+            offset: 0,
+            staged: None,
+        }
+    }
+
+    /// The guest's time: the one being set while SET is on, else the running clock.
+    fn now(&self) -> CivilTime {
+        self.staged
+            .unwrap_or_else(|| civil_from_unix((self.clock)().saturating_add(self.offset)))
+    }
+
+    /// Makes `t` the guest's current time; an impossible date (month 13, ...) is ignored.
+    fn set_time(&mut self, t: CivilTime) {
+        if let Some(secs) = t.to_unix() {
+            self.offset = secs - (self.clock)();
         }
     }
 
     fn read_reg(&self, reg: u8) -> u8 {
-        let t = civil_from_unix((self.clock)());
+        let t = self.now();
         match reg {
             REG_SECONDS => bcd(t.second),
             REG_MINUTES => bcd(t.minute),
@@ -139,13 +199,40 @@ impl Rtc {
     }
 
     fn write_reg(&mut self, reg: u8, v: u8) {
+        let mut t = self.now();
         match reg {
-            REG_SECONDS | REG_MINUTES | REG_HOURS | REG_WEEKDAY | REG_DAY | REG_MONTH
-            | REG_YEAR | REG_CENTURY | REG_C | REG_D => {}
-            // Keep 24-hour BCD mode: the guest reads the format it asked for only if
-            // we honoured it, and Linux accepts what is reported.
-            REG_B => self.cmos[REG_B as usize] = (v & !0x06) | 0x02,
-            r => self.cmos[usize::from(r & 0x7f)] = v,
+            REG_SECONDS => t.second = from_bcd(v),
+            REG_MINUTES => t.minute = from_bcd(v),
+            REG_HOURS => t.hour = from_bcd(v),
+            REG_DAY => t.day = from_bcd(v),
+            REG_MONTH => t.month = from_bcd(v),
+            REG_YEAR => t.year = t.year.div_euclid(100) * 100 + i64::from(from_bcd(v) % 100),
+            REG_CENTURY => t.year = i64::from(from_bcd(v)) * 100 + t.year.rem_euclid(100),
+            // The weekday follows from the date; C and D are read-only.
+            REG_WEEKDAY | REG_C | REG_D => return,
+            REG_B => {
+                // Keep 24-hour BCD mode: the guest reads the format it asked for only if
+                // we honoured it, and Linux accepts what is reported.
+                self.cmos[REG_B as usize] = (v & !0x06) | 0x02;
+                match (self.staged, v & REG_B_SET != 0) {
+                    (None, true) => self.staged = Some(t),
+                    (Some(staged), false) => {
+                        self.staged = None;
+                        self.set_time(staged);
+                    }
+                    _ => {}
+                }
+                return;
+            }
+            r => {
+                self.cmos[usize::from(r & 0x7f)] = v;
+                return;
+            }
+        }
+        if self.staged.is_some() {
+            self.staged = Some(t);
+        } else {
+            self.set_time(t);
         }
     }
 }
@@ -175,6 +262,8 @@ impl BusDevice for Rtc {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
     use super::*;
 
     fn read(rtc: &mut Rtc, reg: u8) -> u8 {
@@ -201,17 +290,74 @@ mod tests {
         assert_eq!(read(&mut rtc, REG_D), 0x80);
     }
 
+    fn write(rtc: &mut Rtc, reg: u8, v: u8) {
+        rtc.write(0, &[reg]);
+        rtc.write(1, &[v]);
+    }
+
     #[test]
-    fn cmos_storage_and_ignored_time_writes() {
+    fn cmos_storage_and_read_only_registers() {
         let mut rtc = Rtc::with_clock(|| 0);
-        rtc.write(0, &[0x40]);
-        rtc.write(1, &[0xab]);
+        write(&mut rtc, 0x40, 0xab);
         assert_eq!(read(&mut rtc, 0x40), 0xab);
-        rtc.write(0, &[REG_SECONDS]);
-        rtc.write(1, &[0x59]);
-        assert_eq!(read(&mut rtc, REG_SECONDS), 0x00);
-        assert_eq!(read(&mut rtc, REG_YEAR), 0x70);
-        assert_eq!(read(&mut rtc, REG_CENTURY), 0x19);
+        write(&mut rtc, REG_D, 0);
+        write(&mut rtc, REG_WEEKDAY, 0x01);
+        assert_eq!(read(&mut rtc, REG_D), 0x80);
+        assert_eq!(read(&mut rtc, REG_WEEKDAY), 0x05);
+        // Binary or 12-hour mode requests are not honoured.
+        write(&mut rtc, REG_B, 0x06);
+        assert_eq!(read(&mut rtc, REG_B), 0x02);
+    }
+
+    static HOST: AtomicI64 = AtomicI64::new(1_795_642_444);
+
+    fn host() -> i64 {
+        HOST.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn the_guest_sets_the_clock_and_it_keeps_ticking() {
+        let mut rtc = Rtc::with_clock(host);
+        // A single write outside SET takes effect at once: 21:34:04 -> 21:34:59.
+        write(&mut rtc, REG_SECONDS, 0x59);
+        assert_eq!(read(&mut rtc, REG_SECONDS), 0x59);
+        // Linux's mc146818_set_time: SET, all fields, SET off; 1999-12-31 23:59:58.
+        write(&mut rtc, REG_B, 0x82);
+        for (reg, v) in [
+            (REG_SECONDS, 0x58),
+            (REG_MINUTES, 0x59),
+            (REG_HOURS, 0x23),
+            (REG_DAY, 0x31),
+            (REG_MONTH, 0x12),
+            (REG_YEAR, 0x99),
+            (REG_CENTURY, 0x19),
+        ] {
+            write(&mut rtc, reg, v);
+            // Latched while SET is on.
+            assert_eq!(read(&mut rtc, reg), v);
+        }
+        HOST.fetch_add(5, Ordering::SeqCst);
+        assert_eq!(read(&mut rtc, REG_SECONDS), 0x58, "halted while SET is on");
+        write(&mut rtc, REG_B, 0x02);
+        HOST.fetch_add(3, Ordering::SeqCst);
+        // Three host seconds later: 2000-01-01 00:00:01, a Saturday.
+        assert_eq!(read(&mut rtc, REG_SECONDS), 0x01);
+        assert_eq!(read(&mut rtc, REG_MINUTES), 0x00);
+        assert_eq!(read(&mut rtc, REG_DAY), 0x01);
+        assert_eq!(read(&mut rtc, REG_MONTH), 0x01);
+        assert_eq!(read(&mut rtc, REG_YEAR), 0x00);
+        assert_eq!(read(&mut rtc, REG_CENTURY), 0x20);
+        assert_eq!(read(&mut rtc, REG_WEEKDAY), 0x07);
+        // An impossible date is ignored.
+        write(&mut rtc, REG_MONTH, 0x13);
+        assert_eq!(read(&mut rtc, REG_MONTH), 0x01);
+    }
+
+    #[test]
+    fn unix_round_trip() {
+        for secs in [0, 951_782_400, 1_795_642_444, 4_102_444_799, -86_400] {
+            assert_eq!(civil_from_unix(secs).to_unix(), Some(secs));
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ struct Pool(UnsafeCell<[u8; POOL_PAGES * PAGE_SIZE]>);
 // share a byte.
 unsafe impl Sync for Pool {}
 
+// Not cleared at entry (see link.ld): `alloc_pages` zeroes the pages it hands out.
+#[link_section = ".noinit"]
 static POOL: Pool = Pool(UnsafeCell::new([0; POOL_PAGES * PAGE_SIZE]));
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

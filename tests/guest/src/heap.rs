@@ -13,6 +13,8 @@ struct Arena(UnsafeCell<[u8; ARENA]>);
 // SAFETY: every byte is handed out at most once (`NEXT` advances atomically).
 unsafe impl Sync for Arena {}
 
+// Not cleared at entry (see link.ld): an allocator hands out uninitialised bytes.
+#[link_section = ".noinit"]
 static MEMORY: Arena = Arena(UnsafeCell::new([0; ARENA]));
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

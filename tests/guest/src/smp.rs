@@ -41,6 +41,8 @@ mod bringup {
     // SAFETY: each AP uses only its own slot, handed out one at a time by the boot processor.
     unsafe impl Sync for Stacks {}
 
+    // Not cleared at entry (see link.ld): a stack is written before it is read.
+    #[link_section = ".noinit"]
     static AP_STACKS: Stacks = Stacks(UnsafeCell::new([[0; AP_STACK_SIZE]; MAX_CPUS]));
 
     /// The stack top the next AP loads in `common64` (read from assembly).
