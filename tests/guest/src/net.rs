@@ -19,7 +19,8 @@ use virtio_drivers::transport::pci::PciTransport;
 
 /// The TCP port the guest listens on.
 pub const TCP_PORT: u16 = 7777;
-const QUEUE: usize = 16;
+/// Receive buffers posted to the device (and the transmit queue's size).
+const QUEUE: usize = 64;
 const BUF: usize = 2048;
 const MTU: usize = 1514;
 
@@ -28,6 +29,8 @@ struct RxBuffers(UnsafeCell<[[u8; BUF]; QUEUE]>);
 // SAFETY: only the boot processor's single `NetDevice` uses the buffers.
 unsafe impl Sync for RxBuffers {}
 
+// Not cleared at entry (see link.ld): the device writes a frame before the guest reads it.
+#[link_section = ".noinit"]
 static RX: RxBuffers = RxBuffers(UnsafeCell::new([[0; BUF]; QUEUE]));
 
 /// TCP receive window (64 KiB, so a stream is not throttled by the guest) and send buffer.
@@ -38,24 +41,77 @@ unsafe impl Sync for TcpBuffers {}
 
 static TCP: TcpBuffers = TcpBuffers(UnsafeCell::new(([0; 65535], [0; 1024])));
 
+/// Transmit buffers (virtio-net header + frame), one per transmit queue entry.
+struct TxBuffers(UnsafeCell<[[u8; BUF]; QUEUE]>);
+
+// SAFETY: only the boot processor's single `NetDevice` uses the buffers.
+unsafe impl Sync for TxBuffers {}
+
+// Not cleared at entry (see link.ld): a frame is written before it is sent.
+#[link_section = ".noinit"]
+static TX: TxBuffers = TxBuffers(UnsafeCell::new([[0; BUF]; QUEUE]));
+
+type Raw = VirtIONetRaw<GuestHal, PciTransport, QUEUE>;
+
+/// Frames in flight on the transmit queue: sending does not wait for the device (a
+/// synchronous send made every ACK a round trip through the VMM's device thread while
+/// the vCPU spun); completed buffers are taken back before a buffer is needed.
+struct TxRing {
+    bufs: &'static mut [[u8; BUF]; QUEUE],
+    /// The token and length of each buffer the device has not completed yet.
+    pending: [Option<(u16, usize)>; QUEUE],
+}
+
+impl TxRing {
+    /// Takes back every buffer the device has finished with.
+    fn reclaim(&mut self, raw: &mut Raw) {
+        while let Some(token) = raw.poll_transmit() {
+            let Some(i) = self
+                .pending
+                .iter()
+                .position(|p| p.is_some_and(|(t, _)| t == token))
+            else {
+                kv!("net.tx_error", "unknown completion {token}");
+                return;
+            };
+            let (_, len) = self.pending[i].take().unwrap_or_default();
+            // SAFETY: `bufs[i][..len]` is the buffer `transmit_begin` returned `token` for.
+            if let Err(e) = unsafe { raw.transmit_complete(token, &self.bufs[i][..len]) } {
+                kv!("net.tx_error", "{e}");
+            }
+        }
+    }
+
+    /// A buffer the device does not hold, after taking back completed ones.
+    fn free_slot(&mut self, raw: &mut Raw) -> Option<usize> {
+        self.reclaim(raw);
+        self.pending.iter().position(Option::is_none)
+    }
+}
+
 struct NetDevice {
-    raw: VirtIONetRaw<GuestHal, PciTransport, QUEUE>,
+    raw: Raw,
     rx: &'static mut [[u8; BUF]; QUEUE],
     tokens: [Option<u16>; QUEUE],
     packet: [u8; BUF],
-    tx: [u8; BUF],
+    tx: TxRing,
 }
 
 impl NetDevice {
     fn new(raw: VirtIONetRaw<GuestHal, PciTransport, QUEUE>) -> Option<NetDevice> {
         // SAFETY: called once; the buffers are static and owned by this device from now on.
         let rx = unsafe { &mut *RX.0.get() };
+        // SAFETY: as above, for the transmit buffers.
+        let bufs = unsafe { &mut *TX.0.get() };
         let mut dev = NetDevice {
             raw,
             rx,
             tokens: [None; QUEUE],
             packet: [0; BUF],
-            tx: [0; BUF],
+            tx: TxRing {
+                bufs,
+                pending: [None; QUEUE],
+            },
         };
         for i in 0..QUEUE {
             // SAFETY: each buffer is static and handed to the device until its completion.
@@ -73,17 +129,29 @@ impl RxToken for Rx<'_> {
     }
 }
 
+/// A free transmit buffer (`slot`), handed to smoltcp to fill.
 struct Tx<'a> {
-    raw: &'a mut VirtIONetRaw<GuestHal, PciTransport, QUEUE>,
-    buf: &'a mut [u8; BUF],
+    raw: &'a mut Raw,
+    ring: &'a mut TxRing,
+    slot: usize,
 }
 
 impl TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let len = len.min(BUF);
-        let r = f(&mut self.buf[..len]);
-        if let Err(e) = self.raw.send(&self.buf[..len]) {
-            kv!("net.tx_error", "{e}");
+        let buf = &mut self.ring.bufs[self.slot];
+        let hdr = match self.raw.fill_buffer_header(buf) {
+            Ok(n) => n,
+            Err(e) => {
+                kv!("net.tx_error", "{e}");
+                return f(&mut [0u8; BUF][..len.min(BUF)]);
+            }
+        };
+        let len = len.min(BUF - hdr);
+        let r = f(&mut buf[hdr..hdr + len]);
+        // SAFETY: the buffer stays untouched in `ring` until `reclaim` completes its token.
+        match unsafe { self.raw.transmit_begin(&buf[..hdr + len]) } {
+            Ok(token) => self.ring.pending[self.slot] = Some((token, hdr + len)),
+            Err(e) => kv!("net.tx_error", "{e}"),
         }
         r
     }
@@ -94,6 +162,8 @@ impl Device for NetDevice {
     type TxToken<'a> = Tx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
+        // A reply may be needed: take a frame only when a transmit buffer is free.
+        let slot = self.tx.free_slot(&mut self.raw)?;
         let token = self.raw.poll_receive()?;
         let i = self.tokens.iter().position(|&t| t == Some(token))?;
         // SAFETY: `rx[i]` is the buffer posted with `token`, which the device just completed.
@@ -106,15 +176,18 @@ impl Device for NetDevice {
             Rx(&self.packet[..len]),
             Tx {
                 raw: &mut self.raw,
-                buf: &mut self.tx,
+                ring: &mut self.tx,
+                slot,
             },
         ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<Tx<'_>> {
+        let slot = self.tx.free_slot(&mut self.raw)?;
         Some(Tx {
             raw: &mut self.raw,
-            buf: &mut self.tx,
+            ring: &mut self.tx,
+            slot,
         })
     }
 
@@ -122,7 +195,11 @@ impl Device for NetDevice {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MTU;
-        caps.max_burst_size = Some(1);
+        // The device can hold one frame per posted receive buffer. smoltcp caps the TCP
+        // window it advertises at this many segments: at 1 it was one segment, which made
+        // every stream stop-and-wait (tens of KiB/s); QUEUE segments are more than the
+        // 64 KiB window.
+        caps.max_burst_size = Some(QUEUE);
         caps
     }
 }
