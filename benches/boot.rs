@@ -153,23 +153,9 @@ fn boot_idle(kernel: &std::path::Path, name: &str) -> Result<(vmm::VmHandle, Con
 }
 
 fn main() -> Result<()> {
-    if std::env::args().any(|a| a == "--list") {
-        // `cargo bench -- --list` / nextest discovery: this harness has no sub-benchmarks.
+    let Some(runs) = vmm_support::bench_runs("boot", 10)? else {
         return Ok(());
-    }
-    if kvm_ioctls::Kvm::new().is_err() {
-        ensure!(
-            std::env::var("MONOVIRT_REQUIRE_KVM").as_deref() != Ok("1"),
-            "MONOVIRT_REQUIRE_KVM=1 but /dev/kvm is unusable"
-        );
-        eprintln!("NOTICE: skipping the boot benchmark: /dev/kvm is unusable");
-        return Ok(());
-    }
-    let runs: usize = std::env::var("MONOVIRT_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
-        .max(1);
+    };
     let kernel = guest::guest_elf()?;
     let bin = env!("CARGO_BIN_EXE_monovirt");
     // The VMM's own start-up, without guest work: a hand-made guest that prints one line

@@ -458,3 +458,66 @@ fn monovirt_run_boots_the_guest_and_exits_with_it() -> Result<()> {
     ensure!(stderr.contains("Cannot boot"), "{stderr}");
     Ok(())
 }
+
+/// Boots the test guest with `cmdline` under `monovirt run`, waits for `done=1`, sends
+/// `signal`, and returns the exit status with the output.
+fn run_and_signal(
+    cmdline: &str,
+    extra: &[&str],
+    signal: libc::c_int,
+) -> Result<(std::process::ExitStatus, String, String)> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .arg("run")
+        .arg("--kernel")
+        .arg(guest_elf()?)
+        .args(["--cmdline", cmdline, "--memory", "128"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut seen = String::new();
+    while !seen.contains("done=1") {
+        ensure!(
+            stdout.read_line(&mut seen)? > 0,
+            "guest ended early:\n{seen}"
+        );
+    }
+    // The guest has armed its power button (`wait`) or halted (`hang`).
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = i32::try_from(child.id())?;
+    // SAFETY: signalling our own child process.
+    ensure!(unsafe { libc::kill(pid, signal) } == 0, "kill failed");
+    stdout.read_to_string(&mut seen)?;
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut stderr)?;
+    Ok((child.wait()?, seen, stderr))
+}
+
+#[test]
+fn monovirt_run_turns_sigterm_and_sigint_into_a_power_button_stop() -> Result<()> {
+    if !kvm_available() {
+        return Ok(());
+    }
+    // A guest that powers off on the ACPI power button: a clean exit.
+    let (status, out, err) = run_and_signal("console=ttyS0 nosmp wait", &[], libc::SIGTERM)?;
+    ensure!(status.code() == Some(0), "{status:?}\n{out}\n{err}");
+    ensure!(err.contains("SIGTERM: pressed the power button"), "{err}");
+    ensure!(Report::parse(&out).get("acpi.event").is_some(), "{out}");
+    // One that ignores it is stopped when the timeout runs out: reason Killed.
+    let (status, out, err) = run_and_signal(
+        "console=ttyS0 nosmp hang",
+        &["--stop-timeout", "1"],
+        libc::SIGINT,
+    )?;
+    ensure!(status.code() == Some(5), "{status:?}\n{out}\n{err}");
+    ensure!(err.contains("SIGINT: pressed the power button"), "{err}");
+    ensure!(err.contains("VM was killed"), "{err}");
+    Ok(())
+}

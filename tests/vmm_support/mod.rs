@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -18,6 +20,31 @@ pub fn kvm_available() -> bool {
             false
         }
     }
+}
+
+/// For a benchmark harness: the run count to use (MONOVIRT_BENCH_RUNS, else `default`),
+/// or None when the harness has nothing to do (`--list` discovery, or no usable /dev/kvm
+/// without MONOVIRT_REQUIRE_KVM=1, which makes that an error instead).
+pub fn bench_runs(name: &str, default: usize) -> anyhow::Result<Option<usize>> {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo bench -- --list` / nextest discovery: no sub-benchmarks.
+        return Ok(None);
+    }
+    if kvm_ioctls::Kvm::new().is_err() {
+        anyhow::ensure!(
+            std::env::var("MONOVIRT_REQUIRE_KVM").as_deref() != Ok("1"),
+            "MONOVIRT_REQUIRE_KVM=1 but /dev/kvm is unusable"
+        );
+        eprintln!("NOTICE: skipping the {name} benchmark: /dev/kvm is unusable");
+        return Ok(None);
+    }
+    Ok(Some(
+        std::env::var("MONOVIRT_BENCH_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+            .max(1),
+    ))
 }
 
 /// An ELF64 executable with `code` loaded and entered at 1 MiB, with a Xen PVH note

@@ -2,11 +2,16 @@
 //! ID), a CRC of the first 4 KiB, and with `blkwrite` a write/flush/read-back of a known
 //! pattern at bytes 4096..8192 — byte at disk offset `o` is `(o % 251) ^ 0x5a` — that the host
 //! then finds in the image. A read-only disk must refuse that write.
+//!
+//! With `blkbench`, the first disk is timed on kvmclock (see [`bench`]): the host's
+//! `benches/virtio.rs` turns the lines into MiB/s and IOPS next to the same operations on
+//! the host.
 
 use crate::bootinfo::Escaped;
 use crate::dma::GuestHal;
 use crate::kv;
-use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
+use crate::kvmclock::KvmClock;
+use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
 
@@ -25,6 +30,7 @@ pub fn check<C: ConfigurationAccess>(
     df: DeviceFunction,
     index: usize,
     write: bool,
+    bench_it: bool,
 ) {
     let transport = match PciTransport::new::<GuestHal, C>(root, df) {
         Ok(t) => t,
@@ -77,6 +83,9 @@ pub fn check<C: ConfigurationAccess>(
             "error: {e}"
         ),
     }
+    if bench_it {
+        bench(&mut blk);
+    }
     if !write {
         return;
     }
@@ -105,4 +114,120 @@ pub fn check<C: ConfigurationAccess>(
         }
     };
     kv!(core::format_args!("virtio.blk.{index}.write"), "{result}");
+}
+
+/// Bytes of each sequential request.
+const SEQ_CHUNK: usize = 64 << 10;
+/// The most of the disk the sequential passes cover.
+const SEQ_MAX: u64 = 64 << 20;
+/// Random 4 KiB reads per queue depth.
+const RANDOM_OPS: usize = 2048;
+/// The deepest queue `virtio-drivers` can keep (its virtio-blk queue has 16 entries, one
+/// per request with indirect descriptors).
+const MAX_DEPTH: usize = 16;
+
+/// Random block numbers (xorshift64*): the same sequence on every run.
+struct Blocks(u64, u64);
+
+impl Blocks {
+    fn next(&mut self) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        // 4 KiB blocks: 8 sectors each.
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % self.1) as usize * 8
+    }
+}
+
+/// Prints `blkbench.seqread`, `blkbench.seqwrite` (`bytes,ns`), `blkbench.randread.qd1`
+/// and `blkbench.randread.qd16` (`ops,ns`), or `blkbench=` and what failed. Writes go
+/// over the data already there (the benchmark's scratch image).
+fn bench<T: virtio_drivers::transport::Transport>(blk: &mut VirtIOBlk<GuestHal, T>) {
+    let Some(clock) = KvmClock::enable() else {
+        kv!("blkbench", "no kvmclock");
+        return;
+    };
+    let now = || clock.now_ns().0;
+    let span = (blk.capacity() * SECTOR_SIZE as u64).min(SEQ_MAX) as usize / SEQ_CHUNK * SEQ_CHUNK;
+    if span == 0 {
+        kv!("blkbench", "disk too small");
+        return;
+    }
+    let buf = crate::dma::alloc_pages(SEQ_CHUNK / 4096).expect("DMA pages for blkbench");
+    // SAFETY: SEQ_CHUNK bytes of pages the pool handed out to this function alone.
+    let buf = unsafe { core::slice::from_raw_parts_mut(buf.as_ptr(), SEQ_CHUNK) };
+    let t = now();
+    for offset in (0..span).step_by(SEQ_CHUNK) {
+        if let Err(e) = blk.read_blocks(offset / SECTOR_SIZE, buf) {
+            kv!("blkbench", "read error: {e}");
+            return;
+        }
+    }
+    kv!("blkbench.seqread", "{span},{}", now() - t);
+    if !blk.readonly() {
+        let t = now();
+        for offset in (0..span).step_by(SEQ_CHUNK) {
+            if let Err(e) = blk.write_blocks(offset / SECTOR_SIZE, buf) {
+                kv!("blkbench", "write error: {e}");
+                return;
+            }
+        }
+        let flushed = blk.flush();
+        kv!("blkbench.seqwrite", "{span},{}", now() - t);
+        if let Err(e) = flushed {
+            kv!("blkbench", "flush error: {e}");
+            return;
+        }
+    }
+    let blocks = span as u64 / 4096;
+    for depth in [1, MAX_DEPTH] {
+        let mut rng = Blocks(0x9e37_79b9_7f4a_7c15, blocks);
+        let mut reqs: [BlkReq; MAX_DEPTH] = core::array::from_fn(|_| BlkReq::default());
+        let mut resps: [BlkResp; MAX_DEPTH] = core::array::from_fn(|_| BlkResp::default());
+        let mut tokens = [None::<u16>; MAX_DEPTH];
+        let (mut submitted, mut done) = (0, 0);
+        let t = now();
+        while done < RANDOM_OPS {
+            for slot in 0..depth {
+                if tokens[slot].is_none() && submitted < RANDOM_OPS {
+                    let chunk = &mut buf[slot * 4096..(slot + 1) * 4096];
+                    // SAFETY: the request, its 4 KiB of `buf` and its response are this
+                    // slot's alone until `complete_read_blocks` below.
+                    match unsafe {
+                        blk.read_blocks_nb(rng.next(), &mut reqs[slot], chunk, &mut resps[slot])
+                    } {
+                        Ok(token) => tokens[slot] = Some(token),
+                        Err(e) => {
+                            kv!("blkbench", "submit error: {e}");
+                            return;
+                        }
+                    }
+                    submitted += 1;
+                }
+            }
+            let Some(token) = blk.peek_used() else {
+                core::hint::spin_loop();
+                continue;
+            };
+            let Some(slot) = tokens.iter().position(|t| *t == Some(token)) else {
+                kv!("blkbench", "unknown completion {token}");
+                return;
+            };
+            tokens[slot] = None;
+            let chunk = &mut buf[slot * 4096..(slot + 1) * 4096];
+            // SAFETY: the same request, buffer and response `read_blocks_nb` got for `token`.
+            let completed =
+                unsafe { blk.complete_read_blocks(token, &reqs[slot], chunk, &mut resps[slot]) };
+            if let Err(e) = completed {
+                kv!("blkbench", "read error: {e}");
+                return;
+            }
+            done += 1;
+        }
+        kv!(
+            core::format_args!("blkbench.randread.qd{depth}"),
+            "{RANDOM_OPS},{}",
+            now() - t
+        );
+    }
 }

@@ -15,6 +15,7 @@
 //! | `guest.ip=A.B.C.D/N`, `guest.gw=A.B.C.D` | with `net`: a static address instead of DHCP |
 //! | `vsock` | echo over virtio-vsock: connect to the host, then serve one host connection (see [`crate::vsock`]) |
 //! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
+//! | `blkbench` | time sequential and random I/O on the first virtio-blk disk (see [`crate::blk`]) |
 
 /// What the guest does once it has reported everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct Options {
     pub smp: bool,
     /// Write a pattern to the virtio-blk disks (`blkwrite`).
     pub blk_write: bool,
+    /// Time I/O on the first virtio-blk disk (`blkbench`).
+    pub blk_bench: bool,
     /// Bring up virtio-net with DHCP and serve one TCP connection (`net`).
     pub net: bool,
     /// Echo over virtio-vsock in both directions (`vsock`, see [`crate::vsock`]).
@@ -89,6 +92,7 @@ impl Options {
             action: Action::Poweroff,
             smp: true,
             blk_write: false,
+            blk_bench: false,
             net: false,
             ip: None,
             gateway: None,
@@ -105,6 +109,7 @@ impl Options {
                 b"echo" => options.action = Action::Echo,
                 b"nosmp" => options.smp = false,
                 b"blkwrite" => options.blk_write = true,
+                b"blkbench" => options.blk_bench = true,
                 b"net" => options.net = true,
                 b"vsock" => options.vsock = true,
                 _ if word.starts_with(b"guest.ip=") => options.ip = cidr(&word[9..]),
@@ -128,6 +133,7 @@ mod tests {
                 action: Action::Poweroff,
                 smp: true,
                 blk_write: false,
+                blk_bench: false,
                 net: false,
                 ip: None,
                 gateway: None,
@@ -145,6 +151,7 @@ mod tests {
                 action: Action::Hang,
                 smp: false,
                 blk_write: true,
+                blk_bench: false,
                 net: false,
                 ip: None,
                 gateway: None,

@@ -70,7 +70,13 @@ pub fn report(platform: &Platform, options: &Options) {
     }
     kv!("pci.count", "{count}");
     for (index, df) in blk_devices.iter().flatten().enumerate() {
-        blk::check(&mut root, *df, index, options.blk_write);
+        blk::check(
+            &mut root,
+            *df,
+            index,
+            options.blk_write,
+            options.blk_bench && index == 0,
+        );
     }
     let (mut rngs, mut consoles) = (0, 0);
     for (df, kind) in others.iter().flatten() {

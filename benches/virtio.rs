@@ -1,0 +1,314 @@
+//! Virtio benchmark (`cargo bench --bench virtio`): the test guest on /dev/kvm, booted by
+//! the real `monovirt run`, times its virtio-blk disk (the `blkbench` word: sequential
+//! 64 KiB reads and writes, 4 KiB random reads at queue depth 1 and 16 — the deepest
+//! `virtio-drivers` keeps) and receives a TCP stream over virtio-net and a tap in a
+//! network namespace this benchmark creates; the host does the same disk operations on the
+//! same image file (buffered, as the VMM opens it), in the same run.
+//!
+//! Prints min/median/max tables. `MONOVIRT_BENCH_RUNS` sets the run count (default 5),
+//! `MONOVIRT_BENCH_NET_MIB` the stream size (default 1). A benchmark measures; nothing
+//! here asserts a speed.
+
+#[path = "../tests/common/guest.rs"]
+#[allow(dead_code, unused_imports)]
+mod guest;
+#[path = "../tests/vmm_support/mod.rs"]
+mod vmm_support;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use guest::{guest_elf, Report};
+use vmm_support::netns::Netns;
+
+/// Image size; the guest's sequential passes cover all of it.
+const IMAGE: usize = 64 << 20;
+const SEQ_CHUNK: usize = 64 << 10;
+const RANDOM_OPS: usize = 2048;
+const MAX_DEPTH: usize = 16;
+
+/// One row: values per run, higher is better.
+struct Row {
+    name: &'static str,
+    guest: Vec<f64>,
+    host: Vec<f64>,
+}
+
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+/// Starts `monovirt run` on the test guest with `cmdline` and `args`, COM1 piped;
+/// `prefix` runs it under a wrapper (`ip netns exec`).
+fn boot(prefix: &[&str], cmdline: &str, args: &[String]) -> Result<std::process::Child> {
+    let bin = env!("CARGO_BIN_EXE_monovirt");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.arg("run")
+        .arg("--kernel")
+        .arg(guest_elf()?)
+        .args(["--cmdline", &format!("console=ttyS0 nosmp {cmdline}")])
+        .args(["--memory", "128"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    cmd.spawn().context("spawn monovirt run")
+}
+
+/// `bytes,ns` or `ops,ns` as a rate per second.
+fn rate(report: &Report, key: &str) -> Result<f64> {
+    let value = report.get(key).with_context(|| {
+        format!(
+            "guest printed no {key}: blkbench={:?}",
+            report.get("blkbench")
+        )
+    })?;
+    let (count, ns) = value.split_once(',').context("count,ns")?;
+    let count: f64 = count.parse()?;
+    let ns: f64 = ns.parse()?;
+    Ok(count / (ns / 1e9))
+}
+
+fn guest_disk(image: &Path) -> Result<[f64; 4]> {
+    let child = boot(
+        &[],
+        "blkbench poweroff",
+        &[format!("--disk={}", image.display())],
+    )?;
+    let out = child.wait_with_output()?;
+    ensure!(out.status.success(), "monovirt run: {}", out.status);
+    let report = Report::parse(&String::from_utf8_lossy(&out.stdout));
+    Ok([
+        rate(&report, "blkbench.seqread")? / f64::from(1 << 20),
+        rate(&report, "blkbench.seqwrite")? / f64::from(1 << 20),
+        rate(&report, "blkbench.randread.qd1")?,
+        rate(&report, "blkbench.randread.qd16")?,
+    ])
+}
+
+/// The blocks the guest reads (its xorshift64* sequence), as byte offsets.
+fn random_offsets(count: usize) -> Vec<u64> {
+    let blocks = (IMAGE / 4096) as u64;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..count)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % blocks) * 4096
+        })
+        .collect()
+}
+
+fn host_disk(image: &Path) -> Result<[f64; 4]> {
+    let file = OpenOptions::new().read(true).write(true).open(image)?;
+    let mut buf = vec![0u8; SEQ_CHUNK];
+    let t = Instant::now();
+    for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
+        file.read_exact_at(&mut buf, offset as u64)?;
+    }
+    let seq_read = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
+    let t = Instant::now();
+    for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
+        file.write_all_at(&buf, offset as u64)?;
+    }
+    file.sync_data()?;
+    let seq_write = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
+    let offsets = random_offsets(RANDOM_OPS);
+    let mut page = [0u8; 4096];
+    let t = Instant::now();
+    for &o in &offsets {
+        file.read_exact_at(&mut page, o)?;
+    }
+    let qd1 = RANDOM_OPS as f64 / t.elapsed().as_secs_f64();
+    // Queue depth 16: 16 threads, as the VMM's worker pool serves a deep queue.
+    let t = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = offsets
+            .chunks(RANDOM_OPS / MAX_DEPTH)
+            .map(|part| {
+                let file = &file;
+                s.spawn(move || -> std::io::Result<()> {
+                    let mut page = [0u8; 4096];
+                    for &o in part {
+                        file.read_exact_at(&mut page, o)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        }
+        Ok(())
+    })?;
+    let qd16 = RANDOM_OPS as f64 / t.elapsed().as_secs_f64();
+    Ok([seq_read, seq_write, qd1, qd16])
+}
+
+fn disk_table(runs: usize) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let image = dir.path().join("bench.img");
+    let mut seed = 0x1234_5678_u32;
+    let data: Vec<u8> = (0..IMAGE)
+        .map(|_| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        })
+        .collect();
+    File::create(&image)?.write_all(&data)?;
+    let names = [
+        "sequential read, 64 KiB (MiB/s)",
+        "sequential write + flush, 64 KiB (MiB/s)",
+        "random read 4 KiB, QD1 (IOPS)",
+        "random read 4 KiB, QD16 (IOPS)",
+    ];
+    let mut rows: Vec<Row> = names
+        .iter()
+        .map(|&name| Row {
+            name,
+            guest: Vec::new(),
+            host: Vec::new(),
+        })
+        .collect();
+    for _ in 0..runs {
+        let g = guest_disk(&image)?;
+        let h = host_disk(&image)?;
+        for (i, row) in rows.iter_mut().enumerate() {
+            row.guest.push(g[i]);
+            row.host.push(h[i]);
+        }
+    }
+    println!(
+        "virtio-blk: test guest (virtio-drivers) vs host on the same {} MiB image, {runs} runs",
+        IMAGE >> 20
+    );
+    println!("| metric | guest min | guest median | guest max | host median | guest/host |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for row in &rows {
+        let (a, b, c) = stats(&row.guest);
+        let (_, h, _) = stats(&row.host);
+        println!(
+            "| {} | {a:.1} | {b:.1} | {c:.1} | {h:.1} | {:.3} |",
+            row.name,
+            b / h
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// Packets the tap in `ns` has sent (host -> guest).
+fn tap_tx_packets(ns: &Netns) -> Result<u64> {
+    let out = Command::new("ip")
+        .args(["-n", &ns.name, "-s", "link", "show", Netns::TAP])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The line after the "TX:" header holds bytes, packets, ...
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start().starts_with("TX:") {
+            let values = lines.next().context("TX values")?;
+            return Ok(values
+                .split_whitespace()
+                .nth(1)
+                .context("TX packets")?
+                .parse()?);
+        }
+    }
+    bail!("no TX statistics for {}", Netns::TAP)
+}
+
+fn net_once(mib: usize) -> Result<(f64, f64)> {
+    let ns = Netns::create()?;
+    let mut child = boot(
+        &ns.exec_prefix(),
+        &format!("net guest.ip={}/24 poweroff", Netns::GUEST_IP),
+        &[format!("--net=tap={},mac=52:54:00:12:34:56", Netns::TAP)],
+    )?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    // Wait for the guest's listener.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("net.tcp.listen=") {
+        let n = stdout.read(&mut buf)?;
+        ensure!(
+            n > 0,
+            "guest ended before listening:\n{}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let len = mib << 20;
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + 5) as u8).collect();
+    let want = format!("bytes={len} crc32={:#010x}\n", crc32fast::hash(&data));
+    let before = tap_tx_packets(&ns)?;
+    let (reply, elapsed) = ns.run_inside(move || {
+        let addr: SocketAddr = format!("{}:7777", Netns::GUEST_IP).parse()?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
+        s.set_read_timeout(Some(Duration::from_secs(600)))?;
+        let t = Instant::now();
+        s.write_all(&data)?;
+        s.shutdown(Shutdown::Write)?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok((reply, t.elapsed()))
+    })?;
+    let packets = tap_tx_packets(&ns)? - before;
+    ensure!(reply == want, "guest replied {reply:?}, expected {want:?}");
+    let status = child.wait()?;
+    ensure!(status.success(), "monovirt run: {status}");
+    let secs = elapsed.as_secs_f64();
+    Ok((
+        len as f64 / secs / f64::from(1 << 20),
+        packets as f64 / secs,
+    ))
+}
+
+fn net_table(runs: usize) -> Result<()> {
+    let mib: usize = std::env::var("MONOVIRT_BENCH_NET_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    let mut rates = Vec::new();
+    let mut packets = Vec::new();
+    for _ in 0..runs {
+        let (r, p) = net_once(mib)?;
+        rates.push(r);
+        packets.push(p);
+    }
+    println!(
+        "virtio-net: {mib} MiB TCP stream host -> test guest (smoltcp) over a tap, {runs} runs"
+    );
+    println!("| metric | min | median | max |");
+    println!("| --- | --- | --- | --- |");
+    let (a, b, c) = stats(&rates);
+    println!("| throughput (MiB/s) | {a:.3} | {b:.3} | {c:.3} |");
+    let (a, b, c) = stats(&packets);
+    println!("| packets to the guest (/s) | {a:.0} | {b:.0} | {c:.0} |");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let Some(runs) = vmm_support::bench_runs("virtio", 5)? else {
+        return Ok(());
+    };
+    disk_table(runs)?;
+    net_table(runs)
+}
