@@ -459,64 +459,64 @@ fn monovirt_run_boots_the_guest_and_exits_with_it() -> Result<()> {
     Ok(())
 }
 
-/// Boots the test guest with `cmdline` under `monovirt run`, waits for `done=1`, sends
-/// `signal`, and returns the exit status with the output.
+/// Boots the hand-made guest `code` (which prints `ready` first) under `monovirt run`,
+/// sends `signal` once it is ready, and returns the exit status and stderr.
 fn run_and_signal(
-    cmdline: &str,
+    code: &[u8],
     extra: &[&str],
     signal: libc::c_int,
-) -> Result<(std::process::ExitStatus, String, String)> {
+) -> Result<(std::process::ExitStatus, String)> {
     use std::io::{BufRead, BufReader, Read};
+    let kernel = TempFile::new("signal", &vmm_support::elf(code, true));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_monovirt"))
         .arg("run")
         .arg("--kernel")
-        .arg(guest_elf()?)
-        .args(["--cmdline", cmdline, "--memory", "128"])
+        .arg(&kernel.0)
+        .args(["--memory", "64"])
         .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
-    let mut seen = String::new();
-    while !seen.contains("done=1") {
-        ensure!(
-            stdout.read_line(&mut seen)? > 0,
-            "guest ended early:\n{seen}"
-        );
-    }
-    // The guest has armed its power button (`wait`) or halted (`hang`).
-    std::thread::sleep(Duration::from_millis(200));
+    let mut line = String::new();
+    ensure!(
+        stdout.read_line(&mut line)? > 0 && line == "ready\n",
+        "guest printed {line:?}"
+    );
     let pid = i32::try_from(child.id())?;
     // SAFETY: signalling our own child process.
     ensure!(unsafe { libc::kill(pid, signal) } == 0, "kill failed");
-    stdout.read_to_string(&mut seen)?;
     let mut stderr = String::new();
     child
         .stderr
         .take()
         .context("stderr")?
         .read_to_string(&mut stderr)?;
-    Ok((child.wait()?, seen, stderr))
+    Ok((child.wait()?, stderr))
 }
 
 #[test]
 fn monovirt_run_turns_sigterm_and_sigint_into_a_power_button_stop() -> Result<()> {
+    use vmm_support::{print, POWEROFF, POWEROFF_ON_BUTTON};
     if !kvm_available() {
         return Ok(());
     }
     // A guest that powers off on the ACPI power button: a clean exit.
-    let (status, out, err) = run_and_signal("console=ttyS0 nosmp wait", &[], libc::SIGTERM)?;
-    ensure!(status.code() == Some(0), "{status:?}\n{out}\n{err}");
+    let code = [
+        print(b"ready\n"),
+        POWEROFF_ON_BUTTON.to_vec(),
+        POWEROFF.to_vec(),
+    ]
+    .concat();
+    let (status, err) = run_and_signal(&code, &[], libc::SIGTERM)?;
+    ensure!(status.code() == Some(0), "{status:?}\n{err}");
     ensure!(err.contains("SIGTERM: pressed the power button"), "{err}");
-    ensure!(Report::parse(&out).get("acpi.event").is_some(), "{out}");
-    // One that ignores it is stopped when the timeout runs out: reason Killed.
-    let (status, out, err) = run_and_signal(
-        "console=ttyS0 nosmp hang",
-        &["--stop-timeout", "1"],
-        libc::SIGINT,
-    )?;
-    ensure!(status.code() == Some(5), "{status:?}\n{out}\n{err}");
+    // One that ignores it (interrupts off, halted) is stopped when the timeout runs out:
+    // reason Killed.
+    let code = [print(b"ready\n"), vec![0xfa, 0xf4, 0xeb, 0xfd]].concat();
+    let (status, err) = run_and_signal(&code, &["--stop-timeout", "1"], libc::SIGINT)?;
+    ensure!(status.code() == Some(5), "{status:?}\n{err}");
     ensure!(err.contains("SIGINT: pressed the power button"), "{err}");
     ensure!(err.contains("VM was killed"), "{err}");
     Ok(())
