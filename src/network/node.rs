@@ -400,6 +400,10 @@ impl NodeNetwork {
         let removed = self.prepared.lock().expect("not poisoned").remove(uid);
         for index in 0..MAX_INTERFACES {
             let (tap, macvtap) = plan::link_names(uid, index);
+            if let Some(link) = self.links.get(&macvtap).await? {
+                // The character device node goes with it (where udev did not make it).
+                let _ = std::fs::remove_file(format!("/dev/tap{}", link.index));
+            }
             self.links.delete(&tap).await?;
             self.links.delete(&macvtap).await?;
         }
