@@ -11,5 +11,6 @@ pub mod controller;
 pub mod image;
 pub mod network;
 pub mod scheduler;
+pub mod storage;
 pub mod store;
 pub mod vmm;

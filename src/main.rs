@@ -75,6 +75,8 @@ enum Cmd {
     Run(monovirt::vmm::run::RunArgs),
     #[command(flatten)]
     Client(monovirt::cli::Command),
+    /// Upload a local disk image into a DataVolume or an upload claim (virtctl image-upload).
+    ImageUpload(monovirt::storage::uploader::UploadArgs),
 }
 
 /// The node agent's settings (shared by `serve` and `agent`).
@@ -196,9 +198,17 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr, roles_cfg: ServeRoles) -> 
         data_dir: data_dir.clone(),
         listen,
     };
-    let server = Server::bind(&config, api::resource::resources().to_vec())
+    let mut server = Server::bind(&config, api::resource::resources().to_vec())
         .await
         .context("starting the API server")?;
+    let local = monovirt::client::Client::local(server.objects().clone());
+    let uploads = monovirt::storage::upload::Uploads::default();
+    server.add_routes(monovirt::storage::upload::routes(
+        monovirt::storage::upload::UploadState {
+            uploads: uploads.clone(),
+            client: local.clone(),
+        },
+    ));
     let addr = server.local_addr().context("reading the bound address")?;
     tracing::info!(%addr, socket = %config.data_dir.join("monovirt.sock").display(), "listening");
     // Tests and scripts read the port from this line.
@@ -208,11 +218,17 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr, roles_cfg: ServeRoles) -> 
     drop(out);
     // The control-plane roles beside the API, over an in-process client.
     let roles = tokio_util::sync::CancellationToken::new();
-    let client = monovirt::client::Client::local(server.objects().clone());
+    let client = local;
     let mut tasks = vec![
         tokio::spawn(monovirt::controller::vm::run(client.clone(), roles.clone())),
         tokio::spawn(monovirt::scheduler::runner::run(
             client.clone(),
+            roles.clone(),
+        )),
+        tokio::spawn(monovirt::storage::run(
+            client.clone(),
+            config.data_dir.clone(),
+            uploads,
             roles.clone(),
         )),
         tokio::spawn(monovirt::controller::node::run(
@@ -367,6 +383,20 @@ fn main() -> ExitCode {
         Cmd::Image { data_dir, command } => {
             init_logging(cli.log_format, tracing::Level::WARN);
             match image(data_dir, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(e),
+            }
+        }
+        Cmd::ImageUpload(args) => {
+            init_logging(cli.log_format, "warn");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime");
+            match rt.and_then(|rt| {
+                rt.block_on(monovirt::storage::uploader::run(&args))
+                    .map_err(anyhow::Error::from)
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => report(e),
             }

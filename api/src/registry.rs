@@ -108,6 +108,24 @@ kind!(
     crate::core::pvc::default
 );
 kind!(
+    pv,
+    crate::core::pv::PersistentVolume,
+    "",
+    "v1",
+    "PersistentVolume",
+    crate::core::pv::validate,
+    crate::core::pv::default
+);
+kind!(
+    cm,
+    crate::core::configmap::ConfigMap,
+    "",
+    "v1",
+    "ConfigMap",
+    crate::core::configmap::validate,
+    crate::core::configmap::default
+);
+kind!(
     event,
     crate::core::event::Event,
     "",
@@ -282,6 +300,27 @@ const PVC_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::path("VolumeMode", "string", ".spec.volumeMode", "volumeMode defines what type of volume is required by the claim.", 1),
 ];
 
+const PV_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path("Capacity", "string", ".spec.capacity.storage", "Capacity is the description of the persistent volume's resources and capacity.", 0),
+    PrinterColumn::path("Access Modes", "string", ".spec.accessModes", "AccessModes contains all ways the volume can be mounted.", 0),
+    PrinterColumn::path("Reclaim Policy", "string", ".spec.persistentVolumeReclaimPolicy", "What happens to a persistent volume when released from its claim.", 0),
+    PrinterColumn::path("Status", "string", ".status.phase", "Phase indicates if a volume is available, bound to a claim, or released by a claim.", 0),
+    PrinterColumn::path("Claim", "string", ".spec.claimRef.name", "ClaimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.", 0),
+    PrinterColumn::path("StorageClass", "string", ".spec.storageClassName", "StorageClassName is the name of StorageClass to which this persistent volume belongs.", 0),
+    PrinterColumn::AGE,
+];
+
+const CM_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path(
+        "Data",
+        "string",
+        ".data",
+        "Data contains the configuration data.",
+        0,
+    ),
+    PrinterColumn::AGE,
+];
+
 const EVENT_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::path("Last Seen", "date", ".lastTimestamp", "Time when this Event was last observed.", 0),
     PrinterColumn::path("Type", "string", ".type", "Type of this event (Normal, Warning), new types could be added in the future.", 0),
@@ -443,6 +482,42 @@ static RESOURCES: &[ResourceDef] = &[
     ResourceDef {
         group: "",
         version: "v1",
+        kind: "PersistentVolume",
+        list_kind: "PersistentVolumeList",
+        plural: "persistentvolumes",
+        singular: "persistentvolume",
+        short_names: &["pv"],
+        categories: &[],
+        namespaced: false,
+        has_status: true,
+        verbs: VERBS,
+        columns: PV_COLUMNS,
+        default: pv::default,
+        validate: pv::validate,
+        unknown_fields: pv::unknown_fields,
+        schema: pv::schema,
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        kind: "ConfigMap",
+        list_kind: "ConfigMapList",
+        plural: "configmaps",
+        singular: "configmap",
+        short_names: &["cm"],
+        categories: &[],
+        namespaced: true,
+        has_status: false,
+        verbs: VERBS,
+        columns: CM_COLUMNS,
+        default: cm::default,
+        validate: cm::validate,
+        unknown_fields: cm::unknown_fields,
+        schema: cm::schema,
+    },
+    ResourceDef {
+        group: "",
+        version: "v1",
         kind: "Event",
         list_kind: "EventList",
         plural: "events",
@@ -534,7 +609,7 @@ static RESOURCES: &[ResourceDef] = &[
 
 /// Every resource monovirt serves: KubeVirt's VirtualMachine, VirtualMachineInstance and
 /// VirtualMachineInstanceMigration; CDI's DataVolume; core Namespace, Node,
-/// PersistentVolumeClaim and Event; StorageClass; multus' NetworkAttachmentDefinition; and
+/// PersistentVolumeClaim, PersistentVolume, Secret, ConfigMap and Event; StorageClass; multus' NetworkAttachmentDefinition; and
 /// the HyperConverged settings singleton.
 ///
 /// ```

@@ -126,8 +126,15 @@ impl AppState {
 
 /// The router with every endpoint, metrics around all of them.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] plus `extra` routes served by other roles (storage's upload endpoints), under
+/// the same layers.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let metrics = state.inner.metrics.clone();
     Router::new()
+        .merge(extra)
         .route("/version", get(version))
         .route("/healthz", get(ready))
         .route("/readyz", get(ready))
@@ -335,6 +342,7 @@ pub enum ServerError {
 pub struct Server {
     listeners: Listeners,
     state: AppState,
+    extra: Router<AppState>,
 }
 
 impl Server {
@@ -351,7 +359,14 @@ impl Server {
         Ok(Self {
             listeners,
             state: AppState::new(objects, resources),
+            extra: Router::new(),
         })
+    }
+
+    /// Serves `routes` beside the API (before [`Server::run`]).
+    pub fn add_routes(&mut self, routes: Router<AppState>) {
+        let extra = std::mem::take(&mut self.extra);
+        self.extra = extra.merge(routes);
     }
 
     /// The bound TCP address.
@@ -369,7 +384,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        run(self.listeners, self.state, shutdown).await?;
+        run_with(self.listeners, self.state, self.extra, shutdown).await?;
         Ok(())
     }
 }
@@ -381,7 +396,17 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let app = router(state.clone());
+    run_with(listeners, state, Router::new(), shutdown).await
+}
+
+/// [`run`] with `extra` routes (see [`router_with`]).
+pub async fn run_with(
+    listeners: Listeners,
+    state: AppState,
+    extra: Router<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = router_with(state.clone(), extra);
     let token = state.inner.shutdown.clone();
     let trigger = {
         let state = state.clone();

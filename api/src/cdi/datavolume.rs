@@ -131,6 +131,9 @@ pub struct DataVolumeSourceHttp {
     /// Secrets holding extra request headers.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub secret_extra_headers: Vec<String>,
+    /// The expected digest of the downloaded file, `ALGORITHM:HEX` with `sha256`, `sha512`
+    /// or `md5` (e.g. `sha256:9f86d0…`); the import fails when it does not match.
+    pub checksum: Option<String>,
 }
 
 /// A registry source.

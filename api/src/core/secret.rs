@@ -10,14 +10,18 @@ use serde_json::{json, Value};
 /// The longest a key may be (kube-apiserver's `IsConfigMapKey`).
 const MAX_KEY: usize = 253;
 
-/// `type` defaults to `Opaque`.
+/// `type` defaults to `Opaque`; the write-only `stringData` is merged into `data`
+/// (base64), as kube-apiserver does.
 ///
 /// ```
-/// let mut s = serde_json::json!({"metadata": {"name": "s"}});
+/// let mut s = serde_json::json!({"metadata": {"name": "s"}, "stringData": {"user": "me"}});
 /// api::core::secret::default(&mut s);
 /// assert_eq!(s["type"], "Opaque");
+/// assert_eq!(s["data"]["user"], "bWU=");
+/// assert!(s.get("stringData").is_none());
 /// ```
 pub fn default(obj: &mut Value) {
+    use base64::Engine;
     if obj
         .get("type")
         .and_then(Value::as_str)
@@ -25,9 +29,29 @@ pub fn default(obj: &mut Value) {
     {
         obj["type"] = json!("Opaque");
     }
+    let Some(map) = obj.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(strings)) = map.remove("stringData") {
+        let data = map.entry("data").or_insert_with(|| json!({}));
+        if data.is_null() {
+            *data = json!({});
+        }
+        if let Some(d) = data.as_object_mut() {
+            for (k, v) in strings {
+                let text = v
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                d.insert(k, Value::from(encoded));
+            }
+        }
+    }
 }
 
-fn valid_key(k: &str) -> bool {
+/// Whether `k` is a valid key of a Secret or ConfigMap (kube-apiserver's `IsConfigMapKey`).
+pub fn valid_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= MAX_KEY
         && k != "."
