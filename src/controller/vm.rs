@@ -386,8 +386,11 @@ pub struct Context {
     pub client: Client,
     pub vms: Cache<VirtualMachine>,
     pub vmis: Cache<VirtualMachineInstance>,
+    /// DataVolumes (a VM's dataVolumeTemplates are created and waited for).
+    pub dvs: Cache<api::cdi::datavolume::DataVolume>,
     pub vm_def: &'static ResourceDef,
     pub vmi_def: &'static ResourceDef,
+    pub dv_def: &'static ResourceDef,
 }
 
 impl Context {
@@ -397,10 +400,13 @@ impl Context {
             client,
             vms: Cache::default(),
             vmis: Cache::default(),
+            dvs: Cache::default(),
             vm_def: api::resource::find_kind("kubevirt.io", "VirtualMachine")
                 .expect("the registry serves VirtualMachine"),
             vmi_def: api::resource::find_kind("kubevirt.io", "VirtualMachineInstance")
                 .expect("the registry serves VirtualMachineInstance"),
+            dv_def: api::resource::find_kind("cdi.kubevirt.io", "DataVolume")
+                .expect("the registry serves DataVolume"),
         }
     }
 }
@@ -427,9 +433,41 @@ pub async fn reconcile(ctx: Arc<Context>, key: String) -> Result<Action, VmError
         return Ok(Action::AwaitChange);
     };
     let vmi = ctx.vmis.get(&key);
-    let decision = decide(&vm, vmi.as_deref(), super::clock::now());
+    let mut decision = decide(&vm, vmi.as_deref(), super::clock::now());
     let ns = vm.metadata.namespace.clone().unwrap_or_default();
     let name = vm.metadata.name.clone().unwrap_or_default();
+    // dataVolumeTemplates: create the VM's DataVolumes; its VMI waits until they are
+    // populated, and the VM says why it waits.
+    if vm.metadata.deletion_timestamp.is_none() && !vm.spec.data_volume_templates.is_empty() {
+        let dvs: Api<api::cdi::datavolume::DataVolume> =
+            Api::namespaced(ctx.client.clone(), ctx.dv_def, &ns);
+        let mut current = Vec::new();
+        for t in &vm.spec.data_volume_templates {
+            let dv_name = t
+                .metadata
+                .as_ref()
+                .and_then(|m| m.name.clone())
+                .unwrap_or_default();
+            let mut dv = ctx.dvs.get(&format!("{ns}/{dv_name}"));
+            if dv.is_none() {
+                let new = crate::storage::datavolume::from_template(&vm, t);
+                tracing::info!(vm = %key, dv = %dv_name, "creating DataVolume");
+                match dvs.create(&new, &WriteOptions::default()).await {
+                    Ok(created) => dv = Some(Arc::new(created)),
+                    Err(e) if e.code() == Some(409) => {}
+                    Err(e) => return Err(VmError::Write("DataVolume", e)),
+                }
+            }
+            current.push(dv);
+        }
+        if let Some(waiting) = crate::storage::datavolume::waiting_status(&current) {
+            if decision.vmi == VmiAction::Create {
+                decision.vmi = VmiAction::None;
+                decision.status.created = Some(false);
+                decision.status.printable_status = Some(waiting);
+            }
+        }
+    }
     let vmis: Api<VirtualMachineInstance> = Api::namespaced(ctx.client.clone(), ctx.vmi_def, &ns);
     match &decision.vmi {
         VmiAction::None => {}
@@ -503,6 +541,22 @@ fn vm_key_of_vmi(change: &Change<VirtualMachineInstance>) -> Option<String> {
     owned.then(|| change.key.clone())
 }
 
+/// The key of the VM owning a changed DataVolume (a dataVolumeTemplates entry).
+fn vm_key_of_dv(change: &Change<api::cdi::datavolume::DataVolume>) -> Option<String> {
+    let meta = &change.object.metadata;
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true) && r.kind == "VirtualMachine")
+        .map(|r| {
+            format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                r.name
+            )
+        })
+}
+
 /// Runs the VM controller until `shutdown`.
 pub async fn run(client: Client, shutdown: CancellationToken) {
     let ctx = Arc::new(Context::new(client.clone()));
@@ -515,9 +569,16 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
         shutdown.clone(),
     ));
     tokio::spawn(reflect(
-        Api::all(client, ctx.vmi_def),
+        Api::all(client.clone(), ctx.vmi_def),
         ctx.vmis.clone(),
         vmi_tx,
+        shutdown.clone(),
+    ));
+    let (dv_tx, mut dv_rx) = mpsc::unbounded_channel::<Change<api::cdi::datavolume::DataVolume>>();
+    tokio::spawn(reflect(
+        Api::all(client, ctx.dv_def),
+        ctx.dvs.clone(),
+        dv_tx,
         shutdown.clone(),
     ));
     let (key_tx, key_rx) = mpsc::unbounded_channel();
@@ -528,6 +589,7 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
                 () = forward.cancelled() => return,
                 Some(c) = vm_rx.recv() => Some(c.key),
                 Some(c) = vmi_rx.recv() => vm_key_of_vmi(&c),
+                Some(c) = dv_rx.recv() => vm_key_of_dv(&c),
                 else => return,
             };
             if let Some(k) = key {

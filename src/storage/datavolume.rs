@@ -380,3 +380,57 @@ pub fn is_ready(dv: &DataVolume) -> bool {
 pub fn is_failed(dv: &DataVolume) -> bool {
     dv.status.as_ref().and_then(|s| s.phase) == Some(DataVolumePhase::Failed)
 }
+
+/// The DataVolume a VM's `dataVolumeTemplates[]` entry asks for: named as the template, in
+/// the VM's namespace, owned by the VM (so it goes with it).
+pub fn from_template(
+    vm: &api::kubevirt::virtualmachine::VirtualMachine,
+    t: &api::kubevirt::virtualmachine::DataVolumeTemplateSpec,
+) -> DataVolume {
+    let mut meta = t.metadata.clone().unwrap_or_default();
+    meta.namespace = vm.metadata.namespace.clone();
+    meta.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "kubevirt.io/v1".into(),
+            kind: "VirtualMachine".into(),
+            name: vm.metadata.name.clone().unwrap_or_default(),
+            uid: vm.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    ]);
+    DataVolume {
+        api_version: "cdi.kubevirt.io/v1beta1".into(),
+        kind: "DataVolume".into(),
+        metadata: meta,
+        spec: t.spec.clone(),
+        status: None,
+    }
+}
+
+/// What a VM whose VMI needs `dvs` (None: not created yet) should report while they are not
+/// all populated, as KubeVirt does: `DataVolumeError` when one failed,
+/// `WaitingForVolumeBinding` while a claim is unbound, `Provisioning` while data is copied.
+/// `None` once every DataVolume succeeded.
+pub fn waiting_status(
+    dvs: &[Option<Arc<DataVolume>>],
+) -> Option<api::kubevirt::virtualmachine::PrintableStatus> {
+    use api::kubevirt::virtualmachine::PrintableStatus;
+    if dvs.iter().all(|d| d.as_deref().is_some_and(is_ready)) {
+        return None;
+    }
+    if dvs.iter().flatten().any(|d| is_failed(d)) {
+        return Some(PrintableStatus::DataVolumeError);
+    }
+    let unbound = dvs.iter().any(|d| {
+        d.as_ref()
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.phase)
+            .is_none_or(|p| p == DataVolumePhase::Pending)
+    });
+    Some(if unbound {
+        PrintableStatus::WaitingForVolumeBinding
+    } else {
+        PrintableStatus::Provisioning
+    })
+}
