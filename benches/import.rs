@@ -32,7 +32,9 @@ async fn serve_file(State(dir): State<PathBuf>, AxPath(name): AxPath<String>) ->
     let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
     Response::builder()
         .header(axum::http::header::CONTENT_LENGTH, len)
-        .body(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 1 << 20)))
+        .body(Body::from_stream(
+            tokio_util::io::ReaderStream::with_capacity(f, 1 << 20),
+        ))
         .expect("response")
 }
 

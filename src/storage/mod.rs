@@ -10,7 +10,7 @@
 //! - [`upload`]: upload tokens and the upload endpoint;
 //! - [`datavolume`]: the DataVolume controller;
 //! - [`controller`]: the caches and reconcile loops `monovirt serve` runs;
-//! - [`annotation`], [`event`]: CDI's annotations, Events.
+//! - [`annotation`]: CDI's claim annotations.
 
 // Tests unwrap freely: a failure there is the test failing.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -21,7 +21,6 @@ pub mod class;
 pub mod cloudinit;
 pub mod controller;
 pub mod datavolume;
-pub mod event;
 pub mod format;
 pub mod import;
 pub mod populator;

@@ -7,11 +7,11 @@
 
 use super::checksum::Checksum;
 use super::controller::Context;
-use super::event::{self, Involved, Kind};
 use super::import::{self, ImportError, Imported, Progress, Target};
 use super::source::{HttpSource, SourceError};
 use super::{annotation, provisioner, sparse};
 use crate::client::Api;
+use crate::controller::event::{EventType, Recorder};
 use crate::store::{Patch, WriteOptions};
 use api::core::pvc::PersistentVolumeClaim;
 use base64::Engine;
@@ -257,14 +257,13 @@ struct Job {
 }
 
 impl Job {
-    fn involved(&self) -> Involved<'_> {
-        Involved {
-            api_version: "v1",
-            kind: "PersistentVolumeClaim",
-            namespace: &self.ns,
-            name: &self.name,
-            uid: &self.uid,
-        }
+    /// Records an Event about the claim.
+    async fn record(&self, type_: EventType, reason: &str, message: &str) {
+        let involved = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "name": self.name, "namespace": self.ns, "uid": self.uid});
+        Recorder::new(self.ctx.client.clone(), "monovirt-storage")
+            .record(&involved, type_, reason, message)
+            .await;
     }
 
     /// Merges `values` into the claim's annotations (`null` removes one).
@@ -346,10 +345,8 @@ impl Job {
                     done.insert(annotation::PROGRESS.into(), "100.0%".into());
                     self.annotate(done).await;
                     tracing::info!(pvc = %self.key(), "{msg}");
-                    event::record(
-                        &self.ctx.client,
-                        &self.involved(),
-                        Kind::Normal,
+                    self.record(
+                        EventType::Normal,
                         &format!("{}Succeeded", self.source.verb()),
                         &msg,
                     )
@@ -372,10 +369,8 @@ impl Job {
                     done.insert(annotation::RUNNING_MESSAGE.into(), msg.clone().into());
                     self.annotate(done).await;
                     tracing::warn!(pvc = %self.key(), "{msg}");
-                    event::record(
-                        &self.ctx.client,
-                        &self.involved(),
-                        Kind::Warning,
+                    self.record(
+                        EventType::Warning,
                         &format!("{}Retrying", self.source.verb()),
                         &msg,
                     )
@@ -392,10 +387,8 @@ impl Job {
                     done.insert(annotation::RUNNING_MESSAGE.into(), msg.clone().into());
                     self.annotate(done).await;
                     tracing::warn!(pvc = %self.key(), "population failed: {msg}");
-                    event::record(
-                        &self.ctx.client,
-                        &self.involved(),
-                        Kind::Warning,
+                    self.record(
+                        EventType::Warning,
                         &format!("{}Failed", self.source.verb()),
                         &msg,
                     )

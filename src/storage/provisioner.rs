@@ -9,11 +9,11 @@
 //!   `Retain` marks it Released.
 
 use super::controller::Context;
-use super::event::{self, Involved, Kind};
 use super::import::{self, Target};
 use super::populator;
 use super::{annotation, class};
 use crate::client::ClientError;
+use crate::controller::event::{EventType, Recorder};
 use crate::controller::runtime::Action;
 use crate::store::{Patch, WriteOptions};
 use api::core::pv::PersistentVolume;
@@ -166,14 +166,24 @@ pub async fn user_of(
         .and_then(|v| v.metadata.name.clone()))
 }
 
-fn involved(pvc: &PersistentVolumeClaim) -> Involved<'_> {
-    Involved {
-        api_version: "v1",
-        kind: "PersistentVolumeClaim",
-        namespace: pvc.metadata.namespace.as_deref().unwrap_or_default(),
-        name: pvc.metadata.name.as_deref().unwrap_or_default(),
-        uid: pvc.metadata.uid.as_deref().unwrap_or_default(),
-    }
+/// The `involvedObject` of Events about a claim.
+pub fn involved(pvc: &PersistentVolumeClaim) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "name": pvc.metadata.name, "namespace": pvc.metadata.namespace,
+        "uid": pvc.metadata.uid})
+}
+
+/// Records an Event about a claim as the storage controllers.
+pub async fn record(
+    ctx: &Context,
+    pvc: &PersistentVolumeClaim,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+) {
+    Recorder::new(ctx.client.clone(), "monovirt-storage")
+        .record(&involved(pvc), type_, reason, message)
+        .await;
 }
 
 /// Reconciles the claim with key `namespace/name`.
@@ -253,14 +263,7 @@ async fn bind(ctx: &Arc<Context>, pvc: &PersistentVolumeClaim) -> Result<Action,
             Some(c) => format!("storageclass.storage.k8s.io \"{c}\" not found"),
             None => "no storage class is set and there is no default class".to_string(),
         };
-        event::record(
-            &ctx.client,
-            &involved(pvc),
-            Kind::Warning,
-            "ProvisioningFailed",
-            &msg,
-        )
-        .await;
+        record(ctx, pvc, EventType::Warning, "ProvisioningFailed", &msg).await;
         return Ok(Action::AwaitChange);
     };
     if !class::is_ours(&sc) {
@@ -273,14 +276,7 @@ async fn bind(ctx: &Arc<Context>, pvc: &PersistentVolumeClaim) -> Result<Action,
         let msg = format!(
             "storage class {class_name} is a node-local directory: ReadWriteMany needs a class with parameters.shared: \"true\""
         );
-        event::record(
-            &ctx.client,
-            &involved(pvc),
-            Kind::Warning,
-            "ProvisioningFailed",
-            &msg,
-        )
-        .await;
+        record(ctx, pvc, EventType::Warning, "ProvisioningFailed", &msg).await;
         return Ok(Action::AwaitChange);
     }
     let Some(bytes) = requested_bytes(pvc) else {
@@ -299,14 +295,7 @@ async fn bind(ctx: &Arc<Context>, pvc: &PersistentVolumeClaim) -> Result<Action,
     let dir = class::directory(&sc, &ctx.data_dir).join(&pv_name);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         let msg = format!("cannot create {}: {e}", dir.display());
-        event::record(
-            &ctx.client,
-            &involved(pvc),
-            Kind::Warning,
-            "ProvisioningFailed",
-            &msg,
-        )
-        .await;
+        record(ctx, pvc, EventType::Warning, "ProvisioningFailed", &msg).await;
         return Err(ProvisionError::Directory(dir, e));
     }
     let target = Target {
@@ -375,10 +364,10 @@ async fn bind(ctx: &Arc<Context>, pvc: &PersistentVolumeClaim) -> Result<Action,
         Err(e) => return Err(ProvisionError::Write("PVC status", e)),
     }
     tracing::info!(pvc = %format!("{ns}/{name}"), pv = %pv_name, dir = %dir.display(), "provisioned");
-    event::record(
-        &ctx.client,
-        &involved(pvc),
-        Kind::Normal,
+    record(
+        ctx,
+        pvc,
+        EventType::Normal,
         "ProvisioningSucceeded",
         &format!(
             "Successfully provisioned volume {pv_name} in {}",
