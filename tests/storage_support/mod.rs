@@ -140,8 +140,13 @@ pub fn sha256(data: &[u8]) -> String {
 
 /// sha256 of the first `len` bytes of a file.
 pub fn sha256_prefix(path: &Path, len: usize) -> String {
-    let data = std::fs::read(path).expect("read image");
-    sha256(&data[..len])
+    use std::io::Read;
+    let mut data = vec![0u8; len];
+    std::fs::File::open(path)
+        .expect("open image")
+        .read_exact(&mut data)
+        .expect("read image");
+    sha256(&data)
 }
 
 /// Runs a command, panicking with its stderr on failure.
