@@ -388,7 +388,7 @@ fn main() -> ExitCode {
             }
         }
         Cmd::ImageUpload(args) => {
-            init_logging(cli.log_format, "warn");
+            init_logging(cli.log_format, tracing::Level::WARN);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
