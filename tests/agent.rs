@@ -130,6 +130,36 @@ async fn console_until(addr: SocketAddr, vmi: &str, needle: &str) -> String {
     text
 }
 
+/// Types `line` into the console subresource once the `echo` guest is ready, and waits
+/// for the guest's `echo=<line>` answer.
+async fn console_roundtrip(addr: SocketAddr, vmi: &str, line: &str) {
+    let url = format!("ws://{addr}{SUB_VMIS}/{vmi}/console");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("console WebSocket");
+    let mut text = String::new();
+    let mut sent = false;
+    let answer = format!("echo={line}\n");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !text.contains(&answer) {
+        if !sent && text.contains("echo.ready=1\n") {
+            ws.send(Message::Binary(format!("{line}\r").into_bytes().into()))
+                .await
+                .expect("console input");
+            sent = true;
+        }
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {answer:?} on the console; got {text}"));
+        match msg {
+            Some(Ok(Message::Binary(b))) => text.push_str(&String::from_utf8_lossy(&b)),
+            Some(Ok(_)) => {}
+            other => panic!("console ended ({other:?}); got {text}"),
+        }
+    }
+    let _ = ws.close(None).await;
+}
+
 /// The names of the threads of process `pid`.
 fn threads(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -304,7 +334,7 @@ async fn vm_boots_shows_its_console_pauses_stops_starts_and_is_deleted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rerun_on_failure_restarts_a_crashing_guest_and_once_does_not() {
+async fn console_round_trip_and_rerun_on_failure_restarts_a_crashing_guest_once_does_not() {
     if !vmm_support::kvm_available() {
         return;
     }
@@ -364,6 +394,16 @@ async fn rerun_on_failure_restarts_a_crashing_guest_and_once_does_not() {
     for name in ["rerun", "once", "done"] {
         wait_for(addr, &vmi_path(name), "VMI collected", Value::is_null).await;
     }
+    wait_no_vm_threads(s.child.id()).await;
+
+    // A line typed into the console subresource reaches the guest, and its answer comes
+    // back the same way.
+    let r = post(addr, VMS, &guest_vm("echo", "Always", "echo")).await;
+    assert_eq!(r.code(), 201, "{}", r.text());
+    wait_for(addr, &vmi_path("echo"), "echo Running", phase_is("Running")).await;
+    console_roundtrip(addr, "echo", "hello monovirt").await;
+    assert_eq!(delete(addr, &format!("{VMS}/echo"), None).await.code(), 200);
+    wait_for(addr, &vmi_path("echo"), "VMI collected", Value::is_null).await;
     wait_no_vm_threads(s.child.id()).await;
 }
 

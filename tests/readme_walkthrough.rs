@@ -1,8 +1,10 @@
 //! Keeps README.md's "Walkthrough with curl" verbatim-correct: every ```sh block of that
-//! section is run, as written, against a real `monovirt serve`, with only the address
-//! (`127.0.0.1:8080`) and the data dir (`/tmp/monovirt`) replaced by the test server's.
+//! section is run, as written, against a real `monovirt serve` (whose node agent boots the
+//! test guest on /dev/kvm), with only the address (`127.0.0.1:8080`), the data dir
+//! (`/tmp/monovirt`) and the `monovirt` binary replaced by the test's.
 
 mod common;
+mod vmm_support;
 
 use common::api::BinaryServer;
 use serde_json::Value;
@@ -52,27 +54,38 @@ fn json_docs(out: &str) -> Vec<Value> {
 
 #[test]
 fn readme_curl_walkthrough_works_verbatim() {
+    if !vmm_support::kvm_available() {
+        return;
+    }
+    // The walkthrough imports the test guest from where its build puts it.
+    common::guest::guest_elf().expect("the test guest builds");
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
     let blocks = walkthrough_blocks(&readme);
-    assert!(
-        blocks.len() >= 6,
-        "create, list, get, patch, watch, delete: found {}",
-        blocks.len()
+    assert_eq!(
+        blocks.len(),
+        10,
+        "import, create, list, get, patch, watch, stop, watch, start, delete"
     );
     let server = BinaryServer::start();
     let data_dir = server.dir.path().display().to_string();
-    let mut outputs = Vec::new();
+    let mut outputs: Vec<(String, Vec<Value>)> = Vec::new();
     for block in &blocks {
+        let block = block.trim_start();
+        let is_curl = block.starts_with("curl ");
         assert!(
-            block.trim_start().starts_with("curl "),
-            "walkthrough blocks are curl commands: {block}"
+            is_curl || block.starts_with("monovirt "),
+            "walkthrough blocks are curl or monovirt commands: {block}"
         );
-        let script = block
+        let mut script = block
             .replace("127.0.0.1:8080", &server.addr.to_string())
             .replace("/tmp/monovirt", &data_dir);
+        if !is_curl {
+            script = script.replacen("monovirt", env!("CARGO_BIN_EXE_monovirt"), 1);
+        }
         let out = Command::new("sh")
             .args(["-euc", &script])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .expect("sh");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -81,29 +94,48 @@ fn readme_curl_walkthrough_works_verbatim() {
             "{block}\nfailed: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let docs = json_docs(&stdout);
-        assert!(!docs.is_empty(), "{block}\nprinted nothing");
+        let docs = if is_curl {
+            json_docs(&stdout)
+        } else {
+            Vec::new()
+        };
         for d in &docs {
             assert!(
                 !(d["kind"] == "Status" && d["status"] == "Failure"),
                 "{block}\nanswered {d}"
             );
         }
-        outputs.push(docs);
+        outputs.push((stdout, docs));
     }
     // What each step shows.
-    assert_eq!(outputs[0][0]["metadata"]["name"], "testvm");
-    assert_eq!(outputs[1][0]["kind"], "VirtualMachineList");
-    assert_eq!(outputs[1][0]["items"][0]["metadata"]["name"], "testvm");
-    assert_eq!(
-        outputs[2][0]["metadata"]["uid"],
-        outputs[0][0]["metadata"]["uid"]
+    assert!(
+        outputs[0]
+            .0
+            .contains("imported docker.io/monovirt/test-guest:latest"),
+        "{}",
+        outputs[0].0
     );
-    assert_eq!(outputs[3][0]["metadata"]["labels"]["tier"], "gold");
-    assert_eq!(outputs[4][0]["type"], "ADDED");
-    assert_eq!(
-        outputs[4][0]["object"]["metadata"]["labels"]["tier"],
-        "gold"
+    let doc = |i: usize| &outputs[i].1[0];
+    assert_eq!(doc(1)["metadata"]["name"], "testvm");
+    assert_eq!(doc(2)["kind"], "VirtualMachineList");
+    assert_eq!(doc(2)["items"][0]["metadata"]["name"], "testvm");
+    assert_eq!(doc(3)["metadata"]["uid"], doc(1)["metadata"]["uid"]);
+    assert_eq!(doc(4)["metadata"]["labels"]["tier"], "gold");
+    // The VMI's watch reaches Running on this node.
+    let vmi_events = &outputs[5].1;
+    assert_eq!(vmi_events[0]["type"], "ADDED");
+    assert!(
+        vmi_events
+            .iter()
+            .any(|e| e["object"]["status"]["phase"] == "Running"),
+        "{vmi_events:?}"
     );
-    assert_eq!(outputs[5][0]["metadata"]["name"], "testvm");
+    assert_eq!(doc(6), &Value::from(202));
+    assert!(
+        outputs[7].1.iter().any(|e| e["type"] == "DELETED"),
+        "{:?}",
+        outputs[7].1
+    );
+    assert_eq!(doc(8), &Value::from(202));
+    assert_eq!(doc(9)["metadata"]["name"], "testvm");
 }

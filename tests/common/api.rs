@@ -112,7 +112,11 @@ impl BinaryServer {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(extra)
-            .env("RUST_LOG", "warn")
+            // MONOVIRT_TEST_LOG=info shows the server's log while debugging a test.
+            .env(
+                "RUST_LOG",
+                std::env::var("MONOVIRT_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
