@@ -28,6 +28,10 @@ APT_PACKAGES=(
     iputils-ping
     curl
     nftables
+    # Operations tests (tests/ops.rs): systemd-analyze verifies the unit file (systemd
+    # provides it without running systemd); promtool checks /metrics (prometheus).
+    systemd
+    prometheus
     # IBM Z (s390x) and IBM Power (ppc64le) cross builds (docs/arches.md): the cross
     # linkers and C libraries .cargo/config.toml names, and qemu-user, the runner that
     # executes the cross-built unit tests.

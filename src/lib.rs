@@ -5,9 +5,11 @@
 
 pub mod agent;
 pub mod apiserver;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod controller;
+pub mod daemon;
 pub mod image;
 pub mod network;
 pub mod scheduler;

@@ -2,12 +2,13 @@
 //! wires the roles of `monovirt` (the library) together.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use monovirt::agent::AgentConfig;
 use monovirt::apiserver::{ServeConfig, Server};
+use monovirt::daemon::config::{DaemonConfig, LogFormat, Overrides};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -16,39 +17,130 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(name = "monovirt", version, about)]
 struct Cli {
-    /// Log format (the level comes from RUST_LOG).
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    /// Log format, text or json (default: the config file's, else text; the level
+    /// comes from RUST_LOG).
+    #[arg(long, global = true)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Cmd,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+/// `serve`'s flags; each overrides the config file's key of the same meaning.
+#[derive(Debug, Args)]
+struct ServeFlags {
+    /// The config file (default /etc/monovirt/config.toml, if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the store, the Unix socket (`monovirt.sock`), tokens and TLS files live
+    /// (default /var/lib/monovirt).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A plain-HTTP address, loopback only (repeatable; port 0 picks a free port;
+    /// default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<Vec<SocketAddr>>,
+    /// An HTTPS address, bearer tokens required (repeatable).
+    #[arg(long)]
+    tls_listen: Option<Vec<SocketAddr>>,
+    /// The serving certificate (PEM chain) instead of the server's own CA.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The serving certificate's key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// An extra name for the server's own serving certificate (repeatable).
+    #[arg(long)]
+    tls_san: Vec<String>,
+    /// Run no node agent here: a control plane only (nodes join with `monovirt agent`).
+    #[arg(long)]
+    no_agent: bool,
+    /// The local node agent (its --node-name overrides the config's node_name).
+    #[command(flatten)]
+    node: NodeArgs,
+    /// How long a node may go without a heartbeat before it is NotReady and its VMs are
+    /// failed (to be started elsewhere as their run strategy says).
+    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    node_monitor_grace_period: Duration,
+}
+
+impl ServeFlags {
+    fn load(&self, log_format: Option<LogFormat>) -> anyhow::Result<DaemonConfig> {
+        let overrides = Overrides {
+            node_name: self.node.node_name.clone(),
+            data_dir: self.data_dir.clone(),
+            log_format,
+            listen: self.listen.clone(),
+            tls_listen: self.tls_listen.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_san: self.tls_san.clone(),
+        };
+        Ok(DaemonConfig::load(self.config.as_deref(), overrides)?)
+    }
+}
+
+/// Where the token and kubeconfig commands find the daemon's files.
+#[derive(Debug, Args)]
+struct DataDirFlags {
+    /// The config file (default /etc/monovirt/config.toml, if it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The daemon's data dir (default: the config's, else /var/lib/monovirt).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirFlags {
+    fn load(self) -> anyhow::Result<DaemonConfig> {
+        let overrides = Overrides {
+            data_dir: self.data_dir,
+            ..Overrides::default()
+        };
+        Ok(DaemonConfig::load(self.config.as_deref(), overrides)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Issue a token and print it (it is shown only this once).
+    Create {
+        /// view, edit or admin.
+        #[arg(long)]
+        role: Option<monovirt::auth::Role>,
+        /// Limit the token to one namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// A node agent's token (`monovirt agent --token`) instead of a user's.
+        #[arg(long, conflicts_with_all = ["role", "namespace"])]
+        node: bool,
+        /// Lifetime, e.g. 12h or 30d (default: until revoked).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// A note kept with the token.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        dir: DataDirFlags,
+    },
+    /// Revoke a token (by its id, the part before the dot, or the whole token).
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        dir: DataDirFlags,
+    },
+    /// List tokens (ids and grants; secrets are never stored).
+    List {
+        #[command(flatten)]
+        dir: DataDirFlags,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the API server and its store (the whole system on one host).
-    Serve {
-        /// Where the store and the Unix socket (`monovirt.sock`) live.
-        #[arg(long, default_value = "/var/lib/monovirt")]
-        data_dir: PathBuf,
-        /// The TCP address of the REST API (port 0 picks a free port).
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Run no node agent here: a control plane only (nodes join with `monovirt agent`).
-        #[arg(long)]
-        no_agent: bool,
-        #[command(flatten)]
-        node: NodeArgs,
-        /// How long a node may go without a heartbeat before it is NotReady and its VMs are
-        /// failed (to be started elsewhere as their run strategy says).
-        #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
-        node_monitor_grace_period: Duration,
-    },
+    Serve(ServeFlags),
+    /// Boot one VM in the foreground and stream its serial console.
+    Run(monovirt::vmm::run::RunArgs),
     /// Run a node agent and VMM that join the control plane at --server.
     Agent {
         /// The API server: http://HOST:PORT or unix:PATH.
@@ -71,8 +163,29 @@ enum Cmd {
         #[command(subcommand)]
         command: ImageCmd,
     },
-    /// Boot one VM in the foreground and stream its serial console.
-    Run(monovirt::vmm::run::RunArgs),
+    /// Manage the API's bearer tokens (edits <data-dir>/tokens.json; root only).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Print a kubeconfig for kubectl: the HTTPS address, the CA and a token.
+    Kubeconfig {
+        /// The server URL (default: the first tls_listen address of the config).
+        #[arg(long)]
+        server: Option<String>,
+        /// The token (default: <data-dir>/admin-token).
+        #[arg(long)]
+        token: Option<String>,
+        /// The context's default namespace.
+        #[arg(long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        dir: DataDirFlags,
+    },
+    /// Install this binary, the systemd unit and the default config.
+    Install {
+        /// Install under this directory instead of / (for packaging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     #[command(flatten)]
     Client(monovirt::cli::Command),
     /// Upload a local disk image into a DataVolume or an upload claim (virtctl image-upload).
@@ -123,6 +236,7 @@ impl NodeArgs {
             }),
             data_dir,
             server,
+            vm_stats: None,
         }
     }
 }
@@ -161,9 +275,14 @@ fn init_logging(format: LogFormat, default_level: tracing::Level) {
         (LogFormat::Json, true) => builder
             .with_env_filter(EnvFilter::from_default_env())
             .json()
+            .flatten_event(true)
             .init(),
         (LogFormat::Text, false) => builder.with_max_level(default_level).init(),
-        (LogFormat::Json, false) => builder.with_max_level(default_level).json().init(),
+        (LogFormat::Json, false) => builder
+            .with_max_level(default_level)
+            .json()
+            .flatten_event(true)
+            .init(),
     }
 }
 
@@ -193,12 +312,35 @@ struct ServeRoles {
     node_grace: Duration,
 }
 
-async fn serve(data_dir: PathBuf, listen: SocketAddr, roles_cfg: ServeRoles) -> anyhow::Result<()> {
-    let config = ServeConfig {
-        data_dir: data_dir.clone(),
-        listen,
+async fn serve(config: DaemonConfig, roles_cfg: ServeRoles) -> anyhow::Result<()> {
+    let notifier = monovirt::daemon::notify::Notifier::from_env()?;
+    if let Some(source) = &config.source {
+        tracing::info!(config = %source.display(), "configuration read");
+    }
+    let tls = if config.tls_listen.is_empty() {
+        None
+    } else {
+        let names = monovirt::apiserver::tls::subject_names(
+            &config.node_name,
+            &config.tls_listen,
+            &config.tls_san,
+        );
+        Some(
+            monovirt::apiserver::tls::ServingCert::load_or_create(
+                &config.data_dir,
+                config.tls.as_ref(),
+                &names,
+            )
+            .context("preparing TLS")?,
+        )
     };
-    let mut server = Server::bind(&config, api::resource::resources().to_vec())
+    let serve_config = ServeConfig {
+        data_dir: config.data_dir.clone(),
+        listen: config.listen.clone(),
+        tls_listen: config.tls_listen.clone(),
+        tls,
+    };
+    let mut server = Server::bind(&serve_config, api::resource::resources().to_vec())
         .await
         .context("starting the API server")?;
     let local = monovirt::client::Client::local(server.objects().clone());
@@ -209,11 +351,18 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr, roles_cfg: ServeRoles) -> 
             client: local.clone(),
         },
     ));
-    let addr = server.local_addr().context("reading the bound address")?;
-    tracing::info!(%addr, socket = %config.data_dir.join("monovirt.sock").display(), "listening");
-    // Tests and scripts read the port from this line.
+    let socket = config.data_dir.join("monovirt.sock");
+    let http = server.listeners().http_addrs()?;
+    let https = server.listeners().https_addrs()?;
+    tracing::info!(?http, ?https, socket = %socket.display(), node = %config.node_name, "listening");
+    // Tests and scripts read the ports from these lines (plain HTTP first).
     let mut out = std::io::stdout().lock();
-    writeln!(out, "listening on http://{addr}")?;
+    for a in &http {
+        writeln!(out, "listening on http://{a}")?;
+    }
+    for a in &https {
+        writeln!(out, "listening on https://{a}")?;
+    }
     out.flush()?;
     drop(out);
     // The control-plane roles beside the API, over an in-process client.
@@ -237,24 +386,93 @@ async fn serve(data_dir: PathBuf, listen: SocketAddr, roles_cfg: ServeRoles) -> 
             roles.clone(),
         )),
     ];
+    let local_node = roles_cfg.agent.as_ref().map(|_| config.node_name.clone());
     if let Some(node) = &roles_cfg.agent {
-        let agent = monovirt::agent::run(client, node.config(data_dir, None), roles.clone());
+        let mut agent_config = node.config(config.data_dir.clone(), None);
+        agent_config.node_name = config.node_name.clone();
+        agent_config.vm_stats = Some(server.state().vm_stats().clone());
+        let agent = monovirt::agent::run(client, agent_config, roles.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = agent.await {
                 tracing::error!("the node agent failed: {}", anyhow::Error::from(e));
             }
         }));
     }
+    let notifier = std::sync::Arc::new(notifier);
+    let supervision = tokio::spawn(supervise(
+        notifier.clone(),
+        socket,
+        server.objects().clone(),
+        local_node,
+        roles.clone(),
+    ));
     let served = server.run(shutdown_signal()).await;
+    let _ = notifier.stopping("stopping");
     roles.cancel();
     for task in tasks {
         if let Err(e) = task.await {
             tracing::error!("a control-plane role failed: {e}");
         }
     }
+    supervision.abort();
     served.context("serving the API")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd the service is ready once the API answers on its socket and the local
+/// node (if this process runs one) is registered, then pings the watchdog (if one is
+/// set) as long as the API keeps answering.
+async fn supervise(
+    notifier: std::sync::Arc<monovirt::daemon::notify::Notifier>,
+    socket: PathBuf,
+    objects: monovirt::store::Objects,
+    local_node: Option<String>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use monovirt::daemon::probe;
+    let nodes = api::resource::find("", "v1", "nodes").expect("Node is a served resource");
+    let mut wait = std::time::Duration::from_millis(20);
+    loop {
+        match probe::api_ready(&socket).await {
+            Ok(()) => match &local_node {
+                Some(name) if objects.get(nodes, None, name).is_err() => {
+                    tracing::debug!(node = %name, "waiting for the local node to register");
+                }
+                _ => break,
+            },
+            Err(e) => tracing::debug!("waiting for the API to answer: {e}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(1));
+    }
+    if let Err(e) = notifier.ready("serving the API") {
+        tracing::warn!("notifying systemd: {e}");
+    }
+    tracing::info!("ready");
+    let Some(every) = monovirt::daemon::notify::watchdog_interval() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        // No answer, no ping: systemd restarts a daemon whose API hangs.
+        match probe::api_ready(&socket).await {
+            Ok(()) => {
+                if let Err(e) = notifier.watchdog() {
+                    tracing::warn!("notifying systemd's watchdog: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("the API does not answer; skipping the watchdog ping: {e}"),
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -314,6 +532,111 @@ fn image(data_dir: PathBuf, command: ImageCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn token_cmd(cmd: TokenCmd) -> anyhow::Result<()> {
+    use monovirt::auth::{Grant, Role, Tokens};
+    match cmd {
+        TokenCmd::Create {
+            role,
+            namespace,
+            node,
+            ttl,
+            description,
+            dir,
+        } => {
+            let config = dir.load()?;
+            let grant = if node {
+                Grant::Node
+            } else {
+                let role = role.context("--role view|edit|admin (or --node) is required")?;
+                if let Some(ns) = &namespace {
+                    if let Some(e) = api::validation::dns1123_label(ns).first() {
+                        anyhow::bail!("--namespace {ns:?}: {e}");
+                    }
+                }
+                let _: Role = role;
+                Grant::User { role, namespace }
+            };
+            let (token, _) = Tokens::in_data_dir(&config.data_dir).issue(
+                grant,
+                ttl.map(Into::into),
+                &description,
+            )?;
+            println!("{token}");
+        }
+        TokenCmd::Revoke { id, dir } => {
+            let config = dir.load()?;
+            let r = Tokens::in_data_dir(&config.data_dir).revoke(&id)?;
+            println!("token {} revoked", r.id);
+        }
+        TokenCmd::List { dir } => {
+            let config = dir.load()?;
+            println!(
+                "{:<8} {:<6} {:<16} {:<22} EXPIRES",
+                "ID", "ROLE", "NAMESPACE", "CREATED"
+            );
+            for t in Tokens::in_data_dir(&config.data_dir).list()? {
+                let (role, ns) = match &t.grant {
+                    Grant::User { role, namespace } => (
+                        role.to_string(),
+                        namespace.clone().unwrap_or_else(|| "*".into()),
+                    ),
+                    Grant::Node => ("node".to_string(), "*".to_string()),
+                };
+                println!(
+                    "{:<8} {:<6} {:<16} {:<22} {}",
+                    t.id,
+                    role,
+                    ns,
+                    t.created,
+                    t.expires.as_deref().unwrap_or("never")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kubeconfig_cmd(
+    server: Option<String>,
+    token: Option<String>,
+    namespace: &str,
+    dir: DataDirFlags,
+) -> anyhow::Result<()> {
+    let config = dir.load()?;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let server = match server {
+        Some(s) => s,
+        None => monovirt::daemon::kubeconfig::server_url(
+            *config
+                .tls_listen
+                .first()
+                .context("the config has no tls_listen address: pass --server")?,
+        ),
+    };
+    let ca = match &config.tls {
+        Some(files) => {
+            let chain = read(&files.cert)?;
+            let last = chain
+                .rfind("-----BEGIN CERTIFICATE-----")
+                .context("the tls_cert file holds no certificate")?;
+            chain[last..].to_string()
+        }
+        None => read(&config.data_dir.join("tls/ca.crt"))?,
+    };
+    let token = match token {
+        Some(t) => t,
+        None => read(&config.data_dir.join("admin-token"))?
+            .trim()
+            .to_string(),
+    };
+    print!(
+        "{}",
+        monovirt::daemon::kubeconfig::render(&server, &ca, &token, namespace)
+    );
+    Ok(())
+}
+
 fn report(e: anyhow::Error) -> ExitCode {
     eprintln!(
         "monovirt: {}",
@@ -345,65 +668,50 @@ fn run_client(command: monovirt::cli::Command) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Cmd::Client(command) => {
-            init_logging(cli.log_format, tracing::Level::WARN);
-            run_client(command)
+            init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);
+            return run_client(command);
         }
-        Cmd::Serve {
-            data_dir,
-            listen,
-            no_agent,
-            node,
-            node_monitor_grace_period,
-        } => {
-            init_logging(cli.log_format, tracing::Level::INFO);
-            let roles = ServeRoles {
-                agent: (!no_agent).then_some(node),
-                node_grace: node_monitor_grace_period,
-            };
-            match runtime().and_then(|rt| rt.block_on(serve(data_dir, listen, roles))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => report(e),
+        Cmd::Serve(flags) => match flags.load(cli.log_format) {
+            Ok(config) => {
+                init_logging(config.log_format, tracing::Level::INFO);
+                let roles = ServeRoles {
+                    agent: (!flags.no_agent).then_some(flags.node),
+                    node_grace: flags.node_monitor_grace_period,
+                };
+                runtime().and_then(|rt| rt.block_on(serve(config, roles)))
             }
-        }
+            Err(e) => Err(e),
+        },
         Cmd::Agent {
             server,
             token,
             data_dir,
             node,
         } => {
-            init_logging(cli.log_format, tracing::Level::INFO);
+            init_logging(cli.log_format.unwrap_or_default(), tracing::Level::INFO);
             let config = node.config(data_dir, Some(server.clone()));
-            match runtime().and_then(|rt| rt.block_on(agent(server, token, config))) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => report(e),
-            }
-        }
-        Cmd::Image { data_dir, command } => {
-            init_logging(cli.log_format, tracing::Level::WARN);
-            match image(data_dir, command) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => report(e),
-            }
+            runtime().and_then(|rt| rt.block_on(agent(server, token, config)))
         }
         Cmd::ImageUpload(args) => {
-            init_logging(cli.log_format, tracing::Level::WARN);
+            init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime");
-            match rt.and_then(|rt| {
+            rt.and_then(|rt| {
                 rt.block_on(monovirt::storage::uploader::run(&args))
                     .map_err(anyhow::Error::from)
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => report(e),
-            }
+            })
+        }
+        Cmd::Image { data_dir, command } => {
+            init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);
+            image(data_dir, command)
         }
         Cmd::Run(args) => {
-            init_logging(cli.log_format, tracing::Level::WARN);
-            match monovirt::vmm::run::run(&args) {
+            init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);
+            return match monovirt::vmm::run::run(&args) {
                 Ok(reason) => {
                     let code = monovirt::vmm::run::exit_code(&reason);
                     if code != 0 {
@@ -412,7 +720,31 @@ fn main() -> ExitCode {
                     ExitCode::from(code as u8)
                 }
                 Err(e) => report(anyhow::Error::from(e)),
-            }
+            };
         }
+        Cmd::Token(cmd) => {
+            init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);
+            token_cmd(cmd)
+        }
+        Cmd::Kubeconfig {
+            server,
+            token,
+            namespace,
+            dir,
+        } => kubeconfig_cmd(server, token, &namespace, dir),
+        Cmd::Install { root } => monovirt::daemon::install::install(&root)
+            .map(|r| {
+                for l in r.lines {
+                    println!("{l}");
+                }
+                if root == Path::new("/") {
+                    println!("next: systemctl daemon-reload && systemctl enable --now monovirt");
+                }
+            })
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(e),
     }
 }

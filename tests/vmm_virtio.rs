@@ -142,6 +142,7 @@ fn guest_view_of_virtio_pci_devices() -> Result<()> {
         &m.mmio,
         &config,
         Box::new(|e: String| panic!("{e}")),
+        &monovirt::vmm::stats::VmStats::default(),
     )
     .context("device manager")?;
 

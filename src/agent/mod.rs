@@ -70,6 +70,9 @@ pub struct AgentConfig {
     /// VMI networking on this node (the default network, multus bridge and macvtap);
     /// `None` leaves VMI interfaces unconnected.
     pub network: Option<crate::network::node::NodeNetworkConfig>,
+    /// Where running VMs are registered for the API server's `/metrics` (the local
+    /// agent of `serve`; `None` for remote agents).
+    pub vm_stats: Option<Arc<crate::vmm::stats::Registry>>,
 }
 
 /// Errors that stop the agent.
@@ -366,8 +369,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Powers every guest off within its grace period (then stops it), and reports each VMI's
-/// final phase (best effort: the API may be going away too).
+/// The longest a guest is waited for at daemon shutdown, whatever its grace period: the
+/// systemd unit's TimeoutStopSec (deploy/monovirt.service) stays above it.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(300);
+
+/// Powers every guest off within its grace period (at most [`MAX_SHUTDOWN_GRACE`], then
+/// stops it), and reports each VMI's final phase (best effort: the API may be going away
+/// too).
 async fn stop_all(agent: &Arc<Agent>) {
     let mut tasks = tokio::task::JoinSet::new();
     for d in agent.domains.list() {
@@ -375,7 +383,9 @@ async fn stop_all(agent: &Arc<Agent>) {
         tasks.spawn(async move {
             d.state().stopping = true;
             let handle = d.handle();
-            let _ = handle.request(crate::vmm::Command::Stop { timeout: d.grace });
+            let _ = handle.request(crate::vmm::Command::Stop {
+                timeout: d.grace.min(MAX_SHUTDOWN_GRACE),
+            });
             let exit = handle.exited().await;
             tracing::info!(vmi = %d.key, %exit, "VM stopped at shutdown");
             d.state().exit.get_or_insert(exit);

@@ -335,6 +335,26 @@ impl Agent {
             tracing::warn!(vmi = %d.key, "releasing the VM's resources: {e}");
         }
         self.domains.remove(&d.key, &d.uid);
+        if let Some(r) = &self.config.vm_stats {
+            r.remove(&self.stats_key(d));
+        }
+    }
+
+    /// The key of `d` in the `/metrics` registry.
+    fn stats_key(&self, d: &Domain) -> crate::vmm::stats::VmKey {
+        let (namespace, name) = d.key.split_once('/').unwrap_or(("", d.key.as_str()));
+        crate::vmm::stats::VmKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            node: self.config.node_name.clone(),
+        }
+    }
+
+    /// Registers `d`'s current VM for `/metrics`.
+    fn register_stats(&self, d: &Domain) {
+        if let Some(r) = &self.config.vm_stats {
+            r.insert(self.stats_key(d), d.handle().stats());
+        }
     }
 
     /// Watches `d`'s VM: an in-place reboot when the guest asks for one (unless it is
@@ -349,6 +369,7 @@ impl Agent {
                     match boot(d.config.clone()).await {
                         Ok(h) => {
                             d.replace_handle(h);
+                            agent.register_stats(&d);
                             continue;
                         }
                         Err(e) => {
@@ -405,6 +426,7 @@ impl Agent {
             handle,
         ));
         self.domains.insert(d.clone());
+        self.register_stats(&d);
         self.watch_exit(d.clone());
         Ok(d)
     }

@@ -74,12 +74,12 @@ impl Metrics {
         let duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register(
             "apiserver_request",
-            "Counter of apiserver requests broken out by verb, resource and HTTP response code.",
+            "Counter of apiserver requests broken out by verb, resource and HTTP response code",
             requests.clone(),
         );
         registry.register(
             "apiserver_request_duration_seconds",
-            "Response latency distribution in seconds for each verb and resource (for watches: until the stream starts).",
+            "Response latency distribution in seconds for each verb and resource (for watches: until the stream starts)",
             duration.clone(),
         );
         Self {
@@ -105,7 +105,7 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The exposition text.
+    /// The exposition in OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -113,15 +113,72 @@ impl Metrics {
         out
     }
 
-    /// `GET /metrics`.
-    pub fn response(&self) -> Response {
-        let mut resp = self.encode().into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-        );
+    /// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does),
+    /// else Prometheus' classic text format (curl, promtool).
+    pub fn response(&self, headers: &axum::http::HeaderMap, extra: &str) -> Response {
+        let open = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("application/openmetrics-text"));
+        let mut text = self.encode();
+        // Further families (the VMIs') go before the closing `# EOF`.
+        if let Some(at) = text.rfind("# EOF") {
+            text.insert_str(at, extra);
+        } else {
+            text.push_str(extra);
+        }
+        let (body, content_type) = if open {
+            (
+                text,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        } else {
+            (
+                classic_text(&text),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        };
+        let mut resp = body.into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp
     }
+}
+
+/// OpenMetrics text as Prometheus' classic text format (0.0.4): counters' HELP and
+/// TYPE lines name the `_total` series, and `# UNIT` and `# EOF` go.
+pub fn classic_text(open: &str) -> String {
+    let mut out = String::with_capacity(open.len());
+    let mut help: Option<(&str, &str)> = None;
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some((name, text)) = help.take() {
+                // A HELP without a TYPE: keep it as it was.
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            help = Some(rest.split_once(' ').unwrap_or((rest, "")));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            if let Some((_, text)) = help.take() {
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn method_verb(m: &Method) -> &'static str {
@@ -175,5 +232,15 @@ mod tests {
             text.contains("apiserver_request_duration_seconds_bucket"),
             "{text}"
         );
+        let classic = classic_text(&text);
+        assert!(
+            classic.contains("# TYPE apiserver_request_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP apiserver_request_total Counter of"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF"), "{classic}");
     }
 }

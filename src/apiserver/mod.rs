@@ -10,15 +10,20 @@
 //! - [`resource`]: get, list, create, update, patch, delete on the store's objects, with
 //!   [`query`] parameters, [`table`] rendering and [`watch`] streams;
 //! - [`error`]: every error as a `Status`;
-//! - [`metrics`], [`health`]: `/metrics`, `/healthz`, `/readyz`, `/livez`.
+//! - [`metrics`], [`vmi_metrics`], [`health`]: `/metrics` (API requests and KubeVirt's
+//!   VMI series), `/healthz`, `/readyz`, `/livez`;
+//! - [`auth`], [`audit`], [`tls`]: bearer tokens and roles per listener, the audit
+//!   log, HTTPS with the server's own CA or the operator's certificate.
 //!
-//! [`run`] serves a [`Listeners`] pair (TCP and the Unix socket) until its shutdown input
+//! [`run`] serves [`Listeners`] (loopback HTTP, HTTPS, the Unix socket) until its shutdown input
 //! completes, then stops accepting, ends watch streams and waits for in-flight requests.
 #![forbid(unsafe_code)]
 // `ApiError` (160 bytes) is the API machinery's one error type; handlers return it
 // unboxed, as the store does, and it is rendered once at the edge.
 #![allow(clippy::result_large_err)]
 
+pub mod audit;
+pub mod auth;
 pub mod console;
 pub mod discovery;
 pub mod error;
@@ -34,6 +39,8 @@ pub mod subresource;
 pub mod table;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tls;
+pub mod vmi_metrics;
 pub mod watch;
 
 use crate::store::Objects;
@@ -49,7 +56,7 @@ use openapi::OpenApi;
 use path::Target;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +75,8 @@ pub enum ServeError {
     },
     #[error("Serving HTTP failed")]
     Serve(#[source] std::io::Error),
+    #[error("HTTPS listeners need a serving certificate and the token store")]
+    NoTls,
 }
 
 /// Shared state of all handlers.
@@ -81,6 +90,10 @@ struct Inner {
     resources: Vec<ResourceDef>,
     openapi: OpenApi,
     metrics: metrics::Metrics,
+    /// Tokens and audit log; `None` (tests, embedded servers): trusted listeners only.
+    security: Option<Arc<auth::Security>>,
+    /// The VMs this process runs, for the per-VMI metrics.
+    vm_stats: Arc<crate::vmm::stats::Registry>,
     /// Cancelled when shutdown starts: long-running requests (watches) end.
     shutdown: CancellationToken,
     shutting_down: AtomicBool,
@@ -96,10 +109,32 @@ impl AppState {
                 resources,
                 openapi,
                 metrics: metrics::Metrics::new(),
+                security: None,
+                vm_stats: Arc::default(),
                 shutdown: CancellationToken::new(),
                 shutting_down: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// This state with `security` (tokens, audit log) for the listeners. Call before
+    /// the state is cloned.
+    pub fn with_security(mut self, security: auth::Security) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_security is called on a fresh, unshared state")
+            .security = Some(Arc::new(security));
+        self
+    }
+
+    /// The registry of running VMs whose statistics `/metrics` shows (the local agent
+    /// registers its VMs here).
+    pub fn vm_stats(&self) -> &Arc<crate::vmm::stats::Registry> {
+        &self.inner.vm_stats
+    }
+
+    /// The request metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// The served resource definitions.
@@ -124,7 +159,8 @@ impl AppState {
     }
 }
 
-/// The router with every endpoint, metrics around all of them.
+/// The router with every endpoint as a trusted (Unix-socket) listener serves it,
+/// metrics around all of them.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
@@ -132,7 +168,11 @@ pub fn router(state: AppState) -> Router {
 /// [`router`] plus `extra` routes served by other roles (storage's upload endpoints), under
 /// the same layers.
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    let metrics = state.inner.metrics.clone();
+    listener_router(&state, extra, auth::Trust::Local("system:unix-socket"))
+}
+
+/// Every endpoint (and `extra`), without the per-listener layers.
+fn routes(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
         .merge(extra)
         .route("/version", get(version))
@@ -164,10 +204,6 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/apis", axum::routing::any(api))
         .route("/apis/{*rest}", axum::routing::any(api))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            metrics::track,
-        ))
         .with_state(state)
 }
 
@@ -195,8 +231,10 @@ async fn live() -> Response {
     health::report(true)
 }
 
-async fn metrics_text(State(s): State<AppState>) -> Response {
-    s.inner.metrics.response()
+async fn metrics_text(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let mut vmis = vmi_metrics::phase_counts(&s.inner.objects);
+    vmis.push_str(&vmi_metrics::vm_samples(&s.inner.vm_stats));
+    s.inner.metrics.response(&headers, &vmis)
 }
 
 async fn openapi_index(State(s): State<AppState>) -> Response {
@@ -273,48 +311,118 @@ async fn api(
     }
 }
 
-/// The listening sockets: TCP (`--listen`) and the Unix socket under the data dir.
-#[derive(Debug)]
+/// The listening sockets: plain HTTP (loopback), HTTPS, and the Unix socket under the
+/// data dir.
 pub struct Listeners {
-    pub tcp: TcpListener,
+    pub http: Vec<TcpListener>,
+    pub https: Vec<tls::TlsListener>,
     pub unix: Option<(UnixListener, PathBuf)>,
 }
 
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("http", &self.http)
+            .field("https", &self.https.len())
+            .field("unix", &self.unix)
+            .finish()
+    }
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+fn bind_unix(p: &Path) -> Result<UnixListener, ServeError> {
+    let bind_err = |source| ServeError::Bind {
+        addr: p.display().to_string(),
+        source,
+    };
+    match std::fs::remove_file(p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let l = UnixListener::bind(p).map_err(bind_err)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(l)
+}
+
 impl Listeners {
-    /// Binds `addr` (port 0 picks a free port) and, if given, the Unix socket at
-    /// `socket` (a stale socket file from an earlier run is replaced; mode 0600).
+    /// Binds `addr` for plain HTTP (port 0 picks a free port) and, if given, the Unix
+    /// socket at `socket` (a stale socket file from an earlier run is replaced; mode 0600).
     pub async fn bind(addr: SocketAddr, socket: Option<&Path>) -> Result<Self, ServeError> {
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let unix = match socket {
-            None => None,
-            Some(p) => {
-                let bind_err = |source| ServeError::Bind {
-                    addr: p.display().to_string(),
-                    source,
-                };
-                match std::fs::remove_file(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(bind_err(e)),
-                }
-                let l = UnixListener::bind(p).map_err(bind_err)?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
-                    .map_err(bind_err)?;
-                Some((l, p.to_path_buf()))
-            }
-        };
-        Ok(Self { tcp, unix })
+        Self::bind_all(&[addr], &[], None, socket).await
     }
 
-    /// The bound TCP address (the real port when bound to port 0).
+    /// Binds every plain-HTTP address, every HTTPS address (served with `tls`, which
+    /// must be given when `https` is not empty) and the Unix socket.
+    pub async fn bind_all(
+        http: &[SocketAddr],
+        https: &[SocketAddr],
+        tls: Option<Arc<rustls::ServerConfig>>,
+        socket: Option<&Path>,
+    ) -> Result<Self, ServeError> {
+        let mut plain = Vec::new();
+        for a in http {
+            plain.push(bind_tcp(*a).await?);
+        }
+        let mut secure = Vec::new();
+        if !https.is_empty() {
+            let tls = tls.ok_or(ServeError::NoTls)?;
+            for a in https {
+                let l = bind_tcp(*a).await?;
+                secure.push(tls::TlsListener::new(l, tls.clone()).map_err(|source| {
+                    ServeError::Bind {
+                        addr: a.to_string(),
+                        source,
+                    }
+                })?);
+            }
+        }
+        let unix = match socket {
+            None => None,
+            Some(p) => Some((bind_unix(p)?, p.to_path_buf())),
+        };
+        Ok(Self {
+            http: plain,
+            https: secure,
+            unix,
+        })
+    }
+
+    /// The first bound TCP address, plain HTTP before HTTPS (the real port when bound to
+    /// port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.tcp.local_addr()
+        if let Some(l) = self.http.first() {
+            return l.local_addr();
+        }
+        match self.https.first() {
+            Some(l) => axum::serve::Listener::local_addr(l),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no TCP listener",
+            )),
+        }
+    }
+
+    /// The bound plain-HTTP addresses.
+    pub fn http_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.http.iter().map(TcpListener::local_addr).collect()
+    }
+
+    /// The bound HTTPS addresses.
+    pub fn https_addrs(&self) -> std::io::Result<Vec<SocketAddr>> {
+        self.https
+            .iter()
+            .map(axum::serve::Listener::local_addr)
+            .collect()
     }
 }
 
@@ -323,8 +431,12 @@ impl Listeners {
 pub struct ServeConfig {
     /// The store lives in `<data_dir>/store`, the Unix socket at `<data_dir>/monovirt.sock`.
     pub data_dir: PathBuf,
-    /// The TCP address (port 0 picks a free port).
-    pub listen: SocketAddr,
+    /// Plain-HTTP addresses (loopback; port 0 picks a free port).
+    pub listen: Vec<SocketAddr>,
+    /// HTTPS addresses (bearer tokens required).
+    pub tls_listen: Vec<SocketAddr>,
+    /// The serving certificate when `tls_listen` is not empty.
+    pub tls: Option<tls::ServingCert>,
 }
 
 /// Errors of [`Server::bind`] and [`Server::run`].
@@ -334,6 +446,10 @@ pub enum ServerError {
     DataDir(PathBuf, #[source] std::io::Error),
     #[error("Cannot open the store")]
     Store(#[from] crate::store::StoreError),
+    #[error("Cannot prepare the bearer tokens")]
+    Tokens(#[from] crate::auth::token::TokenError),
+    #[error("Cannot open the audit log {0}")]
+    Audit(PathBuf, #[source] std::io::Error),
     #[error(transparent)]
     Serve(#[from] ServeError),
 }
@@ -346,19 +462,40 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store under the data dir and binds TCP and the Unix socket.
+    /// Opens the store under the data dir, issues the first-start tokens, opens the
+    /// audit log and binds every listener.
     pub async fn bind(
         config: &ServeConfig,
         resources: Vec<ResourceDef>,
     ) -> Result<Self, ServerError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| ServerError::DataDir(config.data_dir.clone(), e))?;
-        let objects = Objects::open(&config.data_dir.join("store"))?;
-        let listeners =
-            Listeners::bind(config.listen, Some(&config.data_dir.join("monovirt.sock"))).await?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        {
+            // The data dir holds tokens, keys and guests' disks: root's only.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| ServerError::DataDir(dir.clone(), e))?;
+        }
+        let objects = Objects::open(&dir.join("store"))?;
+        let tokens = crate::auth::Tokens::in_data_dir(dir);
+        tokens.bootstrap(dir)?;
+        let audit_path = dir.join("audit.log");
+        let audit =
+            audit::AuditLog::open(&audit_path).map_err(|e| ServerError::Audit(audit_path, e))?;
+        let listeners = Listeners::bind_all(
+            &config.listen,
+            &config.tls_listen,
+            config.tls.as_ref().map(|t| t.server.clone()),
+            Some(&dir.join("monovirt.sock")),
+        )
+        .await?;
+        let security = auth::Security {
+            tokens,
+            audit: Some(audit),
+        };
         Ok(Self {
             listeners,
-            state: AppState::new(objects, resources),
+            state: AppState::new(objects, resources).with_security(security),
             extra: Router::new(),
         })
     }
@@ -369,14 +506,24 @@ impl Server {
         self.extra = extra.merge(routes);
     }
 
-    /// The bound TCP address.
+    /// The first bound TCP address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listeners.local_addr()
+    }
+
+    /// The bound listeners.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
     }
 
     /// The store the server serves (for roles running in the same process).
     pub fn objects(&self) -> &Objects {
         self.state.objects()
+    }
+
+    /// The handlers' shared state.
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// Serves until `shutdown` completes; see [`run`].
@@ -387,6 +534,22 @@ impl Server {
         run_with(self.listeners, self.state, self.extra, shutdown).await?;
         Ok(())
     }
+}
+
+/// The router for one listener: the auth gate (with `trust`) inside the metrics layer,
+/// so refused requests are counted too.
+fn listener_router(state: &AppState, extra: Router<AppState>, trust: auth::Trust) -> Router {
+    let metrics = state.inner.metrics.clone();
+    let gate = auth::Gate {
+        security: state.inner.security.clone(),
+        trust,
+    };
+    routes(state.clone(), extra)
+        .layer(axum::middleware::from_fn_with_state(gate, auth::gate))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
 }
 
 /// Serves the API on `listeners` until `shutdown` completes, then stops accepting, ends
@@ -406,7 +569,9 @@ pub async fn run_with(
     extra: Router<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let app = router_with(state.clone(), extra);
+    if !listeners.https.is_empty() && state.inner.security.is_none() {
+        return Err(ServeError::NoTls);
+    }
     let token = state.inner.shutdown.clone();
     let trigger = {
         let state = state.clone();
@@ -416,22 +581,51 @@ pub async fn run_with(
             state.begin_shutdown();
         })
     };
-    let tcp = axum::serve(listeners.tcp, app.clone())
-        .with_graceful_shutdown(token.clone().cancelled_owned());
-    let result = match listeners.unix {
-        Some((unix, path)) => {
-            let uds =
-                axum::serve(unix, app).with_graceful_shutdown(token.clone().cancelled_owned());
-            let (a, b) = tokio::join!(tcp, uds);
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), "removing the socket: {e}");
-            }
-            a.and(b)
+    let mut servers: Vec<futures_util::future::BoxFuture<'static, std::io::Result<()>>> =
+        Vec::new();
+    let done = || token.clone().cancelled_owned();
+    for l in listeners.http {
+        let app = listener_router(&state, extra.clone(), auth::Trust::Local("system:loopback"));
+        servers.push(Box::pin(
+            axum::serve(l, app)
+                .with_graceful_shutdown(done())
+                .into_future(),
+        ));
+    }
+    for l in listeners.https {
+        let app = listener_router(&state, extra.clone(), auth::Trust::Tokens);
+        servers.push(Box::pin(
+            axum::serve(l, app)
+                .with_graceful_shutdown(done())
+                .into_future(),
+        ));
+    }
+    let mut socket_path = None;
+    if let Some((l, path)) = listeners.unix {
+        let app = listener_router(
+            &state,
+            extra.clone(),
+            auth::Trust::Local("system:unix-socket"),
+        );
+        servers.push(Box::pin(
+            axum::serve(l, app)
+                .with_graceful_shutdown(done())
+                .into_future(),
+        ));
+        socket_path = Some(path);
+    }
+    let results = futures_util::future::join_all(servers).await;
+    if let Some(path) = socket_path {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), "removing the socket: {e}");
         }
-        None => tcp.await,
-    };
+    }
     trigger.abort();
-    result.map_err(ServeError::Serve)
+    results
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| ())
+        .map_err(ServeError::Serve)
 }
 
 #[cfg(test)]

@@ -181,6 +181,7 @@ pub fn create(
     mmio: &Bus,
     config: &VmConfig,
     crash: Box<dyn Fn(String) + Send>,
+    stats: &super::stats::VmStats,
 ) -> Result<DeviceManager, DeviceError> {
     let mem: Mem = Arc::new(guest.clone());
     let mut devices: Vec<(String, SharedVirtioDevice<Mem>)> = Vec::new();
@@ -194,6 +195,7 @@ pub fn create(
             workers: DEFAULT_WORKERS,
         })
         .map_err(device_err(format!("disk {}", disk.path.display())))?;
+        stats.add_drive(disk.serial.as_deref().unwrap_or(&name), dev.metrics());
         devices.push((name, Arc::new(Mutex::new(dev))));
     }
     for (i, nic) in config.nics.iter().enumerate() {
@@ -212,6 +214,7 @@ pub fn create(
             mac,
             backend: NetBackend::Tap(tap),
         });
+        stats.add_net(&format!("net{i}"), dev.metrics());
         devices.push((format!("net{i}"), Arc::new(Mutex::new(dev))));
     }
     if let Some(v) = &config.vsock {

@@ -94,6 +94,7 @@ pub struct VmHandle {
     kick: Arc<EventFd>,
     exit: Arc<ExitSlot>,
     exit_rx: watch::Receiver<Option<ExitReason>>,
+    stats: Arc<super::stats::VmStats>,
     _owner: Arc<Owner>,
 }
 
@@ -104,6 +105,7 @@ impl VmHandle {
         kick: Arc<EventFd>,
         exit: Arc<ExitSlot>,
         exit_rx: watch::Receiver<Option<ExitReason>>,
+        stats: Arc<super::stats::VmStats>,
     ) -> Self {
         let owner = Arc::new(Owner {
             tx: tx.clone(),
@@ -115,8 +117,14 @@ impl VmHandle {
             kick,
             exit,
             exit_rx,
+            stats,
             _owner: owner,
         }
+    }
+
+    /// The VM's read-only statistics (vCPU time, resident memory, device counters).
+    pub fn stats(&self) -> Arc<super::stats::VmStats> {
+        self.stats.clone()
     }
 
     /// The VM's name.

@@ -9,7 +9,8 @@
 //! - [`console`]: where COM1 goes; [`config`]: what a VM is made of;
 //! - [`device_manager`]: the PCI root complex and virtio devices (configured by
 //!   [`device_config`]), with MSI-X through KVM irqfds and GSI routes ([`msi`]);
-//! - [`run`]: `monovirt run`, one VM in the foreground; [`terminal`]: its raw-mode stdin.
+//! - [`run`]: `monovirt run`, one VM in the foreground; [`terminal`]: its raw-mode stdin;
+//! - [`stats`]: read-only vCPU, memory and device statistics for `/metrics`.
 //!
 //! Trust boundary: everything the guest writes (port/MMIO data, ACPI register values)
 //! is handled on its vCPU thread by code that checks ranges and never panics on guest
@@ -25,6 +26,7 @@ pub mod handle;
 pub mod memory;
 pub mod msi;
 pub mod run;
+pub mod stats;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;

@@ -160,6 +160,8 @@ pub struct VcpuContext {
     pub exit: Arc<ExitSlot>,
     /// Wakes the event thread when this vCPU ends the VM.
     pub exit_evt: Arc<EventFd>,
+    /// Where this thread registers itself for CPU-time statistics.
+    pub stats: Arc<super::stats::VmStats>,
 }
 
 /// Spawns the thread for vCPU `index`.
@@ -167,6 +169,7 @@ pub fn spawn(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHan
     std::thread::Builder::new()
         .name(format!("vcpu-{}-{index}", ctx.vm))
         .spawn(move || {
+            ctx.stats.vcpu_started(index);
             let result = catch_unwind(AssertUnwindSafe(|| run_loop(index, &mut fd, &ctx)));
             KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
             if let Err(panic) = result {

@@ -121,6 +121,7 @@ struct VmParts {
     cmd_evt: Arc<EventFd>,
     rx: mpsc::Receiver<Request>,
     console: ConsoleConfig,
+    stats: Arc<super::stats::VmStats>,
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -271,7 +272,9 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
             let _ = exit_evt.write(1);
         })
     };
-    let devices = device_manager::create(&vm, &memory.guest, &pio, &mmio, &config, crash)?;
+    // Read-only statistics for /metrics: vCPU threads, the memfd, device counters.
+    let stats = Arc::new(super::stats::VmStats::new(memory.file.try_clone().ok()));
+    let devices = device_manager::create(&vm, &memory.guest, &pio, &mmio, &config, crash, &stats)?;
 
     // vCPUs and their CPUID.
     let mut base_cpuid = arch::regs::supported_cpuid(&kvm)?;
@@ -344,12 +347,13 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
         cmd_evt: cmd_evt.clone(),
         rx,
         console: config.console.clone(),
+        stats: stats.clone(),
     };
     std::thread::Builder::new()
         .name(format!("vmm-{name}"))
         .spawn(move || event_thread(parts))
         .map_err(io_err("the VM event thread"))?;
-    Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx))
+    Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx, stats))
 }
 
 const TOKEN_CMD: u64 = 0;
@@ -572,6 +576,7 @@ fn command(
                 control: parts.control.clone(),
                 exit: parts.exit.clone(),
                 exit_evt: parts.exit_evt.clone(),
+                stats: parts.stats.clone(),
             };
             for (i, fd) in parts.vcpu_fds.drain(..).enumerate() {
                 match vcpu::spawn(i as u32, fd, ctx.clone()) {

@@ -109,7 +109,15 @@ impl BinaryServer {
     /// `monovirt serve` with `extra` arguments (`--no-agent`, `--node-name`, ...).
     pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            // An empty config: a host's /etc/monovirt/config.toml must not leak in.
+            .args([
+                "serve",
+                "--config",
+                "/dev/null",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(dir.path())
             .args(extra)
             // MONOVIRT_TEST_LOG=info shows the server's log while debugging a test.
