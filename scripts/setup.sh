@@ -61,8 +61,25 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=600 update
-apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${APT_PACKAGES[@]}"
+# Only what is missing is installed, so a machine that has everything never depends on
+# the package mirrors being reachable (or in sync) to run the suite.
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if ((${#missing[@]})); then
+    echo "setup.sh: installing ${missing[*]}"
+    # A mirror caught mid-sync fails `update` for one index; retry, then go on with the
+    # indexes we have: the install below fails loudly if a package really cannot be had.
+    for attempt in 1 2 3; do
+        apt-get -o DPkg::Lock::Timeout=600 update && break
+        echo "setup.sh: apt-get update failed (attempt $attempt)" >&2
+        sleep 5
+    done
+    apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+fi
 
 if ! command -v rustup >/dev/null 2>&1; then
     echo "setup.sh: rustup not found on PATH; install the Rust toolchain first" >&2
