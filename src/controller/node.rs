@@ -43,10 +43,14 @@ pub fn stale(node: &Node, now: DateTime<Utc>, grace: Duration) -> bool {
     };
     let grace = k8s_openapi::chrono::Duration::from_std(grace)
         .unwrap_or(k8s_openapi::chrono::Duration::MAX);
+    // A node that never posted a heartbeat gets the grace period from its creation, as
+    // kube-controller-manager's startup grace does, so a node registered by hand is not
+    // lost the instant the controller first sees it.
     match c
         .last_heartbeat_time
         .as_ref()
         .or(c.last_transition_time.as_ref())
+        .or(node.metadata.creation_timestamp.as_ref())
     {
         Some(t) => now - t.0 > grace,
         None => true,
