@@ -179,7 +179,15 @@ async fn fill<R: AsyncRead + Unpin + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::R
 }
 
 fn is_disk_full(e: &io::Error) -> bool {
+    // Buffered and async writers may wrap the OS error or report only its kind.
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<io::Error>())
+            .is_some_and(is_disk_full)
 }
 
 /// Sorts a read error of the (decompressed) stream.
