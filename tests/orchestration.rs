@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Polls `path` until `ok` holds for its JSON (or its absence, as `Value::Null`); panics
 /// with the last answer after a generous deadline (a hang, not a speed check).
 async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let r = get(addr, path).await;
         let v = if r.code() == 404 {
