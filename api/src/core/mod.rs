@@ -10,6 +10,7 @@ pub mod node;
 pub mod pv;
 pub mod pvc;
 pub mod secret;
+pub mod volume;
 
 /// The API version of the core group.
 pub const VERSION: &str = "v1";

@@ -2,18 +2,12 @@
 //! `Filesystem`, phase `Pending`) and validation, as kube-apiserver does them. monovirt's
 //! local provisioner creates one per bound claim, a `hostPath` directory holding `disk.img`.
 
-use crate::quantity;
+use super::volume;
 use crate::status::Cause;
-use crate::validation::{invalid, not_supported, required};
+use crate::validation::{forbidden, invalid, not_supported, required};
 pub use k8s_openapi::api::core::v1::PersistentVolume;
 use serde_json::{json, Value};
 
-const ACCESS_MODES: &[&str] = &[
-    "ReadWriteOnce",
-    "ReadOnlyMany",
-    "ReadWriteMany",
-    "ReadWriteOncePod",
-];
 const RECLAIM_POLICIES: &[&str] = &["Retain", "Delete", "Recycle"];
 
 /// Defaults a PersistentVolume.
@@ -25,28 +19,14 @@ const RECLAIM_POLICIES: &[&str] = &["Retain", "Delete", "Recycle"];
 /// assert_eq!(pv["status"]["phase"], "Pending");
 /// ```
 pub fn default(obj: &mut Value) {
-    let Some(map) = obj.as_object_mut() else {
-        return;
-    };
-    if let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) {
+    volume::default(obj, |spec| {
         if spec
             .get("persistentVolumeReclaimPolicy")
             .is_none_or(Value::is_null)
         {
             spec.insert("persistentVolumeReclaimPolicy".into(), json!("Retain"));
         }
-        if spec.get("volumeMode").is_none_or(Value::is_null) {
-            spec.insert("volumeMode".into(), json!("Filesystem"));
-        }
-    }
-    let status = map.entry("status").or_insert_with(|| json!({}));
-    if let Some(s) = status.as_object_mut() {
-        if s.get("phase")
-            .is_none_or(|p| p.as_str().unwrap_or("").is_empty())
-        {
-            s.insert("phase".into(), json!("Pending"));
-        }
-    }
+    });
 }
 
 /// Validates a PersistentVolume beyond its schema: access modes, capacity, reclaim policy,
@@ -62,40 +42,13 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
     let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
         return vec![Cause::required("spec")];
     };
-    let modes = spec.get("accessModes").and_then(Value::as_array);
-    if modes.is_none_or(Vec::is_empty) {
-        causes.push(required(
-            "spec.accessModes",
-            "at least 1 access mode is required",
-        ));
-    }
-    for (i, m) in modes.into_iter().flatten().enumerate() {
-        if !ACCESS_MODES.contains(&m.as_str().unwrap_or("")) {
-            causes.push(not_supported(
-                format!("spec.accessModes[{i}]"),
-                m,
-                ACCESS_MODES,
-            ));
-        }
-    }
-    match spec.pointer("/capacity/storage") {
-        None => causes.push(Cause::required("spec.capacity[storage]")),
-        Some(q) => {
-            let s = q
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| q.to_string());
-            match quantity::parse(&s) {
-                Ok(p) if p.is_zero() || p.is_negative() => causes.push(invalid(
-                    "spec.capacity.storage",
-                    q,
-                    "must be greater than zero",
-                )),
-                Ok(_) => {}
-                Err(e) => causes.push(invalid("spec.capacity.storage", q, &e.to_string())),
-            }
-        }
-    }
+    causes.extend(volume::access_mode_causes(spec));
+    causes.extend(volume::size_cause(
+        spec,
+        "/capacity/storage",
+        "spec.capacity.storage",
+        "spec.capacity[storage]",
+    ));
     if let Some(p) = spec
         .get("persistentVolumeReclaimPolicy")
         .and_then(Value::as_str)
@@ -118,10 +71,7 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
     match sources {
         0 => causes.push(required("spec", "must specify a volume type")),
         1 => {}
-        _ => causes.push(crate::validation::forbidden(
-            "spec",
-            "may not specify more than 1 volume type",
-        )),
+        _ => causes.push(forbidden("spec", "may not specify more than 1 volume type")),
     }
     for src in ["hostPath", "local"] {
         if let Some(p) = spec.get(src).filter(|v| !v.is_null()) {
