@@ -143,12 +143,18 @@ enum Cmd {
     Run(monovirt::vmm::run::RunArgs),
     /// Run a node agent and VMM that join the control plane at --server.
     Agent {
-        /// The API server: http://HOST:PORT or unix:PATH.
+        /// The API server: https://HOST:PORT, http://HOST:PORT or unix:PATH.
         #[arg(long)]
         server: String,
         /// The join token (`<data-dir>/join-token` of `monovirt serve`).
         #[arg(long, env = "MONOVIRT_TOKEN", hide_env_values = true)]
         token: String,
+        /// The CA that signed the https:// server's certificate: a PEM file (the server's
+        /// `<data-dir>/tls/ca.crt`) or a kubeconfig (`monovirt kubeconfig`) [default: the
+        /// local server's /var/lib/monovirt/tls/ca.crt if it exists, else the public web
+        /// roots].
+        #[arg(long, env = "MONOVIRT_CA_FILE")]
+        ca_file: Option<PathBuf>,
         /// Where this node's images and VM files live.
         #[arg(long, default_value = "/var/lib/monovirt-agent")]
         data_dir: PathBuf,
@@ -484,8 +490,24 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// `monovirt agent`: the node agent against a remote API server.
-async fn agent(server: String, token: String, config: AgentConfig) -> anyhow::Result<()> {
-    let client = monovirt::client::Client::http_with_token(&server, Some(&token))
+async fn agent(
+    server: String,
+    token: String,
+    ca_file: Option<PathBuf>,
+    config: AgentConfig,
+) -> anyhow::Result<()> {
+    use monovirt::client::tls::TlsOptions;
+    // A server on this host keeps its own CA here (k3s agents on a server node do the same).
+    let local_ca = Path::new("/var/lib/monovirt/tls/ca.crt");
+    let ca_file = ca_file.or_else(|| {
+        (server.starts_with("https://") && local_ca.exists()).then(|| local_ca.to_path_buf())
+    });
+    let tls = match &ca_file {
+        Some(p) => TlsOptions::from_file(p)
+            .with_context(|| format!("loading the CA from {}", p.display()))?,
+        None => TlsOptions::default(),
+    };
+    let client = monovirt::client::Client::http_with_tls(&server, Some(&token), &tls)
         .context("connecting to the API server")?;
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(monovirt::agent::run(client, config, stop.clone()));
@@ -687,12 +709,13 @@ fn main() -> ExitCode {
         Cmd::Agent {
             server,
             token,
+            ca_file,
             data_dir,
             node,
         } => {
             init_logging(cli.log_format.unwrap_or_default(), tracing::Level::INFO);
             let config = node.config(data_dir, Some(server.clone()));
-            runtime().and_then(|rt| rt.block_on(agent(server, token, config)))
+            runtime().and_then(|rt| rt.block_on(agent(server, token, ca_file, config)))
         }
         Cmd::ImageUpload(args) => {
             init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);

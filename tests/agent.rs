@@ -25,24 +25,6 @@ const SUB_VMS: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virt
 const SUB_VMIS: &str =
     "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances";
 
-/// Polls `path` until `ok` holds (absent objects are `Value::Null`).
-async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let r = get(addr, path).await;
-        let v = if r.code() == 404 {
-            Value::Null
-        } else {
-            r.json()
-        };
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: last answer {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Imports the test guest into the image store of the node whose data dir is `dir`.
 fn import_guest(dir: &Path) {
     let elf = common::guest::guest_elf().expect("the test guest builds");
@@ -96,38 +78,80 @@ fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["status"]["phase"] == phase
 }
 
-fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
-    v["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
+/// A VMI's console through the API's console subresource.
+struct Console {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Everything read so far.
+    text: String,
+}
+
+impl Console {
+    async fn open(addr: SocketAddr, vmi: &str) -> Self {
+        let url = format!("ws://{addr}{SUB_VMIS}/{vmi}/console");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("console WebSocket");
+        Self {
+            ws,
+            text: String::new(),
+        }
+    }
+
+    /// Reads until `needle` has shown up; returns everything read.
+    async fn until(&mut self, needle: &str) -> &str {
+        while !self.text.contains(needle) {
+            self.until_more(self.text.len(), needle).await;
+        }
+        &self.text
+    }
+
+    /// Reads until the guest's `key=value` line is complete; returns everything read.
+    async fn until_line(&mut self, key: &str) -> &str {
+        let start = format!("{key}=");
+        while !self
+            .text
+            .find(&start)
+            .is_some_and(|at| self.text[at..].contains('\n'))
+        {
+            self.until_more(self.text.len(), &start).await;
+        }
+        &self.text
+    }
+
+    /// Reads until the text grows past `len` bytes (waiting for `what`).
+    async fn until_more(&mut self, len: usize, what: &str) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.text.len() <= len {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {what:?} on the console; got {}", self.text));
+            match msg {
+                Some(Ok(Message::Binary(b))) => self.text.push_str(&String::from_utf8_lossy(&b)),
+                Some(Ok(Message::Text(t))) => self.text.push_str(t.as_str()),
+                Some(Ok(_)) => {}
+                other => panic!(
+                    "console ended ({other:?}) before {what:?}; got {}",
+                    self.text
+                ),
+            }
+        }
+    }
 }
 
 /// Reads the console WebSocket until `needle` shows up; returns everything read.
 async fn console_until(addr: SocketAddr, vmi: &str, needle: &str) -> String {
-    let url = format!("ws://{addr}{SUB_VMIS}/{vmi}/console");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("console WebSocket");
-    let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !text.contains(needle) {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {needle:?} on the console; got {text}"));
-        match msg {
-            Some(Ok(Message::Binary(b))) => text.push_str(&String::from_utf8_lossy(&b)),
-            Some(Ok(Message::Text(t))) => text.push_str(t.as_str()),
-            Some(Ok(_)) => {}
-            other => panic!("console ended ({other:?}) before {needle:?}; got {text}"),
-        }
-    }
+    let mut console = Console::open(addr, vmi).await;
+    console.until(needle).await;
     // Input travels too (the test guest does not read it; the VM must take it).
-    ws.send(Message::Binary(b"\r\n".to_vec().into()))
+    console
+        .ws
+        .send(Message::Binary(b"\r\n".to_vec().into()))
         .await
         .expect("console input");
-    let _ = ws.close(None).await;
-    text
+    let _ = console.ws.close(None).await;
+    console.text
 }
 
 /// Types `line` into the console subresource once the `echo` guest is ready, and waits
@@ -377,6 +401,12 @@ async fn console_round_trip_and_rerun_on_failure_restarts_a_crashing_guest_once_
         get(addr, &vmi_path("once")).await.json()["metadata"]["uid"],
         once["metadata"]["uid"]
     );
+    // ... and its VM is Stopped: Once does not restart, so it never backs off.
+    let once_vm = wait_for(addr, &format!("{VMS}/once"), "Once VM Stopped", |v| {
+        v["status"]["printableStatus"] == "Stopped"
+    })
+    .await;
+    assert_eq!(once_vm["status"]["startFailure"], Value::Null);
     // The finished VMIs hold no finalizer and no files.
     let kept = wait_for(addr, &vmi_path("done"), "finalizer released", |v| {
         v["metadata"]["finalizers"]
@@ -407,6 +437,89 @@ async fn console_round_trip_and_rerun_on_failure_restarts_a_crashing_guest_once_
     wait_no_vm_threads(s.child.id()).await;
 }
 
+/// A VMI (no VM) booting the test guest with `words`, with a long grace period: a guest
+/// that ignored the power button would be forced off only after 60 s, as Failed.
+fn guest_vmi(name: &str, words: &str) -> Value {
+    let vm = guest_vm(name, "Once", words);
+    let mut spec = vm["spec"]["template"]["spec"].clone();
+    spec["terminationGracePeriodSeconds"] = json!(60);
+    json!({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": spec,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_vmi_powers_its_guest_off_through_the_acpi_power_button() {
+    if !vmm_support::kvm_available() {
+        return;
+    }
+    let s = serve(&[]);
+    let addr = s.addr;
+    let r = post(addr, VMIS, &guest_vmi("button", "wait")).await;
+    assert_eq!(r.code(), 201, "{}", r.text());
+    let vmi = wait_for(
+        addr,
+        &vmi_path("button"),
+        "VMI Running",
+        phase_is("Running"),
+    )
+    .await;
+    // The guest found the power button's GPE method in our DSDT and armed the SCI.
+    let mut console = Console::open(addr, "button").await;
+    let text = console.until_line("acpi.sci_route").await.to_string();
+    let report = common::guest::Report::parse(&text);
+    assert_eq!(report.get("acpi.gpe_methods"), Some("0"), "{text}");
+    assert_eq!(report.get("acpi.events"), Some("gpe:0"), "{text}");
+    assert!(
+        report
+            .get("acpi.sci_route")
+            .is_some_and(|r| r.ends_with(",ok")),
+        "{text}"
+    );
+
+    let watch_path = format!(
+        "{VMIS}?watch=true&fieldSelector=metadata.name%3Dbutton&resourceVersion={}",
+        vmi["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("resourceVersion")
+    );
+    let mut watch = Watch::start(addr, &watch_path, "application/json").await;
+    // Accepted: the agent's finalizer holds the VMI until its guest is gone.
+    assert_eq!(delete(addr, &vmi_path("button"), None).await.code(), 202);
+    // The guest saw the button press and powers off by itself ...
+    let text = console.until_line("acpi.event").await.to_string();
+    let report = common::guest::Report::parse(&text);
+    assert_eq!(report.get("acpi.event"), Some("gpe:0"), "{text}");
+    // ... so the VMI ends Succeeded ("guest powered off"), not forced, and then goes.
+    let mut last = Value::Null;
+    while let Some(event) = watch.next().await {
+        if event["type"] == "DELETED" {
+            last = event["object"].clone();
+            break;
+        }
+    }
+    assert_eq!(last["status"]["phase"], "Succeeded", "{last}");
+    let ready = condition(&last, "Ready").expect("Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["message"], "guest powered off", "{last}");
+    wait_no_vm_threads(s.child.id()).await;
+    assert!(run_dir_entries(s.dir.path()).is_empty());
+    let events = get(addr, "/api/v1/namespaces/default/events").await.json();
+    let messages: Vec<&str> = events["items"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "button")
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages.contains(&"Signaled Deletion: guest powered off"),
+        "{messages:?}"
+    );
+}
+
 /// A `monovirt agent` process joining `server` as `node`, with its own data dir.
 struct AgentProcess {
     child: Child,
@@ -414,13 +527,19 @@ struct AgentProcess {
 }
 
 impl AgentProcess {
+    /// An agent joining `server` over plain HTTP.
     fn start(server: &BinaryServer, node: &str) -> Self {
+        Self::start_at(server, &server.base(), &[], node)
+    }
+
+    /// An agent joining `server` at `url` with `extra` arguments.
+    fn start_at(server: &BinaryServer, url: &str, extra: &[&str], node: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         import_guest(dir.path());
-        let token = std::fs::read_to_string(server.dir.path().join("join-token"))
-            .unwrap_or_else(|_| "no-auth-yet".into());
+        let token = join_token(server);
         let child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-            .args(["agent", "--server", &server.base(), "--node-name", node])
+            .args(["agent", "--server", url, "--node-name", node])
+            .args(extra)
             .args(["--heartbeat-interval", "500ms", "--data-dir"])
             .arg(dir.path())
             .env("MONOVIRT_TOKEN", token.trim())
@@ -430,6 +549,14 @@ impl AgentProcess {
             .expect("spawn monovirt agent");
         Self { child, _dir: dir }
     }
+}
+
+/// The node join token `serve` wrote to its data dir.
+fn join_token(server: &BinaryServer) -> String {
+    std::fs::read_to_string(server.dir.path().join("join-token"))
+        .unwrap_or_else(|_| "no-auth-yet".into())
+        .trim()
+        .to_string()
 }
 
 impl Drop for AgentProcess {
@@ -521,4 +648,60 @@ async fn two_nodes_anti_affinity_unschedulable_and_failover() {
     assert_eq!(delete(addr, &format!("{VMS}/b"), None).await.code(), 200);
     wait_for(addr, &vmi_path("b"), "b collected", Value::is_null).await;
     wait_no_vm_threads(s.child.id()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_joins_over_https_with_the_servers_ca_and_runs_a_vmi() {
+    if !vmm_support::kvm_available() {
+        return;
+    }
+    // A control plane only: the one node is the agent that joins over HTTPS.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = BinaryServer::start_with(dir, &["--no-agent", "--tls-listen", "127.0.0.1:0"]);
+    let addr = s.addr;
+    let https = format!(
+        "https://127.0.0.1:{}",
+        s.https.expect("serve printed its HTTPS address").port()
+    );
+    let ca = s.dir.path().join("tls/ca.crt");
+
+    // The server's certificate is verified: without its CA (public roots only) the
+    // handshake fails; with it, the API answers.
+    let untrusted =
+        monovirt::client::Client::http_with_token(&https, Some(&join_token(&s))).expect("client");
+    let nodes: monovirt::client::Api<Value> = monovirt::client::Api::all(
+        untrusted,
+        api::resource::find_kind("", "Node").expect("Node"),
+    );
+    let err = nodes
+        .list(&Default::default())
+        .await
+        .expect_err("an unknown CA is refused");
+    assert!(
+        matches!(err, monovirt::client::ClientError::Tls(_)),
+        "{err:?}"
+    );
+
+    let ca_arg = ca.to_str().expect("utf-8 path");
+    let _agent = AgentProcess::start_at(&s, &https, &["--ca-file", ca_arg], "node-tls");
+    wait_for(addr, "/api/v1/nodes/node-tls", "node-tls Ready", |v| {
+        condition(v, "Ready").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let r = post(addr, VMS, &guest_vm("secure", "Always", "tick")).await;
+    assert_eq!(r.code(), 201, "{}", r.text());
+    let vmi = wait_for(
+        addr,
+        &vmi_path("secure"),
+        "VMI Running",
+        phase_is("Running"),
+    )
+    .await;
+    assert_eq!(vmi["status"]["nodeName"], "node-tls");
+    console_until(addr, "secure", "tick=1").await;
+    assert_eq!(
+        delete(addr, &format!("{VMS}/secure"), None).await.code(),
+        200
+    );
+    wait_for(addr, &vmi_path("secure"), "VMI collected", Value::is_null).await;
 }

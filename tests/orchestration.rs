@@ -8,27 +8,6 @@ mod common;
 
 use common::api::*;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
-
-/// Polls `path` until `ok` holds for its JSON (or its absence, as `Value::Null`); panics
-/// with the last answer after a generous deadline (a hang, not a speed check).
-async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = get(addr, path).await;
-        let v = if r.code() == 404 {
-            Value::Null
-        } else {
-            r.json()
-        };
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: last answer {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// `monovirt serve` without its local node agent.
 fn control_plane() -> BinaryServer {

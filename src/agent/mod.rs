@@ -97,6 +97,8 @@ pub struct Agent {
     pub node: prepare::Node,
     pub vmis: Cache<VirtualMachineInstance>,
     pub domains: Domains,
+    /// Events about this node's VMIs.
+    pub events: crate::controller::event::Recorder,
     /// The node endpoint's bearer token.
     pub token: String,
     keys: mpsc::UnboundedSender<String>,
@@ -130,9 +132,12 @@ fn new_token() -> String {
     )
 }
 
-/// The local address that routes to `server` (`http://HOST:PORT`); no packet is sent.
+/// The local address that routes to `server` (`http(s)://HOST:PORT`); no packet is sent.
 fn route_to(server: &str) -> Option<IpAddr> {
-    let hostport = server.strip_prefix("http://")?.trim_end_matches('/');
+    let hostport = server
+        .strip_prefix("http://")
+        .or_else(|| server.strip_prefix("https://"))?
+        .trim_end_matches('/');
     let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
         .ok()?
         .next()?;
@@ -146,21 +151,34 @@ fn route_to(server: &str) -> Option<IpAddr> {
     Some(s.local_addr().ok()?.ip())
 }
 
-/// Publishes the endpoint token in Secret `monovirt-system/node-<node>`.
-async fn publish_token(client: &Client, node: &str, token: &str) -> Result<(), ClientError> {
-    let (Some(ns_def), Some(secret_def)) = (
-        api::resource::find_kind("", "Namespace"),
-        api::resource::find_kind("", "Secret"),
-    ) else {
-        tracing::warn!("the API serves no Secrets: the node endpoint token is not published");
+/// Creates the `monovirt-system` Namespace unless it exists. The control plane does it
+/// at start (the node lifecycle controller); the local agent of `serve` may get there
+/// first.
+pub async fn ensure_system_namespace(client: &Client) -> Result<(), ClientError> {
+    let Some(ns_def) = api::resource::find_kind("", "Namespace") else {
         return Ok(());
     };
     let namespaces: Api<Value> = Api::all(client.clone(), ns_def);
     let ns =
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SYSTEM_NAMESPACE}});
     match namespaces.create(&ns, &WriteOptions::default()).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Some(409) => {}
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(409) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Publishes the endpoint token in Secret `monovirt-system/node-<node>`.
+async fn publish_token(client: &Client, node: &str, token: &str) -> Result<(), ClientError> {
+    let Some(secret_def) = api::resource::find_kind("", "Secret") else {
+        tracing::warn!("the API serves no Secrets: the node endpoint token is not published");
+        return Ok(());
+    };
+    match ensure_system_namespace(client).await {
+        Ok(()) => {}
+        // A remote agent's node token may not create Namespaces: the control plane made
+        // it (a Secret in a missing one fails below, and is retried).
+        Err(e) if e.code() == Some(403) => {}
         Err(e) => return Err(e),
     }
     use base64::Engine;
@@ -260,6 +278,8 @@ pub async fn run(
         client: client.clone(),
         vmis: Cache::default(),
         domains: Domains::default(),
+        events: crate::controller::event::Recorder::new(client.clone(), event::COMPONENT)
+            .on_host(config.node_name.clone()),
         token: new_token(),
         keys: keys_tx,
         vmi_def: api::resource::find_kind("kubevirt.io", "VirtualMachineInstance")

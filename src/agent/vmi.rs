@@ -10,6 +10,7 @@ use super::prepare::{self, PrepareError, Prepared};
 use super::{Agent, FINALIZER};
 use crate::client::{Api, ClientError};
 use crate::controller::clock;
+use crate::controller::event::EventType;
 use crate::controller::runtime::Action;
 use crate::scheduler::cluster::node_of;
 use crate::scheduler::request;
@@ -244,6 +245,14 @@ pub fn phase_for(exit: &ExitReason) -> Phase {
     }
 }
 
+/// The final phase and Ready reason of a VMI whose VM ended with `exit`.
+fn ended(exit: &ExitReason) -> (Phase, &'static str) {
+    match phase_for(exit) {
+        Phase::Succeeded => (Phase::Succeeded, "Succeeded"),
+        phase => (phase, "Failed"),
+    }
+}
+
 impl Agent {
     fn vmi_api(&self, vmi: &VirtualMachineInstance) -> Api<VirtualMachineInstance> {
         Api::namespaced(
@@ -414,7 +423,14 @@ impl Agent {
             }
         };
         for w in &prepared.warnings {
-            record(&self.client, vmi, "Warning", "InterfaceNotConnected", w).await;
+            record(
+                &self.events,
+                vmi,
+                EventType::Warning,
+                "InterfaceNotConnected",
+                w,
+            )
+            .await;
         }
         let d = Arc::new(Domain::new(
             key.to_string(),
@@ -457,6 +473,8 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
     let phase = phase_of(&vmi);
 
     if vmi.metadata.deletion_timestamp.is_some() {
+        // The VMI as last written here (its finalizer is released on that version).
+        let mut current = vmi.clone();
         if let Some(d) = &domain {
             if d.state().exit.is_none() {
                 let first = !std::mem::replace(&mut d.state().stopping, true);
@@ -466,9 +484,9 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
                         tracing::debug!(vmi = %key, "stop: {e}");
                     }
                     record(
-                        &agent.client,
+                        &agent.events,
                         &vmi,
-                        "Normal",
+                        EventType::Normal,
                         "ShuttingDown",
                         "Signaled Graceful Shutdown",
                     )
@@ -477,19 +495,28 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
                 // The exit watcher requeues as soon as the VM is gone.
                 return Ok(Action::Requeue(d.grace + Duration::from_secs(5)));
             }
+            // The last status says how the guest ended (powered off within its grace
+            // period: Succeeded; forced or crashed: Failed), as virt-handler's does
+            // before it lets the VMI go.
+            let exit = d.state().exit.clone().unwrap_or(ExitReason::Killed);
+            if !phase.is_some_and(Phase::is_final) {
+                let (phase, reason) = ended(&exit);
+                let status = final_status(&vmi, phase, reason, exit.to_string());
+                current = Arc::new(agent.write_status(&vmi, status).await?);
+            }
             agent.forget(d);
             record(
-                &agent.client,
-                &vmi,
-                "Normal",
+                &agent.events,
+                &current,
+                EventType::Normal,
                 "Deleted",
-                "Signaled Deletion",
+                &format!("Signaled Deletion: {exit}"),
             )
             .await;
         } else if let Err(e) = prepare::release(&agent.node, &uid) {
             tracing::warn!(vmi = %key, "releasing leftovers: {e}");
         }
-        agent.set_finalizer(&vmi, false).await?;
+        agent.set_finalizer(&current, false).await?;
         return Ok(Action::AwaitChange);
     }
 
@@ -512,15 +539,15 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
             let exit = d.state().exit.clone();
             match exit {
                 Some(exit) => {
-                    let phase = phase_for(&exit);
-                    let (reason, event_type, event) = match phase {
-                        Phase::Succeeded => ("Succeeded", "Normal", "Stopped"),
-                        _ => ("Failed", "Warning", "Failed"),
+                    let (phase, reason) = ended(&exit);
+                    let (event_type, event) = match phase {
+                        Phase::Succeeded => (EventType::Normal, "Stopped"),
+                        _ => (EventType::Warning, "Failed"),
                     };
                     tracing::info!(vmi = %key, %exit, "VM ended");
                     let status = final_status(&vmi, phase, reason, exit.to_string());
                     agent.write_status(&vmi, status).await?;
-                    record(&agent.client, &vmi, event_type, event, &exit.to_string()).await;
+                    record(&agent.events, &vmi, event_type, event, &exit.to_string()).await;
                     // The next reconcile (on the status change) releases and forgets it.
                 }
                 None => {
@@ -539,7 +566,7 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
                     final_status(&vmi, Phase::Failed, "Failed", message.into()),
                 )
                 .await?;
-            record(&agent.client, &vmi, "Warning", "Failed", message).await;
+            record(&agent.events, &vmi, EventType::Warning, "Failed", message).await;
             Ok(Action::AwaitChange)
         }
         None if phase == Some(Phase::Scheduled) => {
@@ -548,9 +575,9 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
                 Ok(d) => {
                     tracing::info!(vmi = %key, "VM started");
                     record(
-                        &agent.client,
+                        &agent.events,
                         &vmi,
-                        "Normal",
+                        EventType::Normal,
                         "Started",
                         "VirtualMachineInstance started.",
                     )
@@ -560,7 +587,14 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
                 Err(e) => {
                     let message = format!("{e}");
                     tracing::warn!(vmi = %key, "starting the VM failed: {message}");
-                    record(&agent.client, &vmi, "Warning", "SyncFailed", &message).await;
+                    record(
+                        &agent.events,
+                        &vmi,
+                        EventType::Warning,
+                        "SyncFailed",
+                        &message,
+                    )
+                    .await;
                     agent
                         .write_status(&vmi, final_status(&vmi, Phase::Failed, "Failed", message))
                         .await?;

@@ -1,8 +1,10 @@
-//! The HTTP transport: the REST API over TCP (`http://HOST:PORT`) or the daemon's Unix
-//! socket (`unix:/var/lib/monovirt/monovirt.sock`), with hyper's HTTP/1.1 client. Idle
+//! The HTTP transport: the REST API over TCP (`http://HOST:PORT`), over TLS
+//! (`https://HOST:PORT`, see [`super::tls`]) or the daemon's Unix socket
+//! (`unix:/var/lib/monovirt/monovirt.sock`), with hyper's HTTP/1.1 client. Idle
 //! keep-alive connections are pooled; a watch holds its own connection and is read as a
 //! stream of JSON lines.
 
+use super::tls::{Tls, TlsOptions};
 use super::{ClientError, List, Reply};
 use crate::store::{
     DeleteOptions, FieldValidation, ListOptions, Patch, Propagation, Subresource, WatchEvent,
@@ -24,12 +26,17 @@ use std::sync::{Arc, Mutex};
 /// Where the API server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    Tcp { host: String, port: u16 },
+    /// `http://` (`tls: false`) or `https://` (`tls: true`).
+    Tcp {
+        host: String,
+        port: u16,
+        tls: bool,
+    },
     Unix(PathBuf),
 }
 
 impl Endpoint {
-    /// Parses `http://HOST:PORT[/]`, `unix:PATH` or `unix://PATH`.
+    /// Parses `http://HOST:PORT[/]`, `https://HOST:PORT[/]`, `unix:PATH` or `unix://PATH`.
     pub fn parse(s: &str) -> Result<Self, ClientError> {
         if let Some(p) = s
             .strip_prefix("unix://")
@@ -40,9 +47,11 @@ impl Endpoint {
             }
             return Ok(Self::Unix(PathBuf::from(p)));
         }
-        let rest = s
-            .strip_prefix("http://")
-            .ok_or_else(|| ClientError::Endpoint(s.to_string()))?;
+        let (rest, tls) = match (s.strip_prefix("http://"), s.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(ClientError::Endpoint(s.to_string())),
+        };
         let hostport = rest.trim_end_matches('/');
         let (host, port) = hostport
             .rsplit_once(':')
@@ -56,13 +65,14 @@ impl Endpoint {
         Ok(Self::Tcp {
             host: host.trim_matches(['[', ']']).to_string(),
             port,
+            tls,
         })
     }
 
     fn host_header(&self) -> String {
         match self {
-            Self::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
-            Self::Tcp { host, port } => format!("{host}:{port}"),
+            Self::Tcp { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+            Self::Tcp { host, port, .. } => format!("{host}:{port}"),
             Self::Unix(_) => "localhost".to_string(),
         }
     }
@@ -71,7 +81,8 @@ impl Endpoint {
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Tcp { .. } => write!(f, "http://{}", self.host_header()),
+            Self::Tcp { tls: false, .. } => write!(f, "http://{}", self.host_header()),
+            Self::Tcp { tls: true, .. } => write!(f, "https://{}", self.host_header()),
             Self::Unix(p) => write!(f, "unix:{}", p.display()),
         }
     }
@@ -84,6 +95,8 @@ pub(crate) struct Http {
     endpoint: Endpoint,
     /// Sent as `Authorization: Bearer <token>` on every request.
     token: Option<Arc<str>>,
+    /// For `https://` endpoints.
+    tls: Option<Tls>,
     idle: Arc<Mutex<Vec<Sender>>>,
 }
 
@@ -247,10 +260,22 @@ fn warnings(headers: &header::HeaderMap) -> Vec<String> {
 }
 
 impl Http {
-    pub(crate) fn new(endpoint: &str, token: Option<&str>) -> Result<Self, ClientError> {
+    pub(crate) fn new(
+        endpoint: &str,
+        token: Option<&str>,
+        tls: &TlsOptions,
+    ) -> Result<Self, ClientError> {
+        let endpoint = Endpoint::parse(endpoint)?;
+        let tls = match &endpoint {
+            Endpoint::Tcp {
+                host, tls: true, ..
+            } => Some(Tls::new(host, tls)?),
+            _ => None,
+        };
         Ok(Self {
-            endpoint: Endpoint::parse(endpoint)?,
+            endpoint,
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            tls,
             idle: Arc::new(Mutex::new(Vec::new())),
         })
     }
@@ -258,12 +283,15 @@ impl Http {
     /// A new connection's byte stream (no HTTP on it yet).
     async fn stream(&self) -> Result<Box<dyn Io>, ClientError> {
         Ok(match &self.endpoint {
-            Endpoint::Tcp { host, port } => {
+            Endpoint::Tcp { host, port, .. } => {
                 let s = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(ClientError::Connect)?;
                 s.set_nodelay(true).map_err(ClientError::Connect)?;
-                Box::new(s)
+                match &self.tls {
+                    Some(tls) => Box::new(tls.connect(s).await?),
+                    None => Box::new(s),
+                }
             }
             Endpoint::Unix(p) => Box::new(
                 tokio::net::UnixStream::connect(p)
@@ -658,16 +686,28 @@ mod tests {
             Endpoint::parse("http://127.0.0.1:8080").expect("tcp"),
             Endpoint::Tcp {
                 host: "127.0.0.1".into(),
-                port: 8080
+                port: 8080,
+                tls: false
             }
         );
         assert_eq!(
             Endpoint::parse("http://[::1]:80/").expect("v6"),
             Endpoint::Tcp {
                 host: "::1".into(),
-                port: 80
+                port: 80,
+                tls: false
             }
         );
+        let https = Endpoint::parse("https://api.example:6443").expect("https");
+        assert_eq!(
+            https,
+            Endpoint::Tcp {
+                host: "api.example".into(),
+                port: 6443,
+                tls: true
+            }
+        );
+        assert_eq!(https.to_string(), "https://api.example:6443");
         assert_eq!(
             Endpoint::parse("unix:/run/m.sock").expect("unix"),
             Endpoint::Unix("/run/m.sock".into())
@@ -676,7 +716,7 @@ mod tests {
             Endpoint::parse("unix:///run/m.sock").expect("unix"),
             Endpoint::Unix("/run/m.sock".into())
         );
-        assert!(Endpoint::parse("https://x:1").is_err());
+        assert!(Endpoint::parse("ftp://x:1").is_err());
         assert!(Endpoint::parse("http://x").is_err());
         assert_eq!(
             Endpoint::parse("http://[::1]:80").expect("v6").to_string(),

@@ -7,7 +7,8 @@
 //! in one namespace (or all); callers cannot tell the transports apart.
 //!
 //! - [`local`]: the in-process transport;
-//! - [`http`]: the HTTP transport (hyper, pooled keep-alive connections, streamed watches).
+//! - [`http`]: the HTTP transport (hyper, pooled keep-alive connections, streamed watches);
+//! - [`tls`]: its TLS (rustls) for `https://` servers.
 //!
 //! ```no_run
 //! # async fn demo(objects: monovirt::store::Objects, def: &'static api::resource::ResourceDef)
@@ -29,6 +30,7 @@
 
 pub mod http;
 pub mod local;
+pub mod tls;
 
 use crate::store::{
     DeleteOptions, ListOptions, Objects, Patch, WatchEvent, WatchEventType, WriteOptions,
@@ -55,8 +57,11 @@ pub enum ClientError {
     /// A response or object did not decode as expected.
     #[error("Decoding a response failed")]
     Decode(#[source] serde_json::Error),
-    #[error("Invalid API server address {0:?}: want http://HOST:PORT or unix:PATH")]
+    #[error("Invalid API server address {0:?}: want http(s)://HOST:PORT or unix:PATH")]
     Endpoint(String),
+    /// TLS could not be set up, or the server's certificate was not trusted.
+    #[error("TLS to the API server failed")]
+    Tls(#[source] Box<tls::TlsError>),
     /// The WebSocket handshake or stream failed.
     #[error("WebSocket to the API server failed")]
     WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
@@ -140,7 +145,8 @@ impl Client {
         }
     }
 
-    /// A client of the REST API at `endpoint`: `http://HOST:PORT` or `unix:/path/monovirt.sock`.
+    /// A client of the REST API at `endpoint`: `http(s)://HOST:PORT` or
+    /// `unix:/path/monovirt.sock` (`https://` trusts the public web roots).
     pub fn http(endpoint: &str) -> Result<Self, ClientError> {
         Self::http_with_token(endpoint, None)
     }
@@ -148,8 +154,18 @@ impl Client {
     /// [`Client::http`] sending `Authorization: Bearer <token>` on every request (an empty
     /// token sends none).
     pub fn http_with_token(endpoint: &str, token: Option<&str>) -> Result<Self, ClientError> {
+        Self::http_with_tls(endpoint, token, &tls::TlsOptions::default())
+    }
+
+    /// [`Client::http_with_token`] trusting what `tls` says for an `https://` endpoint
+    /// (ignored for `http://` and `unix:`).
+    pub fn http_with_tls(
+        endpoint: &str,
+        token: Option<&str>,
+        tls: &tls::TlsOptions,
+    ) -> Result<Self, ClientError> {
         Ok(Self {
-            transport: Transport::Http(http::Http::new(endpoint, token)?),
+            transport: Transport::Http(http::Http::new(endpoint, token, tls)?),
         })
     }
 

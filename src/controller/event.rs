@@ -5,7 +5,7 @@
 use crate::client::{Api, Client};
 use crate::controller::clock;
 use crate::store::WriteOptions;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde_json::{json, Value};
 
 /// `Normal` or `Warning`, as Kubernetes knows them.
@@ -24,11 +24,13 @@ impl EventType {
     }
 }
 
-/// Records Events as one component (`source.component`).
+/// Records Events as one component (`source.component`), on one host for the node
+/// agents (`source.host`).
 #[derive(Debug, Clone)]
 pub struct Recorder {
     client: Client,
     component: &'static str,
+    host: Option<String>,
 }
 
 /// The `involvedObject` reference of `obj` (an API object with apiVersion, kind, metadata).
@@ -48,23 +50,46 @@ pub fn event(
     reason: &str,
     message: &str,
     component: &str,
+    host: Option<&str>,
 ) -> Value {
     let now = serde_json::to_value(Time(clock::now())).unwrap_or(Value::Null);
     let name = involved["name"].as_str().unwrap_or_default();
+    let mut source = json!({"component": component});
+    if let Some(host) = host {
+        source["host"] = json!(host);
+    }
     json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"generateName": format!("{name}."), "namespace": involved["namespace"]},
         "involvedObject": involved,
         "reason": reason, "message": message, "type": type_.as_str(),
-        "source": {"component": component},
+        "source": source,
         "reportingComponent": component,
+        "reportingInstance": host,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     })
 }
 
+/// The `involvedObject` reference of a typed object of `kind` in `api_version` with
+/// metadata `meta`.
+pub fn reference_meta(api_version: &str, kind: &str, meta: &ObjectMeta) -> Value {
+    let metadata = serde_json::to_value(meta).unwrap_or(Value::Null);
+    reference(api_version, kind, &json!({ "metadata": metadata }))
+}
+
 impl Recorder {
     pub fn new(client: Client, component: &'static str) -> Self {
-        Self { client, component }
+        Self {
+            client,
+            component,
+            host: None,
+        }
+    }
+
+    /// The same recorder, naming `host` as the events' source host.
+    pub fn on_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
     }
 
     /// Records an Event about `involved` (see [`reference`]) in its namespace.
@@ -73,7 +98,14 @@ impl Recorder {
             return;
         };
         let ns = involved["namespace"].as_str().unwrap_or("default");
-        let ev = event(involved, type_, reason, message, self.component);
+        let ev = event(
+            involved,
+            type_,
+            reason,
+            message,
+            self.component,
+            self.host.as_deref(),
+        );
         let events: Api<Value> = Api::namespaced(self.client.clone(), def, ns);
         if let Err(e) = events.create(&ev, &WriteOptions::default()).await {
             tracing::warn!(reason, object = %involved["name"], "recording an event failed: {e}");
@@ -101,7 +133,7 @@ mod tests {
         )
         .await;
         let def = api::resource::find_kind("", "Event").unwrap();
-        let events: Api<Value> = Api::namespaced(client, def, "default");
+        let events: Api<Value> = Api::namespaced(client.clone(), def, "default");
         let list = events.list(&ListOptions::default()).await.unwrap();
         assert_eq!(list.items.len(), 1);
         let ev = &list.items[0];
@@ -110,6 +142,17 @@ mod tests {
         assert_eq!(ev["involvedObject"]["kind"], "VirtualMachine");
         assert_eq!(ev["involvedObject"]["uid"], "u-1");
         assert_eq!(ev["source"]["component"], "monovirt-api");
+        assert_eq!(ev["source"]["host"], Value::Null);
         assert!(ev["metadata"]["name"].as_str().unwrap().starts_with("vm1."));
+
+        let agent = Recorder::new(client, "monovirt-agent").on_host("node-a");
+        agent
+            .record(&involved, EventType::Warning, "Failed", "guest crashed")
+            .await;
+        let list = events.list(&ListOptions::default()).await.unwrap();
+        let ev = list.items.iter().find(|e| e["reason"] == "Failed").unwrap();
+        assert_eq!(ev["source"]["host"], "node-a");
+        assert_eq!(ev["reportingInstance"], "node-a");
+        assert_eq!(ev["type"], "Warning");
     }
 }

@@ -219,10 +219,19 @@ pub async fn run(client: Client, grace: Duration, shutdown: CancellationToken) {
     let every = (grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Where agents publish their endpoint tokens; a remote agent's node token may not
+    // create it (kube-apiserver makes kube-system the same way).
+    let mut system_namespace = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if !system_namespace {
+            match crate::agent::ensure_system_namespace(&client).await {
+                Ok(()) => system_namespace = true,
+                Err(e) => tracing::warn!("creating the system namespace: {e}"),
+            }
         }
         if let Err(e) = pass(&client, grace).await {
             tracing::warn!("node lifecycle pass: {e}");

@@ -112,10 +112,11 @@ pub async fn run<Ctx, F, Fut, E>(
                 dirty.insert(key);
                 continue;
             }
-            // A change supersedes a scheduled requeue; a failing key keeps its backoff.
-            if failures.contains_key(&key) && scheduled.contains_key(&key) {
-                continue;
-            }
+            // A change supersedes a scheduled requeue or retry, as in kube-runtime's
+            // scheduler: the object may have changed in a way that lets it succeed (a
+            // new VMI replacing a failed one under the same key must not wait out the
+            // old one's backoff, which reaches a minute). The failure count stays, so a
+            // key that keeps failing still backs off between changes.
             scheduled.remove(&key);
             running.insert(key.clone());
             let fut = reconcile(ctx.clone(), key.clone());
@@ -183,6 +184,47 @@ mod tests {
         // The burst before the first reconcile started and the change during it: two runs.
         assert_eq!(ctx.calls.load(Ordering::SeqCst), 2);
         assert_eq!(ctx.max_concurrent.load(Ordering::SeqCst), 1);
+        stop.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_runs_a_backing_off_key_at_once() {
+        let ctx = Arc::new(Ctx::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            ctx.clone(),
+            rx,
+            |_| Vec::new(),
+            |ctx: Arc<Ctx>, key: String| async move {
+                let n = ctx.calls.fetch_add(1, Ordering::SeqCst);
+                ctx.log.lock().unwrap().push((key, Instant::now()));
+                // Fails until the 13th run: the 12th retry waits backoff(12) (> 10 s).
+                if n < 12 {
+                    Err("boom".to_string())
+                } else {
+                    Ok(Action::AwaitChange)
+                }
+            },
+            Duration::from_secs(3600),
+            stop.clone(),
+        ));
+        tx.send("k".to_string()).unwrap();
+        // Twelve failures: the last retry is backoff(12) = 10.24 s away.
+        let mut waited = Duration::ZERO;
+        for n in 1..12 {
+            waited += backoff(n);
+        }
+        tokio::time::sleep(waited + Duration::from_millis(1)).await;
+        assert_eq!(ctx.calls.load(Ordering::SeqCst), 12);
+        // A change does not wait for that retry.
+        let t0 = Instant::now();
+        tx.send("k".to_string()).unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(ctx.calls.load(Ordering::SeqCst), 13);
+        let last = ctx.log.lock().unwrap().last().unwrap().1;
+        assert_eq!(last, t0);
         stop.cancel();
         task.await.unwrap();
     }

@@ -113,7 +113,12 @@ pub fn decide(
     let finished = vmi_phase.is_some_and(VirtualMachineInstancePhase::is_final);
 
     // Start failures: a failed VMI counts once (by uid); a running one clears the count.
-    if let (Some(v), Some(VirtualMachineInstancePhase::Failed)) = (vmi, vmi_phase) {
+    // Only the strategies that start a VMI again after a failure back off (KubeVirt's
+    // `shouldBackoffStart`): a failed Once or Manual VM is Stopped, never CrashLoopBackOff.
+    let restarts_failed = matches!(strategy, RunStrategy::Always | RunStrategy::RerunOnFailure);
+    if !restarts_failed {
+        status.start_failure = None;
+    } else if let (Some(v), Some(VirtualMachineInstancePhase::Failed)) = (vmi, vmi_phase) {
         let sf = status
             .start_failure
             .get_or_insert_with(StartFailure::default);
@@ -768,7 +773,12 @@ mod tests {
         assert_eq!(decide(&v, None, now()).vmi, VmiAction::Create);
         for phase in ["Succeeded", "Failed"] {
             let done = vmi_of(&v, "u1", json!({"phase": phase}));
-            assert_eq!(decide(&v, Some(&done), now()).vmi, VmiAction::None);
+            let d = decide(&v, Some(&done), now());
+            assert_eq!(d.vmi, VmiAction::None);
+            // Nothing will start again, so there is no backoff to show.
+            assert_eq!(printable_of(&d), PrintableStatus::Stopped);
+            assert!(d.status.start_failure.is_none());
+            assert_eq!(d.requeue, None);
         }
     }
 

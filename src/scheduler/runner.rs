@@ -225,28 +225,17 @@ async fn mark_unschedulable(
     Ok(())
 }
 
+/// The component named as the source of the scheduler's Events.
+pub const COMPONENT: &str = "monovirt-scheduler";
+
 /// Records a Warning Event `FailedScheduling` about `vmi` (as kube-scheduler does for pods).
 /// A failure to record is logged, never fatal.
 async fn record_event(client: Client, vmi: &VirtualMachineInstance, message: &str) {
-    let Some(def) = api::resource::find_kind("", "Event") else {
-        return;
-    };
-    let ns = vmi.metadata.namespace.clone().unwrap_or_default();
-    let name = vmi.metadata.name.clone().unwrap_or_default();
-    let now = serde_json::to_value(Time(crate::controller::clock::now())).unwrap_or(Value::Null);
-    let event = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": format!("{name}."), "namespace": ns},
-        "involvedObject": {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-            "name": name, "namespace": ns, "uid": vmi.metadata.uid},
-        "reason": "FailedScheduling", "message": message, "type": "Warning",
-        "source": {"component": "monovirt-scheduler"},
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    });
-    let events: Api<Value> = Api::namespaced(client, def, &ns);
-    if let Err(e) = events.create(&event, &WriteOptions::default()).await {
-        tracing::warn!(vmi = %name, "recording an event failed: {e}");
-    }
+    use crate::controller::event::{reference_meta, EventType, Recorder};
+    let involved = reference_meta("kubevirt.io/v1", "VirtualMachineInstance", &vmi.metadata);
+    Recorder::new(client, COMPONENT)
+        .record(&involved, EventType::Warning, "FailedScheduling", message)
+        .await;
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A server running in this process on its own runtime thread; stopped on drop.
 pub struct TestServer {
@@ -93,6 +93,8 @@ impl Drop for TestServer {
 pub struct BinaryServer {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The HTTPS address, when started with `--tls-listen`.
+    pub https: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -129,18 +131,24 @@ impl BinaryServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn monovirt serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read stdout");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
-        Self { child, addr, dir }
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut listening = |scheme: &str| -> SocketAddr {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read stdout");
+            line.trim()
+                .strip_prefix(&format!("listening on {scheme}://"))
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .parse()
+                .expect("address")
+        };
+        let addr = listening("http");
+        let https = extra.contains(&"--tls-listen").then(|| listening("https"));
+        Self {
+            child,
+            addr,
+            https,
+            dir,
+        }
     }
 
     pub fn base(&self) -> String {
@@ -357,3 +365,36 @@ pub fn vm(name: &str) -> Value {
 
 pub const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
 pub const VMIS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances";
+
+/// Polls `path` until `ok` holds for its JSON (an absent object is `Value::Null`); panics
+/// with the last answer after two minutes (a hang guard, not a speed check: guests run
+/// under PVM here).
+pub async fn wait_for(
+    addr: SocketAddr,
+    path: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = get(addr, path).await;
+        let v = if r.code() == 404 {
+            Value::Null
+        } else {
+            r.json()
+        };
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last answer {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The condition of `type_` in an object's `status.conditions`.
+pub fn condition<'a>(v: &'a Value, type_: &str) -> Option<&'a Value> {
+    v["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}

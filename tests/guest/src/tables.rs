@@ -348,18 +348,25 @@ fn walk_dsdt(fadt: &Fadt, tables: &AcpiTables<IdentityMap>, platform: &mut Platf
         // SAFETY: the table was mapped and validated over `len` bytes.
         unsafe { core::slice::from_raw_parts((addr + h) as *const u8, len - h) }
     };
-    platform.s5 = aml::find_s5(body(addr, len));
-    if platform.s5.is_none() {
-        for ssdt in tables.ssdts() {
-            // SAFETY: the crate found and validated this SSDT's header and length.
-            let aml_bytes = unsafe {
-                core::slice::from_raw_parts(ssdt.address as *const u8, ssdt.length as usize)
-            };
-            if let Some(s5) = aml::find_s5(aml_bytes) {
-                platform.s5 = Some(s5);
-                break;
-            }
+    let dsdt = body(addr, len);
+    platform.s5 = aml::find_s5(dsdt);
+    record_gpe_methods(dsdt, &mut platform.gpe_methods);
+    for ssdt in tables.ssdts() {
+        // SAFETY: the crate found and validated this SSDT's header and length.
+        let aml_bytes =
+            unsafe { core::slice::from_raw_parts(ssdt.address as *const u8, ssdt.length as usize) };
+        if platform.s5.is_none() {
+            platform.s5 = aml::find_s5(aml_bytes);
         }
+        record_gpe_methods(aml_bytes, &mut platform.gpe_methods);
+    }
+}
+
+/// Sets bit n (of word n / 64) for every `_Exx`/`_Lxx` method in `aml_bytes`: the GPEs an
+/// OS enables because something handles them.
+fn record_gpe_methods(aml_bytes: &[u8], gpes: &mut [u64; 4]) {
+    for m in aml::gpe_methods(aml_bytes) {
+        gpes[usize::from(m.gpe / 64)] |= 1 << (m.gpe % 64);
     }
 }
 
