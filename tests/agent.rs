@@ -372,6 +372,12 @@ async fn console_round_trip_and_rerun_on_failure_restarts_a_crashing_guest_once_
         let r = post(addr, VMS, &guest_vm(name, strategy, words)).await;
         assert_eq!(r.code(), 201, "{}", r.text());
     }
+    // A VM whose VMI fails before its guest ever runs (its kernel image is missing).
+    let mut nostart = guest_vm("nostart", "Always", "poweroff");
+    nostart["spec"]["template"]["spec"]["domain"]["firmware"]["kernelBoot"]["container"]["image"] =
+        json!("monovirt/missing:1");
+    let r = post(addr, VMS, &nostart).await;
+    assert_eq!(r.code(), 201, "{}", r.text());
     let done = wait_for(
         addr,
         &vmi_path("done"),
@@ -388,13 +394,23 @@ async fn console_round_trip_and_rerun_on_failure_restarts_a_crashing_guest_once_
     assert!(condition(&failed, "Ready").expect("Ready")["message"]
         .as_str()
         .is_some_and(|m| m.starts_with("guest crashed")));
-    // RerunOnFailure: after the start backoff a new VMI runs (and crashes) again.
+    // RerunOnFailure: a new VMI runs (and crashes) again. Its guest had run, so that was
+    // no start failure (KubeVirt's rule): no backoff, no CrashLoopBackOff.
     wait_for(addr, &vmi_path("rerun"), "a second run", |v| {
         !v.is_null() && v["metadata"]["uid"] != first
     })
     .await;
     let vm = get(addr, &format!("{VMS}/rerun")).await.json();
-    assert!(vm["status"]["startFailure"]["consecutiveFailCount"].as_i64() >= Some(1));
+    assert_eq!(vm["status"]["startFailure"], Value::Null, "{vm}");
+    // A VMI that failed before its guest ran is a start failure: the VM backs off.
+    let nostart = wait_for(addr, &format!("{VMS}/nostart"), "CrashLoopBackOff", |v| {
+        v["status"]["printableStatus"] == "CrashLoopBackOff"
+    })
+    .await;
+    assert_eq!(
+        nostart["status"]["startFailure"]["consecutiveFailCount"], 1,
+        "{nostart}"
+    );
     // Once: the failed VMI stays, nothing is started again.
     let once = wait_for(addr, &vmi_path("once"), "Once Failed", phase_is("Failed")).await;
     assert_eq!(
@@ -415,13 +431,13 @@ async fn console_round_trip_and_rerun_on_failure_restarts_a_crashing_guest_once_
     })
     .await;
     assert_eq!(kept["status"]["phase"], "Succeeded");
-    for name in ["rerun", "once", "done"] {
+    for name in ["rerun", "once", "done", "nostart"] {
         assert_eq!(
             delete(addr, &format!("{VMS}/{name}"), None).await.code(),
             200
         );
     }
-    for name in ["rerun", "once", "done"] {
+    for name in ["rerun", "once", "done", "nostart"] {
         wait_for(addr, &vmi_path(name), "VMI collected", Value::is_null).await;
     }
     wait_no_vm_threads(s.child.id()).await;

@@ -77,6 +77,16 @@ fn phase(vmi: &VirtualMachineInstance) -> Option<VirtualMachineInstancePhase> {
     vmi.status.as_ref().and_then(|s| s.phase)
 }
 
+/// Whether `vmi` ever reached Running (KubeVirt's `wasVMIInRunningPhase`).
+fn ever_ran(vmi: &VirtualMachineInstance) -> bool {
+    vmi.status.as_ref().is_some_and(|s| {
+        s.phase == Some(VirtualMachineInstancePhase::Running)
+            || s.phase_transition_timestamps
+                .iter()
+                .any(|t| t.phase == Some(VirtualMachineInstancePhase::Running))
+    })
+}
+
 fn vmi_condition<'a>(vmi: &'a VirtualMachineInstance, type_: &str) -> Option<&'a Condition> {
     vmi.status
         .as_ref()
@@ -112,11 +122,15 @@ pub fn decide(
     let vmi_phase = vmi.and_then(phase);
     let finished = vmi_phase.is_some_and(VirtualMachineInstancePhase::is_final);
 
-    // Start failures: a failed VMI counts once (by uid); a running one clears the count.
-    // Only the strategies that start a VMI again after a failure back off (KubeVirt's
-    // `shouldBackoffStart`): a failed Once or Manual VM is Stopped, never CrashLoopBackOff.
+    // Start failures, as KubeVirt counts them: a VMI that failed before it ever ran
+    // counts once (by uid); one whose phase history shows Running clears the count (its
+    // guest started: it is restarted at once). Judged from the VMI's own history, not
+    // from whether this controller happened to see it Running, so the backoff does not
+    // depend on how reconciles interleave with a fast crash. Only the strategies that
+    // start a VMI again back off (`shouldBackoffStart`): a failed Once or Manual VM is
+    // Stopped, never CrashLoopBackOff.
     let restarts_failed = matches!(strategy, RunStrategy::Always | RunStrategy::RerunOnFailure);
-    if !restarts_failed {
+    if !restarts_failed || vmi.is_some_and(ever_ran) {
         status.start_failure = None;
     } else if let (Some(v), Some(VirtualMachineInstancePhase::Failed)) = (vmi, vmi_phase) {
         let sf = status
@@ -132,8 +146,6 @@ pub fn decide(
                     .unwrap_or(k8s_openapi::chrono::Duration::MAX),
             ));
         }
-    } else if vmi_phase == Some(VirtualMachineInstancePhase::Running) {
-        status.start_failure = None;
     }
     let backoff_until = status
         .start_failure
@@ -857,7 +869,7 @@ mod tests {
         assert_eq!(d2.requeue, Some(start_backoff(1)));
         let later = now() + k8s_openapi::chrono::Duration::seconds(11);
         assert_eq!(decide(&waiting, None, later).vmi, VmiAction::Create);
-        // A second failure doubles... squares the delay; a Running VMI clears the count.
+        // A second failure squares the delay; a VMI that ran clears the count.
         let failed2 = vmi_of(&v, "u2", json!({"phase": "Failed"}));
         let d3 = decide(&waiting, Some(&failed2), later);
         assert_eq!(
@@ -870,11 +882,30 @@ mod tests {
         );
         let running = vmi_of(&v, "u3", json!({"phase": "Running"}));
         let d4 = decide(
-            &with_status(v, serde_json::to_value(&d3.status).unwrap()),
+            &with_status(v.clone(), serde_json::to_value(&d3.status).unwrap()),
             Some(&running),
             later,
         );
         assert!(d4.status.start_failure.is_none());
+        // A VMI that failed after it ran is not a start failure, whether or not this
+        // controller saw it Running: it clears the count and is replaced at once.
+        let ran_then_crashed = vmi_of(
+            &v,
+            "u4",
+            json!({"phase": "Failed", "phaseTransitionTimestamps": [
+                {"phase": "Scheduled", "phaseTransitionTimestamp": "2026-01-01T00:00:00Z"},
+                {"phase": "Running", "phaseTransitionTimestamp": "2026-01-01T00:00:01Z"},
+                {"phase": "Failed", "phaseTransitionTimestamp": "2026-01-01T00:00:02Z"}]}),
+        );
+        let d5 = decide(
+            &with_status(v.clone(), serde_json::to_value(&d3.status).unwrap()),
+            Some(&ran_then_crashed),
+            later,
+        );
+        assert!(d5.status.start_failure.is_none());
+        assert_eq!(d5.vmi, VmiAction::Delete("u4".into()));
+        let gone = with_status(v, serde_json::to_value(&d5.status).unwrap());
+        assert_eq!(decide(&gone, None, later).vmi, VmiAction::Create);
     }
 
     #[test]
