@@ -170,6 +170,120 @@ impl Scenario {
     }
 }
 
+/// Where L1's initramfs holds `tests/linux/l1-serve.sh`.
+const L1_SERVE_SCRIPT: &str = "/usr/share/monovirt/l1-serve.sh";
+
+/// The orchestrated path inside L1 (`tests/linux/l1-serve.sh`): `monovirt serve`, the L2
+/// kernel and initramfs imported as an image, a VM POSTed over the API booting them by
+/// kernelBoot, Running, its console read and written through the console subresource.
+struct ServeScenario {
+    name: &'static str,
+    cpus: u32,
+    memory_mib: u64,
+}
+
+impl ServeScenario {
+    /// The L2 kernel's command line: the `shell` task keeps the guest up with a shell on
+    /// its console.
+    fn cmdline(&self) -> String {
+        format!("{L2_CMDLINE} quiet monovirt.task=shell")
+    }
+
+    /// Its lines in `/etc/scenarios.sh`: framed like l1-init.sh's `scenario` function
+    /// frames a `monovirt run`, so [`scenario_run`] slices it the same way.
+    fn shell_line(&self) -> String {
+        format!(
+            r#"echo "MONOVIRT-L1-SCENARIO-BEGIN name={name}"
+start=$(cut -d' ' -f1 /proc/uptime)
+timeout -s KILL "$SCENARIO_TIMEOUT" sh {L1_SERVE_SCRIPT} {name} "{cmdline}" {cpus} {memory} </dev/null
+rc=$?
+end=$(cut -d' ' -f1 /proc/uptime)
+printf '\nMONOVIRT-L1-SCENARIO-END name=%s rc=%s start=%s end=%s\n' {name} "$rc" "$start" "$end"
+"#,
+            name = self.name,
+            cmdline = self.cmdline(),
+            cpus = self.cpus,
+            memory = self.memory_mib,
+        )
+    }
+}
+
+/// Checks a `monovirt serve` scenario: every step's marker, the VMI on L1's node, the L2
+/// init's marker and the shell's answer on the console, a clean daemon exit.
+fn check_serve(scenario: &ServeScenario, serial: &str, failures: &mut Vec<String>) {
+    let name = scenario.name;
+    let Some(run) = scenario_run(serial, name) else {
+        failures.push(format!("{name}: L1 never started this scenario"));
+        return;
+    };
+    eprintln!(
+        "linux tier: scenario {name}: rc {:?}, {} s on L1's clock",
+        run.rc,
+        run.seconds.map_or("?".into(), |s| format!("{s:.1}"))
+    );
+    if let Some(m) = find(&run.markers, "MONOVIRT-L1-SERVE-FAILED") {
+        failures.push(format!("{name}: failed at step {:?}", m.field("step")));
+    }
+    for step in [
+        "MONOVIRT-L1-SERVE-LISTENING",
+        "MONOVIRT-L1-SERVE-POSTED",
+        "MONOVIRT-L1-SERVE-DELETED",
+    ] {
+        if find(&run.markers, step).is_none() {
+            failures.push(format!("{name}: no {step}"));
+        }
+    }
+    match find(&run.markers, "MONOVIRT-L1-SERVE-RUNNING") {
+        None => failures.push(format!("{name}: the VMI never ran")),
+        Some(m) if m.field("node") != Some("l1") => failures.push(format!(
+            "{name}: the VMI ran on {:?}, not L1's node",
+            m.field("node")
+        )),
+        Some(_) => {}
+    }
+    let console: Vec<&str> = run
+        .text
+        .iter()
+        .copied()
+        .skip_while(|l| !l.contains("MONOVIRT-L1-SERVE-CONSOLE-BEGIN"))
+        .take_while(|l| !l.contains("MONOVIRT-L1-SERVE-CONSOLE-END"))
+        .collect();
+    match console
+        .iter()
+        .filter_map(|l| Marker::parse(l))
+        .find(|m| m.name == "MONOVIRT-L2-INIT-OK")
+    {
+        None => failures.push(format!(
+            "{name}: the console subresource did not show the L2 init's marker"
+        )),
+        Some(m) if m.field("task") != Some("shell") => failures.push(format!(
+            "{name}: L2 runs task {:?}, not shell",
+            m.field("task")
+        )),
+        Some(_) => {}
+    }
+    // The typed line echoes as `$((6 * 7))`; only the shell's answer says 42.
+    if !console.iter().any(|l| l.contains("MONOVIRT-L2-ECHO-42")) {
+        failures.push(format!(
+            "{name}: the L2 shell's answer did not come back through the console"
+        ));
+    }
+    match find(&run.markers, "MONOVIRT-L1-SERVE-STOPPED") {
+        Some(m) if m.field("rc") == Some("0") => {}
+        other => failures.push(format!(
+            "{name}: monovirt serve did not stop cleanly on SIGTERM ({:?})",
+            other.and_then(|m| m.field("rc"))
+        )),
+    }
+    match run.rc {
+        Some(0) => {}
+        Some(SCENARIO_TIMED_OUT_RC) => failures.push(format!(
+            "{name}: did not finish within {SCENARIO_TIMEOUT_SECS} s and was killed"
+        )),
+        other => failures.push(format!("{name}: ended with rc {other:?}")),
+    }
+}
+
 /// A work folder of one test under target/tmp, emptied first.
 fn work_dir(test: &str) -> Result<PathBuf> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -239,6 +353,16 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
 /// modules, l1-init.sh as /init) followed by a second archive with monovirt, its shared
 /// libraries and loader, the L2 images and the scenarios. The kernel unpacks both.
 fn build_l1_initrd(tier: &Tier, work: &Path, scenarios: &[Scenario]) -> Result<PathBuf> {
+    build_l1_initrd_with(tier, work, scenarios, &[])
+}
+
+/// [`build_l1_initrd`] with the `monovirt serve` scenarios `served` after the others.
+fn build_l1_initrd_with(
+    tier: &Tier,
+    work: &Path,
+    scenarios: &[Scenario],
+    served: &[ServeScenario],
+) -> Result<PathBuf> {
     let stage = work.join("l1-overlay");
     fs::create_dir_all(&stage)?;
 
@@ -255,12 +379,22 @@ fn build_l1_initrd(tier: &Tier, work: &Path, scenarios: &[Scenario]) -> Result<P
         copy_into(&stage, &lib, &lib.to_string_lossy())?;
     }
 
-    if !scenarios.is_empty() {
+    if !scenarios.is_empty() || !served.is_empty() {
         copy_into(&stage, &tier.bzimage, L2_BZIMAGE)?;
         copy_into(&stage, &tier.vmlinux, L2_VMLINUX)?;
         copy_into(&stage, &tier.l2_initrd, L2_INITRD)?;
         let mut script = format!("SCENARIO_TIMEOUT={SCENARIO_TIMEOUT_SECS}\n");
         for scenario in scenarios {
+            script.push_str(&scenario.shell_line());
+        }
+        if !served.is_empty() {
+            copy_into(
+                &stage,
+                &repo().join("tests/linux/l1-serve.sh"),
+                L1_SERVE_SCRIPT,
+            )?;
+        }
+        for scenario in served {
             script.push_str(&scenario.shell_line());
         }
         fs::create_dir_all(stage.join("etc"))?;
@@ -807,6 +941,34 @@ fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
     check_l1(&run, &markers, &mut failures);
     for scenario in &scenarios {
         check_scenario(scenario, &run.serial, &mut failures);
+    }
+    fail_if_any(TEST, &run, &failures);
+    Ok(())
+}
+
+/// The orchestrated path on real Linux: `monovirt serve` inside L1 takes a VM POSTed over
+/// the API, booting the unmodified Debian kernel by kernelBoot from an imported image, to
+/// Running on L1's kvm_amd; its console subresource shows the L2 init's marker and carries
+/// a command to the L2 shell and its answer back.
+#[test]
+fn l2_debian_kernel_runs_through_monovirt_serve() -> Result<()> {
+    const TEST: &str = "l2_debian_kernel_runs_through_monovirt_serve";
+    let served = [ServeScenario {
+        name: "serve-kernelboot",
+        cpus: 1,
+        memory_mib: 256,
+    }];
+    let Some(tier) = Tier::or_skip(TEST) else {
+        return Ok(());
+    };
+    let work = work_dir(TEST)?;
+    let initrd = build_l1_initrd_with(&tier, &work, &[], &served)?;
+    let run = boot_l1(&tier, &work, &initrd, served.len())?;
+    let markers = run.markers();
+    let mut failures = Vec::new();
+    check_l1(&run, &markers, &mut failures);
+    for scenario in &served {
+        check_serve(scenario, &run.serial, &mut failures);
     }
     fail_if_any(TEST, &run, &failures);
     Ok(())
