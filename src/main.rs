@@ -216,7 +216,8 @@ struct NodeArgs {
     heartbeat_interval: Duration,
     /// Plumb VMI networks on this node: the default network (bridge mvbr0, DHCP,
     /// masquerade NAT and port forwards in nftables table inet monovirt), bridge and
-    /// macvtap NetworkAttachmentDefinitions. Without it VMI interfaces stay unconnected.
+    /// macvtap NetworkAttachmentDefinitions; and apply the NodeNetworkConfigurationPolicies
+    /// that select this node. Without it VMI interfaces stay unconnected.
     #[arg(long)]
     network: bool,
     /// The default network's subnet; the bridge takes its first address (the guests'

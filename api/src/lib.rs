@@ -6,7 +6,7 @@
 //!   [`resources`] lists every served kind ([`registry`]).
 //! - The kinds, one module per API group: [`kubevirt`] (`kubevirt.io/v1`), [`cdi`]
 //!   (`cdi.kubevirt.io/v1beta1`), [`core`] (`v1`), [`storage`] (`storage.k8s.io/v1`),
-//!   [`network`] (`k8s.cni.cncf.io/v1`), [`hco`] (`hco.kubevirt.io/v1beta1`).
+//!   [`network`] (`k8s.cni.cncf.io/v1`, `nmstate.io/v1`), [`hco`] (`hco.kubevirt.io/v1beta1`).
 //! - Machinery shared by every kind: [`validation`] (names, labels, causes),
 //!   [`immutability`] (what an update may not change), [`schema`]
 //!   (schemas, unknown fields, type checks), [`openapi`] (the served documents), [`table`]

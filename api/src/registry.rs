@@ -162,6 +162,24 @@ kind!(
     crate::network::attachment::default
 );
 kind!(
+    nncp,
+    crate::network::policy::NodeNetworkConfigurationPolicy,
+    "nmstate.io",
+    "v1",
+    "NodeNetworkConfigurationPolicy",
+    crate::network::policy::validate,
+    crate::network::policy::default
+);
+kind!(
+    nnce,
+    crate::network::policy::NodeNetworkConfigurationEnactment,
+    "nmstate.io",
+    "v1",
+    "NodeNetworkConfigurationEnactment",
+    crate::network::policy::validate_enactment,
+    crate::network::policy::default
+);
+kind!(
     hco,
     crate::hco::hyperconverged::HyperConverged,
     "hco.kubevirt.io",
@@ -308,6 +326,41 @@ const PV_COLUMNS: &[PrinterColumn] = &[
     PrinterColumn::path("Claim", "string", ".spec.claimRef.name", "ClaimRef is part of a bi-directional binding between PersistentVolume and PersistentVolumeClaim.", 0),
     PrinterColumn::path("StorageClass", "string", ".spec.storageClassName", "StorageClassName is the name of StorageClass to which this persistent volume belongs.", 0),
     PrinterColumn::AGE,
+];
+
+// kubernetes-nmstate's columns.
+const NNCP_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path(
+        "Status",
+        "string",
+        ".status.conditions[?(@.type=='Available')].status",
+        "Status",
+        0,
+    ),
+    PrinterColumn::path(
+        "Reason",
+        "string",
+        ".status.conditions[?(@.type=='Available')].reason",
+        "Reason",
+        0,
+    ),
+];
+
+const NNCE_COLUMNS: &[PrinterColumn] = &[
+    PrinterColumn::path(
+        "Status",
+        "string",
+        ".status.conditions[?(@.status=='True')].type",
+        "Status",
+        0,
+    ),
+    PrinterColumn::path(
+        "Reason",
+        "string",
+        ".status.conditions[?(@.status=='True')].reason",
+        "Reason",
+        0,
+    ),
 ];
 
 const CM_COLUMNS: &[PrinterColumn] = &[
@@ -588,6 +641,42 @@ static RESOURCES: &[ResourceDef] = &[
         schema: nad::schema,
     },
     ResourceDef {
+        group: "nmstate.io",
+        version: "v1",
+        kind: "NodeNetworkConfigurationPolicy",
+        list_kind: "NodeNetworkConfigurationPolicyList",
+        plural: "nodenetworkconfigurationpolicies",
+        singular: "nodenetworkconfigurationpolicy",
+        short_names: &["nncp"],
+        categories: &[],
+        namespaced: false,
+        has_status: true,
+        verbs: VERBS,
+        columns: NNCP_COLUMNS,
+        default: nncp::default,
+        validate: nncp::validate,
+        unknown_fields: nncp::unknown_fields,
+        schema: nncp::schema,
+    },
+    ResourceDef {
+        group: "nmstate.io",
+        version: "v1",
+        kind: "NodeNetworkConfigurationEnactment",
+        list_kind: "NodeNetworkConfigurationEnactmentList",
+        plural: "nodenetworkconfigurationenactments",
+        singular: "nodenetworkconfigurationenactment",
+        short_names: &["nnce"],
+        categories: &[],
+        namespaced: false,
+        has_status: true,
+        verbs: VERBS,
+        columns: NNCE_COLUMNS,
+        default: nnce::default,
+        validate: nnce::validate,
+        unknown_fields: nnce::unknown_fields,
+        schema: nnce::schema,
+    },
+    ResourceDef {
         group: "hco.kubevirt.io",
         version: "v1beta1",
         kind: "HyperConverged",
@@ -609,7 +698,8 @@ static RESOURCES: &[ResourceDef] = &[
 
 /// Every resource monovirt serves: KubeVirt's VirtualMachine, VirtualMachineInstance and
 /// VirtualMachineInstanceMigration; CDI's DataVolume; core Namespace, Node,
-/// PersistentVolumeClaim, PersistentVolume, Secret, ConfigMap and Event; StorageClass; multus' NetworkAttachmentDefinition; and
+/// PersistentVolumeClaim, PersistentVolume, Secret, ConfigMap and Event; StorageClass; multus' NetworkAttachmentDefinition; nmstate's
+/// NodeNetworkConfigurationPolicy and NodeNetworkConfigurationEnactment; and
 /// the HyperConverged settings singleton.
 ///
 /// ```

@@ -8,6 +8,7 @@
 //! - [`domain`]: one VMI's VM in this process, and the table of them;
 //! - [`vmi`]: the reconcile of one VMI (start, report, stop, finalizer);
 //! - [`endpoint`]: the node endpoint (pause, unpause, console WebSocket);
+//! - [`policy`]: NodeNetworkConfigurationPolicies applied to this node (with `--network`);
 //! - [`event`]: Events about VMIs.
 //!
 //! The same code runs in `monovirt serve` (an in-process client) and in
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod endpoint;
 pub mod event;
 pub mod node;
+pub mod policy;
 pub mod prepare;
 pub mod vmi;
 
@@ -88,6 +90,8 @@ pub enum AgentError {
     Serve(#[source] std::io::Error),
     #[error("Setting up VMI networking failed")]
     Network(#[source] crate::network::node::NetworkError),
+    #[error("Opening the node network policy record failed")]
+    Policy(#[source] crate::network::policy::PolicyError),
 }
 
 /// The agent's shared state.
@@ -268,6 +272,16 @@ pub async fn run(
         }
         None => None,
     };
+    // Node network policies: only an agent trusted with the node's networking applies them.
+    let policies = match &network {
+        Some(net) => {
+            let applier =
+                crate::network::policy::PolicyApplier::open(net.links().clone(), &config.data_dir)
+                    .map_err(AgentError::Policy)?;
+            Some(Arc::new(applier))
+        }
+        None => None,
+    };
     let (keys_tx, keys_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
         node: prepare::Node {
@@ -360,6 +374,14 @@ pub async fn run(
             }
         })
     };
+    let policy_loop = policies.map(|applier| {
+        tokio::spawn(policy::run(
+            client.clone(),
+            name.clone(),
+            applier,
+            shutdown.clone(),
+        ))
+    });
     let loop_stop = CancellationToken::new();
     let reconciler = tokio::spawn(runtime::run(
         agent.clone(),
@@ -379,7 +401,7 @@ pub async fn run(
     loop_stop.cancel();
     let _ = reconciler.await;
     stop_all(&agent).await;
-    for t in [beat, forward] {
+    for t in [beat, forward].into_iter().chain(policy_loop) {
         let _ = t.await;
     }
     let _ = reflector.await;

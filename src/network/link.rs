@@ -273,6 +273,36 @@ impl Links {
             .map_err(nl(format!("set link {index} up")))
     }
 
+    /// Sets a link up or down.
+    pub async fn set_updown(&self, index: u32, up: bool) -> Result<(), LinkError> {
+        let msg = LinkUnspec::new_with_index(index);
+        let msg = if up { msg.up() } else { msg.down() };
+        self.handle
+            .link()
+            .change(msg.build())
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "set link {index} {}",
+                if up { "up" } else { "down" }
+            )))
+    }
+
+    /// A link's MTU.
+    pub async fn mtu(&self, index: u32) -> Result<Option<u32>, LinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = match links.try_next().await {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(None),
+            Err(e) => return Err(nl(format!("get link {index}"))(e)),
+        };
+        Ok(msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Mtu(m) => Some(*m),
+            _ => None,
+        }))
+    }
+
     /// Sets a link's MTU.
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), LinkError> {
         self.handle

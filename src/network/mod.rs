@@ -8,6 +8,8 @@
 //! - [`mac`]: interface MACs (given or derived); [`cni`]: NetworkAttachmentDefinition
 //!   configurations (`bridge`, `macvtap`).
 //! - [`plan`]: a VMI's interfaces and networks resolved into what to plumb, in order.
+//! - [`policy`]: node network policies (nmstate's role): bridges, VLANs, addresses,
+//!   applied with rollback and reverted when the policy goes.
 //! - [`node`]: the per-node state: the default bridge, the DHCP server, NAT, and the
 //!   prepare/release of each VMI's interfaces; reconciliation after a restart.
 
@@ -19,4 +21,5 @@ pub mod mac;
 pub mod nat;
 pub mod node;
 pub mod plan;
+pub mod policy;
 pub mod tap;

@@ -24,14 +24,16 @@ pub fn pattern_byte(offset: usize) -> u8 {
     (offset % 251) as u8 ^ 0x5a
 }
 
-/// Checks one virtio-blk function; prints `virtio.blk.<index>*` keys.
+/// Checks one virtio-blk function; prints `virtio.blk.<index>*` keys. With `cidata`, a
+/// disk holding cloud-init's `network-config` returns it parsed (`cidata=` keys).
 pub fn check<C: ConfigurationAccess>(
     root: &mut PciRoot<C>,
     df: DeviceFunction,
     index: usize,
     write: bool,
     bench_it: bool,
-) {
+    cidata: bool,
+) -> Option<crate::cidata::NetworkConfig> {
     let transport = match PciTransport::new::<GuestHal, C>(root, df) {
         Ok(t) => t,
         Err(e) => {
@@ -39,7 +41,7 @@ pub fn check<C: ConfigurationAccess>(
                 core::format_args!("virtio.blk.{index}"),
                 "{df},transport error: {e}"
             );
-            return;
+            return None;
         }
     };
     let mut blk = match VirtIOBlk::<GuestHal, _>::new(transport) {
@@ -49,7 +51,7 @@ pub fn check<C: ConfigurationAccess>(
                 core::format_args!("virtio.blk.{index}"),
                 "{df},init error: {e}"
             );
-            return;
+            return None;
         }
     };
     let readonly = blk.readonly();
@@ -86,12 +88,17 @@ pub fn check<C: ConfigurationAccess>(
     if bench_it {
         bench(&mut blk);
     }
+    let network = if cidata {
+        read_cidata(&mut blk, index)
+    } else {
+        None
+    };
     if !write {
-        return;
+        return network;
     }
     if blk.capacity() < ((PATTERN_OFFSET + PATTERN_LEN) / SECTOR_SIZE) as u64 {
         kv!(core::format_args!("virtio.blk.{index}.write"), "too-small");
-        return;
+        return None;
     }
     for (i, b) in buf.iter_mut().enumerate() {
         *b = pattern_byte(PATTERN_OFFSET + i);
@@ -114,6 +121,62 @@ pub fn check<C: ConfigurationAccess>(
         }
     };
     kv!(core::format_args!("virtio.blk.{index}.write"), "{result}");
+    network
+}
+
+/// `network-config` of a `cidata` volume, parsed; `None` (quietly) for other disks.
+fn read_cidata<T: virtio_drivers::transport::Transport>(
+    blk: &mut VirtIOBlk<GuestHal, T>,
+    index: usize,
+) -> Option<crate::cidata::NetworkConfig> {
+    use crate::cidata::{parse_netplan, read_network_config, FatError};
+    let mut buf = [0u8; 4096];
+    let read = |sector: u32, out: &mut [u8; 512]| blk.read_blocks(sector as usize, out).is_ok();
+    match read_network_config(read, &mut buf) {
+        Ok(len) => {
+            let Ok(text) = core::str::from_utf8(&buf[..len]) else {
+                kv!("cidata", "error: network-config is not UTF-8");
+                return None;
+            };
+            let config = parse_netplan(text);
+            kv!("cidata", "disk {index},network-config {len} bytes");
+            for (i, e) in config.ethernets[..config.count].iter().enumerate() {
+                let mut mac = [0u8; 17];
+                if let Some(m) = e.mac {
+                    for (j, b) in m.iter().enumerate() {
+                        const HEX: &[u8; 16] = b"0123456789abcdef";
+                        mac[j * 3] = HEX[usize::from(b >> 4)];
+                        mac[j * 3 + 1] = HEX[usize::from(b & 15)];
+                        if j < 5 {
+                            mac[j * 3 + 2] = b'-';
+                        }
+                    }
+                }
+                let mac = core::str::from_utf8(&mac).unwrap_or("");
+                match e.address {
+                    Some((ip, prefix)) => kv!(
+                        core::format_args!("cidata.ethernet.{i}"),
+                        "mac={mac},address={}.{}.{}.{}/{prefix}",
+                        ip[0],
+                        ip[1],
+                        ip[2],
+                        ip[3]
+                    ),
+                    None => kv!(
+                        core::format_args!("cidata.ethernet.{i}"),
+                        "mac={mac},dhcp={}",
+                        u8::from(e.dhcp)
+                    ),
+                }
+            }
+            Some(config)
+        }
+        Err(FatError::NotFat | FatError::Label) => None,
+        Err(e) => {
+            kv!("cidata", "error: disk {index}: {e:?}");
+            None
+        }
+    }
 }
 
 /// Bytes of each sequential request.

@@ -13,6 +13,9 @@
 //! | `nosmp` | do not start the application processors |
 //! | `net` | DHCP on the first virtio-net device, then one TCP connection (see [`crate::net`]) |
 //! | `guest.ip=A.B.C.D/N`, `guest.gw=A.B.C.D` | with `net`: a static address instead of DHCP |
+//! | `net.nic=N` | with `net`: drive the N-th virtio-net device (default 0) |
+//! | `cidata` | read `network-config` from the `cidata` disk; with `net`, the entry matching the NIC's MAC gives its static address (see [`crate::cidata`]) |
+//! | `net.connect=A.B.C.D:P`, `net.bytes=N` | with `net`: connect to that peer instead of listening, send N bytes (default 65536), read its reply |
 //! | `vsock` | echo over virtio-vsock: connect to the host, then serve one host connection (see [`crate::vsock`]) |
 //! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
 //! | `blkbench` | time sequential and random I/O on the first virtio-blk disk (see [`crate::blk`]) |
@@ -62,6 +65,27 @@ pub struct Options {
     pub ip: Option<([u8; 4], u8)>,
     /// The default gateway with a static address: `guest.gw=A.B.C.D`.
     pub gateway: Option<[u8; 4]>,
+    /// Connect to this peer instead of listening: `net.connect=A.B.C.D:P`.
+    pub connect: Option<([u8; 4], u16)>,
+    /// Bytes to send on that connection: `net.bytes=N`.
+    pub net_bytes: u64,
+    /// Which virtio-net device `net` drives: `net.nic=N`.
+    pub net_nic: usize,
+    /// Read cloud-init NoCloud `network-config` (`cidata`).
+    pub cidata: bool,
+}
+
+/// The default of `net.bytes`.
+pub const DEFAULT_NET_BYTES: u64 = 64 << 10;
+
+/// Parses `A.B.C.D:P`.
+fn endpoint(text: &[u8]) -> Option<([u8; 4], u16)> {
+    let colon = text.iter().position(|&b| b == b':')?;
+    let port: u16 = core::str::from_utf8(&text[colon + 1..])
+        .ok()?
+        .parse()
+        .ok()?;
+    (port != 0).then_some((ipv4(&text[..colon])?, port))
 }
 
 /// Parses `A.B.C.D`.
@@ -97,6 +121,10 @@ impl Options {
             ip: None,
             gateway: None,
             vsock: false,
+            connect: None,
+            net_bytes: DEFAULT_NET_BYTES,
+            net_nic: 0,
+            cidata: false,
         };
         for word in cmdline.split(|b| b.is_ascii_whitespace()) {
             match word {
@@ -112,8 +140,26 @@ impl Options {
                 b"blkbench" => options.blk_bench = true,
                 b"net" => options.net = true,
                 b"vsock" => options.vsock = true,
+                b"cidata" => options.cidata = true,
+                _ if word.starts_with(b"net.nic=") => {
+                    if let Some(n) = core::str::from_utf8(&word[8..])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        options.net_nic = n;
+                    }
+                }
                 _ if word.starts_with(b"guest.ip=") => options.ip = cidr(&word[9..]),
                 _ if word.starts_with(b"guest.gw=") => options.gateway = ipv4(&word[9..]),
+                _ if word.starts_with(b"net.connect=") => options.connect = endpoint(&word[12..]),
+                _ if word.starts_with(b"net.bytes=") => {
+                    if let Some(n) = core::str::from_utf8(&word[10..])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                    {
+                        options.net_bytes = n;
+                    }
+                }
                 _ => {}
             }
         }
@@ -138,6 +184,10 @@ mod tests {
                 ip: None,
                 gateway: None,
                 vsock: false,
+                connect: None,
+                net_bytes: DEFAULT_NET_BYTES,
+                net_nic: 0,
+                cidata: false,
             }
         );
     }
@@ -156,6 +206,10 @@ mod tests {
                 ip: None,
                 gateway: None,
                 vsock: false,
+                connect: None,
+                net_bytes: DEFAULT_NET_BYTES,
+                net_nic: 0,
+                cidata: false,
             }
         );
         assert_eq!(Options::parse(b"triplefault").action, Action::TripleFault);
@@ -174,5 +228,17 @@ mod tests {
         assert_eq!(Options::parse(b"guest.ip=10.0.0.2/33").ip, None);
         assert_eq!(Options::parse(b"guest.ip=10.0.0.2").ip, None);
         assert_eq!(Options::parse(b"guest.gw=1.2.3.4.5").gateway, None);
+    }
+
+    #[test]
+    fn connect_words() {
+        let o = Options::parse(b"net net.connect=10.0.2.3:7777 net.bytes=1048576");
+        assert_eq!(o.connect, Some(([10, 0, 2, 3], 7777)));
+        assert_eq!(o.net_bytes, 1 << 20);
+        assert_eq!(Options::parse(b"net.connect=10.0.2.3").connect, None);
+        assert_eq!(Options::parse(b"net.connect=10.0.2.3:0").connect, None);
+        assert_eq!(Options::parse(b"net.bytes=x").net_bytes, DEFAULT_NET_BYTES);
+        let o = Options::parse(b"net net.nic=1 cidata");
+        assert_eq!((o.net_nic, o.cidata), (1, true));
     }
 }

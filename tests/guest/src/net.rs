@@ -2,6 +2,12 @@
 //! address, ARP and ICMP echo answered by the stack, then one TCP connection on port
 //! [`TCP_PORT`]: everything the peer sends is counted and CRC-32'd until it closes its side, and the guest answers
 //! `bytes=N crc32=0x........\n` and closes. Runs with the `net` command-line word.
+//!
+//! With `net.connect=A.B.C.D:P` the guest is the client instead (VM→VM traffic): it
+//! connects to that peer, sends `net.bytes` bytes of [`pattern`] with seed
+//! [`CONNECT_SEED`], closes its side, and prints the peer's reply line
+//! (`net.connect.reply`), what it sent (`net.connect.tx=N,0x<crc32>`) and how long
+//! connect-to-reply took on the PIT (`net.connect.us`).
 
 use crate::cmdline::Options;
 use crate::dma::GuestHal;
@@ -33,13 +39,24 @@ unsafe impl Sync for RxBuffers {}
 #[link_section = ".noinit"]
 static RX: RxBuffers = RxBuffers(UnsafeCell::new([[0; BUF]; QUEUE]));
 
-/// TCP receive window (64 KiB, so a stream is not throttled by the guest) and send buffer.
-struct TcpBuffers(UnsafeCell<([u8; 65535], [u8; 1024])>);
+/// The seed of the bytes a connecting guest sends.
+pub const CONNECT_SEED: u8 = 7;
+/// The guest's local port for `net.connect`.
+const LOCAL_PORT: u16 = 49152;
+
+/// Byte `i` of a stream with `seed`: the same formula as the host tests' senders.
+pub fn pattern(i: u64, seed: u8) -> u8 {
+    (i as u8).wrapping_mul(31).wrapping_add(seed)
+}
+
+/// TCP receive window and send buffer (64 KiB each, so a stream is not throttled by the
+/// guest in either direction).
+struct TcpBuffers(UnsafeCell<([u8; 65535], [u8; 65535])>);
 
 // SAFETY: only `run`, on the boot processor, borrows them, once.
 unsafe impl Sync for TcpBuffers {}
 
-static TCP: TcpBuffers = TcpBuffers(UnsafeCell::new(([0; 65535], [0; 1024])));
+static TCP: TcpBuffers = TcpBuffers(UnsafeCell::new(([0; 65535], [0; 65535])));
 
 /// Transmit buffers (virtio-net header + frame), one per transmit queue entry.
 struct TxBuffers(UnsafeCell<[[u8; BUF]; QUEUE]>);
@@ -205,7 +222,12 @@ impl Device for NetDevice {
 }
 
 /// Brings the interface up with DHCP and serves one TCP connection. Prints `net.*` keys.
-pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, options: &Options) {
+pub fn run<C: ConfigurationAccess>(
+    root: &mut PciRoot<C>,
+    df: DeviceFunction,
+    options: &Options,
+    cidata: Option<&crate::cidata::NetworkConfig>,
+) {
     let transport = match PciTransport::new::<GuestHal, C>(root, df) {
         Ok(t) => t,
         Err(e) => {
@@ -222,6 +244,25 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, op
     };
     let mac = EthernetAddress(raw.mac_address());
     kv!("virtio.net.0", "{df},mac={mac}");
+    // The address: the command line's, else cloud-init's entry for this MAC, else DHCP.
+    let mut options = *options;
+    let from_cidata = cidata
+        .and_then(|c| c.for_mac(mac.0))
+        .filter(|e| options.ip.is_none() && e.address.is_some());
+    if let Some(e) = from_cidata {
+        options.ip = e.address;
+        options.gateway = e.gateway;
+    }
+    kv!(
+        "net.ip.source",
+        "{}",
+        match (from_cidata.is_some(), options.ip.is_some()) {
+            (true, _) => "cidata",
+            (false, true) => "cmdline",
+            (false, false) => "dhcp",
+        }
+    );
+    let options = &options;
     let Some(mut dev) = NetDevice::new(raw) else {
         kv!("net", "error: could not post receive buffers");
         return;
@@ -255,6 +296,22 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, op
             kv!("net.gateway", "{gw}");
         }
         configured = true;
+    }
+    if let Some(peer) = options.connect {
+        if let Some(_done) = connect_loop(
+            &mut iface,
+            &mut dev,
+            &mut sockets,
+            tcp,
+            dhcp,
+            configured,
+            peer,
+            options.net_bytes,
+            &mut now,
+        ) {
+            kv!("net.tcp", "closed");
+        }
+        return;
     }
     let mut listening = false;
     let mut received: u64 = 0;
@@ -328,6 +385,127 @@ pub fn run<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction, op
                 }
             );
             return;
+        }
+    }
+}
+
+/// The client side: DHCP (or the static address) first, then one connection to `peer`.
+/// `Some` when the exchange completed; failures are printed as `net=` lines.
+#[allow(clippy::too_many_arguments)]
+fn connect_loop(
+    iface: &mut Interface,
+    dev: &mut NetDevice,
+    sockets: &mut SocketSet<'_>,
+    tcp: smoltcp::iface::SocketHandle,
+    dhcp: Option<smoltcp::iface::SocketHandle>,
+    mut configured: bool,
+    peer: ([u8; 4], u16),
+    total: u64,
+    now: &mut impl FnMut() -> Instant,
+) -> Option<()> {
+    let remote = (Ipv4Address::from(peer.0), peer.1);
+    let mut started: Option<Instant> = None;
+    let mut sent: u64 = 0;
+    let mut crc = crc32fast::Hasher::new();
+    let mut closed_tx = false;
+    let mut reply = [0u8; 64];
+    let mut reply_len = 0;
+    let mut last_activity = now();
+    let mut retry_at = last_activity;
+    loop {
+        let t = now();
+        iface.poll(t, dev, sockets);
+        if let Some(handle) = dhcp {
+            match sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
+                Some(dhcpv4::Event::Configured(cfg)) => {
+                    iface.update_ip_addrs(|addrs| {
+                        addrs.clear();
+                        let _ = addrs.push(IpCidr::Ipv4(cfg.address));
+                    });
+                    if let Some(router) = cfg.router {
+                        let _ = iface.routes_mut().add_default_ipv4_route(router);
+                        kv!("net.gateway", "{router}");
+                    }
+                    kv!("net.ip", "{}", cfg.address);
+                    configured = true;
+                }
+                Some(dhcpv4::Event::Deconfigured) => configured = false,
+                None => {}
+            }
+        }
+        let socket = sockets.get_mut::<tcp::Socket>(tcp);
+        if started.is_some() && !closed_tx && sent == 0 && socket.state() == tcp::State::Closed {
+            // Refused (the peer is not listening yet): try again shortly.
+            started = None;
+            retry_at = t + smoltcp::time::Duration::from_millis(200);
+        }
+        if configured && started.is_none() && t >= retry_at {
+            if let Err(e) = socket.connect(iface.context(), remote, LOCAL_PORT) {
+                kv!("net", "error: connect: {e}");
+                return None;
+            }
+            kv!("net.connect", "{}:{}", remote.0, remote.1);
+            started = Some(t);
+            last_activity = t;
+        }
+        if started.is_some() {
+            while socket.may_send() && sent < total {
+                let n = socket
+                    .send(|buf| {
+                        let n = buf.len().min((total - sent) as usize);
+                        for (i, b) in buf[..n].iter_mut().enumerate() {
+                            *b = pattern(sent + i as u64, CONNECT_SEED);
+                        }
+                        crc.update(&buf[..n]);
+                        (n, n)
+                    })
+                    .unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                sent += n as u64;
+                last_activity = t;
+            }
+            if sent == total && !closed_tx && socket.send_queue() == 0 {
+                socket.close();
+                closed_tx = true;
+            }
+            while socket.can_recv() {
+                last_activity = t;
+                let _ = socket.recv(|data| {
+                    let room = reply.len() - reply_len;
+                    let n = data.len().min(room);
+                    reply[reply_len..reply_len + n].copy_from_slice(&data[..n]);
+                    reply_len += n;
+                    (data.len(), ())
+                });
+            }
+            if closed_tx && matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                let us = (t - started.unwrap_or(t)).total_micros();
+                let line = core::str::from_utf8(&reply[..reply_len])
+                    .unwrap_or("(not UTF-8)")
+                    .trim_end();
+                kv!("net.connect.tx", "{sent},{:#010x}", crc.clone().finalize());
+                kv!("net.connect.reply", "{line}");
+                kv!("net.connect.us", "{us}");
+                return Some(());
+            }
+            if !closed_tx && socket.state() == tcp::State::Closed && sent > 0 {
+                kv!("net", "error: the peer closed the connection early");
+                return None;
+            }
+        }
+        if (t - last_activity).total_millis() > 120_000 {
+            kv!(
+                "net",
+                "timeout ({})",
+                if started.is_some() {
+                    "connection stalled"
+                } else {
+                    "no DHCP lease"
+                }
+            );
+            return None;
         }
     }
 }

@@ -28,7 +28,8 @@ pub fn report(platform: &Platform, options: &Options) {
     let mut blk_devices = [None::<DeviceFunction>; MAX_BLK];
     let mut count = 0;
     let mut blk_count = 0;
-    let mut net_device = None;
+    let mut net_devices = [None::<DeviceFunction>; 4];
+    let mut net_count = 0;
     let mut vsock_device = None;
     let mut others = [None::<(DeviceFunction, DeviceType)>; MAX_BLK];
     let mut other_count = 0;
@@ -59,8 +60,9 @@ pub fn report(platform: &Platform, options: &Options) {
             if kind == DeviceType::Socket && vsock_device.is_none() {
                 vsock_device = Some(df);
             }
-            if kind == DeviceType::Network && net_device.is_none() {
-                net_device = Some(df);
+            if kind == DeviceType::Network && net_count < net_devices.len() {
+                net_devices[net_count] = Some(df);
+                net_count += 1;
             }
             if kind == DeviceType::Block && blk_count < MAX_BLK {
                 blk_devices[blk_count] = Some(df);
@@ -69,14 +71,20 @@ pub fn report(platform: &Platform, options: &Options) {
         }
     }
     kv!("pci.count", "{count}");
+    let mut network_config = None;
     for (index, df) in blk_devices.iter().flatten().enumerate() {
-        blk::check(
+        let found = blk::check(
             &mut root,
             *df,
             index,
             options.blk_write,
             options.blk_bench && index == 0,
+            options.cidata,
         );
+        network_config = network_config.or(found);
+    }
+    if options.cidata && network_config.is_none() {
+        kv!("cidata", "none: no cidata disk with a network-config");
     }
     let (mut rngs, mut consoles) = (0, 0);
     for (df, kind) in others.iter().flatten() {
@@ -95,9 +103,10 @@ pub fn report(platform: &Platform, options: &Options) {
         }
     }
     if options.net {
-        match net_device {
-            Some(df) => net::run(&mut root, df, options),
-            None => kv!("net", "none: no virtio-net device"),
+        kv!("net.nics", "{net_count}");
+        match net_devices.get(options.net_nic).copied().flatten() {
+            Some(df) => net::run(&mut root, df, options, network_config.as_ref()),
+            None => kv!("net", "none: no virtio-net device {}", options.net_nic),
         }
     }
 }

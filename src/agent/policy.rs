@@ -1,0 +1,487 @@
+//! NodeNetworkConfigurationPolicies on this node (kubernetes-nmstate's handler): watches
+//! the policies, applies each one whose `nodeSelector` matches this Node's labels through
+//! [`PolicyApplier`] (with rollback on failure), reports the outcome in the
+//! NodeNetworkConfigurationEnactment `<node>.<policy>`, and keeps the policy's summary
+//! conditions (`Available`, `Degraded`, `Progressing`) current from all enactments.
+//! When a policy is deleted or stops selecting the node, what it did here is reverted and
+//! the enactment removed — also for a policy deleted while the agent was down (its record
+//! on disk names it at start).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{Api, Client, ClientError};
+use crate::controller::clock;
+use crate::controller::reflector::{reflect, Cache};
+use crate::controller::runtime::{self, Action};
+use crate::network::policy::{PolicyApplier, PolicyError};
+use crate::store::{DeleteOptions, ListOptions, WriteOptions};
+use api::core::node::Node;
+use api::network::policy::{
+    enactment_name, NmstateCondition, NodeNetworkConfigurationPolicy, NODE_LABEL, POLICY_LABEL,
+};
+use api::resource::ResourceDef;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How often every policy is re-applied without changes (drift is repaired then).
+pub const RESYNC: Duration = Duration::from_secs(60);
+
+/// Errors of one policy reconcile (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyReconcileError {
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// The reconciler's context.
+pub struct PolicyContext {
+    client: Client,
+    node: String,
+    applier: Arc<PolicyApplier>,
+    policies: Cache<NodeNetworkConfigurationPolicy>,
+    policy_def: &'static ResourceDef,
+    enactment_def: &'static ResourceDef,
+    node_def: &'static ResourceDef,
+}
+
+fn defs() -> Option<(
+    &'static ResourceDef,
+    &'static ResourceDef,
+    &'static ResourceDef,
+)> {
+    Some((
+        api::resource::find_kind("nmstate.io", "NodeNetworkConfigurationPolicy")?,
+        api::resource::find_kind("nmstate.io", "NodeNetworkConfigurationEnactment")?,
+        api::resource::find_kind("", "Node")?,
+    ))
+}
+
+/// Runs the policy reconciler until `shutdown`.
+pub async fn run(
+    client: Client,
+    node: String,
+    applier: Arc<PolicyApplier>,
+    shutdown: CancellationToken,
+) {
+    let Some((policy_def, enactment_def, node_def)) = defs() else {
+        tracing::warn!("the API serves no nmstate.io policies: node network policies are off");
+        return;
+    };
+    let ctx = Arc::new(PolicyContext {
+        client: client.clone(),
+        node,
+        applier,
+        policies: Cache::default(),
+        policy_def,
+        enactment_def,
+        node_def,
+    });
+    let (keys_tx, keys_rx) = mpsc::unbounded_channel();
+    // Policies with a record here but perhaps deleted while the agent was down.
+    for name in ctx.applier.recorded().await.into_keys() {
+        let _ = keys_tx.send(name);
+    }
+    let (changes_tx, mut changes_rx) = mpsc::unbounded_channel();
+    let reflector = tokio::spawn(reflect(
+        Api::all(client, policy_def),
+        ctx.policies.clone(),
+        changes_tx,
+        shutdown.clone(),
+    ));
+    let forward = tokio::spawn(async move {
+        while let Some(c) = changes_rx.recv().await {
+            if keys_tx.send(c.key).is_err() {
+                return;
+            }
+        }
+    });
+    runtime::run(
+        ctx.clone(),
+        keys_rx,
+        |c: &PolicyContext| {
+            c.policies
+                .list()
+                .iter()
+                .filter_map(|p| p.metadata.name.clone())
+                .collect()
+        },
+        reconcile,
+        RESYNC,
+        shutdown,
+    )
+    .await;
+    let _ = reflector.await;
+    forward.abort();
+}
+
+fn selects(policy: &NodeNetworkConfigurationPolicy, labels: &BTreeMap<String, String>) -> bool {
+    policy
+        .spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn condition(type_: &str, status: bool, reason: &str, message: &str) -> NmstateCondition {
+    NmstateCondition {
+        type_: type_.to_string(),
+        status: if status { "True" } else { "False" }.to_string(),
+        reason: Some(reason.to_string()),
+        message: (!message.is_empty()).then(|| message.to_string()),
+        ..NmstateCondition::default()
+    }
+}
+
+/// Stamps times on `new`, keeping each condition's transition time while its status holds.
+fn stamp(new: &mut [NmstateCondition], old: &[NmstateCondition]) {
+    let now = Time(clock::now());
+    for c in new.iter_mut() {
+        let prev = old.iter().find(|o| o.type_ == c.type_);
+        c.last_heartbeat_time = Some(now.clone());
+        c.last_transition_time = match prev {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => Some(now.clone()),
+        };
+    }
+}
+
+/// Whether two condition lists say the same (times aside).
+fn same(a: &[NmstateCondition], b: &[NmstateCondition]) -> bool {
+    let key = |c: &NmstateCondition| {
+        (
+            c.type_.clone(),
+            c.status.clone(),
+            c.reason.clone(),
+            c.message.clone(),
+        )
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
+}
+
+/// The enactment conditions kubernetes-nmstate writes for each outcome.
+enum Outcome<'a> {
+    Progressing,
+    Available,
+    Failing(&'a str),
+}
+
+fn enactment_conditions(outcome: Outcome<'_>) -> Vec<NmstateCondition> {
+    let (available, failing, progressing, reason, message) = match outcome {
+        Outcome::Progressing => (
+            false,
+            false,
+            true,
+            "ConfigurationProgressing",
+            "Applying desired state".to_string(),
+        ),
+        Outcome::Available => (
+            true,
+            false,
+            false,
+            "SuccessfullyConfigured",
+            "successfully reconciled".to_string(),
+        ),
+        Outcome::Failing(e) => (
+            false,
+            true,
+            false,
+            "FailedToConfigure",
+            format!("error reconciling NodeNetworkConfigurationPolicy on node: {e}; rolled back"),
+        ),
+    };
+    vec![
+        condition(
+            "Failing",
+            failing,
+            reason,
+            if failing { &message } else { "" },
+        ),
+        condition(
+            "Available",
+            available,
+            reason,
+            if available { &message } else { "" },
+        ),
+        condition(
+            "Progressing",
+            progressing,
+            reason,
+            if progressing { &message } else { "" },
+        ),
+        condition("Pending", false, reason, ""),
+        condition("Aborted", false, reason, ""),
+    ]
+}
+
+async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, PolicyReconcileError> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone(), ctx.node_def);
+    let policy = ctx.policies.get(&name);
+    let labels = nodes
+        .get(&ctx.node)
+        .await?
+        .metadata
+        .labels
+        .unwrap_or_default();
+    let wanted = policy
+        .as_deref()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| selects(p, &labels));
+    let enactments: Api<Value> = Api::all(ctx.client.clone(), ctx.enactment_def);
+    let enactment = enactment_name(&ctx.node, &name);
+    let Some(policy) = wanted else {
+        ctx.applier.revert(&name).await?;
+        match enactments
+            .delete(&enactment, &DeleteOptions::default())
+            .await
+        {
+            Ok(_) => tracing::info!(policy = %name, "node network policy reverted"),
+            Err(e) if e.code() == Some(404) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if policy.is_some() {
+            update_policy_status(&ctx, &name).await?;
+        }
+        return Ok(Action::AwaitChange);
+    };
+    let generation = policy.metadata.generation.unwrap_or(1);
+    let desired = serde_json::to_value(&policy.spec.desired_state).unwrap_or(Value::Null);
+    let current = match enactments.get_opt(&enactment).await? {
+        Some(e) => e,
+        None => {
+            let mut e = json!({
+                "apiVersion": "nmstate.io/v1", "kind": "NodeNetworkConfigurationEnactment",
+                "metadata": {"name": enactment,
+                    "labels": {POLICY_LABEL: name, NODE_LABEL: ctx.node}},
+            });
+            if let Some(uid) = &policy.metadata.uid {
+                e["metadata"]["ownerReferences"] = json!([{
+                    "apiVersion": "nmstate.io/v1", "kind": "NodeNetworkConfigurationPolicy",
+                    "name": name, "uid": uid}]);
+            }
+            enactments.create(&e, &WriteOptions::default()).await?
+        }
+    };
+    let old: Vec<NmstateCondition> =
+        serde_json::from_value(current["status"]["conditions"].clone()).unwrap_or_default();
+    let applied_generation = current["status"]["policyGeneration"].as_i64();
+    if applied_generation != Some(generation) {
+        write_enactment(
+            &enactments,
+            &current,
+            &desired,
+            generation,
+            Outcome::Progressing,
+            &old,
+        )
+        .await?;
+        update_policy_status(&ctx, &name).await?;
+    }
+    let probe_nodes = nodes.clone();
+    let me = ctx.node.clone();
+    let result = ctx
+        .applier
+        .apply(
+            &name,
+            generation,
+            &policy.spec.desired_state,
+            || async move {
+                // nmstate's probe: the control plane must still be reachable from here.
+                probe_nodes
+                    .get(&me)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("the API server is unreachable: {e}"))
+            },
+        )
+        .await;
+    let current = enactments.get(&enactment).await?;
+    let old: Vec<NmstateCondition> =
+        serde_json::from_value(current["status"]["conditions"].clone()).unwrap_or_default();
+    let message = result.as_ref().err().map(|e| {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(inner) = src {
+            s = format!("{s}: {inner}");
+            src = inner.source();
+        }
+        s
+    });
+    let outcome = match &message {
+        None => Outcome::Available,
+        Some(m) => Outcome::Failing(m),
+    };
+    write_enactment(&enactments, &current, &desired, generation, outcome, &old).await?;
+    update_policy_status(&ctx, &name).await?;
+    match message {
+        None => Ok(Action::AwaitChange),
+        Some(m) => {
+            tracing::warn!(policy = %name, "node network policy failed: {m}");
+            // A missing port may appear later (a NIC hot-plugged); try again now and then.
+            Ok(Action::Requeue(RESYNC))
+        }
+    }
+}
+
+async fn write_enactment(
+    enactments: &Api<Value>,
+    current: &Value,
+    desired: &Value,
+    generation: i64,
+    outcome: Outcome<'_>,
+    old: &[NmstateCondition],
+) -> Result<(), ClientError> {
+    let mut conditions = enactment_conditions(outcome);
+    if same(&conditions, old) && current["status"]["policyGeneration"].as_i64() == Some(generation)
+    {
+        return Ok(());
+    }
+    stamp(&mut conditions, old);
+    let mut e = current.clone();
+    e["status"] = json!({
+        "desiredState": desired,
+        "policyGeneration": generation,
+        "conditions": conditions,
+    });
+    let name = current["metadata"]["name"].as_str().unwrap_or_default();
+    enactments.replace_status(name, &e).await?;
+    Ok(())
+}
+
+/// Recomputes the policy's conditions from the enactments of the nodes it selects.
+async fn update_policy_status(ctx: &PolicyContext, name: &str) -> Result<(), ClientError> {
+    // Read and written as JSON: the typed struct would drop what it does not model.
+    let policies: Api<Value> = Api::all(ctx.client.clone(), ctx.policy_def);
+    let Some(raw) = policies.get_opt(name).await? else {
+        return Ok(());
+    };
+    let policy: NodeNetworkConfigurationPolicy = match serde_json::from_value(raw.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(policy = %name, "policy does not decode: {e}");
+            return Ok(());
+        }
+    };
+    let generation = policy.metadata.generation.unwrap_or(1);
+    let nodes: Api<Node> = Api::all(ctx.client.clone(), ctx.node_def);
+    let matching: Vec<String> = nodes
+        .list(&ListOptions::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|n| {
+            selects(
+                &policy,
+                n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+            )
+        })
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let enactments: Api<Value> = Api::all(ctx.client.clone(), ctx.enactment_def);
+    let list = enactments
+        .list(&ListOptions {
+            label_selector: Some(format!("{POLICY_LABEL}={name}")),
+            ..ListOptions::default()
+        })
+        .await?;
+    let (mut available, mut failing) = (0, 0);
+    for e in &list.items {
+        let node = e["metadata"]["labels"][NODE_LABEL].as_str().unwrap_or("");
+        if !matching.iter().any(|n| n == node)
+            || e["status"]["policyGeneration"].as_i64() != Some(generation)
+        {
+            continue;
+        }
+        let conds: Vec<NmstateCondition> =
+            serde_json::from_value(e["status"]["conditions"].clone()).unwrap_or_default();
+        let is = |t: &str| conds.iter().any(|c| c.type_ == t && c.status == "True");
+        if is("Available") {
+            available += 1;
+        } else if is("Failing") {
+            failing += 1;
+        }
+    }
+    let total = matching.len();
+    let mut conditions = if total == 0 {
+        vec![
+            condition(
+                "Available",
+                true,
+                "NoMatchingNode",
+                "Policy does not match any node",
+            ),
+            condition("Degraded", false, "NoMatchingNode", ""),
+            condition("Progressing", false, "NoMatchingNode", ""),
+        ]
+    } else if failing > 0 {
+        let m = format!("{failing}/{total} nodes failed to configure");
+        vec![
+            condition("Available", false, "FailedToConfigure", ""),
+            condition("Degraded", true, "FailedToConfigure", &m),
+            condition("Progressing", false, "FailedToConfigure", ""),
+        ]
+    } else if available == total {
+        let m = format!("{available}/{total} nodes successfully configured");
+        vec![
+            condition("Available", true, "SuccessfullyConfigured", &m),
+            condition("Degraded", false, "SuccessfullyConfigured", ""),
+            condition("Progressing", false, "SuccessfullyConfigured", ""),
+        ]
+    } else {
+        let m = format!("Policy is progressing {available}/{total} nodes finished");
+        vec![
+            condition("Available", false, "ConfigurationProgressing", ""),
+            condition("Degraded", false, "ConfigurationProgressing", ""),
+            condition("Progressing", true, "ConfigurationProgressing", &m),
+        ]
+    };
+    let old = policy
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    if same(&conditions, &old) {
+        return Ok(());
+    }
+    stamp(&mut conditions, &old);
+    let mut updated = raw;
+    updated["status"] = json!({ "conditions": conditions });
+    // The resourceVersion read above guards against another node's concurrent write: a
+    // 409 retries this reconcile with a fresh count.
+    policies.replace_status(name, &updated).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_and_conditions() {
+        let p: NodeNetworkConfigurationPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "p"},
+            "spec": {"nodeSelector": {"role": "edge"}, "desiredState": {"interfaces": []}}
+        }))
+        .expect("policy");
+        let mut labels = BTreeMap::from([("role".to_string(), "edge".to_string())]);
+        assert!(selects(&p, &labels));
+        labels.insert("role".into(), "core".into());
+        assert!(!selects(&p, &labels));
+        let failing = enactment_conditions(Outcome::Failing("boom"));
+        assert!(failing
+            .iter()
+            .any(|c| c.type_ == "Failing" && c.status == "True"));
+        let ok = enactment_conditions(Outcome::Available);
+        assert!(!same(&failing, &ok));
+        let mut stamped = ok.clone();
+        stamp(&mut stamped, &[]);
+        assert!(same(&stamped, &ok));
+        assert!(stamped[0].last_transition_time.is_some());
+    }
+}
