@@ -1265,7 +1265,7 @@ fn inner_vm_to_vm() -> Result<()> {
     let srv = rt.block_on(network.prepare(&default_vmi("srv")?, &nads))?;
     let cl = rt.block_on(network.prepare(&default_vmi("cl")?, &nads))?;
     let srv_ip = srv.interfaces[0].ip_address.clone().context("address")?;
-    guest_to_guest(&srv, "", &cl, "", &srv_ip, 256 << 10)?;
+    guest_to_guest(&srv, "", &cl, "", &srv_ip, 64 << 10)?;
 
     // A bridge network without IPAM: static addresses, one L2 segment.
     let lsrv = rt.block_on(network.prepare(&lan_vmi("lsrv")?, &nads))?;
@@ -1276,7 +1276,7 @@ fn inner_vm_to_vm() -> Result<()> {
         &lcl,
         "guest.ip=192.0.2.12/24",
         "192.0.2.11",
-        256 << 10,
+        64 << 10,
     )?;
     for uid in ["uid-srv", "uid-cl", "uid-lsrv", "uid-lcl"] {
         rt.block_on(network.release(uid))?;
