@@ -11,11 +11,14 @@
 #   vmlinux               the same kernel as an ELF, extracted from the bzImage's payload;
 #                         checked to be an x86_64 ELF that carries the PVH entry note
 #   kernel-release        the kernel's release string (its /lib/modules folder name)
-#   l2-initrd.cpio.gz     the L2 guest's initramfs: busybox, the kernel's virtio modules
-#                         and tests/linux/l2-init.sh as /init
-#   l1-base.cpio          the base of the L1 host's initramfs: busybox, the kernel's kvm
-#                         modules and tests/linux/l1-init.sh as /init. The test appends a
-#                         second archive with monovirt and the L2 images at run time.
+#   vsock-echo            tests/linux/vsock-echo.rs, built by rustc as a static program:
+#                         the vsock tool of both initramfs images (busybox has none)
+#   l2-initrd.cpio.gz     the L2 guest's initramfs: busybox, vsock-echo, the kernel's
+#                         virtio modules and tests/linux/l2-init.sh as /init
+#   l1-base.cpio          the base of the L1 host's initramfs: busybox, vsock-echo, the
+#                         kernel's kvm and tun modules and tests/linux/l1-init.sh as /init.
+#                         The test appends a second archive with monovirt and the L2 images
+#                         at run time.
 #
 # Idempotent: packages are downloaded only when debs/ lacks them, and each image is
 # rebuilt only when one of its inputs is newer than it.
@@ -26,6 +29,7 @@ out=${MONOVIRT_GUEST_ARTIFACTS:-$repo/target/guest-artifacts}
 l2_init=$repo/tests/linux/l2-init.sh
 l1_init=$repo/tests/linux/l1-init.sh
 self=$repo/scripts/fetch-guest-artifacts.sh
+vsock_echo_src=$repo/tests/linux/vsock-echo.rs
 
 # Modules the L2 initramfs carries (with their dependencies from modules.dep). Those the
 # kernel has built in are skipped. Later issues add theirs here.
@@ -38,11 +42,12 @@ L2_MODULES=(
     virtio_balloon
     vmw_vsock_virtio_transport
 )
-# Modules that give L1 a real kvm_amd /dev/kvm.
+# Modules that give L1 a real kvm_amd /dev/kvm, and the tap devices of its L2 guests.
 L1_MODULES=(
     irqbypass
     kvm
     kvm_amd
+    tun
 )
 
 log() { echo "fetch-guest-artifacts: $*" >&2; }
@@ -51,7 +56,7 @@ die() {
     exit 1
 }
 
-for tool in apt-get apt-cache dpkg depmod cpio gzip lz4 xz zstd readelf od dd flock; do
+for tool in apt-get apt-cache dpkg depmod cpio gzip lz4 xz zstd readelf od dd flock rustc; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found (run scripts/setup.sh)"
 done
 
@@ -192,6 +197,20 @@ if [[ ! -f $out/vmlinux || $bzimage -nt $out/vmlinux ]]; then
     extract_vmlinux "$bzimage" "$out/vmlinux"
 fi
 
+# --- vsock-echo ---------------------------------------------------------------------------
+
+# std only, so rustc alone builds it; the C library linked in, so it runs in L2, which
+# has no libc at all.
+vsock_echo=$out/vsock-echo
+if [[ ! -x $vsock_echo || $vsock_echo_src -nt $vsock_echo ]]; then
+    log "building vsock-echo"
+    rustc --edition 2021 --target x86_64-unknown-linux-gnu -C opt-level=2 \
+        -C target-feature=+crt-static -C strip=symbols \
+        -o "$vsock_echo.tmp" "$vsock_echo_src" ||
+        die "building tests/linux/vsock-echo.rs failed"
+    mv "$vsock_echo.tmp" "$vsock_echo"
+fi
+
 # --- Initramfs images -------------------------------------------------------------------
 
 # Prints the paths (relative to the modules folder) of the modules named in $@ and of all
@@ -224,8 +243,9 @@ resolve_modules() {
     printf '%s\n' "${order[@]}"
 }
 
-# Builds initramfs $1 (a newc cpio, gzip-compressed when named *.gz) with busybox, the
-# modules $3... (listed in load order in /etc/modules) and init script $2 as /init.
+# Builds initramfs $1 (a newc cpio, gzip-compressed when named *.gz) with busybox,
+# vsock-echo, the modules $3... (listed in load order in /etc/modules) and init script $2
+# as /init.
 build_initramfs() {
     local dst=$1 init=$2
     shift 2
@@ -233,6 +253,7 @@ build_initramfs() {
     stage=$(mktemp -d)
     mkdir -p "$stage"/{bin,dev,proc,sys,tmp,etc,lib/modules/"$release"}
     cp "$busybox" "$stage/bin/busybox"
+    cp "$vsock_echo" "$stage/bin/vsock-echo"
     cp "$init" "$stage/init"
     chmod 755 "$stage/init"
     local mod mods
@@ -268,10 +289,10 @@ stale() {
     return 1
 }
 
-if stale "$out/l2-initrd.cpio.gz" "$l2_init" "$self" "$busybox" "$moddir/modules.dep"; then
+if stale "$out/l2-initrd.cpio.gz" "$l2_init" "$self" "$busybox" "$vsock_echo" "$moddir/modules.dep"; then
     build_initramfs "$out/l2-initrd.cpio.gz" "$l2_init" "${L2_MODULES[@]}"
 fi
-if stale "$out/l1-base.cpio" "$l1_init" "$self" "$busybox" "$moddir/modules.dep"; then
+if stale "$out/l1-base.cpio" "$l1_init" "$self" "$busybox" "$vsock_echo" "$moddir/modules.dep"; then
     build_initramfs "$out/l1-base.cpio" "$l1_init" "${L1_MODULES[@]}"
 fi
 

@@ -157,10 +157,17 @@ impl Scenario {
         format!("{L2_CMDLINE}{quiet} monovirt.task={}", self.task)
     }
 
-    /// Its line in `/etc/scenarios.sh`, a call of l1-init.sh's `scenario` function.
+    /// Its line in `/etc/scenarios.sh`, a call of l1-init.sh's `scenario` function, or of
+    /// its `devices_scenario` for the `devices` task, which needs the host side of every
+    /// virtio device set up in L1.
     fn shell_line(&self) -> String {
+        let function = if self.task == "devices" {
+            "devices_scenario"
+        } else {
+            "scenario"
+        };
         format!(
-            "scenario {} --kernel {} --initrd {L2_INITRD} --cmdline \"{}\" --cpus {} --memory {}\n",
+            "{function} {} --kernel {} --initrd {L2_INITRD} --cmdline \"{}\" --cpus {} --memory {}\n",
             self.name,
             self.kernel,
             self.cmdline(),
@@ -762,7 +769,7 @@ fn check_l2(scenario: &Scenario, text: &[&str], failures: &mut Vec<String>) {
     let ending = match scenario.task {
         "poweroff" => "MONOVIRT-L2-POWEROFF",
         "reboot" => "MONOVIRT-L2-REBOOT",
-        "modules" => {
+        "modules" | "devices" => {
             match find(markers, "MONOVIRT-L2-MODULES") {
                 None => failures.push(format!("{name}: no MONOVIRT-L2-MODULES line")),
                 Some(m) if m.field("failed") != Some("") || m.field("loaded") == Some("0") => {
@@ -786,6 +793,290 @@ fn check_l2(scenario: &Scenario, text: &[&str], failures: &mut Vec<String>) {
     }
 }
 
+/// What the `devices` scenario's host side (l1-init.sh's `devices_scenario`) gave the
+/// guest, as l2-init.sh's `devices` task expects it.
+const DEV_RW_SERIAL: &str = "mvdisk0rw";
+const DEV_RO_SERIAL: &str = "mvdisk1ro";
+/// 4 MiB and 1 MiB images, in 512-byte sectors.
+const DEV_RW_SECTORS: &str = "8192";
+const DEV_RO_SECTORS: &str = "2048";
+const DEV_MAC: &str = "52:54:00:4d:56:02";
+/// Each TCP transfer, and each vsock echo, in bytes.
+const DEV_TCP_BYTES: &str = "2097152";
+const DEV_VSOCK_BYTES: &str = "4096";
+
+/// Checks a field has the value it must have.
+fn expect(failures: &mut Vec<String>, what: &str, got: Option<&str>, want: &str) {
+    if got != Some(want) {
+        failures.push(format!("devices: {what} is {got:?}, expected {want:?}"));
+    }
+}
+
+/// Compares two fields that must be equal and present, naming both sides.
+fn same(
+    failures: &mut Vec<String>,
+    what: &str,
+    (left_name, left): (&str, Option<&str>),
+    (right_name, right): (&str, Option<&str>),
+) {
+    match (left, right) {
+        (Some(l), Some(r)) if l == r && !l.is_empty() => {}
+        _ => failures.push(format!(
+            "{what}: {left_name} is {left:?} but {right_name} is {right:?}"
+        )),
+    }
+}
+
+/// Checks the `devices` scenario: the guest's own report (`l2`, its markers) against
+/// what L1's host side saw (`l1`, every marker of the boot): each virtio driver bound, the
+/// disks' data, serials, read-only state and discard, ping and TCP both ways over the
+/// tap, the hardware RNG, hvc0's output in the host's file, and a vsock echo each way.
+fn check_devices(l2: &[Marker], l1: &[Marker], failures: &mut Vec<String>) {
+    let l2_field = |marker: &str, key: &str| find(l2, marker).and_then(|m| m.field(key));
+    let l1_field = |marker: &str, key: &str| find(l1, marker).and_then(|m| m.field(key));
+
+    // Each virtio device bound to the Linux driver of its type (virtio device IDs).
+    let bound = l2_field("MONOVIRT-L2-VIRTIO", "bound").unwrap_or_default();
+    let mut bound: Vec<&str> = bound.split(',').filter(|b| !b.is_empty()).collect();
+    bound.sort_unstable();
+    let mut want_bound = vec![
+        "1:virtio_net",
+        "2:virtio_blk",
+        "2:virtio_blk",
+        "3:virtio_console",
+        "4:virtio_rng",
+        "19:vmw_vsock_virtio_transport",
+    ];
+    want_bound.sort_unstable();
+    let bound_ok = want_bound.iter().all(|want| {
+        bound.iter().filter(|b| *b == want).count()
+            >= want_bound.iter().filter(|w| *w == want).count()
+    });
+    if !bound_ok {
+        failures.push(format!(
+            "devices: virtio drivers bound {bound:?}, expected at least {want_bound:?}"
+        ));
+    }
+
+    // The disks, told apart by their serials.
+    let disk = |serial: &str| {
+        l2.iter()
+            .find(|m| m.name == "MONOVIRT-L2-DISK" && m.field("serial") == Some(serial))
+    };
+    match disk(DEV_RW_SERIAL) {
+        None => failures.push(format!("devices: no disk with serial {DEV_RW_SERIAL}")),
+        Some(d) => {
+            expect(failures, "the read-write disk's ro", d.field("ro"), "0");
+            expect(
+                failures,
+                "the read-write disk's sectors",
+                d.field("sectors"),
+                DEV_RW_SECTORS,
+            );
+            for limit in ["discard_max", "write_zeroes_max"] {
+                if d.field(limit)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    == 0
+                {
+                    failures.push(format!(
+                        "devices: the read-write disk's {limit} is {:?}: the feature was not \
+                         negotiated",
+                        d.field(limit)
+                    ));
+                }
+            }
+        }
+    }
+    match disk(DEV_RO_SERIAL) {
+        None => failures.push(format!("devices: no disk with serial {DEV_RO_SERIAL}")),
+        Some(d) => {
+            expect(failures, "the read-only disk's ro", d.field("ro"), "1");
+            expect(
+                failures,
+                "the read-only disk's sectors",
+                d.field("sectors"),
+                DEV_RO_SECTORS,
+            );
+        }
+    }
+    let blk = |key| l2_field("MONOVIRT-L2-BLK", key);
+    same(
+        failures,
+        "devices: the data L1 put on vda",
+        ("the guest's read", blk("read_sha")),
+        ("L1's", l1_field("MONOVIRT-L1-DEV-DISKS", "vda_first_sha")),
+    );
+    expect(failures, "the guest's write to vda", blk("write"), "ok");
+    same(
+        failures,
+        "devices: the MiB the guest wrote",
+        ("its read-back from the device", blk("readback_sha")),
+        ("what it wrote", blk("written_sha")),
+    );
+    same(
+        failures,
+        "devices: the MiB the guest wrote",
+        (
+            "the image file in L1",
+            l1_field("MONOVIRT-L1-DEV-DISKS-AFTER", "vda_written_sha"),
+        ),
+        ("what it wrote", blk("written_sha")),
+    );
+    same(
+        failures,
+        "devices: vda's first MiB",
+        (
+            "after the run",
+            l1_field("MONOVIRT-L1-DEV-DISKS-AFTER", "vda_first_sha"),
+        ),
+        ("before", l1_field("MONOVIRT-L1-DEV-DISKS", "vda_first_sha")),
+    );
+    expect(failures, "the guest's discard on vda", blk("discard"), "ok");
+    let zeros = l1_field("MONOVIRT-L1-DEV-DISKS-AFTER", "zero_mib_sha");
+    same(
+        failures,
+        "devices: the MiB the guest discarded (a hole reads as zeros)",
+        ("its read-back from the device", blk("discarded_sha")),
+        ("a MiB of zeros", zeros),
+    );
+    same(
+        failures,
+        "devices: the MiB the guest discarded (a hole reads as zeros)",
+        (
+            "the image file in L1",
+            l1_field("MONOVIRT-L1-DEV-DISKS-AFTER", "vda_discarded_sha"),
+        ),
+        ("a MiB of zeros", zeros),
+    );
+    expect(
+        failures,
+        "a write to the read-only disk",
+        l2_field("MONOVIRT-L2-BLK-RO", "write"),
+        "refused",
+    );
+    same(
+        failures,
+        "devices: the read-only disk",
+        ("the guest's read", l2_field("MONOVIRT-L2-BLK-RO", "sha")),
+        ("L1's", l1_field("MONOVIRT-L1-DEV-DISKS", "vdb_sha")),
+    );
+    same(
+        failures,
+        "devices: the read-only disk's image",
+        (
+            "after the run",
+            l1_field("MONOVIRT-L1-DEV-DISKS-AFTER", "vdb_sha"),
+        ),
+        ("before", l1_field("MONOVIRT-L1-DEV-DISKS", "vdb_sha")),
+    );
+
+    // The NIC: its MAC and link, ping (ARP first) and a TCP transfer each way.
+    if find(l1, "MONOVIRT-L1-DEV-TAP-FAILED").is_some() {
+        failures.push("devices: L1 could not set up the tap".into());
+    }
+    let net = |key| l2_field("MONOVIRT-L2-NET", key);
+    expect(failures, "the NIC's MAC", net("mac"), DEV_MAC);
+    expect(failures, "the NIC's carrier", net("carrier"), "1");
+    expect(
+        failures,
+        "ping replies from L1 (of 3)",
+        net("ping_received"),
+        "3",
+    );
+    expect(failures, "the upload to L1", net("upload"), "ok");
+    same(
+        failures,
+        "devices: the TCP upload",
+        (
+            "L1's copy",
+            l1_field("MONOVIRT-L1-DEV-NET-AFTER", "upload_sha"),
+        ),
+        ("the guest's", net("upload_sha")),
+    );
+    expect(
+        failures,
+        "the upload's size in L1",
+        l1_field("MONOVIRT-L1-DEV-NET-AFTER", "upload_bytes"),
+        DEV_TCP_BYTES,
+    );
+    expect(failures, "the download from L1", net("download"), "ok");
+    expect(
+        failures,
+        "the download's size",
+        net("download_bytes"),
+        DEV_TCP_BYTES,
+    );
+    same(
+        failures,
+        "devices: the TCP download",
+        ("the guest's copy", net("download_sha")),
+        ("L1's", l1_field("MONOVIRT-L1-DEV-NET", "download_sha")),
+    );
+
+    // virtio-rng is the kernel's hardware RNG and gives 32 bytes, not all zero.
+    let current = l2_field("MONOVIRT-L2-RNG", "current").unwrap_or_default();
+    if !current.starts_with("virtio_rng") {
+        failures.push(format!(
+            "devices: the guest's hardware RNG is {current:?}, expected virtio_rng"
+        ));
+    }
+    let hex = l2_field("MONOVIRT-L2-RNG", "hex").unwrap_or_default();
+    if hex.len() != 64
+        || !hex.bytes().all(|b| b.is_ascii_hexdigit())
+        || hex.bytes().all(|b| b == b'0')
+    {
+        failures.push(format!(
+            "devices: 32 bytes from /dev/hwrng read as {hex:?}, expected 64 hex digits"
+        ));
+    }
+
+    // hvc0: the guest's line, with its random token, is in the host's file.
+    expect(
+        failures,
+        "the guest's write to /dev/hvc0",
+        l2_field("MONOVIRT-L2-HVC0", "state"),
+        "written",
+    );
+    same(
+        failures,
+        "devices: the line on hvc0",
+        ("the host's file", l1_field("MONOVIRT-L1-DEV-HVC0", "token")),
+        ("the guest's", l2_field("MONOVIRT-L2-HVC0", "token")),
+    );
+
+    // vsock, guest to host (the guest calls, L1 echoes) and host to guest.
+    for (what, caller, server) in [
+        (
+            "guest-to-host vsock echo",
+            ("the guest", find(l2, "MONOVIRT-L2-VSOCK-CALL")),
+            ("L1", find(l1, "MONOVIRT-L1-DEV-VSOCK-SERVED")),
+        ),
+        (
+            "host-to-guest vsock echo",
+            ("L1", find(l1, "MONOVIRT-L1-DEV-VSOCK-CALL")),
+            ("the guest", find(l2, "MONOVIRT-L2-VSOCK-SERVED")),
+        ),
+    ] {
+        let (caller_name, caller) = caller;
+        let (server_name, server) = server;
+        let field =
+            |m: Option<&Marker>, key: &str| m.and_then(|m| m.field(key)).map(str::to_string);
+        let call_ok = field(caller, "intact").as_deref() == Some("yes")
+            && field(caller, "sent").as_deref() == Some(DEV_VSOCK_BYTES)
+            && field(caller, "echoed").as_deref() == Some(DEV_VSOCK_BYTES);
+        let served_ok = field(server, "served").as_deref() == Some(DEV_VSOCK_BYTES);
+        if !call_ok || !served_ok {
+            failures.push(format!(
+                "devices: {what} of {DEV_VSOCK_BYTES} bytes: {caller_name} reported {:?}, \
+                 {server_name} {:?}",
+                caller.map(|m| &m.fields),
+                server.map(|m| &m.fields)
+            ));
+        }
+    }
+}
+
 /// Checks one scenario run by L1: its L2 guest's report, and how `monovirt run` ended.
 fn check_scenario(scenario: &Scenario, serial: &str, failures: &mut Vec<String>) {
     let name = scenario.name;
@@ -800,6 +1091,10 @@ fn check_scenario(scenario: &Scenario, serial: &str, failures: &mut Vec<String>)
     );
     // The guest's own report first: with it, a hang below says how far the guest got.
     check_l2(scenario, &run.text, failures);
+    if scenario.task == "devices" {
+        let l1: Vec<Marker> = serial.lines().filter_map(Marker::parse).collect();
+        check_devices(&run.markers, &l1, failures);
+    }
     let rc = match run.rc {
         None => {
             failures.push(format!("{name}: did not finish (L1 stopped first)"));
@@ -897,52 +1192,75 @@ fn l2_images_boot_under_qemu() -> Result<()> {
 /// from the bzImage and from the ELF vmlinux (PVH), sees every vCPU and the configured
 /// memory, and its poweroff and reboot end `monovirt run` as they should.
 #[test]
-// Left out of the default run until the VMM gives L2 a working timer: its CPUID lacks the
-// TSC-deadline bit (KVM emulates it, but KVM_GET_SUPPORTED_CPUID never reports it; VMMs
-// set it when KVM_CAP_TSC_DEADLINE_TIMER is there), so under TCG the L2 kernel fails to
-// calibrate its LAPIC timer, falls back to the PIT, whose interrupts stop after boot, and
-// hangs at its first sleep. With that bit set, every check here passes.
 fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
-    const TEST: &str = "l2_debian_kernel_boots_under_monovirt";
-    let scenarios = [
-        Scenario {
-            name: "bzimage-poweroff",
+    run_l2_scenarios(
+        "l2_debian_kernel_boots_under_monovirt",
+        &[
+            Scenario {
+                name: "bzimage-poweroff",
+                kernel: L2_BZIMAGE,
+                task: "poweroff",
+                cpus: 2,
+                memory_mib: 512,
+                boot_log: true,
+            },
+            Scenario {
+                name: "vmlinux-poweroff",
+                kernel: L2_VMLINUX,
+                task: "poweroff",
+                cpus: 2,
+                memory_mib: 384,
+                boot_log: false,
+            },
+            Scenario {
+                name: "bzimage-reboot",
+                kernel: L2_BZIMAGE,
+                task: "reboot",
+                cpus: 1,
+                memory_mib: 256,
+                boot_log: false,
+            },
+        ],
+    )
+}
+
+/// With every virtio device attached, the Debian kernel in L2 loads its own virtio_pci,
+/// virtio_blk, virtio_net, virtio_console, virtio_rng and vsock modules and passes the
+/// device checks of [`check_devices`] with busybox tools and `vsock-echo`.
+#[test]
+#[ignore = "the vsock echo fails against the Linux driver in both directions (a host \
+            half-close reaches the guest as a full close, so its echo gets EPIPE; the \
+            guest's call never sees the host's echo) and the VM then does not power off; \
+            the disk, net, rng and hvc0 checks pass. Run with --ignored."]
+fn l2_debian_kernel_drives_virtio_devices() -> Result<()> {
+    run_l2_scenarios(
+        "l2_debian_kernel_drives_virtio_devices",
+        &[Scenario {
+            name: "virtio-devices",
             kernel: L2_BZIMAGE,
-            task: "poweroff",
+            task: "devices",
             cpus: 2,
             memory_mib: 512,
-            boot_log: true,
-        },
-        Scenario {
-            name: "vmlinux-poweroff",
-            kernel: L2_VMLINUX,
-            task: "poweroff",
-            cpus: 2,
-            memory_mib: 384,
             boot_log: false,
-        },
-        Scenario {
-            name: "bzimage-reboot",
-            kernel: L2_BZIMAGE,
-            task: "reboot",
-            cpus: 1,
-            memory_mib: 256,
-            boot_log: false,
-        },
-    ];
-    let Some(tier) = Tier::or_skip(TEST) else {
+        }],
+    )
+}
+
+/// Runs `scenarios` in one L1 boot and checks each of them.
+fn run_l2_scenarios(test: &str, scenarios: &[Scenario]) -> Result<()> {
+    let Some(tier) = Tier::or_skip(test) else {
         return Ok(());
     };
-    let work = work_dir(TEST)?;
-    let initrd = build_l1_initrd(&tier, &work, &scenarios)?;
+    let work = work_dir(test)?;
+    let initrd = build_l1_initrd(&tier, &work, scenarios)?;
     let run = boot_l1(&tier, &work, &initrd, scenarios.len())?;
     let markers = run.markers();
     let mut failures = Vec::new();
     check_l1(&run, &markers, &mut failures);
-    for scenario in &scenarios {
+    for scenario in scenarios {
         check_scenario(scenario, &run.serial, &mut failures);
     }
-    fail_if_any(TEST, &run, &failures);
+    fail_if_any(test, &run, &failures);
     Ok(())
 }
 

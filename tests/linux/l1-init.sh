@@ -55,6 +55,67 @@ scenario() {
     printf '\nMONOVIRT-L1-SCENARIO-END name=%s rc=%s start=%s end=%s\n' "$name" "$rc" "$start" "$end"
 }
 
+# The host side of the L2 virtio checks (l2-init.sh's `devices` task):
+# `devices_scenario NAME ARGS...` sets up disk images, a tap, TCP and vsock peers, runs
+# `scenario NAME ARGS... <the device options>`, then reports what the host side saw on
+# MONOVIRT-L1-DEV-* lines. Background peers write to files, never to the console, which
+# belongs to the guest while it runs.
+devices_scenario() {
+    name=$1
+    shift
+    dir=/tmp/devices
+    mkdir -p $dir
+    # tmpfs, whose files can have holes punched in them (the guest's discard).
+    mount -t tmpfs tmpfs $dir
+    # vda: 4 MiB, random data in its first MiB (the guest reads it), zeros elsewhere,
+    # random again at 3 MiB (the guest discards it).
+    dd if=/dev/zero of=$dir/vda.img bs=1048576 count=4 2>/dev/null
+    dd if=/dev/urandom of=$dir/vda.img bs=1048576 count=1 conv=notrunc 2>/dev/null
+    dd if=/dev/urandom of=$dir/vda.img bs=1048576 seek=3 count=1 conv=notrunc 2>/dev/null
+    # vdb: 1 MiB of random data, read-only.
+    dd if=/dev/urandom of=$dir/vdb.img bs=1048576 count=1 2>/dev/null
+    echo "MONOVIRT-L1-DEV-DISKS vda_first_sha=$(dd if=$dir/vda.img bs=1048576 count=1 2>/dev/null | sha256sum | cut -c1-64)" \
+        "vdb_sha=$(sha256sum <$dir/vdb.img | cut -c1-64)"
+
+    # The tap, made persistent here so that its address is set before the guest runs.
+    tunctl -t mvtap0 >/dev/null && ip addr add 10.0.77.1/24 dev mvtap0 &&
+        ip link set mvtap0 up || echo "MONOVIRT-L1-DEV-TAP-FAILED"
+    dd if=/dev/urandom of=$dir/download bs=1048576 count=2 2>/dev/null
+    echo "MONOVIRT-L1-DEV-NET download_sha=$(sha256sum <$dir/download | cut -c1-64)"
+    timeout 150 nc -l -p 7001 -e sh -c "cat >$dir/upload" </dev/null >/dev/null 2>&1 &
+    up_pid=$!
+    timeout 150 nc -l -p 7002 -e cat $dir/download </dev/null >/dev/null 2>&1 &
+    down_pid=$!
+
+    # vsock: an echo server for the guest's call to port 5001, and a call of the guest's
+    # port 5000, retried until its listener is up.
+    timeout 150 vsock-echo serve unix:$dir/vsock_5001 >$dir/vsock-served 2>&1 &
+    served_pid=$!
+    timeout 150 vsock-echo call unix:$dir/vsock:5000 4096 140 >$dir/vsock-call 2>&1 &
+    call_pid=$!
+
+    scenario "$name" "$@" \
+        --disk $dir/vda.img,serial=mvdisk0rw --disk $dir/vdb.img,ro,serial=mvdisk1ro \
+        --net tap=mvtap0,mac=52:54:00:4d:56:02 --rng \
+        --virtio-console file:$dir/hvc0.log --vsock cid=3,socket=$dir/vsock
+
+    kill $up_pid $down_pid $served_pid $call_pid 2>/dev/null
+    wait $up_pid $down_pid $served_pid $call_pid 2>/dev/null
+    echo "MONOVIRT-L1-DEV-DISKS-AFTER" \
+        "vda_first_sha=$(dd if=$dir/vda.img bs=1048576 count=1 2>/dev/null | sha256sum | cut -c1-64)" \
+        "vda_written_sha=$(dd if=$dir/vda.img bs=1048576 skip=2 count=1 2>/dev/null | sha256sum | cut -c1-64)" \
+        "vda_discarded_sha=$(dd if=$dir/vda.img bs=1048576 skip=3 count=1 2>/dev/null | sha256sum | cut -c1-64)" \
+        "zero_mib_sha=$(dd if=/dev/zero bs=1048576 count=1 2>/dev/null | sha256sum | cut -c1-64)" \
+        "vdb_sha=$(sha256sum <$dir/vdb.img | cut -c1-64)"
+    echo "MONOVIRT-L1-DEV-NET-AFTER upload_bytes=$(stat -c %s $dir/upload 2>/dev/null)" \
+        "upload_sha=$(sha256sum <$dir/upload 2>/dev/null | cut -c1-64)"
+    echo "MONOVIRT-L1-DEV-HVC0 $(cat $dir/hvc0.log 2>/dev/null)"
+    echo "MONOVIRT-L1-DEV-VSOCK-SERVED $(cat $dir/vsock-served)"
+    echo "MONOVIRT-L1-DEV-VSOCK-CALL $(cat $dir/vsock-call)"
+    ip link delete mvtap0 2>/dev/null || tunctl -d mvtap0 >/dev/null
+    umount $dir
+}
+
 if [ -f /etc/scenarios.sh ]; then
     . /etc/scenarios.sh
 fi

@@ -8,6 +8,8 @@
 #   poweroff  report the facts, then power off (the VMM exits with reason Shutdown)
 #   reboot    report the facts, then reboot (the VMM reports reason Reboot)
 #   modules   load the kernel modules in /etc/modules, report, then power off
+#   devices   load the virtio modules and check every virtio device with busybox tools
+#             and vsock-echo (L1's devices_scenario sets up the host side), power off
 #   shell     an interactive shell on the console, for debugging by hand
 
 /bin/busybox --install -s /bin
@@ -54,6 +56,123 @@ load_modules() {
     echo "MONOVIRT-L2-MODULES loaded=$loaded failed=${failed#,}"
 }
 
+# Waits up to 10 s for path $1 to exist.
+wait_for() {
+    tries=100
+    while [ ! -e "$1" ] && [ $tries -gt 0 ]; do
+        usleep 100000
+        tries=$((tries - 1))
+    done
+    [ -e "$1" ]
+}
+
+# The first N MiB at MiB offset M of device or file $1 ($2 = M, $3 = N), as a sha256.
+sha_mib() {
+    dd if="$1" bs=1048576 skip="$2" count="$3" 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+
+# The virtio checks. The host side (L1's devices_scenario in l1-init.sh) gave this guest
+# two disks (vda read-write with serial mvdisk0rw, random data in its first MiB; vdb
+# read-only with serial mvdisk1ro), a NIC with MAC 52:54:00:4d:56:02 on a tap whose L1
+# end is 10.0.77.1/24 with TCP port 7001 taking an upload and 7002 serving a download,
+# virtio-console output to a file, virtio-rng, and vsock (CID 3) whose host side echoes
+# on port 5001 and calls guest port 5000.
+devices() {
+    # The host-to-guest vsock call may come at any time from now on: listen first.
+    timeout 90 vsock-echo serve vsock:5000 >/tmp/vsock-served 2>&1 &
+    served_pid=$!
+
+    # Which driver each virtio device (by virtio device ID) is bound to.
+    bound=
+    for dev in /sys/bus/virtio/devices/*; do
+        id=$(cat "$dev/device")
+        driver=$(readlink "$dev/driver")
+        bound="$bound,$((id)):${driver##*/}"
+    done
+    echo "MONOVIRT-L2-VIRTIO bound=${bound#,}"
+
+    # Disks. busybox has no udev: the /dev/disk/by-id links are made here from each
+    # disk's serial in sysfs, named as udev's 60-persistent-storage.rules names them.
+    mkdir -p /dev/disk/by-id
+    for block in /sys/block/vd*; do
+        name=${block##*/}
+        serial=$(cat "$block/serial" 2>/dev/null)
+        [ -n "$serial" ] && ln -s "../../$name" "/dev/disk/by-id/virtio-$serial"
+        echo "MONOVIRT-L2-DISK name=$name serial=$serial ro=$(cat "$block/ro")" \
+            "sectors=$(cat "$block/size")" \
+            "discard_max=$(cat "$block/queue/discard_max_bytes")" \
+            "write_zeroes_max=$(cat "$block/queue/write_zeroes_max_bytes")"
+    done
+    rw=/dev/disk/by-id/virtio-mvdisk0rw
+    ro=/dev/disk/by-id/virtio-mvdisk1ro
+    if [ -e $rw ] && [ -e $ro ]; then
+        # Read what L1 put there; write a fresh MiB at 2 MiB and make it durable (fsync is
+        # a virtio-blk flush), drop the page cache and read it back from the device;
+        # discard the MiB at 3 MiB (monovirt punches a hole, which reads as zeros). L1
+        # checks the image file afterwards.
+        read_sha=$(sha_mib $rw 0 1)
+        dd if=/dev/urandom of=/tmp/pattern bs=1048576 count=1 2>/dev/null
+        written_sha=$(sha_mib /tmp/pattern 0 1)
+        dd if=/tmp/pattern of=$rw bs=1048576 seek=2 conv=fsync 2>/dev/null &&
+            write=ok || write=failed
+        blkdiscard -o 3145728 -l 1048576 $rw && discard=ok || discard=failed
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+        readback_sha=$(sha_mib $rw 2 1)
+        discarded_sha=$(sha_mib $rw 3 1)
+        echo "MONOVIRT-L2-BLK read_sha=$read_sha written_sha=$written_sha write=$write" \
+            "readback_sha=$readback_sha discard=$discard discarded_sha=$discarded_sha"
+        # The read-only disk refuses a write.
+        if dd if=/dev/zero of=$ro bs=4096 count=1 conv=fsync 2>/dev/null; then
+            ro_write=accepted
+        else
+            ro_write=refused
+        fi
+        echo "MONOVIRT-L2-BLK-RO write=$ro_write sha=$(sha_mib $ro 0 1)"
+    fi
+
+    # Network: the virtio-net interface, its MAC and link, ARP + ping to L1, and a TCP
+    # transfer each way.
+    nic=
+    for net in /sys/class/net/*; do
+        case $(readlink "$net/device/driver") in
+        */virtio_net) nic=${net##*/} ;;
+        esac
+    done
+    if [ -n "$nic" ]; then
+        ip link set "$nic" up
+        ip addr add 10.0.77.2/24 dev "$nic"
+        received=$(ping -c 3 -W 5 10.0.77.1 | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+        dd if=/dev/urandom of=/tmp/upload bs=1048576 count=2 2>/dev/null
+        nc 10.0.77.1 7001 </tmp/upload && upload=ok || upload=failed
+        nc 10.0.77.1 7002 </dev/null >/tmp/download && download=ok || download=failed
+        echo "MONOVIRT-L2-NET nic=$nic mac=$(cat "/sys/class/net/$nic/address")" \
+            "carrier=$(cat "/sys/class/net/$nic/carrier") ping_received=$received" \
+            "upload=$upload upload_sha=$(sha_mib /tmp/upload 0 2)" \
+            "download=$download download_bytes=$(stat -c %s /tmp/download)" \
+            "download_sha=$(sha_mib /tmp/download 0 2)"
+    fi
+
+    # virtio-rng: the kernel picked it as its hardware RNG, and it gives bytes.
+    rng_current=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null)
+    rng=$(dd if=/dev/hwrng bs=32 count=1 2>/dev/null | od -An -tx1 | tr -d ' \n')
+    echo "MONOVIRT-L2-RNG current=$rng_current hex=$rng"
+
+    # virtio-console: a line on hvc0 reaches the host's file (L1 prints it).
+    if wait_for /dev/hvc0; then
+        echo "token=${rng:-norandom}" >/dev/hvc0 && hvc0=written || hvc0=failed
+    else
+        hvc0=missing
+    fi
+    echo "MONOVIRT-L2-HVC0 state=$hvc0 token=${rng:-norandom}"
+
+    # vsock, guest to host: L1's echo server behind <socket>_5001.
+    echo "MONOVIRT-L2-VSOCK-CALL $(timeout 60 vsock-echo call vsock:2:5001 4096 20 2>&1)"
+    # Host to guest: L1 called port 5000; the listener started above says what it echoed.
+    wait $served_pid
+    echo "MONOVIRT-L2-VSOCK-SERVED $(cat /tmp/vsock-served)"
+}
+
 case $task in
 poweroff)
     facts
@@ -68,6 +187,13 @@ reboot)
 modules)
     facts
     load_modules
+    echo "MONOVIRT-L2-POWEROFF"
+    poweroff -f
+    ;;
+devices)
+    facts
+    load_modules
+    devices
     echo "MONOVIRT-L2-POWEROFF"
     poweroff -f
     ;;
