@@ -285,6 +285,11 @@ pub async fn run(
     let (keys_tx, keys_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
         node: prepare::Node {
+            volumes: Some(crate::storage::volume::Volumes::new(
+                client.clone(),
+                &config.data_dir,
+                Some(config.node_name.clone()),
+            )),
             images,
             run_dir,
             network,

@@ -86,6 +86,9 @@ pub struct Node {
     pub run_dir: PathBuf,
     /// VMI networking (`--network`); without it interfaces stay unconnected.
     pub network: Option<Arc<NodeNetwork>>,
+    /// Storage volumes (PVCs, DataVolumes, hostDisk, ephemeral, cloud-init); without it
+    /// those volumes are unsupported.
+    pub volumes: Option<crate::storage::volume::Volumes>,
 }
 
 /// The NetworkAttachmentDefinitions a VMI refers to, by (namespace, name).
@@ -224,10 +227,21 @@ pub fn prepare_with_networks(
     vmi: &VirtualMachineInstance,
     nads: &Nads,
 ) -> Result<Prepared, PrepareError> {
+    prepare_with_volumes(node, vmi, nads, &[])
+}
+
+/// [`prepare_with_networks`] with the disks the storage module prepared
+/// ([`crate::storage::volume::Volumes::prepare`]) for the VMI's storage volumes.
+pub fn prepare_with_volumes(
+    node: &Node,
+    vmi: &VirtualMachineInstance,
+    nads: &Nads,
+    storage: &[crate::storage::volume::PreparedDisk],
+) -> Result<Prepared, PrepareError> {
     let uid = vmi.metadata.uid.clone().unwrap_or_default();
     let dir = node.vmi_dir(&uid);
     fs::create_dir_all(&dir).map_err(io_err(dir.display().to_string()))?;
-    let result = prepare_in(node, vmi, nads, dir.clone());
+    let result = prepare_in(node, vmi, nads, storage, dir.clone());
     if result.is_err() {
         let _ = fs::remove_dir_all(&dir);
     }
@@ -238,6 +252,7 @@ fn prepare_in(
     node: &Node,
     vmi: &VirtualMachineInstance,
     nads: &Nads,
+    storage: &[crate::storage::volume::PreparedDisk],
     dir: PathBuf,
 ) -> Result<Prepared, PrepareError> {
     let boot = vmi
@@ -265,6 +280,10 @@ fn prepare_in(
         ..Prepared::default()
     };
     for disk in &vmi.spec.domain.devices.disks {
+        if let Some(d) = storage.iter().find(|d| d.name == disk.name) {
+            prepared.disks.push(d.to_config());
+            continue;
+        }
         let volume = vmi
             .spec
             .volumes
@@ -280,6 +299,9 @@ fn prepare_in(
 /// Releases what [`prepare`] set up for the VMI with `uid` (also after an agent restart,
 /// when only the directory is left).
 pub fn release(node: &Node, uid: &str) -> Result<(), PrepareError> {
+    if let Some(volumes) = &node.volumes {
+        volumes.release(uid);
+    }
     if let Some(network) = &node.network {
         block_on(network.release(uid))?;
     }
@@ -308,6 +330,7 @@ mod tests {
     fn node() -> (tempfile::TempDir, Node) {
         let dir = tempfile::tempdir().unwrap();
         let node = Node {
+            volumes: None,
             images: ImageStore::open(dir.path()).unwrap(),
             run_dir: dir.path().join("run/vmis"),
             network: None,

@@ -54,6 +54,8 @@ pub enum StartError {
     Start(#[from] vmm::CommandError),
     #[error("The VM set-up task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Volumes(#[from] crate::storage::volume::VolumeError),
 }
 
 /// The NetworkAttachmentDefinitions the VMI's multus networks name; one that cannot be
@@ -405,11 +407,27 @@ impl Agent {
         let node = self.node.clone();
         let v = vmi.clone();
         let nads = network_attachments(&self.client, vmi).await;
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare::prepare_with_networks(&node, &v, &nads))
-                .await
-                .map_err(|e| StartError::Task(e.to_string()))??;
         let uid = uid_of(vmi);
+        let storage = match &self.node.volumes {
+            Some(volumes) => volumes.prepare(vmi).await?,
+            None => Vec::new(),
+        };
+        let prepared = tokio::task::spawn_blocking(move || {
+            prepare::prepare_with_volumes(&node, &v, &nads, &storage)
+        })
+        .await
+        .map_err(|e| StartError::Task(e.to_string()));
+        let prepared = match prepared {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                let _ = prepare::release(&self.node, &uid);
+                return Err(e.into());
+            }
+            Err(e) => {
+                let _ = prepare::release(&self.node, &uid);
+                return Err(e);
+            }
+        };
         let console = ConsoleRing::new(CONSOLE_RING_BYTES);
         let booted = match vm_config(vmi, &prepared, &console) {
             Ok(config) => boot(config.clone()).await.map(|h| (config, h)),
@@ -583,6 +601,14 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
                     )
                     .await;
                     agent.write_status(&vmi, running_status(&vmi, &d)).await?;
+                }
+                Err(StartError::Volumes(e)) if e.is_transient() => {
+                    // A claim still being populated or held elsewhere: wait, as a pod
+                    // waits for its volumes.
+                    let message = e.to_string();
+                    tracing::info!(vmi = %key, "volumes not ready: {message}");
+                    record(&agent.client, &vmi, "Warning", "VolumesNotReady", &message).await;
+                    return Ok(Action::Requeue(Duration::from_secs(5)));
                 }
                 Err(e) => {
                     let message = format!("{e}");

@@ -155,7 +155,7 @@ impl Volumes {
                 Ok(Some(d)) => out.push(d),
                 Ok(None) => {}
                 Err(e) => {
-                    self.release(vmi);
+                    self.release(&vmi_uid(vmi));
                     return Err(e);
                 }
             }
@@ -472,21 +472,20 @@ impl Volumes {
         Ok(())
     }
 
-    /// Releases `vmi`'s volumes: its claims are free again and its per-VMI files
+    /// Releases the volumes of the VMI with `uid`: its claims are free again and its per-VMI files
     /// (ephemeral copies, cloud-init disks) are removed.
-    pub fn release(&self, vmi: &VirtualMachineInstance) {
-        let uid = vmi_uid(vmi);
+    pub fn release(&self, uid: &str) {
         {
             let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
             for c in claims.values_mut() {
-                c.users.remove(&uid);
+                c.users.remove(uid);
             }
             claims.retain(|_, c| !c.users.is_empty());
         }
         if uid.is_empty() {
             return;
         }
-        let dir = self.vmi_dir(vmi);
+        let dir = self.dir.join(uid);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
