@@ -291,6 +291,13 @@ impl Job {
             running.insert(annotation::RUNNING_REASON.into(), "Running".into());
             running.insert(annotation::RUNNING_MESSAGE.into(), Value::Null);
             running.insert(annotation::POD_READY.into(), "true".into());
+            if matches!(self.source, Source::Upload) {
+                // Open for data before saying so: an uploader posts as soon as it reads
+                // `pod.ready`.
+                self.ctx
+                    .uploads
+                    .open(&self.key(), self.target.clone(), progress.clone());
+            }
             self.annotate(running).await;
             progress.reset();
             let result = {

@@ -42,6 +42,8 @@ struct Slot {
     target: Target,
     progress: Arc<Progress>,
     done: Option<oneshot::Sender<Result<Imported, ImportError>>>,
+    /// The other end of `done`, until [`Uploads::wait`] takes it.
+    result: Option<oneshot::Receiver<Result<Imported, ImportError>>>,
 }
 
 /// What an upload takes from a waiting claim: its key, target, progress and the channel
@@ -106,14 +108,9 @@ impl Uploads {
         self.lock().slots.get(key).is_some_and(|s| s.done.is_some())
     }
 
-    /// Waits (the populator) until an upload into claim `key` finished and returns its
-    /// result.
-    pub async fn wait(
-        &self,
-        key: &str,
-        target: Target,
-        progress: Arc<Progress>,
-    ) -> Result<Imported, ImportError> {
+    /// Opens claim `key` for one upload. The populator opens it before the claim says it is
+    /// ready for data, so an uploader that posts as soon as it sees that finds it open.
+    pub fn open(&self, key: &str, target: Target, progress: Arc<Progress>) {
         let (tx, rx) = oneshot::channel();
         self.lock().slots.insert(
             key.to_string(),
@@ -121,8 +118,38 @@ impl Uploads {
                 target,
                 progress,
                 done: Some(tx),
+                result: Some(rx),
             },
         );
+    }
+
+    /// Waits (the populator) until an upload into claim `key` finished and returns its
+    /// result; opens the claim first unless [`Uploads::open`] did.
+    pub async fn wait(
+        &self,
+        key: &str,
+        target: Target,
+        progress: Arc<Progress>,
+    ) -> Result<Imported, ImportError> {
+        let rx = {
+            let mut inner = self.lock();
+            match inner.slots.get_mut(key).and_then(|s| s.result.take()) {
+                Some(rx) => rx,
+                None => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.slots.insert(
+                        key.to_string(),
+                        Slot {
+                            target,
+                            progress,
+                            done: Some(tx),
+                            result: None,
+                        },
+                    );
+                    rx
+                }
+            }
+        };
         let r = rx.await;
         self.close(key);
         r.unwrap_or_else(|_| {

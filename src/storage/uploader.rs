@@ -25,6 +25,10 @@ pub enum UploaderError {
     NotReady(String, Duration),
     #[error("The upload finished but the volume failed: {0}")]
     Failed(String),
+    #[error("{0} is no PEM certificate")]
+    Certificate(PathBuf, #[source] reqwest::Error),
+    #[error("Setting up the HTTP client failed")]
+    Client(#[source] reqwest::Error),
 }
 
 /// What to upload where.
@@ -52,6 +56,17 @@ pub struct UploadArgs {
     /// A bearer token for the API.
     #[arg(long, env = "MONOVIRT_TOKEN")]
     pub token: Option<String>,
+    /// Where the image bytes go (virtctl's `--uploadproxy-url`); the API server, which is
+    /// also the upload proxy, by default.
+    #[arg(long)]
+    pub uploadproxy_url: Option<String>,
+    /// A PEM file with the CA that signed the server's certificate (for `https://`), e.g.
+    /// the server's `<data-dir>/tls/ca.crt`.
+    #[arg(long)]
+    pub certificate_authority: Option<PathBuf>,
+    /// Do not verify the server's certificate (virtctl's `--insecure`).
+    #[arg(long)]
+    pub insecure: bool,
     /// How long to wait for the volume to be ready for data.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub wait_secs: Duration,
@@ -108,8 +123,15 @@ fn phase_of(dv: &Value) -> &str {
 
 /// Runs an upload; prints progress to stderr and a summary to stdout.
 pub async fn run(args: &UploadArgs) -> Result<(), UploaderError> {
+    let mut http = reqwest::Client::builder().danger_accept_invalid_certs(args.insecure);
+    if let Some(path) = &args.certificate_authority {
+        let pem = std::fs::read(path).map_err(|e| UploaderError::Image(path.clone(), e))?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| UploaderError::Certificate(path.clone(), e))?;
+        http = http.add_root_certificate(ca);
+    }
     let s = Session {
-        http: reqwest::Client::new(),
+        http: http.build().map_err(UploaderError::Client)?,
         base: args.server.trim_end_matches('/').to_string(),
         token: args.token.clone(),
     };
@@ -226,15 +248,20 @@ pub async fn run(args: &UploadArgs) -> Result<(), UploaderError> {
             pb.inc(b.len() as u64);
         }
     });
+    let proxy = args
+        .uploadproxy_url
+        .as_deref()
+        .map(|u| u.trim_end_matches('/').to_string())
+        .unwrap_or_else(|| s.base.clone());
     let resp = s
         .http
-        .post(format!("{}/v1beta1/upload", s.base))
+        .post(format!("{proxy}/v1beta1/upload"))
         .bearer_auth(&token)
         .header(reqwest::header::CONTENT_LENGTH, len)
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
-        .map_err(|e| UploaderError::Http(s.base.clone(), e))?;
+        .map_err(|e| UploaderError::Http(proxy.clone(), e))?;
     bar.finish();
     let code = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();

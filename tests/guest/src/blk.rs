@@ -3,6 +3,12 @@
 //! pattern at bytes 4096..8192 — byte at disk offset `o` is `(o % 251) ^ 0x5a` — that the host
 //! then finds in the image. A read-only disk must refuse that write.
 //!
+//! With `blkcrc32=N`, the CRC-32 of every disk's first `N` bytes ([`crc32`]): the host
+//! compares it with the CRC of what it put on the disk (an imported image, say). CRC-32,
+//! not a cryptographic hash: it guards against accidents, not an adversary, and where
+//! the guest's ring-0 code runs in PVM's instruction emulator (the development machines)
+//! it is about 25 times cheaper than a software SHA-256 — about 6 s per MiB there.
+//!
 //! With `blkbench`, the first disk is timed on kvmclock (see [`bench`]): the host's
 //! `benches/virtio.rs` turns the lines into MiB/s and IOPS next to the same operations on
 //! the host.
@@ -33,6 +39,7 @@ pub fn check<C: ConfigurationAccess>(
     write: bool,
     bench_it: bool,
     cidata: bool,
+    crc_len: Option<u64>,
 ) -> Option<crate::cidata::NetworkConfig> {
     let transport = match PciTransport::new::<GuestHal, C>(root, df) {
         Ok(t) => t,
@@ -84,6 +91,9 @@ pub fn check<C: ConfigurationAccess>(
             core::format_args!("virtio.blk.{index}.crc32.0"),
             "error: {e}"
         ),
+    }
+    if let Some(len) = crc_len {
+        crc32(&mut blk, index, len);
     }
     if bench_it {
         bench(&mut blk);
@@ -177,6 +187,65 @@ fn read_cidata<T: virtio_drivers::transport::Transport>(
             None
         }
     }
+}
+
+/// Bytes of each request [`crc32`] makes.
+const CRC_CHUNK: usize = 64 << 10;
+
+/// Prints `virtio.blk.<index>.crc32=<len>,0x<crc>` of the disk's first `len` bytes, read
+/// in [`CRC_CHUNK`] requests, or `<len>,` and what failed.
+fn crc32<T: virtio_drivers::transport::Transport>(
+    blk: &mut VirtIOBlk<GuestHal, T>,
+    index: usize,
+    len: u64,
+) {
+    if len > blk.capacity() * SECTOR_SIZE as u64 {
+        kv!(
+            core::format_args!("virtio.blk.{index}.crc32"),
+            "{len},larger than the disk"
+        );
+        return;
+    }
+    // One buffer for every disk: the DMA pool never frees pages.
+    static BUF: core::sync::atomic::AtomicPtr<u8> =
+        core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+    let mut ptr = BUF.load(core::sync::atomic::Ordering::Acquire);
+    if ptr.is_null() {
+        let Some(pages) = crate::dma::alloc_pages(CRC_CHUNK / 4096) else {
+            kv!(
+                core::format_args!("virtio.blk.{index}.crc32"),
+                "{len},no DMA pages"
+            );
+            return;
+        };
+        ptr = pages.as_ptr();
+        BUF.store(ptr, core::sync::atomic::Ordering::Release);
+    }
+    // SAFETY: CRC_CHUNK bytes of pages the pool handed out for this buffer alone; the guest
+    // checks its disks one at a time on the boot CPU, so no two users hold it at once.
+    let buf = unsafe { core::slice::from_raw_parts_mut(ptr, CRC_CHUNK) };
+    let mut hasher = crc32fast::Hasher::new();
+    let mut offset = 0u64;
+    while offset < len {
+        let want = (len - offset).min(CRC_CHUNK as u64) as usize;
+        // Whole sectors are read; only the wanted bytes are hashed.
+        let sectors = want.div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        if let Err(e) = blk.read_blocks((offset / SECTOR_SIZE as u64) as usize, &mut buf[..sectors])
+        {
+            kv!(
+                core::format_args!("virtio.blk.{index}.crc32"),
+                "{len},read error at {offset}: {e}"
+            );
+            return;
+        }
+        hasher.update(&buf[..want]);
+        offset += want as u64;
+    }
+    kv!(
+        core::format_args!("virtio.blk.{index}.crc32"),
+        "{len},{:#010x}",
+        hasher.finalize()
+    );
 }
 
 /// Bytes of each sequential request.

@@ -19,6 +19,7 @@
 //! | `vsock` | echo over virtio-vsock: connect to the host, then serve one host connection (see [`crate::vsock`]) |
 //! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
 //! | `blkbench` | time sequential and random I/O on the first virtio-blk disk (see [`crate::blk`]) |
+//! | `blkcrc32=N` | print the CRC-32 of the first `N` bytes (decimal) of every virtio-blk disk |
 
 /// What the guest does once it has reported everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct Options {
     pub blk_write: bool,
     /// Time I/O on the first virtio-blk disk (`blkbench`).
     pub blk_bench: bool,
+    /// CRC-32 of the first this many bytes of every virtio-blk disk (`blkcrc32=N`).
+    pub blk_crc32: Option<u64>,
     /// Bring up virtio-net with DHCP and serve one TCP connection (`net`).
     pub net: bool,
     /// Echo over virtio-vsock in both directions (`vsock`, see [`crate::vsock`]).
@@ -117,6 +120,7 @@ impl Options {
             smp: true,
             blk_write: false,
             blk_bench: false,
+            blk_crc32: None,
             net: false,
             ip: None,
             gateway: None,
@@ -160,6 +164,11 @@ impl Options {
                         options.net_bytes = n;
                     }
                 }
+                _ if word.starts_with(b"blkcrc32=") => {
+                    options.blk_crc32 = core::str::from_utf8(&word[9..])
+                        .ok()
+                        .and_then(|n| n.parse().ok())
+                }
                 _ => {}
             }
         }
@@ -180,6 +189,7 @@ mod tests {
                 smp: true,
                 blk_write: false,
                 blk_bench: false,
+                blk_crc32: None,
                 net: false,
                 ip: None,
                 gateway: None,
@@ -202,6 +212,7 @@ mod tests {
                 smp: false,
                 blk_write: true,
                 blk_bench: false,
+                blk_crc32: None,
                 net: false,
                 ip: None,
                 gateway: None,
@@ -216,6 +227,8 @@ mod tests {
         assert_eq!(Options::parse(b"wait").action, Action::Wait);
         assert_eq!(Options::parse(b"console=ttyS0 echo").action, Action::Echo);
         assert!(Options::parse(b"vsock").vsock);
+        assert_eq!(Options::parse(b"blkcrc32=6291456").blk_crc32, Some(6291456));
+        assert_eq!(Options::parse(b"blkcrc32=6M").blk_crc32, None);
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn report(platform: &Platform, options: &Options) {
             options.blk_write,
             options.blk_bench && index == 0,
             options.cidata,
+            options.blk_crc32,
         );
         network_config = network_config.or(found);
     }
