@@ -607,7 +607,14 @@ pub async fn reconcile(agent: Arc<Agent>, key: String) -> Result<Action, VmiErro
                     // waits for its volumes.
                     let message = e.to_string();
                     tracing::info!(vmi = %key, "volumes not ready: {message}");
-                    record(&agent.client, &vmi, "Warning", "VolumesNotReady", &message).await;
+                    record(
+                        &agent.events,
+                        &vmi,
+                        EventType::Warning,
+                        "VolumesNotReady",
+                        &message,
+                    )
+                    .await;
                     return Ok(Action::Requeue(Duration::from_secs(5)));
                 }
                 Err(e) => {
