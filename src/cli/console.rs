@@ -6,9 +6,9 @@
 
 use super::connection::ConnectionArgs;
 use super::lifecycle::subresource_path;
-use super::terminal::RawMode;
 use super::CliError;
 use crate::client::ClientError;
+use crate::vmm::terminal::{Keys, RawMode};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use std::io::{Read, Write};
@@ -91,7 +91,7 @@ pub async fn run(args: &ConsoleArgs) -> Result<(), CliError> {
         .websocket(&path)
         .await
         .map_err(|e| conn.error(e))?;
-    let raw = RawMode::enter(libc::STDIN_FILENO)?;
+    let raw = RawMode::enable(libc::STDIN_FILENO, Keys::AllToGuest)?;
     let interactive = raw.is_some();
     let nl = if interactive { "\r\n" } else { "\n" };
     eprint!(

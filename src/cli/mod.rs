@@ -23,7 +23,6 @@ pub mod kind;
 pub mod lifecycle;
 pub mod manifest;
 pub mod printer;
-pub mod terminal;
 
 pub use error::CliError;
 

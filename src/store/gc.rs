@@ -399,13 +399,21 @@ mod tests {
             .await
             .expect("delete");
         assert!(d.removed, "background removes the owner at once");
-        eventually("dependents collected", || count(&s) == 1).await;
-        let shared = s.get(&VMI, Some("default"), "shared").expect("shared kept");
-        let refs = shared["metadata"]["ownerReferences"]
-            .as_array()
-            .expect("refs");
-        assert_eq!(refs.len(), 1);
-        assert_eq!(refs[0]["name"], "b");
+        // The collector deletes the sole dependents and patches the shared one in
+        // separate steps: wait for both, in whichever order they land.
+        let refs = |s: &Objects| {
+            s.get(&VMI, Some("default"), "shared").expect("shared kept")["metadata"]
+                ["ownerReferences"]
+                .as_array()
+                .expect("refs")
+                .clone()
+        };
+        eventually(
+            "dependents collected and the dead reference dropped",
+            || count(&s) == 1 && refs(&s).len() == 1,
+        )
+        .await;
+        assert_eq!(refs(&s)[0]["name"], "b");
     }
 
     #[tokio::test]

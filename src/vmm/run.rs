@@ -14,7 +14,7 @@ use arch::boot::BootProtocol;
 use arch::cpuid::{CpuModel, CpuTemplate, FeaturePolicy};
 
 use super::device_config::{DiskConfig, NicConfig, VirtioConsoleConfig, VsockConfig};
-use super::terminal::RawMode;
+use super::terminal::{Keys, RawMode};
 use super::{ConsoleConfig, ExitReason, VmConfig, VmError, VmHandle};
 
 /// Arguments of `monovirt run`.
@@ -128,10 +128,11 @@ pub fn run(args: &RunArgs) -> Result<ExitReason, VmError> {
     let signals = StopSignals::block().map_err(|e| VmError::Io("the signal mask", e))?;
     let handle = super::create(args.config())?;
     let _raw = match args.console {
-        ConsoleConfig::Stdio => RawMode::enable(libc::STDIN_FILENO).unwrap_or_else(|e| {
-            tracing::warn!("cannot put the terminal in raw mode: {e}");
-            None
-        }),
+        ConsoleConfig::Stdio => RawMode::enable(libc::STDIN_FILENO, Keys::SignalsStay)
+            .unwrap_or_else(|e| {
+                tracing::warn!("cannot put the terminal in raw mode: {e}");
+                None
+            }),
         _ => None,
     };
     // A VM that ends before it starts (it cannot here) still yields a reason below.
