@@ -40,3 +40,19 @@ cargo test --locked -p arch -p devices --target powerpc64le-unknown-linux-gnu
 # device event-handler tests cannot run under it (docs/arches.md).
 cargo test --locked -p arch --target s390x-unknown-linux-gnu
 cargo test --locked -p devices --lib --target s390x-unknown-linux-gnu -- virtio::transport::ccw
+
+echo "== IBM Z (s390x) and IBM Power (ppc64le): the whole monovirt binary, cross-built"
+# Debug builds: they compile and link everything a release build does, in less time.
+# Each then runs under qemu-user, which takes `monovirt run` up to its first file access.
+while read -r target runner sysroot; do
+    cargo build --locked --target "$target" --bin monovirt </dev/null
+    out=$("$runner" -L "$sysroot" "target/$target/debug/monovirt" \
+        run --kernel /nonexistent/vmlinux </dev/null 2>&1 || true)
+    case "$out" in
+        *"Cannot read /nonexistent/vmlinux"*) ;;
+        *) echo "monovirt ($target) did not reach its kernel: $out" >&2; exit 1 ;;
+    esac
+done <<'EOF_TARGETS'
+s390x-unknown-linux-gnu qemu-s390x /usr/s390x-linux-gnu
+powerpc64le-unknown-linux-gnu qemu-ppc64le /usr/powerpc64le-linux-gnu
+EOF_TARGETS

@@ -34,6 +34,8 @@
 // Tests may unwrap: a failed unwrap is a failed test.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cpu;
+pub mod kvm;
 pub mod ppc64le;
 pub mod s390x;
 pub mod x86_64;
@@ -42,7 +44,7 @@ pub mod x86_64;
 pub use crate::x86_64::{acpi, boot, cpuid, e820, gdt, interrupts, layout, paging, regs};
 
 #[cfg(all(target_arch = "powerpc64", target_endian = "little"))]
-pub use crate::ppc64le::{boot, fdt, hcall, layout, regs, rtas};
+pub use crate::ppc64le::{boot, fdt, hcall, kvm as platform_kvm, layout, regs, rtas};
 
 #[cfg(target_arch = "s390x")]
-pub use crate::s390x::{boot, layout, lowcore, regs, sclp};
+pub use crate::s390x::{boot, kvm as platform_kvm, layout, lowcore, regs, sclp};

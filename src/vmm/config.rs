@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arch::boot::BootProtocol;
-use arch::cpuid::{CpuTemplate, Topology};
+use arch::cpu::{CpuTemplate, Topology};
 
 use super::console::ConsoleConfig;
 use super::device_config::{DiskConfig, NicConfig, VirtioConsoleConfig, VsockConfig};

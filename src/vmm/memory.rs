@@ -40,8 +40,19 @@ pub struct Memory {
     pub file: File,
 }
 
-/// Creates `mem_size` bytes of guest RAM named `name` (shown in /proc/PID/fd).
+/// Creates `mem_size` bytes of guest RAM named `name` (shown in /proc/PID/fd), laid out
+/// as the target architecture's `arch::layout::ram_regions` says.
 pub fn create(name: &str, mem_size: u64, hugepages: bool) -> Result<Memory, MemoryError> {
+    create_regions(name, &arch::layout::ram_regions(mem_size), hugepages)
+}
+
+/// Creates guest RAM with the given `(start, size)` regions, backed in order by one memfd.
+pub fn create_regions(
+    name: &str,
+    ram_regions: &[(vm_memory::GuestAddress, u64)],
+    hugepages: bool,
+) -> Result<Memory, MemoryError> {
+    let mem_size: u64 = ram_regions.iter().map(|(_, size)| size).sum();
     if hugepages && mem_size & ((2 << 20) - 1) != 0 {
         return Err(MemoryError::HugepageAlignment(mem_size));
     }
@@ -63,7 +74,7 @@ pub fn create(name: &str, mem_size: u64, hugepages: bool) -> Result<Memory, Memo
 
     let mut regions = Vec::new();
     let mut offset = 0u64;
-    for (addr, size) in arch::layout::ram_regions(mem_size) {
+    for &(addr, size) in ram_regions {
         let fo = FileOffset::new(file.try_clone().map_err(MemoryError::Memfd)?, offset);
         let region = MmapRegion::build(
             Some(fo),
@@ -88,6 +99,7 @@ mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn memfd_backed_and_split_around_the_hole() {
         let m = create("test", 64 << 20, false).expect("memory");
@@ -112,6 +124,21 @@ mod tests {
             .guest
             .read_obj::<u8>(GuestAddress(arch::layout::FIRST_ADDR_PAST_32BITS))
             .is_ok());
+    }
+
+    #[test]
+    fn regions_share_one_memfd_in_order() {
+        let m = create_regions(
+            "two",
+            &[(GuestAddress(0), 1 << 20), (GuestAddress(1 << 30), 1 << 20)],
+            false,
+        )
+        .expect("memory");
+        assert_eq!(m.file.metadata().expect("stat").len(), 2 << 20);
+        m.guest
+            .write_obj(0x1234_5678u32, GuestAddress(1 << 30))
+            .expect("write");
+        assert!(m.guest.read_obj::<u8>(GuestAddress(1 << 20)).is_err());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use arch::boot::BootProtocol;
-use arch::cpuid::{CpuModel, CpuTemplate, FeaturePolicy};
+use arch::cpu::{CpuModel, CpuTemplate, FeaturePolicy};
 
 use super::device_config::{DiskConfig, NicConfig, VirtioConsoleConfig, VsockConfig};
 use super::terminal::{Keys, RawMode};
@@ -20,7 +20,8 @@ use super::{ConsoleConfig, ExitReason, VmConfig, VmError, VmHandle};
 /// Arguments of `monovirt run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Kernel: ELF vmlinux (PVH or 64-bit entry) or bzImage.
+    /// Kernel: on x86_64 an ELF vmlinux (PVH or 64-bit entry) or bzImage; on ppc64le an
+    /// ELF vmlinux; on s390x the kernel image (arch/s390/boot/bzImage).
     #[arg(long)]
     pub kernel: PathBuf,
     /// Initramfs.
@@ -38,7 +39,7 @@ pub struct RunArgs {
     /// COM1: stdio, null or file:PATH.
     #[arg(long, default_value = "stdio")]
     pub console: ConsoleConfig,
-    /// Entry protocol: auto, pvh or linux64.
+    /// Entry protocol: auto (x86_64 also pvh or linux64).
     #[arg(long, default_value = "auto")]
     pub boot: BootProtocol,
     /// Back guest memory with 2 MiB hugepages.

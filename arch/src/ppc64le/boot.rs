@@ -23,6 +23,9 @@ const PHDR_SIZE: usize = 56;
 /// Errors loading the kernel.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    /// Unknown `--boot` value.
+    #[error("Unknown boot protocol {0:?} (expected auto)")]
+    UnknownProtocol(String),
     /// Not an ELF64 little-endian ppc64 executable.
     #[error("Kernel is not a 64-bit little-endian PowerPC ELF: {0}")]
     NotPpc64Le(&'static str),
@@ -38,6 +41,28 @@ pub enum BootError {
         size: u64,
     },
 }
+
+/// Which entry protocol to use. ppc64le has one: the kernel entered directly with a flattened device tree in r3;
+/// `auto` is accepted so one command line serves every architecture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootProtocol {
+    /// The only protocol: ELF vmlinux at its physical addresses, FDT in r3, no firmware.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for BootProtocol {
+    type Err = BootError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            other => Err(BootError::UnknownProtocol(other.to_string())),
+        }
+    }
+}
+
+/// Smallest guest memory we boot: the kernel from 0, the RTAS blob and the 1 MiB device tree at the top of the real mode area.
+pub const MIN_MEMORY: u64 = 16 << 20;
 
 /// Where the loaded kernel starts and ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

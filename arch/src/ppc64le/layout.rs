@@ -14,6 +14,8 @@
 //! reads the device tree and calls RTAS there before its MMU is on, so both sit below
 //! [`rma_size`].
 
+use vm_memory::GuestAddress;
+
 /// Where vmlinux is loaded (its `PT_LOAD` physical addresses are relative to 0).
 pub const KERNEL_START: u64 = 0;
 /// Largest real mode area we present (QEMU's pseries uses the same 1 GiB cap).
@@ -40,6 +42,15 @@ pub const PHB_MMIO64_SIZE: u64 = 0x10_0000_0000;
 pub const PHB_IO_START: u64 = 0x2_0000_0000_0000;
 /// Size of the PHB's I/O window.
 pub const PHB_IO_SIZE: u64 = 0x1_0000;
+
+/// Most vCPUs: the XICS interrupt server range the device tree describes is sized by
+/// this, and KVM-HV's own limit per VM is higher on every POWER9/10 host.
+pub const MAX_VCPUS: usize = 256;
+
+/// The guest RAM regions for `mem_size` bytes of RAM: one from 0 (device windows are far above any RAM size, see the map above).
+pub fn ram_regions(mem_size: u64) -> Vec<(GuestAddress, u64)> {
+    vec![(GuestAddress(0), mem_size)]
+}
 
 /// The real mode area for `mem_size` bytes of RAM.
 pub fn rma_size(mem_size: u64) -> u64 {

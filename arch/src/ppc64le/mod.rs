@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod fdt;
 pub mod hcall;
+pub mod kvm;
 pub mod layout;
 pub mod regs;
 pub mod rtas;

@@ -37,6 +37,10 @@ pub const SERVICES: &[&str] = &[
     "set-time-of-day",
     "event-scan",
     "ibm,os-term",
+    "ibm,read-pci-config",
+    "ibm,write-pci-config",
+    "read-pci-config",
+    "write-pci-config",
 ];
 
 /// The RTAS entry code: `mr r4,r3; lis r3,0; ori r3,r3,0xf000; sc 1; blr` in
@@ -86,6 +90,54 @@ pub trait RtasPlatform {
     fn power_off(&mut self);
     /// `system-reboot`.
     fn reboot(&mut self);
+    /// `ibm,read-pci-config` / `read-pci-config`: `size` (1, 2 or 4) bytes of the
+    /// configuration space of `at` on the host bridge `buid`, or `None` if there is no
+    /// such bridge or function.
+    fn pci_config_read(&mut self, buid: u64, at: PciConfigAddress, size: usize) -> Option<u32>;
+    /// `ibm,write-pci-config` / `write-pci-config`; returns whether the function exists.
+    fn pci_config_write(
+        &mut self,
+        buid: u64,
+        at: PciConfigAddress,
+        size: usize,
+        value: u32,
+    ) -> bool;
+}
+
+/// The PCI configuration address of the RTAS PCI calls (LoPAR "Configuration Address"
+/// and Linux's `rtas_config_addr`): register bits 0-7 and 28-31 (the extended register
+/// number), device/function bits 8-15, bus bits 16-23.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciConfigAddress {
+    /// Bus number.
+    pub bus: u8,
+    /// Device (slot) number, 0-31.
+    pub device: u8,
+    /// Function number, 0-7.
+    pub function: u8,
+    /// Register offset, 0-4095.
+    pub register: u16,
+}
+
+impl PciConfigAddress {
+    /// Decodes the RTAS configuration address word.
+    pub fn decode(addr: u32) -> Self {
+        let devfn = (addr >> 8) as u8;
+        Self {
+            bus: (addr >> 16) as u8,
+            device: devfn >> 3,
+            function: devfn & 7,
+            register: ((addr & 0xff) | ((addr >> 20) & 0xf00)) as u16,
+        }
+    }
+
+    /// Whether a `size`-byte access here is one the PCI specification allows: 1, 2 or 4
+    /// bytes, naturally aligned, inside the 4 KiB configuration space.
+    pub fn valid_access(&self, size: usize) -> bool {
+        matches!(size, 1 | 2 | 4)
+            && usize::from(self.register) % size == 0
+            && usize::from(self.register) + size <= 4096
+    }
 }
 
 /// Errors reading or writing the argument block (the guest gave a bad address).
@@ -112,10 +164,12 @@ pub enum RtasError {
 
 /// Serves the RTAS call whose argument block is at `args` in `mem`: reads the token and
 /// arguments, calls `platform`, writes the status (and any further returns) back.
-/// Returns the status written, or an error if the block itself is unusable.
+/// Returns the status written, or an error if the block itself is unusable. The
+/// PCI calls without a BUID argument address `default_buid`, the only host bridge.
 pub fn dispatch<M: GuestMemory>(
     mem: &M,
     args: u64,
+    default_buid: u64,
     platform: &mut dyn RtasPlatform,
 ) -> Result<i32, RtasError> {
     let read = |off: u64| -> Result<u32, RtasError> {
@@ -153,6 +207,40 @@ pub fn dispatch<M: GuestMemory>(
             platform.reboot();
             RTAS_OUT_SUCCESS
         }
+        (Some("ibm,read-pci-config"), 4, 2) | (Some("read-pci-config"), 2, 2) => {
+            let at = PciConfigAddress::decode(arg(0)?);
+            let (buid, size) = if nargs == 4 {
+                ((u64::from(arg(1)?) << 32) | u64::from(arg(2)?), arg(3)?)
+            } else {
+                (default_buid, arg(1)?)
+            };
+            let size = size as usize;
+            if !at.valid_access(size) {
+                RTAS_OUT_PARAM_ERROR
+            } else if let Some(v) = platform.pci_config_read(buid, at, size) {
+                rets = vec![v];
+                RTAS_OUT_SUCCESS
+            } else {
+                RTAS_OUT_HW_ERROR
+            }
+        }
+        (Some("ibm,write-pci-config"), 5, 1) | (Some("write-pci-config"), 3, 1) => {
+            let at = PciConfigAddress::decode(arg(0)?);
+            let (buid, size, value) = if nargs == 5 {
+                let buid = (u64::from(arg(1)?) << 32) | u64::from(arg(2)?);
+                (buid, arg(3)?, arg(4)?)
+            } else {
+                (default_buid, arg(1)?, arg(2)?)
+            };
+            let size = size as usize;
+            if !at.valid_access(size) {
+                RTAS_OUT_PARAM_ERROR
+            } else if platform.pci_config_write(buid, at, size, value) {
+                RTAS_OUT_SUCCESS
+            } else {
+                RTAS_OUT_HW_ERROR
+            }
+        }
         // Setting the clock is refused (the host owns it); event-scan finds no events.
         (Some("set-time-of-day"), 7, 1) => RTAS_OUT_HW_ERROR,
         (Some("event-scan"), 4, 1) => 1,
@@ -177,11 +265,25 @@ mod tests {
     use super::*;
     use vm_memory::GuestMemoryMmap;
 
-    #[derive(Default)]
     struct Platform {
         chars: Vec<u8>,
         off: bool,
         reboot: bool,
+        config: Vec<u8>,
+    }
+
+    impl Default for Platform {
+        fn default() -> Self {
+            let mut config = vec![0u8; 4096];
+            // Vendor 0x1af4 (Red Hat, virtio), device 0x1041 (virtio-net, modern).
+            config[..4].copy_from_slice(&[0xf4, 0x1a, 0x41, 0x10]);
+            Self {
+                chars: Vec::new(),
+                off: false,
+                reboot: false,
+                config,
+            }
+        }
     }
 
     impl RtasPlatform for Platform {
@@ -205,7 +307,33 @@ mod tests {
         fn reboot(&mut self) {
             self.reboot = true;
         }
+        fn pci_config_read(&mut self, buid: u64, at: PciConfigAddress, size: usize) -> Option<u32> {
+            // One function, 00:01.0, whose config space is `config`.
+            if buid != BUID || (at.bus, at.device, at.function) != (0, 1, 0) {
+                return None;
+            }
+            let r = usize::from(at.register);
+            let mut b = [0u8; 4];
+            b[..size].copy_from_slice(&self.config[r..r + size]);
+            Some(u32::from_le_bytes(b))
+        }
+        fn pci_config_write(
+            &mut self,
+            buid: u64,
+            at: PciConfigAddress,
+            size: usize,
+            value: u32,
+        ) -> bool {
+            if buid != BUID || (at.bus, at.device, at.function) != (0, 1, 0) {
+                return false;
+            }
+            let r = usize::from(at.register);
+            self.config[r..r + size].copy_from_slice(&value.to_le_bytes()[..size]);
+            true
+        }
     }
+
+    const BUID: u64 = 0x800_0000_2000_0000;
 
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap()
@@ -221,7 +349,7 @@ mod tests {
         )
         .unwrap();
         let mut p = Platform::default();
-        assert_eq!(dispatch(&m, 0x100, &mut p).unwrap(), RTAS_OUT_SUCCESS);
+        assert_eq!(dispatch(&m, 0x100, BUID, &mut p).unwrap(), RTAS_OUT_SUCCESS);
         let mut rets = [0u8; 32];
         m.read_slice(&mut rets, GuestAddress(0x10c)).unwrap();
         assert_eq!(
@@ -247,7 +375,7 @@ mod tests {
         )
         .unwrap();
         let mut p = Platform::default();
-        assert_eq!(dispatch(&m, 0x200, &mut p).unwrap(), 0);
+        assert_eq!(dispatch(&m, 0x200, BUID, &mut p).unwrap(), 0);
         assert!(p.off);
         let mut status = [0u8; 4];
         m.read_slice(&mut status, GuestAddress(0x214)).unwrap();
@@ -258,7 +386,7 @@ mod tests {
             GuestAddress(0x300),
         )
         .unwrap();
-        dispatch(&m, 0x300, &mut p).unwrap();
+        dispatch(&m, 0x300, BUID, &mut p).unwrap();
         assert_eq!(p.chars, b"A");
     }
 
@@ -271,7 +399,10 @@ mod tests {
         )
         .unwrap();
         let mut p = Platform::default();
-        assert_eq!(dispatch(&m, 0x400, &mut p).unwrap(), RTAS_OUT_PARAM_ERROR);
+        assert_eq!(
+            dispatch(&m, 0x400, BUID, &mut p).unwrap(),
+            RTAS_OUT_PARAM_ERROR
+        );
         let mut status = [0u8; 4];
         m.read_slice(&mut status, GuestAddress(0x40c)).unwrap();
         assert_eq!(status, [0xff, 0xff, 0xff, 0xfd], "-3 as be32");
@@ -281,10 +412,13 @@ mod tests {
             GuestAddress(0x500),
         )
         .unwrap();
-        assert_eq!(dispatch(&m, 0x500, &mut p).unwrap(), RTAS_OUT_PARAM_ERROR);
+        assert_eq!(
+            dispatch(&m, 0x500, BUID, &mut p).unwrap(),
+            RTAS_OUT_PARAM_ERROR
+        );
         assert!(!p.reboot);
         // A block off the end of memory is an error, not a panic.
-        assert!(dispatch(&m, 0xffc, &mut p).is_err());
+        assert!(dispatch(&m, 0xffc, BUID, &mut p).is_err());
     }
 
     #[test]
@@ -293,5 +427,90 @@ mod tests {
         assert_eq!(RTAS_BLOB[3], 0x4400_0022);
         assert_eq!(RTAS_BLOB[2] & 0xffff, 0xf000);
         assert_eq!(token("power-off"), Some(0x2002));
+    }
+
+    /// Writes an argument block as the guest does: big-endian words.
+    fn call(m: &GuestMemoryMmap, at: u64, words: &[u32]) {
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+        m.write_slice(&bytes, GuestAddress(at)).unwrap();
+    }
+
+    fn word(m: &GuestMemoryMmap, at: u64) -> u32 {
+        u32::from_be_bytes(m.read_obj::<[u8; 4]>(GuestAddress(at)).unwrap())
+    }
+
+    #[test]
+    fn pci_config_address_is_linux_rtas_config_addr() {
+        // rtas_config_addr(bus 1, devfn 0x0a = 01.2, reg 0x104):
+        // ((0x104 & 0xf00) << 20) | (1 << 16) | (0x0a << 8) | 0x04.
+        let a = PciConfigAddress::decode(0x1001_0a04);
+        assert_eq!(
+            a,
+            PciConfigAddress {
+                bus: 1,
+                device: 1,
+                function: 2,
+                register: 0x104
+            }
+        );
+        assert!(a.valid_access(4));
+        assert!(!a.valid_access(8));
+        assert!(
+            !PciConfigAddress::decode(0x0000_0802).valid_access(4),
+            "unaligned"
+        );
+    }
+
+    #[test]
+    fn ibm_read_pci_config_reads_the_function_little_endian() {
+        let m = mem();
+        let p = &mut Platform::default();
+        let read = token("ibm,read-pci-config").unwrap();
+        // 00:01.0 register 0 (devfn 0x08), BUID hi/lo, 4 bytes.
+        call(
+            &m,
+            0x100,
+            &[read, 4, 2, 0x0800, 0x0800_0000, 0x2000_0000, 4, 0, 0],
+        );
+        assert_eq!(dispatch(&m, 0x100, BUID, p).unwrap(), RTAS_OUT_SUCCESS);
+        assert_eq!(word(&m, 0x11c), 0, "status");
+        assert_eq!(word(&m, 0x120), 0x1041_1af4, "device << 16 | vendor");
+        // 2 bytes at register 2: the device ID alone.
+        call(
+            &m,
+            0x100,
+            &[read, 4, 2, 0x0802, 0x0800_0000, 0x2000_0000, 2, 0, 0],
+        );
+        dispatch(&m, 0x100, BUID, p).unwrap();
+        assert_eq!(word(&m, 0x120), 0x1041);
+        // An empty slot is a hardware error; an odd size a parameter error.
+        call(
+            &m,
+            0x100,
+            &[read, 4, 2, 0x1000, 0x0800_0000, 0x2000_0000, 4, 0, 0],
+        );
+        assert_eq!(dispatch(&m, 0x100, BUID, p).unwrap(), RTAS_OUT_HW_ERROR);
+        call(
+            &m,
+            0x100,
+            &[read, 4, 2, 0x0800, 0x0800_0000, 0x2000_0000, 3, 0, 0],
+        );
+        assert_eq!(dispatch(&m, 0x100, BUID, p).unwrap(), RTAS_OUT_PARAM_ERROR);
+    }
+
+    #[test]
+    fn write_pci_config_without_buid_goes_to_the_default_bridge() {
+        let m = mem();
+        let p = &mut Platform::default();
+        let write = token("write-pci-config").unwrap();
+        // Command register (offset 4), 2 bytes: memory space | bus master.
+        call(&m, 0x100, &[write, 3, 1, 0x0804, 2, 0x0006, 0]);
+        assert_eq!(dispatch(&m, 0x100, BUID, p).unwrap(), RTAS_OUT_SUCCESS);
+        assert_eq!(&p.config[4..6], &[0x06, 0x00]);
+        let read = token("read-pci-config").unwrap();
+        call(&m, 0x100, &[read, 2, 2, 0x0804, 2, 0, 0]);
+        dispatch(&m, 0x100, BUID, p).unwrap();
+        assert_eq!(word(&m, 0x114), 0, "status");
+        assert_eq!(word(&m, 0x118), 0x0006);
     }
 }

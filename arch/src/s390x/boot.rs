@@ -9,6 +9,9 @@ use super::layout;
 /// Errors loading the kernel or writing its parameters.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    /// Unknown `--boot` value.
+    #[error("Unknown boot protocol {0:?} (expected auto)")]
+    UnknownProtocol(String),
     /// The image is too short to hold its parameter area.
     #[error("Kernel image of {0} bytes is too short (it must reach past the command line area)")]
     ImageTooShort(usize),
@@ -33,6 +36,28 @@ pub enum BootError {
         source: vm_memory::GuestMemoryError,
     },
 }
+
+/// Which entry protocol to use. s390x has one: the kernel entered directly at 0x10000 with its parameter area filled in;
+/// `auto` is accepted so one command line serves every architecture.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootProtocol {
+    /// The only protocol: the image at 0 in 64-bit mode, parameters at 0x10400.
+    #[default]
+    Auto,
+}
+
+impl std::str::FromStr for BootProtocol {
+    type Err = BootError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            other => Err(BootError::UnknownProtocol(other.to_string())),
+        }
+    }
+}
+
+/// Smallest guest memory we boot: the image from 0 and the initrd at its default 8 MiB.
+pub const MIN_MEMORY: u64 = 16 << 20;
 
 /// The command line limit the image declares at `MAX_COMMAND_LINE_SIZE_OFFSET` (0 means
 /// an old kernel with the legacy 896-byte limit).

@@ -9,6 +9,8 @@
 //! 0x0080_0000  initrd (QEMU's s390-ccw default INITRD_START), or after the kernel
 //! ```
 
+use vm_memory::GuestAddress;
+
 /// Size of one CPU's prefix area (lowcore): two 4 KiB pages in z/Architecture.
 pub const LOWCORE_SIZE: u64 = 0x2000;
 /// Where the kernel image is loaded.
@@ -37,6 +39,14 @@ pub const COMMAND_LINE_OFFSET: u64 = 0x1_0480;
 pub const LEGACY_COMMAND_LINE_SIZE: u64 = 896;
 /// Default initrd address.
 pub const INITRD_START: u64 = 0x80_0000;
+
+/// Most vCPUs: the extended system control area KVM switches to holds 248 CPUs.
+pub const MAX_VCPUS: usize = 248;
+
+/// The guest RAM regions for `mem_size` bytes of RAM: one from 0 (s390x has no memory-mapped I/O: devices are reached through channel I/O).
+pub fn ram_regions(mem_size: u64) -> Vec<(GuestAddress, u64)> {
+    vec![(GuestAddress(0), mem_size)]
+}
 
 /// Where the initrd goes for a kernel image of `kernel_size` bytes loaded at 0: the
 /// default address, or the next 1 MiB boundary after a kernel that reaches past it.

@@ -10,6 +10,7 @@
 //! yet: see docs/arches.md.
 
 pub mod boot;
+pub mod kvm;
 pub mod layout;
 pub mod lowcore;
 pub mod regs;

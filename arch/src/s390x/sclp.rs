@@ -104,6 +104,56 @@ pub fn read_event_data(sccb: &mut [u8], input: &[u8]) -> usize {
     n
 }
 
+/// The event-type mask bit of the VT220 event (type 0x1a is bit 25 of a 32-bit mask,
+/// counting from the most significant bit as 0; Linux's `EVTYP_VT220MSG_MASK`).
+pub const VT220_MASK: u32 = 0x0000_0040;
+
+/// Write Event Mask: the guest states which event types it sends and receives
+/// (`mask_length` bytes each, at SCCB offset 12); we answer which ones the SCLP side
+/// receives and sends (VT220 only) in the next two masks. SCCB layout: header (8),
+/// reserved (be16), mask_length (be16), receive mask, send mask, SCLP receive mask, SCLP
+/// send mask. Returns the response code.
+pub fn write_event_mask(sccb: &mut [u8]) -> u16 {
+    let (Some(len), Some(mask_len)) = (be16(sccb, 0), be16(sccb, 10)) else {
+        return RC_INSUFFICIENT_SCCB_LENGTH;
+    };
+    let (len, mask_len) = (usize::from(len), usize::from(mask_len));
+    if len > sccb.len() || len < SCCB_HEADER + 4 {
+        set_response(sccb, RC_INSUFFICIENT_SCCB_LENGTH);
+        return RC_INSUFFICIENT_SCCB_LENGTH;
+    }
+    if mask_len == 0 || mask_len > 1021 || len < SCCB_HEADER + 4 + 4 * mask_len {
+        set_response(sccb, RC_INCONSISTENT_LENGTHS);
+        return RC_INCONSISTENT_LENGTHS;
+    }
+    let ours = VT220_MASK.to_be_bytes();
+    for m in [2, 3] {
+        let at = SCCB_HEADER + 4 + m * mask_len;
+        let dst = &mut sccb[at..at + mask_len];
+        dst.fill(0);
+        let n = mask_len.min(4);
+        dst[..n].copy_from_slice(&ours[..n]);
+    }
+    set_response(sccb, RC_NORMAL_COMPLETION);
+    RC_NORMAL_COMPLETION
+}
+
+/// Whether the guest's receive mask (the first mask of a Write Event Mask SCCB) asks
+/// for VT220 input.
+pub fn receives_vt220(sccb: &[u8]) -> bool {
+    let Some(mask_len) = be16(sccb, 10).map(usize::from) else {
+        return false;
+    };
+    let at = SCCB_HEADER + 4;
+    let mut mask = [0u8; 4];
+    let n = mask_len.min(4);
+    match sccb.get(at..at + n) {
+        Some(b) => mask[..n].copy_from_slice(b),
+        None => return false,
+    }
+    u32::from_be_bytes(mask) & VT220_MASK != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +198,23 @@ mod tests {
         empty[1] = 32;
         assert_eq!(read_event_data(&mut empty, b""), 0);
         assert_eq!(&empty[6..8], &[0x60, 0xf0]);
+    }
+
+    #[test]
+    fn write_event_mask_answers_vt220_both_ways() {
+        // Linux's init_sccb with 4-byte masks: length 8 + 4 + 16 = 28; the guest receives
+        // and sends VT220 (0x40 in the last mask byte).
+        let mut sccb = vec![0u8; 28];
+        sccb[1] = 28;
+        sccb[11] = 4;
+        sccb[12..16].copy_from_slice(&[0, 0, 0, 0x40]);
+        sccb[16..20].copy_from_slice(&[0, 0, 0, 0x40]);
+        assert_eq!(write_event_mask(&mut sccb), 0x0020);
+        assert_eq!(&sccb[20..28], &[0, 0, 0, 0x40, 0, 0, 0, 0x40]);
+        assert_eq!(&sccb[6..8], &[0x00, 0x20]);
+        assert!(receives_vt220(&sccb));
+        // A mask length that overruns the SCCB.
+        sccb[11] = 8;
+        assert_eq!(write_event_mask(&mut sccb), 0x72f0);
     }
 }

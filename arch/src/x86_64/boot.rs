@@ -6,7 +6,9 @@
 
 use std::str::FromStr;
 
-use super::{acpi, e820, layout};
+use super::acpi;
+#[cfg(target_arch = "x86_64")]
+use super::{e820, layout};
 
 /// Which entry protocol to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! feature policies, once per VM) and then per vCPU (APIC ID, topology leaves, hypervisor
 //! bit). Works on a plain entry list so every rule is unit-tested without KVM.
 
-use std::str::FromStr;
+pub use crate::cpu::{CpuModel, CpuTemplate, FeaturePolicy, Topology};
 
 /// KVM's flag for entries whose subleaf (`index`) matters.
 pub const FLAG_SIGNIFICANT_INDEX: u32 = 1;
@@ -190,128 +190,9 @@ pub fn feature(name: &str) -> Option<&'static Feature> {
     FEATURES.iter().find(|f| f.name == name)
 }
 
-/// KubeVirt `domain.cpu.model`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum CpuModel {
-    /// Everything KVM supports on this host.
-    HostPassthrough,
-    /// The host CPU minus what cannot be kept across hosts (invariant TSC, the PMU leaf).
-    /// KubeVirt's default.
-    #[default]
-    HostModel,
-}
-
-impl FromStr for CpuModel {
-    type Err = CpuidError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "host-passthrough" => Ok(Self::HostPassthrough),
-            "host-model" | "" => Ok(Self::HostModel),
-            other => Err(CpuidError::UnsupportedModel(other.to_string())),
-        }
-    }
-}
-
-/// KubeVirt `domain.cpu.features[].policy` (libvirt semantics).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FeaturePolicy {
-    /// Set the bit even if the host lacks it.
-    Force,
-    /// Fail unless the host has it (KubeVirt's default policy).
-    #[default]
-    Require,
-    /// Keep it if the host has it.
-    Optional,
-    /// Clear it.
-    Disable,
-    /// Fail if the host has it.
-    Forbid,
-}
-
-impl FromStr for FeaturePolicy {
-    type Err = CpuidError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "force" => Ok(Self::Force),
-            "require" | "" => Ok(Self::Require),
-            "optional" => Ok(Self::Optional),
-            "disable" => Ok(Self::Disable),
-            "forbid" => Ok(Self::Forbid),
-            other => Err(CpuidError::UnknownPolicy(other.to_string())),
-        }
-    }
-}
-
-/// The CPU a VM asks for.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CpuTemplate {
-    /// Model.
-    pub model: CpuModel,
-    /// `(feature name, policy)` in the order given.
-    pub features: Vec<(String, FeaturePolicy)>,
-}
-
-/// sockets × cores × threads, as KubeVirt's `domain.cpu`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Topology {
-    /// Sockets.
-    pub sockets: u32,
-    /// Cores per socket.
-    pub cores: u32,
-    /// Threads per core.
-    pub threads: u32,
-}
-
-impl Topology {
-    /// `vcpus` single-threaded cores in one socket.
-    pub fn flat(vcpus: u32) -> Self {
-        Self {
-            sockets: 1,
-            cores: vcpus.max(1),
-            threads: 1,
-        }
-    }
-
-    /// Number of vCPUs.
-    pub fn vcpus(&self) -> u32 {
-        self.sockets * self.cores * self.threads
-    }
-
-    fn thread_bits(&self) -> u32 {
-        ceil_log2(self.threads)
-    }
-
-    fn core_bits(&self) -> u32 {
-        ceil_log2(self.cores)
-    }
-
-    /// APIC ID of vCPU `index`: socket, core and thread fields packed as the topology
-    /// leaves describe them.
-    pub fn apic_id(&self, index: u32) -> u32 {
-        let thread = index % self.threads;
-        let core = (index / self.threads) % self.cores;
-        let socket = index / (self.threads * self.cores);
-        (socket << (self.thread_bits() + self.core_bits())) | (core << self.thread_bits()) | thread
-    }
-}
-
-fn ceil_log2(n: u32) -> u32 {
-    if n <= 1 {
-        0
-    } else {
-        32 - (n - 1).leading_zeros()
-    }
-}
-
 /// Errors shaping CPUID.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CpuidError {
-    /// A named model (e.g. `Skylake-Client`) we do not have a definition for.
-    #[error("CPU model {0:?} is not supported (use host-passthrough or host-model)")]
-    UnsupportedModel(String),
-    /// Unknown feature policy.
-    #[error("Unknown CPU feature policy {0:?}")]
-    UnknownPolicy(String),
     /// Unknown feature name.
     #[error("Unknown CPU feature {0:?}")]
     UnknownFeature(String),
