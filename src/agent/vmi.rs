@@ -109,7 +109,7 @@ pub fn vm_config(
     let name = vmi.metadata.name.as_deref().unwrap_or("vmi");
     let mut config = VmConfig::new(format!("{ns}.{name}"), &prepared.kernel);
     let cpu = vmi.spec.domain.cpu.clone().unwrap_or_default();
-    let topology = arch::cpuid::Topology {
+    let topology = arch::cpu::Topology {
         sockets: cpu.sockets.unwrap_or(1).max(1),
         cores: cpu.cores.unwrap_or(1).max(1),
         threads: cpu.threads.unwrap_or(1).max(1),
@@ -143,7 +143,7 @@ pub fn vm_config(
                 .unwrap_or_default()
                 .parse()
                 .map_err(|e| StartError::Spec(format!("cpu feature {}: {e}", f.name)))?,
-            None => arch::cpuid::FeaturePolicy::default(),
+            None => arch::cpu::FeaturePolicy::default(),
         };
         config.cpu.features.push((f.name.clone(), policy));
     }

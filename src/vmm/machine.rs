@@ -24,6 +24,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use super::console::ConsoleRing;
 use super::exit::{ExitReason, ExitSlot};
 use super::handle::{Command, CommandError, Request, VmHandle};
 use super::vcpu_control::{RunState, VcpuControl};
@@ -55,6 +56,8 @@ pub struct MachineParts {
     pub keep_alive: Box<dyn Any + Send>,
     /// Read stdin into [`Platform::console_input`].
     pub console_input: bool,
+    /// A ring console whose queued input goes to [`Platform::console_input`].
+    pub console_ring: Option<ConsoleRing>,
     /// Where the machine's own threads report how the VM ended.
     pub exit: Arc<ExitSlot>,
     /// Written when `exit` gets a reason from outside the vCPU threads.
@@ -159,6 +162,7 @@ struct EventParts {
     platform: Arc<dyn Platform>,
     keep_alive: Option<Box<dyn Any + Send>>,
     console_input: bool,
+    console_ring: Option<ConsoleRing>,
     control: Arc<VcpuControl>,
     exit: Arc<ExitSlot>,
     exit_tx: watch::Sender<Option<ExitReason>>,
@@ -182,6 +186,7 @@ pub fn start(parts: MachineParts) -> io::Result<VmHandle> {
         platform: parts.platform,
         keep_alive: Some(parts.keep_alive),
         console_input: parts.console_input,
+        console_ring: parts.console_ring,
         control: Arc::new(VcpuControl::default()),
         exit: parts.exit,
         exit_tx,
@@ -226,6 +231,7 @@ fn event_thread(mut parts: EventParts) {
 const TOKEN_CMD: u64 = 0;
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_STDIN: u64 = 2;
+const TOKEN_RING: u64 = 3;
 /// How long a pause waits for every vCPU to park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -258,6 +264,10 @@ fn event_loop(parts: &mut EventParts) {
                 fd,
                 EpollEvent::new(EventSet::IN, token),
             )?;
+        }
+        if let Some(evt) = parts.console_ring.as_ref().and_then(|r| r.input_event()) {
+            let ring = EpollEvent::new(EventSet::IN, TOKEN_RING);
+            epoll.ctl(ControlOperation::Add, evt.as_raw_fd(), ring)?;
         }
         if parts.console_input {
             let stdin = EpollEvent::new(EventSet::IN, TOKEN_STDIN);
@@ -326,6 +336,14 @@ fn event_loop(parts: &mut EventParts) {
                             );
                         }
                         Ok(k) => parts.platform.console_input(&buf[..k]),
+                    }
+                }
+                TOKEN_RING => {
+                    if let Some(ring) = &parts.console_ring {
+                        ring.drain_input(|bytes| {
+                            parts.platform.console_input(bytes);
+                            bytes.len()
+                        });
                     }
                 }
                 _ => {}
@@ -486,6 +504,7 @@ mod tests {
             platform: platform.clone(),
             keep_alive: Box::new((vm, mem)),
             console_input: false,
+            console_ring: None,
             exit: Arc::new(ExitSlot::default()),
             exit_evt: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
         })

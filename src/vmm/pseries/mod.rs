@@ -236,6 +236,10 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
             _memory: memory,
         }),
         console_input: matches!(config.console, ConsoleConfig::Stdio),
+        console_ring: match &config.console {
+            ConsoleConfig::Ring(ring) => Some(ring.clone()),
+            _ => None,
+        },
         exit: Arc::new(ExitSlot::default()),
         exit_evt,
     })
