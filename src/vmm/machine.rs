@@ -197,7 +197,9 @@ pub fn start(parts: MachineParts) -> io::Result<VmHandle> {
     std::thread::Builder::new()
         .name(format!("vmm-{name}"))
         .spawn(move || event_thread(event))?;
-    Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx))
+    // The IBM machines do not publish per-vCPU or device statistics yet.
+    let stats = Arc::new(super::stats::VmStats::new(None));
+    Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx, stats))
 }
 
 fn event_thread(mut parts: EventParts) {
