@@ -21,6 +21,11 @@ struct Cli {
     /// comes from RUST_LOG).
     #[arg(long, global = true)]
     log_format: Option<LogFormat>,
+    /// What a VM thread's forbidden syscall gets: deny (EPERM), kill (the process), log
+    /// (allowed, logged by the kernel) or off (default: the config's vmm.seccomp, else
+    /// deny).
+    #[arg(long, global = true)]
+    seccomp: Option<monovirt::vmm::seccomp::Mode>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -64,7 +69,11 @@ struct ServeFlags {
 }
 
 impl ServeFlags {
-    fn load(&self, log_format: Option<LogFormat>) -> anyhow::Result<DaemonConfig> {
+    fn load(
+        &self,
+        log_format: Option<LogFormat>,
+        seccomp: Option<monovirt::vmm::seccomp::Mode>,
+    ) -> anyhow::Result<DaemonConfig> {
         let overrides = Overrides {
             node_name: self.node.node_name.clone(),
             data_dir: self.data_dir.clone(),
@@ -74,6 +83,8 @@ impl ServeFlags {
             tls_cert: self.tls_cert.clone(),
             tls_key: self.tls_key.clone(),
             tls_san: self.tls_san.clone(),
+            default_subnet: self.node.pod_network_cidr,
+            seccomp,
         };
         Ok(DaemonConfig::load(self.config.as_deref(), overrides)?)
     }
@@ -221,13 +232,20 @@ struct NodeArgs {
     #[arg(long)]
     network: bool,
     /// The default network's subnet; the bridge takes its first address (the guests'
-    /// gateway) and DHCP hands out the rest.
-    #[arg(long, default_value = monovirt::network::node::DEFAULT_SUBNET)]
-    pod_network_cidr: ipnet::Ipv4Net,
+    /// gateway) and DHCP hands out the rest (default: the config's
+    /// network.default_subnet, else 10.0.2.0/24).
+    #[arg(long)]
+    pod_network_cidr: Option<monovirt::daemon::config::Ipv4Subnet>,
 }
 
 impl NodeArgs {
-    fn config(&self, data_dir: PathBuf, server: Option<String>) -> AgentConfig {
+    /// The agent's settings; `subnet` is the default network's (config or flag).
+    fn config(
+        &self,
+        data_dir: PathBuf,
+        server: Option<String>,
+        subnet: monovirt::daemon::config::Ipv4Subnet,
+    ) -> AgentConfig {
         AgentConfig {
             node_name: self
                 .node_name
@@ -238,7 +256,7 @@ impl NodeArgs {
             heartbeat: self.heartbeat_interval,
             network: self.network.then(|| {
                 let mut net = monovirt::network::node::NodeNetworkConfig::new(&data_dir);
-                net.subnet = self.pod_network_cidr;
+                net.subnet = subnet.into();
                 net
             }),
             data_dir,
@@ -273,8 +291,14 @@ enum ImageCmd {
 /// Logs go to stderr; `default_level` applies when RUST_LOG is unset. Without RUST_LOG
 /// the filter is a plain level: an `EnvFilter` compiles its directive regexes, which costs
 /// `monovirt run` start-up time and memory for nothing.
+///
+/// Text goes without terminal colours unless stderr is a terminal: journald and files get
+/// plain lines.
 fn init_logging(format: LogFormat, default_level: tracing::Level) {
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match (format, std::env::var_os("RUST_LOG").is_some()) {
         (LogFormat::Text, true) => builder
             .with_env_filter(EnvFilter::from_default_env())
@@ -372,6 +396,10 @@ async fn serve(config: DaemonConfig, roles_cfg: ServeRoles) -> anyhow::Result<()
     }
     out.flush()?;
     drop(out);
+    // The configured storage classes exist before the provisioner looks for its default.
+    monovirt::daemon::storage_class::apply(&local, &config.storage_classes)
+        .await
+        .context("applying the config's storage classes")?;
     // The control-plane roles beside the API, over an in-process client.
     let roles = tokio_util::sync::CancellationToken::new();
     let client = local;
@@ -395,7 +423,7 @@ async fn serve(config: DaemonConfig, roles_cfg: ServeRoles) -> anyhow::Result<()
     ];
     let local_node = roles_cfg.agent.as_ref().map(|_| config.node_name.clone());
     if let Some(node) = &roles_cfg.agent {
-        let mut agent_config = node.config(config.data_dir.clone(), None);
+        let mut agent_config = node.config(config.data_dir.clone(), None, config.default_subnet);
         agent_config.node_name = config.node_name.clone();
         agent_config.vm_stats = Some(server.state().vm_stats().clone());
         let agent = monovirt::agent::run(client, agent_config, roles.clone());
@@ -696,9 +724,10 @@ fn main() -> ExitCode {
             init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);
             return run_client(command);
         }
-        Cmd::Serve(flags) => match flags.load(cli.log_format) {
+        Cmd::Serve(flags) => match flags.load(cli.log_format, cli.seccomp) {
             Ok(config) => {
                 init_logging(config.log_format, tracing::Level::INFO);
+                monovirt::vmm::seccomp::set_mode(config.seccomp);
                 let roles = ServeRoles {
                     agent: (!flags.no_agent).then_some(flags.node),
                     node_grace: flags.node_monitor_grace_period,
@@ -715,7 +744,13 @@ fn main() -> ExitCode {
             node,
         } => {
             init_logging(cli.log_format.unwrap_or_default(), tracing::Level::INFO);
-            let config = node.config(data_dir, Some(server.clone()));
+            monovirt::vmm::seccomp::set_mode(cli.seccomp.unwrap_or_default());
+            let subnet = node.pod_network_cidr.unwrap_or_else(|| {
+                monovirt::daemon::config::DEFAULT_SUBNET
+                    .parse()
+                    .expect("a valid literal subnet")
+            });
+            let config = node.config(data_dir, Some(server.clone()), subnet);
             runtime().and_then(|rt| rt.block_on(agent(server, token, ca_file, config)))
         }
         Cmd::ImageUpload(args) => {
@@ -735,6 +770,7 @@ fn main() -> ExitCode {
         }
         Cmd::Run(args) => {
             init_logging(cli.log_format.unwrap_or_default(), tracing::Level::WARN);
+            monovirt::vmm::seccomp::set_mode(cli.seccomp.unwrap_or_default());
             return match monovirt::vmm::run::run(&args) {
                 Ok(reason) => {
                     let code = monovirt::vmm::run::exit_code(&reason);

@@ -37,20 +37,26 @@ struct Daemon {
 
 impl Daemon {
     fn start(envs: &[(&str, &str)]) -> Self {
+        Self::start_with("log_format = \"json\"\n", &[("RUST_LOG", "warn")], envs)
+    }
+
+    /// `serve` with `config` as its config file; its stderr goes to [`Daemon::log`].
+    fn start_with(config: &str, log_env: &[(&str, &str)], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, "log_format = \"json\"\n").expect("config");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).expect("config");
+        let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--config")
-            .arg(&config)
+            .arg(&path)
             .args(["--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .env("RUST_LOG", "warn")
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in envs {
+            .stderr(log);
+        for (k, v) in log_env.iter().chain(envs) {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn monovirt serve");
@@ -60,7 +66,10 @@ impl Daemon {
             out.read_line(&mut line).expect("read stdout");
             line.trim()
                 .strip_prefix(&format!("listening on {scheme}://"))
-                .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+                .unwrap_or_else(|| {
+                    let log = std::fs::read_to_string(dir.path().join("stderr.log"));
+                    panic!("unexpected line {line:?}; the daemon logged:\n{log:?}")
+                })
                 .parse()
                 .expect("address")
         };
@@ -76,6 +85,11 @@ impl Daemon {
 
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// What the daemon logged so far (its stderr).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).expect("the daemon's log")
     }
 
     fn admin_token(&self) -> String {
@@ -486,6 +500,101 @@ fn metrics_pass_promtool() {
     assert!(text.contains("apiserver_request_total{"), "{text}");
     assert!(text.contains("code=\"401\""), "{text}");
     promtool_check(&text);
+}
+
+/// Polls `f` until it returns `Some`, for up to a minute (a hang guard, not a timing).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn config_storage_classes_and_log_format_change_what_the_daemon_does() {
+    let volumes = tempfile::tempdir().expect("tempdir");
+    let fast = volumes.path().join("fast");
+    let d = Daemon::start_with(
+        &format!(
+            "log_format = \"json\"\n[storage.classes]\nfast = \"{}\"\n",
+            fast.display()
+        ),
+        &[("RUST_LOG", "info")],
+        &[],
+    );
+    let admin = d.admin_token();
+    // The class exists, names the configured directory, and the directory was made.
+    let (code, body) = d.curl(
+        "GET",
+        "/apis/storage.k8s.io/v1/storageclasses/fast",
+        Some(&admin),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let sc: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(sc["provisioner"], "monovirt.io/local");
+    assert_eq!(sc["parameters"]["path"], fast.display().to_string());
+    assert!(fast.is_dir());
+    // The local provisioner serves it: a claim of class `fast` gets its disk there.
+    let pvcs = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let pvc = serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "on-fast"},
+        "spec": {"storageClassName": "fast", "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Mi"}}}
+    });
+    let (code, body) = d.curl("POST", pvcs, Some(&admin), Some(&pvc.to_string()));
+    assert_eq!(code, 201, "{body}");
+    let uid = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["metadata"]["uid"]
+        .as_str()
+        .expect("uid")
+        .to_string();
+    eventually("the claim is bound", || {
+        let (_, body) = d.curl("GET", &format!("{pvcs}/on-fast"), Some(&admin), None);
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["status"]["phase"] == "Bound").then_some(())
+    });
+    assert!(
+        fast.join(format!("pvc-{uid}/disk.img")).is_file(),
+        "{:?}",
+        std::fs::read_dir(&fast).map(|r| r.count())
+    );
+    // log_format = "json": every line is one JSON object, fields flattened.
+    let log = d.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "storage class created"
+            && l["class"] == "fast"
+            && l["level"] == "INFO"),
+        "{log}"
+    );
+    drop(d);
+
+    // log_format = "text": plain lines for journald (no JSON, no terminal colours).
+    let d = Daemon::start_with(
+        &format!(
+            "log_format = \"text\"\n[storage.classes]\nfast2 = \"{}\"\n",
+            volumes.path().join("fast2").display()
+        ),
+        &[("RUST_LOG", "info")],
+        &[],
+    );
+    let _ = d.admin_token();
+    let log = d.log();
+    assert!(!log.contains('\x1b'), "{log:?}");
+    assert!(log.lines().all(|l| !l.starts_with('{')), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("storage class created") && l.contains("class=fast2")),
+        "{log}"
+    );
 }
 
 fn promtool_check(text: &str) {

@@ -1,6 +1,13 @@
 //! A small Event recorder shared by the control-plane roles: core `v1` Events about any
 //! object (`kubectl describe` and `monovirt get events` show them), written through the
 //! client. Recording is best effort: a failure is logged, never fatal.
+//!
+//! Every Event is also a log line ([`log`]): the lifecycle steps of VMs and VMIs (created,
+//! scheduled, started, stopped, failed, ...) reach journald and log shippers with the
+//! object's kind, namespace, name and uid (and the node) as fields, under the target
+//! `monovirt::lifecycle` (`RUST_LOG=warn,monovirt::lifecycle=info` shows just them).
+//! Events are recorded per control-plane decision, never per guest exit, so a guest
+//! cannot flood them.
 
 use crate::client::{Api, Client};
 use crate::controller::clock;
@@ -77,6 +84,39 @@ pub fn reference_meta(api_version: &str, kind: &str, meta: &ObjectMeta) -> Value
     reference(api_version, kind, &json!({ "metadata": metadata }))
 }
 
+/// The `tracing` target of lifecycle lines.
+pub const LIFECYCLE_TARGET: &str = "monovirt::lifecycle";
+
+/// Logs the Event `reason` about `involved` (see [`reference`]) as one structured line:
+/// `Normal` at info, `Warning` at warn, with `node` when the step happened on (or chose)
+/// a node.
+pub fn log(
+    involved: &Value,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    component: &str,
+    node: Option<&str>,
+) {
+    let field = |k: &str| involved[k].as_str().unwrap_or_default().to_string();
+    let (kind, namespace, name, uid) = (
+        field("kind"),
+        field("namespace"),
+        field("name"),
+        field("uid"),
+    );
+    match type_ {
+        EventType::Normal => tracing::info!(
+            target: LIFECYCLE_TARGET,
+            %kind, %namespace, %name, %uid, node, reason, component, "{message}"
+        ),
+        EventType::Warning => tracing::warn!(
+            target: LIFECYCLE_TARGET,
+            %kind, %namespace, %name, %uid, node, reason, component, "{message}"
+        ),
+    }
+}
+
 impl Recorder {
     pub fn new(client: Client, component: &'static str) -> Self {
         Self {
@@ -92,8 +132,24 @@ impl Recorder {
         self
     }
 
-    /// Records an Event about `involved` (see [`reference`]) in its namespace.
+    /// Records an Event about `involved` (see [`reference`]) in its namespace, and logs it
+    /// ([`log`]) with the recorder's host as the node.
     pub async fn record(&self, involved: &Value, type_: EventType, reason: &str, message: &str) {
+        self.record_on(involved, type_, reason, message, self.host.as_deref())
+            .await;
+    }
+
+    /// [`Recorder::record`], logging `node` as the node the step concerns (the scheduler's
+    /// choice, say).
+    pub async fn record_on(
+        &self,
+        involved: &Value,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+        node: Option<&str>,
+    ) {
+        log(involved, type_, reason, message, self.component, node);
         let Some(def) = api::resource::find_kind("", "Event") else {
             return;
         };

@@ -18,6 +18,9 @@
 //!
 //! [storage.classes]                # StorageClass name -> directory of its volumes
 //! local = "/var/lib/monovirt/volumes"
+//!
+//! [vmm]
+//! seccomp = "deny"                 # VM threads' filters: deny, kill, log or off
 //! ```
 //!
 //! Every table rejects unknown keys, and every value is checked; an error names the
@@ -121,6 +124,12 @@ impl std::fmt::Display for Ipv4Subnet {
     }
 }
 
+impl From<Ipv4Subnet> for ipnet::Ipv4Net {
+    fn from(s: Ipv4Subnet) -> Self {
+        ipnet::Ipv4Net::new(s.network, s.prefix).expect("the prefix was checked to be 8..=30")
+    }
+}
+
 impl<'de> Deserialize<'de> for Ipv4Subnet {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -138,6 +147,13 @@ struct FileConfig {
     api: ApiSection,
     network: NetworkSection,
     storage: StorageSection,
+    vmm: VmmSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct VmmSection {
+    seccomp: Option<crate::vmm::seccomp::Mode>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,6 +190,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     /// Added to the file's `tls_san`.
     pub tls_san: Vec<String>,
+    pub default_subnet: Option<Ipv4Subnet>,
+    pub seccomp: Option<crate::vmm::seccomp::Mode>,
 }
 
 /// A certificate and key given by the operator (PEM files).
@@ -202,6 +220,8 @@ pub struct DaemonConfig {
     pub default_subnet: Ipv4Subnet,
     /// StorageClass name -> directory holding its volumes.
     pub storage_classes: BTreeMap<String, PathBuf>,
+    /// What a VM thread's forbidden syscall gets.
+    pub seccomp: crate::vmm::seccomp::Mode,
 }
 
 impl DaemonConfig {
@@ -369,11 +389,12 @@ fn resolve(
         tls_listen,
         tls,
         tls_san: file.api.tls_san.into_iter().chain(flags.tls_san).collect(),
-        default_subnet: file
-            .network
+        default_subnet: flags
             .default_subnet
+            .or(file.network.default_subnet)
             .unwrap_or_else(|| DEFAULT_SUBNET.parse().expect("a valid literal subnet")),
         storage_classes: file.storage.classes,
+        seccomp: flags.seccomp.or(file.vmm.seccomp).unwrap_or_default(),
     })
 }
 
@@ -432,6 +453,8 @@ tls_key = "/etc/monovirt/tls.key"
 default_subnet = "10.10.0.0/16"
 [storage.classes]
 local = "/srv/volumes"
+[vmm]
+seccomp = "kill"
 "#,
             Overrides {
                 data_dir: Some("/tmp/x".into()),
@@ -447,6 +470,7 @@ local = "/srv/volumes"
         assert_eq!(c.default_subnet.to_string(), "10.10.0.0/16");
         assert_eq!(c.storage_classes["local"], PathBuf::from("/srv/volumes"));
         assert!(c.tls.is_some());
+        assert_eq!(c.seccomp, crate::vmm::seccomp::Mode::Kill);
     }
 
     #[test]
@@ -490,6 +514,7 @@ local = "/srv/volumes"
                 "storage.classes.local: relative is not an absolute path",
             ),
             ("[api]\ntls_cert = \"/a\"\n", "api.tls_key"),
+            ("[vmm]\nseccomp = \"strict\"\n", "vmm.seccomp: unknown variant `strict`"),
         ];
         for (text, want) in cases {
             let e = load_text(text, Overrides::default()).expect_err(text);

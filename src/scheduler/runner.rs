@@ -5,6 +5,8 @@
 
 use super::{cluster, schedule};
 use crate::client::{Api, Client, ClientError};
+use crate::controller::event::EventType::{self, Normal, Warning};
+use crate::controller::event::{reference_meta, Recorder};
 use crate::controller::reflector::{reflect, Cache};
 use crate::store::{Patch, WriteOptions};
 use api::core::node::Node;
@@ -113,9 +115,14 @@ pub async fn pass(
         let api: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), vmi_def, &ns);
         match schedule(vmi, nodes, vmis) {
             Ok(node) => {
-                tracing::info!(vmi = %format!("{ns}/{name}"), %node, "binding");
+                tracing::debug!(vmi = %format!("{ns}/{name}"), %node, "binding");
                 match bind(&api, vmi, &node).await {
-                    Ok(bound) => vmis[i] = bound,
+                    Ok(bound) => {
+                        let message = format!("Successfully assigned {ns}/{name} to {node}");
+                        record_event(client.clone(), &bound, Normal, "Scheduled", &message, Some(&node))
+                            .await;
+                        vmis[i] = bound;
+                    }
                     // Changed or deleted meanwhile: the watch brings it back.
                     Err(SchedulerError::Write(_, e)) if matches!(e.code(), Some(404 | 409)) => {}
                     Err(e) => return Err(e),
@@ -221,20 +228,34 @@ async fn mark_unschedulable(
     api.patch_status(&name, Patch::Merge(json!({"status": status})))
         .await
         .map_err(|e| SchedulerError::Write(name.clone(), e))?;
-    record_event(client.clone(), vmi, message).await;
+    record_event(
+        client.clone(),
+        vmi,
+        Warning,
+        "FailedScheduling",
+        message,
+        None,
+    )
+    .await;
     Ok(())
 }
 
 /// The component named as the source of the scheduler's Events.
 pub const COMPONENT: &str = "monovirt-scheduler";
 
-/// Records a Warning Event `FailedScheduling` about `vmi` (as kube-scheduler does for pods).
-/// A failure to record is logged, never fatal.
-async fn record_event(client: Client, vmi: &VirtualMachineInstance, message: &str) {
-    use crate::controller::event::{reference_meta, EventType, Recorder};
+/// Records an Event about `vmi` as kube-scheduler does for pods (`Scheduled` on `node`,
+/// `FailedScheduling`). A failure to record is logged, never fatal.
+async fn record_event(
+    client: Client,
+    vmi: &VirtualMachineInstance,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+    node: Option<&str>,
+) {
     let involved = reference_meta("kubevirt.io/v1", "VirtualMachineInstance", &vmi.metadata);
     Recorder::new(client, COMPONENT)
-        .record(&involved, EventType::Warning, "FailedScheduling", message)
+        .record_on(&involved, type_, reason, message, node)
         .await;
 }
 
@@ -301,9 +322,17 @@ mod tests {
         let events_def = api::resource::find_kind("", "Event").unwrap();
         let events: Api<Value> = Api::namespaced(client.clone(), events_def, "default");
         let list = events.list(&Default::default()).await.unwrap();
-        assert_eq!(list.items.len(), 1);
-        assert_eq!(list.items[0]["reason"], "FailedScheduling");
-        assert_eq!(list.items[0]["involvedObject"]["name"], "b");
+        let mut seen: Vec<(String, String)> = list
+            .items
+            .iter()
+            .map(|e| {
+                let name = e["involvedObject"]["name"].as_str().unwrap();
+                (name.to_string(), e["reason"].as_str().unwrap().to_string())
+            })
+            .collect();
+        seen.sort();
+        let want = [("a", "Scheduled"), ("b", "FailedScheduling")];
+        assert_eq!(seen, want.map(|(n, r)| (n.to_string(), r.to_string())));
         // The same verdict again writes nothing.
         let mut again = vec![a, b.clone()];
         pass(&client, def, &nodes, &mut again).await.unwrap();

@@ -15,7 +15,8 @@
 //!   on our own KVM layer, with [`machine`] (vCPU threads and the event thread) and
 //!   [`vcpu_control`] (pause/stop) shared with every architecture. Only the machine of
 //!   the target architecture is exported as [`create`]; docs/arches.md says what runs
-//!   where.
+//!   where;
+//! - [`seccomp`]: the per-thread seccomp filters of vCPU, event and device threads.
 //!
 //! Trust boundary: everything the guest writes (port/MMIO data, ACPI register values)
 //! is handled on its vCPU thread by code that checks ranges and never panics on guest
@@ -30,6 +31,7 @@ pub mod handle;
 pub mod machine;
 pub mod memory;
 pub mod run;
+pub mod seccomp;
 pub mod stats;
 pub mod terminal;
 pub mod vcpu_control;

@@ -1,0 +1,360 @@
+//! Per-thread seccomp filters for a VM's threads, built with rust-vmm's `seccompiler`.
+//!
+//! Each kind of thread installs its own filter on itself as its first action
+//! ([`apply`]), so a filter never reaches the control plane's threads:
+//!
+//! | [`ThreadKind`] | thread | needs |
+//! | --- | --- | --- |
+//! | `Vcpu` | `vcpu-<vm>-<n>` | `KVM_RUN` and the vCPU's other KVM ioctls, eventfd writes, futexes, memory for the exit handlers, the kick signal |
+//! | `Event` | `vmm-<vm>` | the vCPUs' ones, plus epoll, console and command I/O, signalling vCPU threads, joining and tearing down |
+//! | `Device` | `virtio-<vm>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`/`fdatasync`/`fallocate`), tap I/O, irqfd writes |
+//!
+//! `ioctl` is allowed only with KVM's ioctl type (`0xAE`) in its request number, plus the
+//! few terminal and tap requests a thread needs. Whatever is not listed gets the
+//! [`Mode`]'s action: `deny` (the default) fails the call with `EPERM` (the thread sees
+//! an error and its VM fails, the daemon and its other VMs go on), `kill` kills the
+//! process with SIGSYS (Firecracker's stance: systemd restarts the daemon), `log` allows
+//! it and has the kernel log it (to find what a list misses), `off` installs nothing.
+//!
+//! seccompiler builds filters for x86_64, aarch64 and riscv64 only. monovirt's VMM on
+//! s390x and ppc64le runs without filters: [`apply`] logs that once and returns `Ok`.
+
+use std::sync::OnceLock;
+
+/// What a filtered thread is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ThreadKind {
+    /// A `vcpu-<vm>-<n>` thread.
+    Vcpu,
+    /// A VM's `vmm-<vm>` event thread.
+    Event,
+    /// A `virtio-<vm>` device worker.
+    Device,
+}
+
+/// What a syscall outside a thread's list gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Fails with `EPERM`.
+    #[default]
+    Deny,
+    /// Kills the process (SIGSYS).
+    Kill,
+    /// Allowed, and logged by the kernel.
+    Log,
+    /// No filters.
+    Off,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "deny" => Ok(Self::Deny),
+            "kill" => Ok(Self::Kill),
+            "log" => Ok(Self::Log),
+            "off" => Ok(Self::Off),
+            _ => Err(format!("unknown seccomp mode {s:?} (deny, kill, log or off)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Deny => "deny",
+            Self::Kill => "kill",
+            Self::Log => "log",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// Errors building or installing a filter.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("Cannot build the {0:?} thread's seccomp filter")]
+    Build(ThreadKind, #[source] seccompiler::BackendError),
+    #[error("Cannot install the {0:?} thread's seccomp filter")]
+    Install(ThreadKind, #[source] seccompiler::Error),
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+
+/// Sets the process's mode (once, at start-up, before any VM; later calls are ignored).
+/// Unset, VM threads use [`Mode::default`].
+pub fn set_mode(mode: Mode) {
+    if MODE.set(mode).is_err() && MODE.get() != Some(&mode) {
+        tracing::warn!(%mode, "the seccomp mode was already set; keeping the first one");
+    }
+}
+
+/// The process's mode.
+pub fn mode() -> Mode {
+    MODE.get().copied().unwrap_or_default()
+}
+
+/// Installs the filter of `kind` in the process's [`mode`] on the calling thread.
+pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
+    apply_mode(kind, mode())
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use filter::{apply_mode, program};
+
+#[cfg(not(target_arch = "x86_64"))]
+/// Filters are not built on this architecture (see the module doc): logs that once.
+pub fn apply_mode(_kind: ThreadKind, mode: Mode) -> Result<(), SeccompError> {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if mode != Mode::Off {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                arch = std::env::consts::ARCH,
+                "VM threads run without seccomp filters on this architecture"
+            );
+        });
+    }
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+mod filter {
+    use super::{Mode, SeccompError, ThreadKind};
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+        SeccompFilter, SeccompRule, TargetArch,
+    };
+    use std::collections::BTreeMap;
+    use std::sync::OnceLock;
+
+    /// KVM's ioctl type (`KVMIO`), bits 8..16 of every KVM request number.
+    const KVMIO: u64 = 0xAE;
+
+    /// Every thread: memory, futexes, signals, time, thread exit, logging to stderr.
+    const COMMON: &[libc::c_long] = &[
+        libc::SYS_brk,
+        libc::SYS_clock_gettime,
+        libc::SYS_clock_nanosleep,
+        libc::SYS_close,
+        libc::SYS_exit,
+        libc::SYS_futex,
+        libc::SYS_getrandom,
+        libc::SYS_gettid,
+        libc::SYS_getpid,
+        libc::SYS_madvise,
+        libc::SYS_mmap,
+        libc::SYS_mprotect,
+        libc::SYS_mremap,
+        libc::SYS_munmap,
+        libc::SYS_nanosleep,
+        libc::SYS_read,
+        libc::SYS_rseq,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_rt_sigreturn,
+        libc::SYS_sched_getaffinity,
+        libc::SYS_sched_yield,
+        libc::SYS_sigaltstack,
+        libc::SYS_write,
+        libc::SYS_writev,
+    ];
+
+    /// vCPU threads, beside [`COMMON`] and KVM ioctls.
+    const VCPU: &[libc::c_long] = &[];
+
+    /// The event thread, beside [`COMMON`] and KVM ioctls.
+    const EVENT: &[libc::c_long] = &[
+        libc::SYS_epoll_ctl,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_wait,
+        libc::SYS_fcntl,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_tgkill,
+        libc::SYS_timerfd_settime,
+    ];
+
+    /// Device workers, beside [`COMMON`] and KVM ioctls.
+    const DEVICE: &[libc::c_long] = &[
+        libc::SYS_epoll_ctl,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_wait,
+        libc::SYS_fallocate,
+        libc::SYS_fdatasync,
+        libc::SYS_fsync,
+        libc::SYS_lseek,
+        libc::SYS_pread64,
+        libc::SYS_preadv,
+        libc::SYS_pwrite64,
+        libc::SYS_pwritev,
+        libc::SYS_readv,
+    ];
+
+    /// Non-KVM ioctls: the terminal (the event thread's stdin console) and FIONBIO.
+    const OTHER_IOCTLS: &[u64] = &[libc::TCGETS, libc::TCSETS, libc::FIONBIO];
+
+    fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
+        let extra = match kind {
+            ThreadKind::Vcpu => VCPU,
+            ThreadKind::Event => EVENT,
+            ThreadKind::Device => DEVICE,
+        };
+        let mut map: BTreeMap<i64, Vec<SeccompRule>> = COMMON
+            .iter()
+            .chain(extra)
+            .map(|&nr| (nr, Vec::new()))
+            .collect();
+        // ioctl: any KVM request (type byte 0xAE), or one of the few others.
+        let mut ioctl = vec![SeccompRule::new(vec![SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(0xff00),
+            KVMIO << 8,
+        )?])?];
+        for &req in OTHER_IOCTLS {
+            ioctl.push(SeccompRule::new(vec![SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                req,
+            )?])?);
+        }
+        map.insert(libc::SYS_ioctl, ioctl);
+        Ok(map)
+    }
+
+    fn mismatch(mode: Mode) -> SeccompAction {
+        match mode {
+            Mode::Deny | Mode::Off => SeccompAction::Errno(libc::EPERM as u32),
+            Mode::Kill => SeccompAction::KillProcess,
+            Mode::Log => SeccompAction::Log,
+        }
+    }
+
+    /// The BPF program of `kind` in `mode`.
+    pub fn program(kind: ThreadKind, mode: Mode) -> Result<BpfProgram, SeccompError> {
+        let filter = rules(kind)
+            .and_then(|rules| {
+                SeccompFilter::new(
+                    rules,
+                    mismatch(mode),
+                    SeccompAction::Allow,
+                    TargetArch::x86_64,
+                )
+            })
+            .map_err(|e| SeccompError::Build(kind, e))?;
+        BpfProgram::try_from(filter).map_err(|e| SeccompError::Build(kind, e))
+    }
+
+    /// Installs the filter of `kind` in `mode` on the calling thread (nothing for
+    /// [`Mode::Off`]). Programs are built once per kind and mode.
+    pub fn apply_mode(kind: ThreadKind, mode: Mode) -> Result<(), SeccompError> {
+        if mode == Mode::Off {
+            return Ok(());
+        }
+        type Cache = std::sync::Mutex<BTreeMap<(u8, u8), std::sync::Arc<BpfProgram>>>;
+        static PROGRAMS: OnceLock<Cache> = OnceLock::new();
+        let key = (kind as u8, mode as u8);
+        let cached = PROGRAMS
+            .get_or_init(Cache::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let prog = match cached {
+            Some(p) => p,
+            None => {
+                let p = std::sync::Arc::new(program(kind, mode)?);
+                PROGRAMS
+                    .get_or_init(Cache::default)
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(key, p.clone());
+                p
+            }
+        };
+        seccompiler::apply_filter(&prog).map_err(|e| SeccompError::Install(kind, e))
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a fresh thread with `kind`'s filter in `mode` (the filter dies with it).
+    fn filtered<T: Send + 'static>(
+        kind: ThreadKind,
+        mode: Mode,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        std::thread::spawn(move || {
+            apply_mode(kind, mode).expect("install the filter");
+            f()
+        })
+        .join()
+        .expect("the filtered thread")
+    }
+
+    fn errno() -> i32 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    #[test]
+    fn every_kind_builds() {
+        for kind in [ThreadKind::Vcpu, ThreadKind::Event, ThreadKind::Device] {
+            for mode in [Mode::Deny, Mode::Kill, Mode::Log] {
+                assert!(!program(kind, mode).expect("builds").is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_forbidden_syscall_is_denied_and_allowed_ones_work() {
+        let (socket, open, ioctl, write) = filtered(ThreadKind::Vcpu, Mode::Deny, || {
+            // SAFETY: plain syscalls with valid arguments; results are only inspected.
+            let socket = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            let socket = (socket, errno());
+            // SAFETY: as above; a NUL-terminated path.
+            let open = unsafe { libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) };
+            let open = (open, errno());
+            // SAFETY: a non-KVM ioctl on stdin with a valid out pointer.
+            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+            // SAFETY: TIOCGWINSZ writes one winsize into `ws`.
+            let ioctl = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) };
+            let ioctl = (ioctl, errno());
+            // An allowed call still works: a zero-length write to stderr.
+            // SAFETY: a zero-length write reads nothing from the pointer.
+            let write = unsafe { libc::write(2, std::ptr::null(), 0) };
+            (socket, open, ioctl, write)
+        });
+        assert_eq!(socket, (-1, libc::EPERM));
+        assert_eq!(open, (-1, libc::EPERM));
+        assert_eq!(ioctl, (-1, libc::EPERM));
+        assert_eq!(write, 0);
+    }
+
+    #[test]
+    fn device_threads_may_do_disk_io_vcpu_threads_may_not() {
+        let file = tempfile::tempfile().expect("tempfile");
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        let pwrite = |kind| {
+            filtered(kind, Mode::Deny, move || {
+                let buf = [7u8; 16];
+                // SAFETY: writes 16 bytes from a live buffer into an open file.
+                let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), 0) };
+                (n, errno())
+            })
+        };
+        assert_eq!(pwrite(ThreadKind::Device), (16, 0));
+        assert_eq!(pwrite(ThreadKind::Vcpu), (-1, libc::EPERM));
+    }
+
+    #[test]
+    fn mode_names_parse() {
+        for m in [Mode::Deny, Mode::Kill, Mode::Log, Mode::Off] {
+            assert_eq!(m.to_string().parse::<Mode>(), Ok(m));
+        }
+        assert!("strict".parse::<Mode>().is_err());
+    }
+}
