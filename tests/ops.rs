@@ -586,15 +586,14 @@ fn config_storage_classes_and_log_format_change_what_the_daemon_does() {
         &[("RUST_LOG", "info")],
         &[],
     );
-    let _ = d.admin_token();
-    let log = d.log();
+    let log = eventually("the class is logged", || {
+        let log = d.log();
+        log.lines()
+            .any(|l| l.contains("storage class created") && l.contains("class=fast2"))
+            .then_some(log)
+    });
     assert!(!log.contains('\x1b'), "{log:?}");
     assert!(log.lines().all(|l| !l.starts_with('{')), "{log}");
-    assert!(
-        log.lines()
-            .any(|l| l.contains("storage class created") && l.contains("class=fast2")),
-        "{log}"
-    );
 }
 
 fn promtool_check(text: &str) {

@@ -176,7 +176,11 @@ fn readme_install_steps_give_a_tls_service_kubectl_can_use() {
         .set_read_timeout(Some(Duration::from_secs(120)))
         .expect("timeout");
     let argv = exec_start(&unit, r);
-    assert_eq!(Path::new(&argv[0]), bin, "ExecStart runs the installed binary");
+    assert_eq!(
+        Path::new(&argv[0]),
+        bin,
+        "ExecStart runs the installed binary"
+    );
     let mut start = netns.command(Path::new(&argv[0]));
     start
         .args(&argv[1..])
@@ -261,9 +265,7 @@ fn readme_install_steps_give_a_tls_service_kubectl_can_use() {
     )
     .expect("manifest");
     let out = kubectl(&["apply", "-f", vm.to_str().expect("utf-8")]);
-    assert!(
-        check("kubectl apply", &out).contains("virtualmachine.kubevirt.io/installed created")
-    );
+    assert!(check("kubectl apply", &out).contains("virtualmachine.kubevirt.io/installed created"));
     let out = kubectl(&["get", "vms"]);
     assert!(
         check("kubectl get vms", &out)
@@ -301,7 +303,14 @@ fn readme_install_steps_give_a_tls_service_kubectl_can_use() {
         "monovirt token create",
         &Command::new(&bin)
             .args([
-                "token", "create", "--role", "view", "--namespace", "default", "--ttl", "30d",
+                "token",
+                "create",
+                "--role",
+                "view",
+                "--namespace",
+                "default",
+                "--ttl",
+                "30d",
                 "--config",
             ])
             .arg(&config)

@@ -145,7 +145,14 @@ fn lifecycle(log: &str) -> Vec<(String, String, String, String, String, String)>
         .map(|v| {
             assert_eq!(v["namespace"], "default", "{v}");
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
-            (s("kind"), s("name"), s("reason"), s("node"), s("uid"), s("level"))
+            (
+                s("kind"),
+                s("name"),
+                s("reason"),
+                s("node"),
+                s("uid"),
+                s("level"),
+            )
         })
         .collect()
 }
@@ -158,13 +165,17 @@ async fn vmi_metrics_and_lifecycle_logs_follow_vms() {
     let s = Serve::start();
     let addr = s.addr;
     wait_for(addr, "/api/v1/nodes/node-a", "node registered", |n| {
-        n["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        n["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
     })
     .await;
     let before = s.metrics().await;
-    assert!(samples(&before, "kubevirt_vmi_phase_count", &[]).is_empty(), "{before}");
+    assert!(
+        samples(&before, "kubevirt_vmi_phase_count", &[]).is_empty(),
+        "{before}"
+    );
     assert!(samples(&before, "kubevirt_vmi_vcpu_seconds_total", &[]).is_empty());
 
     // A running VM: phase count running=1, its own series appear.
@@ -175,7 +186,11 @@ async fn vmi_metrics_and_lifecycle_logs_follow_vms() {
     })
     .await;
     let uid = vmi["metadata"]["uid"].as_str().expect("uid").to_string();
-    let me = ["node=\"node-a\"", "namespace=\"default\"", "name=\"ticker\""];
+    let me = [
+        "node=\"node-a\"",
+        "namespace=\"default\"",
+        "name=\"ticker\"",
+    ];
     let running = s.metrics().await;
     let count = samples(
         &running,
@@ -184,7 +199,10 @@ async fn vmi_metrics_and_lifecycle_logs_follow_vms() {
     );
     assert_eq!(count.len(), 1, "{running}");
     assert_eq!(value(count[0]), 1.0);
-    assert!(!samples(&running, "kubevirt_vmi_vcpu_seconds_total", &me).is_empty(), "{running}");
+    assert!(
+        !samples(&running, "kubevirt_vmi_vcpu_seconds_total", &me).is_empty(),
+        "{running}"
+    );
     let resident = samples(&running, "kubevirt_vmi_memory_resident_bytes", &me);
     assert_eq!(resident.len(), 1, "{running}");
     assert!(value(resident[0]) > 0.0, "{running}");
@@ -200,7 +218,12 @@ async fn vmi_metrics_and_lifecycle_logs_follow_vms() {
     let failed = samples(&text, "kubevirt_vmi_phase_count", &["phase=\"failed\""]);
     assert_eq!(failed.len(), 1, "{text}");
     assert_eq!(value(failed[0]), 1.0);
-    assert!(samples(&text, "kubevirt_vmi_vcpu_seconds_total", &["name=\"crasher\""]).is_empty());
+    assert!(samples(
+        &text,
+        "kubevirt_vmi_vcpu_seconds_total",
+        &["name=\"crasher\""]
+    )
+    .is_empty());
 
     // Stopped: its VMI goes, and with it the running count and its series.
     let r = put(addr, &format!("{SUB_VMS}/ticker/stop"), &json!({})).await;

@@ -514,7 +514,10 @@ seccomp = "kill"
                 "storage.classes.local: relative is not an absolute path",
             ),
             ("[api]\ntls_cert = \"/a\"\n", "api.tls_key"),
-            ("[vmm]\nseccomp = \"strict\"\n", "vmm.seccomp: unknown variant `strict`"),
+            (
+                "[vmm]\nseccomp = \"strict\"\n",
+                "vmm.seccomp: unknown variant `strict`",
+            ),
         ];
         for (text, want) in cases {
             let e = load_text(text, Overrides::default()).expect_err(text);

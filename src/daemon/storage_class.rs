@@ -2,12 +2,13 @@
 //! each `NAME = "/dir"` becomes (or updates) StorageClass `NAME` with
 //! `provisioner: monovirt.io/local` and `parameters.path: /dir`, and the directory is made.
 //! `local` is the default class (as the one `serve` makes without a config); the others are
-//! picked by `storageClassName`. A class's directory changed in the config applies to new
-//! volumes; a bound volume keeps the path its PersistentVolume names.
+//! picked by `storageClassName`. A class's parameters are immutable, so a directory changed
+//! in the config replaces the class; a bound volume keeps the path its PersistentVolume
+//! names.
 
 use crate::client::{Api, Client, ClientError};
 use crate::storage::{annotation, class};
-use crate::store::{Patch, WriteOptions};
+use crate::store::{DeleteOptions, WriteOptions};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
@@ -79,18 +80,17 @@ pub async fn apply(
             }
             Some(have) if have["parameters"] == want["parameters"] => {}
             Some(have) => {
-                api.patch(
-                    name,
-                    Patch::Merge(json!({"parameters": want["parameters"],
-                        "provisioner": want["provisioner"],
-                        "metadata": {"labels": {CONFIGURED_LABEL: "true"}}})),
-                    &WriteOptions::default(),
-                )
-                .await
-                .map_err(write)?;
-                tracing::info!(class = %name, dir = %dir.display(),
+                // A class's parameters are immutable (as in Kubernetes): replace it. Bound
+                // volumes keep the path their PersistentVolume names.
+                api.delete(name, &DeleteOptions::default())
+                    .await
+                    .map_err(write)?;
+                api.create(&want, &WriteOptions::default())
+                    .await
+                    .map_err(write)?;
+                tracing::warn!(class = %name, dir = %dir.display(),
                     was = %have["parameters"][class::PATH_PARAMETER],
-                    "storage class now points at the configured directory");
+                    "storage class replaced: it now points at the configured directory");
             }
         }
     }
@@ -130,7 +130,10 @@ mod tests {
         // Applied again unchanged: nothing is written.
         let rv = gold["metadata"]["resourceVersion"].clone();
         apply(&client, &classes).await.expect("again");
-        assert_eq!(api.get("gold").await.expect("gold")["metadata"]["resourceVersion"], rv);
+        assert_eq!(
+            api.get("gold").await.expect("gold")["metadata"]["resourceVersion"],
+            rv
+        );
         // A new directory in the config: the class follows it.
         classes.insert("gold".to_string(), dir.path().join("g/new"));
         apply(&client, &classes).await.expect("repoint");

@@ -119,8 +119,15 @@ pub async fn pass(
                 match bind(&api, vmi, &node).await {
                     Ok(bound) => {
                         let message = format!("Successfully assigned {ns}/{name} to {node}");
-                        record_event(client.clone(), &bound, Normal, "Scheduled", &message, Some(&node))
-                            .await;
+                        record_event(
+                            client.clone(),
+                            &bound,
+                            Normal,
+                            "Scheduled",
+                            &message,
+                            Some(&node),
+                        )
+                        .await;
                         vmis[i] = bound;
                     }
                     // Changed or deleted meanwhile: the watch brings it back.

@@ -335,6 +335,10 @@ pub fn create(
             std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
+                    if let Err(e) = super::seccomp::apply(super::seccomp::ThreadKind::Device) {
+                        crash(e.to_string());
+                        return;
+                    }
                     match catch_unwind(AssertUnwindSafe(|| device_loop(&epoll, &polled))) {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => crash(format!("virtio device loop failed: {e}")),

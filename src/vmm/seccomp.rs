@@ -55,7 +55,9 @@ impl std::str::FromStr for Mode {
             "kill" => Ok(Self::Kill),
             "log" => Ok(Self::Log),
             "off" => Ok(Self::Off),
-            _ => Err(format!("unknown seccomp mode {s:?} (deny, kill, log or off)")),
+            _ => Err(format!(
+                "unknown seccomp mode {s:?} (deny, kill, log or off)"
+            )),
         }
     }
 }
@@ -122,8 +124,8 @@ pub fn apply_mode(_kind: ThreadKind, mode: Mode) -> Result<(), SeccompError> {
 mod filter {
     use super::{Mode, SeccompError, ThreadKind};
     use seccompiler::{
-        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-        SeccompFilter, SeccompRule, TargetArch,
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
     };
     use std::collections::BTreeMap;
     use std::sync::OnceLock;
@@ -131,51 +133,65 @@ mod filter {
     /// KVM's ioctl type (`KVMIO`), bits 8..16 of every KVM request number.
     const KVMIO: u64 = 0xAE;
 
-    /// Every thread: memory, futexes, signals, time, thread exit, logging to stderr.
+    /// Every thread: memory, futexes, signals (the vCPU kick), time, eventfd reads and
+    /// writes, dropping fds, logging to stderr, and thread start and exit (a thread
+    /// started from a filtered one runs its start-up under the parent's filter).
     const COMMON: &[libc::c_long] = &[
         libc::SYS_brk,
         libc::SYS_clock_gettime,
         libc::SYS_clock_nanosleep,
         libc::SYS_close,
         libc::SYS_exit,
+        libc::SYS_fcntl,
         libc::SYS_futex,
         libc::SYS_getrandom,
         libc::SYS_gettid,
-        libc::SYS_getpid,
         libc::SYS_madvise,
         libc::SYS_mmap,
         libc::SYS_mprotect,
         libc::SYS_mremap,
         libc::SYS_munmap,
         libc::SYS_nanosleep,
+        libc::SYS_prctl,
         libc::SYS_read,
         libc::SYS_rseq,
         libc::SYS_rt_sigprocmask,
         libc::SYS_rt_sigreturn,
         libc::SYS_sched_getaffinity,
         libc::SYS_sched_yield,
+        libc::SYS_set_robust_list,
         libc::SYS_sigaltstack,
         libc::SYS_write,
         libc::SYS_writev,
     ];
 
-    /// vCPU threads, beside [`COMMON`] and KVM ioctls.
+    /// vCPU threads, beside [`COMMON`] and KVM ioctls: nothing else. Exits are handled
+    /// on guest memory and device state already in place.
     const VCPU: &[libc::c_long] = &[];
 
-    /// The event thread, beside [`COMMON`] and KVM ioctls.
+    /// The event thread, beside [`COMMON`] and KVM ioctls: its epoll, starting the vCPU
+    /// threads and kicking them (`tgkill`), console sockets.
     const EVENT: &[libc::c_long] = &[
+        libc::SYS_clone,
+        libc::SYS_clone3,
+        libc::SYS_epoll_create1,
         libc::SYS_epoll_ctl,
         libc::SYS_epoll_pwait,
         libc::SYS_epoll_wait,
-        libc::SYS_fcntl,
+        libc::SYS_eventfd2,
+        libc::SYS_getpid,
         libc::SYS_recvfrom,
+        // The vCPU threads it starts install their own (stricter) filter on top.
+        libc::SYS_seccomp,
         libc::SYS_sendto,
         libc::SYS_tgkill,
-        libc::SYS_timerfd_settime,
     ];
 
-    /// Device workers, beside [`COMMON`] and KVM ioctls.
+    /// Device workers, beside [`COMMON`] and KVM ioctls: epoll, disk I/O, tap I/O and the
+    /// vsock muxer's Unix sockets (`socket` for `AF_UNIX` only).
     const DEVICE: &[libc::c_long] = &[
+        libc::SYS_accept4,
+        libc::SYS_connect,
         libc::SYS_epoll_ctl,
         libc::SYS_epoll_pwait,
         libc::SYS_epoll_wait,
@@ -188,12 +204,17 @@ mod filter {
         libc::SYS_pwrite64,
         libc::SYS_pwritev,
         libc::SYS_readv,
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        libc::SYS_shutdown,
     ];
 
     /// Non-KVM ioctls: the terminal (the event thread's stdin console) and FIONBIO.
     const OTHER_IOCTLS: &[u64] = &[libc::TCGETS, libc::TCSETS, libc::FIONBIO];
 
-    fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
+    fn rules(
+        kind: ThreadKind,
+    ) -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
         let extra = match kind {
             ThreadKind::Vcpu => VCPU,
             ThreadKind::Event => EVENT,
@@ -220,6 +241,17 @@ mod filter {
             )?])?);
         }
         map.insert(libc::SYS_ioctl, ioctl);
+        if kind == ThreadKind::Device {
+            map.insert(
+                libc::SYS_socket,
+                vec![SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    libc::AF_UNIX as u64,
+                )?])?],
+            );
+        }
         Ok(map)
     }
 

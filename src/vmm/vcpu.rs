@@ -90,6 +90,15 @@ pub fn spawn(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHan
     std::thread::Builder::new()
         .name(format!("vcpu-{}-{index}", ctx.vm))
         .spawn(move || {
+            // The thread's own seccomp filter before anything the guest can reach.
+            if let Err(e) = super::seccomp::apply(super::seccomp::ThreadKind::Vcpu) {
+                tracing::error!(vm = %ctx.vm, vcpu = index, "{e}");
+                ctx.exit.report(ExitReason::Crash {
+                    detail: format!("vCPU {index}: {e}"),
+                });
+                let _ = ctx.exit_evt.write(1);
+                return;
+            }
             ctx.stats.vcpu_started(index);
             let result = catch_unwind(AssertUnwindSafe(|| run_loop(index, &mut fd, &ctx)));
             KVM_RUN.with(|p| p.set(std::ptr::null_mut()));

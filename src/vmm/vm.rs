@@ -387,6 +387,15 @@ impl Lifecycle {
 }
 
 fn event_thread(mut parts: VmParts) {
+    // Its seccomp filter first; the vCPU threads it starts inherit it and add their own.
+    if let Err(e) = super::seccomp::apply(super::seccomp::ThreadKind::Event) {
+        tracing::error!(vm = %parts.name, "{e}");
+        parts.exit.report(ExitReason::Crash {
+            detail: e.to_string(),
+        });
+        teardown(&mut parts);
+        return;
+    }
     let result = catch_unwind(AssertUnwindSafe(|| event_loop(&mut parts)));
     if let Err(panic) = result {
         let msg = panic
