@@ -154,6 +154,8 @@ mod filter {
         libc::SYS_nanosleep,
         libc::SYS_prctl,
         libc::SYS_read,
+        // A virtio-net device activated on a vCPU thread drains its tap there.
+        libc::SYS_readv,
         libc::SYS_rseq,
         libc::SYS_rt_sigprocmask,
         libc::SYS_rt_sigreturn,
@@ -203,14 +205,18 @@ mod filter {
         libc::SYS_preadv,
         libc::SYS_pwrite64,
         libc::SYS_pwritev,
-        libc::SYS_readv,
         libc::SYS_recvfrom,
         libc::SYS_sendto,
         libc::SYS_shutdown,
     ];
 
-    /// Non-KVM ioctls: the terminal (the event thread's stdin console) and FIONBIO.
-    const OTHER_IOCTLS: &[u64] = &[libc::TCGETS, libc::TCSETS, libc::FIONBIO];
+    /// `TUNSETOFFLOAD` (`_IOW('T', 208, unsigned int)`): a virtio-net device is activated
+    /// on the vCPU thread that wrote DRIVER_OK, and tells its tap the offloads then.
+    const TUNSETOFFLOAD: u64 = 0x4004_54d0;
+
+    /// Non-KVM ioctls: the terminal (the event thread's stdin console), FIONBIO and the
+    /// tap's offloads.
+    const OTHER_IOCTLS: &[u64] = &[libc::TCGETS, libc::TCSETS, libc::FIONBIO, TUNSETOFFLOAD];
 
     fn rules(
         kind: ThreadKind,
