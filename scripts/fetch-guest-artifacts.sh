@@ -20,16 +20,43 @@
 #                         The test appends a second archive with monovirt and the L2 images
 #                         at run time.
 #
+# With the argument `ppc64el`, the same for the nested ppc64le KVM tier
+# (tests/ppc64le_tier.rs), under target/guest-artifacts/ppc64el: the Debian ppc64el kernel
+# (linux-image-powerpc64le) and busybox-static:ppc64el (apt needs the ppc64el
+# architecture, which scripts/setup.sh adds), with
+#   vmlinux               the kernel's own ELF (boot/vmlinux-*), checked to be ppc64le
+#   l2-initrd.cpio.gz     busybox and tests/linux/l2-init.sh as /init (no modules: the
+#                         pseries console and interrupt controller are built in)
+#   l1-base.cpio          busybox, kvm and kvm_hv, tests/linux/ppc64le-l1-init.sh as /init
+#
 # Idempotent: packages are downloaded only when debs/ lacks them, and each image is
 # rebuilt only when one of its inputs is newer than it.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=${MONOVIRT_GUEST_ARTIFACTS:-$repo/target/guest-artifacts}
+arch=${1:-amd64}
 l2_init=$repo/tests/linux/l2-init.sh
 l1_init=$repo/tests/linux/l1-init.sh
 self=$repo/scripts/fetch-guest-artifacts.sh
 vsock_echo_src=$repo/tests/linux/vsock-echo.rs
+# The Debian kernel flavour (linux-image-<flavour> is the metapackage) and how packages
+# are named for apt-get download.
+flavour=cloud-amd64
+pkg_arch=
+case $arch in
+amd64) ;;
+ppc64el)
+    out=$out/ppc64el
+    flavour=powerpc64le
+    pkg_arch=:ppc64el
+    l1_init=$repo/tests/linux/ppc64le-l1-init.sh
+    ;;
+*)
+    echo "fetch-guest-artifacts: unknown architecture $arch (amd64 or ppc64el)" >&2
+    exit 1
+    ;;
+esac
 
 # Modules the L2 initramfs carries (with their dependencies from modules.dep). Those the
 # kernel has built in are skipped. Later issues add theirs here.
@@ -49,6 +76,15 @@ L1_MODULES=(
     kvm_amd
     tun
 )
+if [[ $arch == ppc64el ]]; then
+    # The ppc64le L2 guests have no virtio devices yet (docs/arches.md).
+    L2_MODULES=()
+    # KVM-HV: L1 is a nested hypervisor under QEMU's pseries (cap-nested-hv).
+    L1_MODULES=(
+        kvm
+        kvm_hv
+    )
+fi
 
 log() { echo "fetch-guest-artifacts: $*" >&2; }
 die() {
@@ -76,14 +112,14 @@ cached_deb() {
 # The versioned kernel package the metapackage depends on (linux-image-X.Y.Z-N-cloud-amd64).
 kernel_package() {
     local cached
-    cached=$(find "$out/debs" -maxdepth 1 -name 'linux-image-*-cloud-amd64_*.deb' \
-        ! -name 'linux-image-cloud-amd64_*' -printf '%f\n' | head -n1)
+    cached=$(find "$out/debs" -maxdepth 1 -name "linux-image-*-${flavour}_*.deb" \
+        ! -name "linux-image-${flavour}_*" -printf '%f\n' | head -n1)
     if [[ -n $cached ]]; then
         echo "${cached%%_*}"
         return
     fi
-    apt-cache depends linux-image-cloud-amd64 |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-cloud-amd64$/ { print $2; exit }'
+    apt-cache depends "linux-image-$flavour$pkg_arch" |
+        awk -v f="$flavour" '$1 == "Depends:" { sub(/:.*/, "", $2) } $1 == "Depends:" && $2 ~ ("^linux-image-.*-" f "$") { print $2; exit }'
 }
 
 download() {
@@ -91,15 +127,15 @@ download() {
     if [[ -n $(cached_deb "$pkg") ]]; then
         return
     fi
-    log "downloading $pkg"
+    log "downloading $pkg$pkg_arch"
     # The download runs as root: the cache folder need not be readable by apt's sandbox user.
-    (cd "$out/debs" && apt-get -o APT::Sandbox::User=root download "$pkg") ||
-        die "apt-get download $pkg failed (is 'apt-get update' done?)"
+    (cd "$out/debs" && apt-get -o APT::Sandbox::User=root download "$pkg$pkg_arch") ||
+        die "apt-get download $pkg$pkg_arch failed (is 'apt-get update' done?)"
 }
 
 kpkg=$(kernel_package)
-[[ -n $kpkg ]] || die "cannot resolve the kernel package of linux-image-cloud-amd64 (run 'apt-get update')"
-download linux-image-cloud-amd64
+[[ -n $kpkg ]] || die "cannot resolve the kernel package of linux-image-$flavour$pkg_arch (run 'apt-get update')"
+download "linux-image-$flavour"
 download "$kpkg"
 download busybox-static
 
@@ -132,14 +168,26 @@ unpack "$(cached_deb busybox-static)" "$out/busybox"
 busybox=$out/busybox/bin/busybox
 [[ -x $busybox ]] || die "busybox-static has no bin/busybox"
 
-bzimage=$(find "$out/kernel/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n1)
-[[ -n $bzimage ]] || die "$kpkg has no boot/vmlinuz-*"
-release=${bzimage##*/vmlinuz-}
+if [[ $arch == ppc64el ]]; then
+    # Debian's ppc64el kernel is the ELF vmlinux itself (what pseries boots).
+    image=$(find "$out/kernel/boot" -maxdepth 1 -name 'vmlinux-*' | head -n1)
+    [[ -n $image ]] || die "$kpkg has no boot/vmlinux-*"
+    release=${image##*/vmlinux-}
+    readelf -h "$image" | grep -q 'Machine:.*PowerPC64' ||
+        die "$image is not a PowerPC64 ELF"
+    readelf -h "$image" | grep -q 'little endian' || die "$image is not little-endian"
+    ln -sfn "kernel/boot/vmlinux-$release" "$out/vmlinux"
+else
+    image=$(find "$out/kernel/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n1)
+    [[ -n $image ]] || die "$kpkg has no boot/vmlinuz-*"
+    release=${image##*/vmlinuz-}
+    ln -sfn "kernel/boot/vmlinuz-$release" "$out/vmlinuz"
+fi
+bzimage=$image
 moddir=$out/kernel/lib/modules/$release
 [[ -f $moddir/modules.dep ]] || die "$kpkg has no lib/modules/$release/modules.dep"
 echo "$release" >"$out/kernel-release.tmp"
 mv "$out/kernel-release.tmp" "$out/kernel-release"
-ln -sfn "kernel/boot/vmlinuz-$release" "$out/vmlinuz"
 
 # --- vmlinux from the bzImage -----------------------------------------------------------
 
@@ -193,7 +241,7 @@ extract_vmlinux() {
     mv "$dst.tmp" "$dst"
 }
 
-if [[ ! -f $out/vmlinux || $bzimage -nt $out/vmlinux ]]; then
+if [[ $arch == amd64 && (! -f $out/vmlinux || $bzimage -nt $out/vmlinux) ]]; then
     extract_vmlinux "$bzimage" "$out/vmlinux"
 fi
 
@@ -201,8 +249,11 @@ fi
 
 # std only, so rustc alone builds it; the C library linked in, so it runs in L2, which
 # has no libc at all.
+# (amd64 only: the ppc64le guests have no virtio devices yet.)
 vsock_echo=$out/vsock-echo
-if [[ ! -x $vsock_echo || $vsock_echo_src -nt $vsock_echo ]]; then
+if [[ $arch == ppc64el ]]; then
+    vsock_echo=
+elif [[ ! -x $vsock_echo || $vsock_echo_src -nt $vsock_echo ]]; then
     log "building vsock-echo"
     rustc --edition 2021 --target x86_64-unknown-linux-gnu -C opt-level=2 \
         -C target-feature=+crt-static -C strip=symbols \
@@ -253,11 +304,15 @@ build_initramfs() {
     stage=$(mktemp -d)
     mkdir -p "$stage"/{bin,dev,proc,sys,tmp,etc,lib/modules/"$release"}
     cp "$busybox" "$stage/bin/busybox"
-    cp "$vsock_echo" "$stage/bin/vsock-echo"
+    if [[ -n $vsock_echo ]]; then
+        cp "$vsock_echo" "$stage/bin/vsock-echo"
+    fi
     cp "$init" "$stage/init"
     chmod 755 "$stage/init"
-    local mod mods
-    mods=$(resolve_modules "$@")
+    local mod mods=
+    if (($#)); then
+        mods=$(resolve_modules "$@")
+    fi
     : >"$stage/etc/modules"
     for mod in $mods; do
         mkdir -p "$stage/lib/modules/$release/$(dirname "$mod")"
@@ -290,7 +345,7 @@ stale() {
 }
 
 if stale "$out/l2-initrd.cpio.gz" "$l2_init" "$self" "$busybox" "$vsock_echo" "$moddir/modules.dep"; then
-    build_initramfs "$out/l2-initrd.cpio.gz" "$l2_init" "${L2_MODULES[@]}"
+    build_initramfs "$out/l2-initrd.cpio.gz" "$l2_init" ${L2_MODULES[@]+"${L2_MODULES[@]}"}
 fi
 if stale "$out/l1-base.cpio" "$l1_init" "$self" "$busybox" "$vsock_echo" "$moddir/modules.dep"; then
     build_initramfs "$out/l1-base.cpio" "$l1_init" "${L1_MODULES[@]}"

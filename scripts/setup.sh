@@ -40,6 +40,10 @@ APT_PACKAGES=(
     gcc-powerpc64le-linux-gnu
     libc6-dev-ppc64el-cross
     qemu-user
+    # The nested ppc64le KVM tier (tests/ppc64le_tier.rs): QEMU's pseries machine (TCG,
+    # nested KVM-HV) runs L1; its kernel and busybox are ppc64el packages fetched by
+    # scripts/fetch-guest-artifacts.sh (hence the ppc64el architecture below).
+    qemu-system-ppc
 )
 
 RUST_TARGETS=(
@@ -61,6 +65,12 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# The ppc64le tier downloads (never installs) ppc64el packages: apt needs their index.
+need_update=0
+if ! dpkg --print-foreign-architectures | grep -qx ppc64el; then
+    dpkg --add-architecture ppc64el
+    need_update=1
+fi
 # Only what is missing is installed, so a machine that has everything never depends on
 # the package mirrors being reachable (or in sync) to run the suite.
 missing=()
@@ -69,8 +79,8 @@ for pkg in "${APT_PACKAGES[@]}"; do
         missing+=("$pkg")
     fi
 done
-if ((${#missing[@]})); then
-    echo "setup.sh: installing ${missing[*]}"
+if ((${#missing[@]} || need_update)); then
+    echo "setup.sh: installing ${missing[*]:-nothing (index update only)}"
     # A mirror caught mid-sync fails `update` for one index; retry, then go on with the
     # indexes we have: the install below fails loudly if a package really cannot be had.
     for attempt in 1 2 3; do
@@ -78,7 +88,9 @@ if ((${#missing[@]})); then
         echo "setup.sh: apt-get update failed (attempt $attempt)" >&2
         sleep 5
     done
-    apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+    if ((${#missing[@]})); then
+        apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}"
+    fi
 fi
 
 if ! command -v rustup >/dev/null 2>&1; then

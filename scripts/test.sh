@@ -25,23 +25,22 @@ cargo clippy --release --locked --target x86_64-unknown-none \
 # The guest's pure parts (boot-structure parsing, AML, RTC decoding) on the host.
 cargo test --locked --manifest-path tests/guest/Cargo.toml
 
+echo "== ppc64le test guest (freestanding, powerpc64le-unknown-linux-gnu)"
+cargo build --release --locked --target powerpc64le-unknown-linux-gnu \
+    --manifest-path tests/ppc64le-guest/Cargo.toml
+cargo fmt --manifest-path tests/ppc64le-guest/Cargo.toml --check
+cargo clippy --release --locked --target powerpc64le-unknown-linux-gnu \
+    --manifest-path tests/ppc64le-guest/Cargo.toml -- -D warnings
+# Its pure parts (RTAS argument blocks, command line, dates) on the host.
+cargo test --locked --manifest-path tests/ppc64le-guest/Cargo.toml
+
 echo "== guest artifacts (Debian cloud kernel, busybox)"
 scripts/fetch-guest-artifacts.sh
-
-echo "== tests"
-cargo nextest run --workspace --locked --no-fail-fast
-cargo test --workspace --locked --doc
-
-echo "== IBM Z (s390x) and IBM Power (ppc64le) unit tests under qemu-user (docs/arches.md)"
-# The runners in .cargo/config.toml run the cross-built tests under qemu-user.
-cargo test --locked -p arch -p devices --target powerpc64le-unknown-linux-gnu
-# s390x: all of arch, and of devices the parts that do not use eventfds: Debian 12's
-# qemu-user (7.2) byte-swaps eventfd counters wrongly for big-endian guests, so the
-# device event-handler tests cannot run under it (docs/arches.md).
-cargo test --locked -p arch --target s390x-unknown-linux-gnu
-cargo test --locked -p devices --lib --target s390x-unknown-linux-gnu -- virtio::transport::ccw
+# The nested ppc64le KVM tier's (tests/ppc64le_tier.rs): the Debian ppc64el kernel, busybox.
+scripts/fetch-guest-artifacts.sh ppc64el
 
 echo "== IBM Z (s390x) and IBM Power (ppc64le): the whole monovirt binary, cross-built"
+# Before the tests: tests/ppc64le_tier.rs runs this ppc64le binary inside its L1.
 # Debug builds: they compile and link everything a release build does, in less time.
 # Each then runs under qemu-user, which takes `monovirt run` up to its first file access.
 while read -r target runner sysroot; do
@@ -56,3 +55,16 @@ done <<'EOF_TARGETS'
 s390x-unknown-linux-gnu qemu-s390x /usr/s390x-linux-gnu
 powerpc64le-unknown-linux-gnu qemu-ppc64le /usr/powerpc64le-linux-gnu
 EOF_TARGETS
+
+echo "== tests"
+cargo nextest run --workspace --locked --no-fail-fast
+cargo test --workspace --locked --doc
+
+echo "== IBM Z (s390x) and IBM Power (ppc64le) unit tests under qemu-user (docs/arches.md)"
+# The runners in .cargo/config.toml run the cross-built tests under qemu-user.
+cargo test --locked -p arch -p devices --target powerpc64le-unknown-linux-gnu
+# s390x: all of arch, and of devices the parts that do not use eventfds: Debian 12's
+# qemu-user (7.2) byte-swaps eventfd counters wrongly for big-endian guests, so the
+# device event-handler tests cannot run under it (docs/arches.md).
+cargo test --locked -p arch --target s390x-unknown-linux-gnu
+cargo test --locked -p devices --lib --target s390x-unknown-linux-gnu -- virtio::transport::ccw

@@ -4,7 +4,7 @@
 //! node, the vio bus with the `hvterm1` console, a PCI host bridge for virtio-pci, the
 //! XICS interrupt controller and `/rtas` with the service tokens of [`super::rtas`].
 
-use vm_fdt::FdtWriter;
+use vm_fdt::{FdtReserveEntry, FdtWriter};
 
 use super::{layout, rtas};
 
@@ -12,6 +12,31 @@ use super::{layout, rtas};
 const XICS_PHANDLE: u32 = 0x1111;
 /// POWER9's timebase frequency (512 MHz).
 pub const TIMEBASE_FREQUENCY: u32 = 512_000_000;
+
+/// The hcall sets the hypervisor offers (LoPAR "ibm,hypertas-functions"). Linux turns on
+/// its LPAR code only when this property exists, and uses H_SET_MODE for little-endian
+/// interrupts only when `hcall-set-mode` is listed. `hcall-term`: the hvterm console;
+/// `hcall-interrupt`: the XICS hcalls (served by KVM's in-kernel XICS); `hcall-splpar`:
+/// the VPA and H_CEDE (served by KVM-HV).
+pub const HYPERTAS_FUNCTIONS: &[&str] = &[
+    "hcall-term",
+    "hcall-interrupt",
+    "hcall-splpar",
+    "hcall-set-mode",
+];
+
+/// Option vector 5 as `/chosen/ibm,architecture-vec-5` carries it after client
+/// architecture negotiation (LoPAR "ibm,client-architecture-support"; byte 0 holds the
+/// vector's length less one, byte N is the architecture's byte N): byte 24 = 0x40, the
+/// radix MMU only (KVM-HV runs nested guests in radix mode only); byte 26 = 0x40, guest
+/// translation shootdown (the guest's own tlbie) available for radix.
+pub fn option_vector_5() -> [u8; 27] {
+    let mut v = [0u8; 27];
+    v[0] = 26;
+    v[24] = 0x40;
+    v[26] = 0x40;
+    v
+}
 
 /// What the device tree describes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +66,10 @@ pub enum FdtError {
 
 /// Builds the device tree blob.
 pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
-    let mut f = FdtWriter::new()?;
+    // The RTAS blob must survive the kernel's early allocations (prom_init reserves it the
+    // same way); the kernel reserves its own image, the tree and the initrd itself.
+    let mut f =
+        FdtWriter::new_with_mem_reserv(&[FdtReserveEntry::new(cfg.rtas_base, layout::RTAS_SIZE)?])?;
     let root = f.begin_node("")?;
     f.property_u32("#address-cells", 2)?;
     f.property_u32("#size-cells", 2)?;
@@ -58,6 +86,7 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
         f.property_u64("linux,initrd-start", start)?;
         f.property_u64("linux,initrd-end", end)?;
     }
+    f.property("ibm,architecture-vec-5", &option_vector_5())?;
     f.end_node(chosen)?;
 
     let hv = f.begin_node("hypervisor")?;
@@ -83,6 +112,11 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
         f.property_u32("i-cache-block-size", 128)?;
         f.property_u32("ibm,slb-size", 32)?;
         f.property_null("64-bit")?;
+        // Vector facilities (PAPR "ibm,vmx": 1 = VMX, 2 = VMX and VSX) and decimal
+        // floating point: without them Linux clears its Altivec/VSX features and kills
+        // any process that uses them (glibc does) with SIGILL.
+        f.property_u32("ibm,vmx", 2)?;
+        f.property_u32("ibm,dfp", 1)?;
         f.property_string("status", "okay")?;
         f.end_node(cpu)?;
     }
@@ -139,6 +173,10 @@ pub fn build(cfg: &FdtConfig) -> Result<Vec<u8>, FdtError> {
     f.end_node(phb)?;
 
     let rtas_node = f.begin_node("rtas")?;
+    f.property_string_list(
+        "ibm,hypertas-functions",
+        HYPERTAS_FUNCTIONS.iter().map(|s| s.to_string()).collect(),
+    )?;
     for name in rtas::SERVICES {
         let token = rtas::token(name).expect("every service has a token");
         f.property_u32(name, token)?;
@@ -255,6 +293,10 @@ mod tests {
             Some(512_000_000u32.to_be_bytes().as_slice())
         );
         assert_eq!(prop(&b, "/cpus/PowerPC,POWER9@2", "reg"), None);
+        assert_eq!(
+            prop(&b, "/cpus/PowerPC,POWER9@0", "ibm,vmx"),
+            Some([0u8, 0, 0, 2].as_slice())
+        );
     }
 
     #[test]
@@ -284,5 +326,27 @@ mod tests {
             prop(&b, "/rtas", "linux,rtas-entry"),
             Some([0x1fu8, 0xef, 0xf0, 0].as_slice())
         );
+        assert_eq!(
+            prop(&b, "/rtas", "ibm,hypertas-functions"),
+            Some(b"hcall-term\0hcall-interrupt\0hcall-splpar\0hcall-set-mode\0".as_slice())
+        );
+    }
+
+    #[test]
+    fn radix_option_vector_and_rtas_reservation() {
+        let b = build(&cfg()).unwrap();
+        let ov5 = prop(&b, "/chosen", "ibm,architecture-vec-5").unwrap();
+        // Linux's OV5_MMU_SUPPORT (0x18C0): byte 24, mask 0xc0; 0x40 = radix only.
+        assert_eq!(ov5.len(), 27);
+        assert_eq!(ov5[24] & 0xc0, 0x40);
+        // OV5_RADIX_GTSE (0x1A40): byte 26, bit 0x40.
+        assert_eq!(ov5[26] & 0x40, 0x40);
+        // The memory reservation block (devicetree specification 5.3): at off_mem_rsvmap,
+        // (address, size) pairs of be64 ending with a zero pair.
+        let be32 = |at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let be64 = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+        let rsv = be32(16);
+        assert_eq!((be64(rsv), be64(rsv + 8)), (0x1fef_f000, 0x1000));
+        assert_eq!((be64(rsv + 16), be64(rsv + 24)), (0, 0));
     }
 }
