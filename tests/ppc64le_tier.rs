@@ -78,21 +78,40 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs cargo with `args`, without the host build's flags (they must not leak into a
-/// cross or freestanding build).
+/// Whether an inherited variable must not reach the cross build's cargo: the host build's
+/// flags (they must not leak into a cross or freestanding build), and what cargo sets for
+/// this test binary (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, `CARGO_TARGET_TMPDIR`, ...).
+/// Build scripts watch some of the latter (ring's reruns on `CARGO_PKG_NAME` and
+/// `CARGO_MANIFEST_DIR`), so with them the build scripts/test.sh already made is stale and
+/// the whole cross build (ring's C code, rustls, monovirt) is redone: about 3 minutes.
+fn leaks_into_cargo(key: &str) -> bool {
+    const KEEP: [&str; 4] = [
+        "CARGO_HOME",
+        "CARGO_TERM_",
+        "CARGO_NET_",
+        "CARGO_REGISTRIES_",
+    ];
+    key == "RUSTFLAGS"
+        || key == "OUT_DIR"
+        || key.starts_with("__CARGO")
+        || (key.starts_with("CARGO") && key != "CARGO" && !KEEP.iter().any(|k| key.starts_with(k)))
+}
+
+/// Runs cargo with `args` in the environment scripts/test.sh runs it in, so an up-to-date
+/// build is reused as it is.
 fn cargo(args: &[&str], target_dir: &Path) -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(leaks_into_cargo) {
+            command.env_remove(&key);
+        }
+    }
+    let status = command
         .args(args)
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(repo())
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET_DIR")
         .stdin(Stdio::null())
         .status()
         .context("cannot run cargo")?;
@@ -884,6 +903,27 @@ fn parsing_helpers() -> Result<()> {
     let report = guest_report(&["guest=x 1", "not a report line", "a=1", "a=2"]);
     assert_eq!(report.get("a").map(String::as_str), Some("1"));
     assert_eq!(report.get("guest").map(String::as_str), Some("x 1"));
+    // The cross build must see the environment scripts/test.sh builds in.
+    for key in [
+        "CARGO_PKG_NAME",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_TARGET_TMPDIR",
+        "RUSTFLAGS",
+    ] {
+        ensure!(leaks_into_cargo(key), "{key} reaches the cross build");
+    }
+    for key in [
+        "CARGO",
+        "CARGO_HOME",
+        "CARGO_TERM_COLOR",
+        "PATH",
+        "RUSTC_WRAPPER",
+    ] {
+        ensure!(
+            !leaks_into_cargo(key),
+            "{key} is withheld from the cross build"
+        );
+    }
     if scenario_run(
         "MONOVIRT-L1-SCENARIO-BEGIN name=a\nx=1\nMONOVIRT-L1-SCENARIO-END name=a rc=3\n",
         "a",
