@@ -5,9 +5,8 @@
 //! Every file here is pure and unit-tested on any host: the guest memory map
 //! ([`layout`]), the architected lowcore fields ([`lowcore`]), the parameter area
 //! ([`boot`]), the initial PSW and registers ([`regs`]) and the SCLP console event
-//! buffers ([`sclp`]). The virtio-ccw transport structures are in
-//! `devices::virtio::transport::ccw`. The KVM side (KVM_S390_* ioctls) is not written
-//! yet: see docs/arches.md.
+//! buffers ([`sclp`]), and the KVM-on-Z ioctls and exits ([`kvm`]). The virtio-ccw
+//! transport is `devices::virtio::transport::ccw`: see docs/arches.md.
 
 pub mod boot;
 pub mod kvm;

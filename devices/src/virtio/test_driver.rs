@@ -1,6 +1,7 @@
 //! The driver's side of a split virtqueue, for device unit tests: rings laid out as the
-//! virtio spec says (descriptor table, available ring, used ring), chains made available
-//! one by one, used entries read back, and an interrupt sink that records what it got.
+//! virtio spec says (descriptor table, available ring, used ring; little-endian on every
+//! host), chains made available one by one, used entries read back, and an interrupt
+//! sink that records what it got.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -84,17 +85,17 @@ impl TestDriver {
     pub(crate) fn publish(&mut self, head: u16) {
         let slot = u64::from(self.submitted % self.size);
         self.mem
-            .write_obj(head, GuestAddress(self.avail + 4 + 2 * slot))
+            .write_obj(head.to_le(), GuestAddress(self.avail + 4 + 2 * slot))
             .unwrap();
         self.submitted = self.submitted.wrapping_add(1);
         self.mem
-            .write_obj(self.submitted, GuestAddress(self.avail + 2))
+            .write_obj(self.submitted.to_le(), GuestAddress(self.avail + 2))
             .unwrap();
     }
 
     /// The used ring's index.
     pub(crate) fn used_idx(&self) -> u16 {
-        self.mem.read_obj(GuestAddress(self.used + 2)).unwrap()
+        u16::from_le(self.mem.read_obj(GuestAddress(self.used + 2)).unwrap())
     }
 
     /// Used entry `n` (counting from 0 over the queue's life): (head, length).
@@ -111,7 +112,7 @@ impl TestDriver {
     pub(crate) fn set_used_event(&self, value: u16) {
         self.mem
             .write_obj(
-                value,
+                value.to_le(),
                 GuestAddress(self.avail + 4 + 2 * u64::from(self.size)),
             )
             .unwrap();

@@ -5,7 +5,7 @@
 //! serves every exit.
 //!
 //! Not yet offered (docs/arches.md): the channel subsystem with virtio-ccw devices
-//! (the CCW structures are in `devices::virtio::transport::ccw`; without
+//! (the transport is `devices::virtio::transport::ccw`, not yet wired here; without
 //! `KVM_CAP_S390_CSS_SUPPORT` KVM answers every channel I/O instruction with "not
 //! operational", so the guest sees no devices), Read SCP Info, secondary vCPUs (user
 //! controlled CPU state), the power button (SCLP signal quiesce).

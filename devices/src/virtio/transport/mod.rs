@@ -1,7 +1,7 @@
 //! Virtio transports: how a driver finds and programs a device. [`pci`] is modern
 //! virtio-pci over the PCI root bus; [`common_config`] its common configuration structure;
 //! [`pci_interrupt`] its ISR and MSI-X side of [`crate::virtio::VirtioInterrupt`].
-//! [`ccw`] is virtio over s390x channel I/O (its guest-visible structures).
+//! [`ccw`] is virtio over s390x channel I/O (subchannels, CCW commands, indicators).
 
 pub mod ccw;
 pub mod common_config;
