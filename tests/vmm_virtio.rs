@@ -141,7 +141,7 @@ fn guest_view_of_virtio_pci_devices() -> Result<()> {
         &m.pio,
         &m.mmio,
         &config,
-        Box::new(|e: String| panic!("{e}")),
+        std::sync::Arc::new(|e: String| panic!("{e}")),
         &monovirt::vmm::stats::VmStats::default(),
     )
     .context("device manager")?;

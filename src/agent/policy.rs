@@ -5,11 +5,13 @@
 //! conditions (`Available`, `Degraded`, `Progressing`) current from all enactments.
 //! When a policy is deleted or stops selecting the node, what it did here is reverted and
 //! the enactment removed — also for a policy deleted while the agent was down (its record
-//! on disk names it at start).
+//! on disk names it at start). Each enactment carries the agent's finalizer, so that the
+//! garbage collector (the enactment is owned by its policy) cannot remove it before the
+//! node has reverted: an enactment that is gone means the node is clean.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::client::{Api, Client, ClientError};
 use crate::controller::clock;
@@ -26,6 +28,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// The agent's finalizer on each enactment: removed once the node has reverted the policy.
+pub const FINALIZER: &str = "monovirt.io/node-network-revert";
 
 /// How often every policy is re-applied without changes (drift is repaired then).
 pub const RESYNC: Duration = Duration::from_secs(60);
@@ -48,6 +53,24 @@ pub struct PolicyContext {
     policy_def: &'static ResourceDef,
     enactment_def: &'static ResourceDef,
     node_def: &'static ResourceDef,
+    /// The generation of each policy last applied here, when, and whether it failed: the
+    /// policy's own status (which this agent writes) changing does not apply it again —
+    /// only a new generation or the periodic resync does (nmstate's generation predicate).
+    applied: Mutex<HashMap<String, Applied>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    generation: i64,
+    at: Instant,
+    failed: bool,
+}
+
+impl PolicyContext {
+    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<String, Applied>> {
+        // A poisoned lock only means a reconcile panicked; the map stays whole.
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn defs() -> Option<(
@@ -81,12 +104,9 @@ pub async fn run(
         policy_def,
         enactment_def,
         node_def,
+        applied: Mutex::default(),
     });
     let (keys_tx, keys_rx) = mpsc::unbounded_channel();
-    // Policies with a record here but perhaps deleted while the agent was down.
-    for name in ctx.applier.recorded().await.into_keys() {
-        let _ = keys_tx.send(name);
-    }
     let (changes_tx, mut changes_rx) = mpsc::unbounded_channel();
     let reflector = tokio::spawn(reflect(
         Api::all(client, policy_def),
@@ -94,6 +114,17 @@ pub async fn run(
         changes_tx,
         shutdown.clone(),
     ));
+    // Policies with a record here but perhaps deleted while the agent was down: reconciled
+    // once the cache holds every policy, or an empty cache would read as "all deleted" and
+    // a restart would revert (and then re-apply) every policy.
+    let recorded = ctx.applier.recorded().await;
+    let (cache, recorded_tx) = (ctx.policies.clone(), keys_tx.clone());
+    let recorded_keys = tokio::spawn(async move {
+        cache.synced().await;
+        for name in recorded.into_keys() {
+            let _ = recorded_tx.send(name);
+        }
+    });
     let forward = tokio::spawn(async move {
         while let Some(c) = changes_rx.recv().await {
             if keys_tx.send(c.key).is_err() {
@@ -117,6 +148,7 @@ pub async fn run(
     )
     .await;
     let _ = reflector.await;
+    recorded_keys.abort();
     forward.abort();
 }
 
@@ -236,7 +268,9 @@ async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, Poli
     let enactments: Api<Value> = Api::all(ctx.client.clone(), ctx.enactment_def);
     let enactment = enactment_name(&ctx.node, &name);
     let Some(policy) = wanted else {
+        ctx.applied().remove(&name);
         ctx.applier.revert(&name).await?;
+        release_enactment(&enactments, &enactment).await?;
         match enactments
             .delete(&enactment, &DeleteOptions::default())
             .await
@@ -251,6 +285,18 @@ async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, Poli
         return Ok(Action::AwaitChange);
     };
     let generation = policy.metadata.generation.unwrap_or(1);
+    // Applied at this generation within the last resync period: nothing to do until then.
+    let last = ctx.applied().get(&name).copied();
+    if let Some(last) = last.filter(|l| l.generation == generation) {
+        let age = last.at.elapsed();
+        if age < RESYNC / 2 {
+            return Ok(if last.failed {
+                Action::Requeue(RESYNC.saturating_sub(age))
+            } else {
+                Action::AwaitChange
+            });
+        }
+    }
     let desired = serde_json::to_value(&policy.spec.desired_state).unwrap_or(Value::Null);
     let current = match enactments.get_opt(&enactment).await? {
         Some(e) => e,
@@ -258,7 +304,8 @@ async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, Poli
             let mut e = json!({
                 "apiVersion": "nmstate.io/v1", "kind": "NodeNetworkConfigurationEnactment",
                 "metadata": {"name": enactment,
-                    "labels": {POLICY_LABEL: name, NODE_LABEL: ctx.node}},
+                    "labels": {POLICY_LABEL: name, NODE_LABEL: ctx.node},
+                    "finalizers": [FINALIZER]},
             });
             if let Some(uid) = &policy.metadata.uid {
                 e["metadata"]["ownerReferences"] = json!([{
@@ -313,6 +360,14 @@ async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, Poli
         }
         s
     });
+    ctx.applied().insert(
+        name.clone(),
+        Applied {
+            generation,
+            at: Instant::now(),
+            failed: message.is_some(),
+        },
+    );
     let outcome = match &message {
         None => Outcome::Available,
         Some(m) => Outcome::Failing(m),
@@ -326,6 +381,33 @@ async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, Poli
             // A missing port may appear later (a NIC hot-plugged); try again now and then.
             Ok(Action::Requeue(RESYNC))
         }
+    }
+}
+
+/// Removes the agent's finalizer from the enactment `name`, if it is there: the node has
+/// reverted the policy, so the enactment may go.
+async fn release_enactment(enactments: &Api<Value>, name: &str) -> Result<(), ClientError> {
+    let Some(current) = enactments.get_opt(name).await? else {
+        return Ok(());
+    };
+    let finalizers = current["metadata"]["finalizers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let mut released = current;
+    released["metadata"]["finalizers"] =
+        Value::Array(finalizers.into_iter().filter(|f| f != FINALIZER).collect());
+    match enactments
+        .replace(name, &released, &WriteOptions::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Releasing the last finalizer of a deleted enactment removes it.
+        Err(e) if e.code() == Some(404) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long to wait before listing again after a failed list or watch.
@@ -29,12 +29,15 @@ pub fn key_of(obj: &Value) -> String {
 #[derive(Debug)]
 pub struct Cache<K> {
     inner: Arc<RwLock<BTreeMap<String, Arc<K>>>>,
+    /// True once a reflector has filled the cache from a complete list.
+    synced: Arc<watch::Sender<bool>>,
 }
 
 impl<K> Clone for Cache<K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            synced: self.synced.clone(),
         }
     }
 }
@@ -43,6 +46,7 @@ impl<K> Default for Cache<K> {
     fn default() -> Self {
         Self {
             inner: Arc::default(),
+            synced: Arc::new(watch::channel(false).0),
         }
     }
 }
@@ -66,6 +70,14 @@ impl<K> Cache<K> {
     /// Removes `key`.
     pub fn remove(&self, key: &str) -> Option<Arc<K>> {
         self.write().remove(key)
+    }
+
+    /// Waits until a reflector has filled the cache from a complete list: before that, a
+    /// missing object may only be not yet listed, not deleted.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|synced| *synced).await;
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<K>>> {
@@ -142,6 +154,7 @@ pub async fn reflect_with<K: DeserializeOwned + Send + Sync + 'static>(
             }
         }
         let old = std::mem::replace(&mut *cache.write(), fresh.clone());
+        cache.synced.send_replace(true);
         for (key, object) in old {
             if !fresh.contains_key(&key) {
                 let _ = changes.send(Change {

@@ -410,8 +410,26 @@ impl Links {
         }
     }
 
-    /// Removes `addr` (any prefix) from the link if it is there.
-    pub async fn remove_address(&self, index: u32, addr: IpAddr) -> Result<(), LinkError> {
+    /// Removes `addr` (any prefix) from the link `name` (index `index`) if it is there.
+    ///
+    /// Deleting an interface's primary IPv4 address makes the kernel delete every secondary
+    /// address of the same subnet with it, unless the interface promotes secondaries: when
+    /// a policy moves a bridge from 192.0.2.1/24 to 192.0.2.3/24 (the new one is added
+    /// first, so it is a secondary), removing the old one would take the new one too. So
+    /// the interface is switched to promoting secondaries first (NetworkManager does the
+    /// same for the devices it manages).
+    pub async fn remove_address(
+        &self,
+        name: &str,
+        index: u32,
+        addr: IpAddr,
+    ) -> Result<(), LinkError> {
+        if addr.is_ipv4() {
+            let knob = format!("/proc/sys/net/ipv4/conf/{name}/promote_secondaries");
+            if let Err(e) = std::fs::write(&knob, "1") {
+                tracing::warn!(%name, "cannot promote secondary addresses ({knob}): {e}");
+            }
+        }
         let mut addrs = self
             .handle
             .address()

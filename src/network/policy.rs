@@ -258,6 +258,9 @@ impl PolicyApplier {
         entry.created.retain(|c| !stale.created.contains(c));
         entry.ports.retain(|p| !stale.ports.contains(p));
         entry.addresses.retain(|a| !stale.addresses.contains(a));
+        if stale != Applied::default() {
+            tracing::info!(%policy, generation, ?stale, "undoing what the policy no longer wants");
+        }
         self.undo_applied(&stale).await?;
         // 5. Absent interfaces.
         for iface in state.interfaces.iter().filter(|i| i.state() == "absent") {
@@ -269,6 +272,7 @@ impl PolicyApplier {
             entry.addresses.retain(|a| a.interface != iface.name);
         }
         self.save(&record)?;
+        tracing::info!(%policy, generation, "node network policy applied");
         Ok(())
     }
 
@@ -438,7 +442,9 @@ impl PolicyApplier {
                     }
                     Undo::RemoveAddress(a) => {
                         if let Some(l) = self.links.get(&a.interface).await? {
-                            self.links.remove_address(l.index, a.ip).await?;
+                            self.links
+                                .remove_address(&a.interface, l.index, a.ip)
+                                .await?;
                         }
                     }
                     Undo::Mtu(name, mtu) => {
@@ -466,7 +472,9 @@ impl PolicyApplier {
     async fn undo_applied(&self, applied: &Applied) -> Result<(), PolicyError> {
         for a in applied.addresses.iter().rev() {
             if let Some(l) = self.links.get(&a.interface).await? {
-                self.links.remove_address(l.index, a.ip).await?;
+                self.links
+                    .remove_address(&a.interface, l.index, a.ip)
+                    .await?;
             }
         }
         for p in applied.ports.iter().rev() {
@@ -493,6 +501,7 @@ impl PolicyApplier {
         let Some(applied) = record.get(policy).cloned() else {
             return Ok(());
         };
+        tracing::info!(%policy, ?applied, "reverting the node network policy");
         self.undo_applied(&applied).await?;
         record.remove(policy);
         self.save(&record)

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use arch::layout;
 use devices::bus::{Bus, BusDevice};
 use devices::pci::{BarAllocator, PciBus, PciConfigIo, PciConfigMmio, SlotBarMove};
-use devices::virtio::block::{BlockConfig, BlockDevice, DEFAULT_WORKERS};
+use devices::virtio::block::{BlockConfig, BlockDevice, ThreadInit, DEFAULT_WORKERS};
 use devices::virtio::console::ConsoleDevice;
 use devices::virtio::net::{NetBackend, NetConfig, NetDevice, Tap};
 use devices::virtio::rng::RngDevice;
@@ -180,11 +180,21 @@ pub fn create(
     pio: &Bus,
     mmio: &Bus,
     config: &VmConfig,
-    crash: Box<dyn Fn(String) + Send>,
+    crash: Arc<dyn Fn(String) + Send + Sync>,
     stats: &super::stats::VmStats,
 ) -> Result<DeviceManager, DeviceError> {
     let mem: Mem = Arc::new(guest.clone());
     let mut devices: Vec<(String, SharedVirtioDevice<Mem>)> = Vec::new();
+    // Disk I/O workers are device threads: the same filter, installed on each as it starts.
+    let worker_init = {
+        let crash = crash.clone();
+        ThreadInit(Arc::new(move || {
+            super::seccomp::apply(super::seccomp::ThreadKind::Device).map_err(|e| {
+                crash(e.to_string());
+                e.to_string()
+            })
+        }))
+    };
     for (i, disk) in config.disks.iter().enumerate() {
         let name = format!("disk{i}");
         let dev = BlockDevice::<Mem>::new(BlockConfig {
@@ -193,6 +203,7 @@ pub fn create(
             read_only: disk.read_only,
             serial: disk.serial.clone(),
             workers: DEFAULT_WORKERS,
+            worker_init: Some(worker_init.clone()),
         })
         .map_err(device_err(format!("disk {}", disk.path.display())))?;
         stats.add_drive(disk.serial.as_deref().unwrap_or(&name), dev.metrics());

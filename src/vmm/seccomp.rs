@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `Vcpu` | `vcpu-<vm>-<n>` | `KVM_RUN` and the vCPU's other KVM ioctls, eventfd writes, futexes, memory for the exit handlers, the kick signal |
 //! | `Event` | `vmm-<vm>` | the vCPUs' ones, plus epoll, console and command I/O, signalling vCPU threads, joining and tearing down |
-//! | `Device` | `virtio-<vm>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`/`fdatasync`/`fallocate`), tap I/O, irqfd writes |
+//! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`/`fdatasync`/`fallocate`), tap I/O, irqfd writes |
 //!
 //! `ioctl` is allowed only with KVM's ioctl type (`0xAE`) in its request number, plus the
 //! few terminal and tap requests a thread needs. Whatever is not listed gets the
@@ -28,7 +28,7 @@ pub enum ThreadKind {
     Vcpu,
     /// A VM's `vmm-<vm>` event thread.
     Event,
-    /// A `virtio-<vm>` device worker.
+    /// A `virtio-<vm>` device thread or a `blk-disk<n>-<m>` disk I/O worker.
     Device,
 }
 

@@ -267,7 +267,7 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     let crash = {
         let exit = exit.clone();
         let exit_evt = exit_evt.clone();
-        Box::new(move |detail: String| {
+        Arc::new(move |detail: String| {
             exit.report(ExitReason::Crash { detail });
             let _ = exit_evt.write(1);
         })

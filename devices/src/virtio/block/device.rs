@@ -11,7 +11,7 @@ use vm_memory::GuestAddressSpace;
 use super::disk::{DiskError, DiskFile};
 use super::metrics::BlockMetrics;
 use super::request::{RequestLimits, ID_BYTES};
-use super::worker_pool::WorkerPool;
+use super::worker_pool::{ThreadInit, WorkerPool};
 use crate::virtio::active_queues::ActiveQueues;
 use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
 use crate::virtio::{device_type, features, LogLimiter};
@@ -42,6 +42,8 @@ pub struct BlockConfig {
     pub serial: Option<String>,
     /// I/O worker threads.
     pub workers: usize,
+    /// Run first on each worker thread (the VMM's seccomp filter).
+    pub worker_init: Option<ThreadInit>,
 }
 
 /// Errors creating a block device.
@@ -74,6 +76,7 @@ pub enum BlockError {
 ///     read_only: false,
 ///     serial: Some("D23YZ9W6WA5DJ487".into()),
 ///     workers: 1,
+///     worker_init: None,
 /// })
 /// .unwrap();
 /// let mut capacity = [0u8; 8];
@@ -157,8 +160,13 @@ where
         put(0x34, &MAX_RANGES.to_le_bytes());
         put(0x38, &[1]);
 
-        let pool = WorkerPool::new(disk.clone(), config.workers, &format!("blk-{}", config.id))
-            .map_err(BlockError::Workers)?;
+        let pool = WorkerPool::new(
+            disk.clone(),
+            config.workers,
+            &format!("blk-{}", config.id),
+            config.worker_init.clone(),
+        )
+        .map_err(BlockError::Workers)?;
         Ok(BlockDevice {
             id: config.id,
             disk,

@@ -253,6 +253,7 @@ mod tests {
                 read_only,
                 serial: Some("SERIAL-0123456789ABC".into()),
                 workers: 2,
+                worker_init: None,
             })
             .unwrap();
             let interrupts = Arc::new(Interrupts::default());

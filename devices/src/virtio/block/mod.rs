@@ -16,3 +16,4 @@ pub use device::{BlockConfig, BlockDevice, BlockError, DEFAULT_WORKERS, QUEUE_SI
 pub use disk::{DiskError, DiskFile};
 pub use metrics::BlockMetrics;
 pub use request::{Request, RequestError, RequestKind, SECTOR_SIZE};
+pub use worker_pool::ThreadInit;

@@ -21,6 +21,25 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::disk::DiskFile;
 use super::request::{Request, RequestKind, Segment, SECTOR_SHIFT, STATUS_IOERR, STATUS_OK};
 
+/// What each worker runs first, on itself (the VMM installs its seccomp filter there). An
+/// error ends that worker before it takes any job; the hook reports it (and fails its VM).
+#[derive(Clone)]
+pub struct ThreadInit(pub Arc<dyn Fn() -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for ThreadInit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadInit")
+    }
+}
+
+impl PartialEq for ThreadInit {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ThreadInit {}
+
 /// A finished request, for the device thread to publish in the used ring.
 #[derive(Debug)]
 pub struct Completion {
@@ -81,8 +100,13 @@ impl<M> WorkerPool<M>
 where
     M: GuestAddressSpace + Send + 'static,
 {
-    /// Starts `workers` threads named `<name>-<n>` over `disk`.
-    pub fn new(disk: Arc<DiskFile>, workers: usize, name: &str) -> io::Result<Self> {
+    /// Starts `workers` threads named `<name>-<n>` over `disk`, each running `init` first.
+    pub fn new(
+        disk: Arc<DiskFile>,
+        workers: usize,
+        name: &str,
+        init: Option<ThreadInit>,
+    ) -> io::Result<Self> {
         let (job_tx, job_rx) = mpsc::channel::<Job<M>>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (done_tx, done_rx) = mpsc::channel();
@@ -95,9 +119,15 @@ where
             let event = completion_event.clone();
             let disk = disk.clone();
             let in_flight = in_flight.clone();
+            let init = init.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("{name}-{n}"))
                 .spawn(move || {
+                    if let Some(ThreadInit(init)) = init {
+                        if init().is_err() {
+                            return;
+                        }
+                    }
                     loop {
                         // Hold the receiver lock only while waiting for the next job.
                         let job = match jobs.lock() {
