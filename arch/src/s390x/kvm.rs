@@ -21,6 +21,8 @@ pub const CAP_S390_CSS_SUPPORT: u32 = 85;
 pub const CAP_S390_IRQCHIP: u32 = 99;
 /// `KVM_S390_INT_SERVICE`: the service-signal external interruption (SCLP done).
 pub const INT_SERVICE: u32 = 0xffff_2401;
+/// `KVM_S390_PROGRAM_INT`: a program interruption, its code in `parm`.
+pub const INT_PROGRAM: u32 = 0xfffe_0001;
 /// Offset of `psw_mask` in `struct kvm_run` on s390 (`psw_addr` follows).
 pub const RUN_PSW_MASK_OFFSET: usize = 32;
 
@@ -54,7 +56,28 @@ struct Interrupt {
     parm64: u64,
 }
 
+/// `struct kvm_s390_mem_op` (the union is the `ar`/`key`/`old_addr` variant).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct MemOp {
+    gaddr: u64,
+    flags: u64,
+    size: u32,
+    op: u32,
+    buf: u64,
+    ar: u8,
+    key: u8,
+    pad1: [u8; 6],
+    old_addr: u64,
+    reserved: [u8; 16],
+}
+
+const MEMOP_LOGICAL_READ: u32 = 0;
+const MEMOP_LOGICAL_WRITE: u32 = 1;
+const MEMOP_F_INJECT_EXCEPTION: u64 = 1 << 1;
+
 const KVM_GET_REGS: u64 = G.ior::<Regs>(0x81);
+const KVM_S390_MEM_OP: u64 = G.iow::<MemOp>(0xb1);
 const KVM_SET_REGS: u64 = G.iow::<Regs>(0x82);
 const KVM_S390_INTERRUPT: u64 = G.iow::<Interrupt>(0x94);
 const KVM_S390_SET_INITIAL_PSW: u64 = G.iow::<Psw>(0x96);
@@ -93,6 +116,112 @@ pub fn inject(vm: &VmFd, ty: u32, parm: u32, parm64: u64) -> io::Result<()> {
     let irq = Interrupt { ty, parm, parm64 };
     // SAFETY: KVM_S390_INTERRUPT on a VM fd reads one struct kvm_s390_interrupt.
     unsafe { write_ioctl(vm, KVM_S390_INTERRUPT, &irq) }.map(drop)
+}
+
+/// The I/O-interruption-identification word: the ISC in bits 2-4, bit 0 for an adapter
+/// interruption.
+pub const fn io_interruption_word(isc: u8, adapter: bool) -> u32 {
+    ((adapter as u32) << 31) | (((isc & 7) as u32) << 27)
+}
+
+/// Injects a program interruption with `code` on `vcpu`.
+pub fn inject_program(vcpu: &VcpuFd, code: u16) -> io::Result<()> {
+    let irq = Interrupt {
+        ty: INT_PROGRAM,
+        parm: u32::from(code),
+        parm64: 0,
+    };
+    // SAFETY: KVM_S390_INTERRUPT on a vCPU fd reads one struct kvm_s390_interrupt.
+    unsafe { write_ioctl(vcpu, KVM_S390_INTERRUPT, &irq) }.map(drop)
+}
+
+/// What a logical storage access by a vCPU did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The bytes were transferred.
+    Done,
+    /// The access raised this program exception, which KVM has injected.
+    Exception(u32),
+}
+
+fn mem_op(vcpu: &VcpuFd, op: u32, addr: u64, buf: *mut u8, len: usize) -> io::Result<Access> {
+    let size = u32::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let m = MemOp {
+        gaddr: addr,
+        flags: MEMOP_F_INJECT_EXCEPTION,
+        size,
+        op,
+        buf: buf as u64,
+        ..MemOp::default()
+    };
+    // SAFETY: KVM_S390_MEM_OP reads one struct kvm_s390_mem_op and transfers `size`
+    // bytes to or from `buf`, which the callers pass as a live buffer of `len` bytes
+    // (read-only for a write to the guest).
+    let rc = unsafe { write_ioctl(vcpu, KVM_S390_MEM_OP, &m) }?;
+    Ok(match rc {
+        0 => Access::Done,
+        code => Access::Exception(code as u32),
+    })
+}
+
+/// Reads guest storage at logical address `addr` as `vcpu` sees it (DAT, prefixing,
+/// access register 0); an access exception is injected into the vCPU.
+pub fn read_logical(vcpu: &VcpuFd, addr: u64, buf: &mut [u8]) -> io::Result<Access> {
+    mem_op(vcpu, MEMOP_LOGICAL_READ, addr, buf.as_mut_ptr(), buf.len())
+}
+
+/// Writes guest storage at logical address `addr` as `vcpu` sees it.
+pub fn write_logical(vcpu: &VcpuFd, addr: u64, buf: &[u8]) -> io::Result<Access> {
+    // KVM only reads from `buf` for a write.
+    mem_op(
+        vcpu,
+        MEMOP_LOGICAL_WRITE,
+        addr,
+        buf.as_ptr().cast_mut(),
+        buf.len(),
+    )
+}
+
+/// `KVM_EXIT_S390_TSCH`: TEST SUBCHANNEL, with the I/O interruption KVM dequeued for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tsch {
+    /// Subchannel-identification halfword of the dequeued interruption.
+    pub subchannel_id: u16,
+    /// Subchannel number of the dequeued interruption.
+    pub subchannel_nr: u16,
+    /// Its interruption parameter.
+    pub io_int_parm: u32,
+    /// Its interruption-identification word.
+    pub io_int_word: u32,
+    /// Instruction bytes 2-5 (the operand's base and displacement).
+    pub ipb: u32,
+    /// Whether KVM dequeued an interruption (to re-inject if TSCH does not complete).
+    pub dequeued: bool,
+}
+
+impl Tsch {
+    /// Decodes `struct kvm_s390_tsch` (host order).
+    pub fn decode(union: &[u8]) -> Option<Self> {
+        let u16_at = |at: usize| Some(u16::from_ne_bytes(union.get(at..at + 2)?.try_into().ok()?));
+        let u32_at = |at: usize| Some(u32::from_ne_bytes(union.get(at..at + 4)?.try_into().ok()?));
+        Some(Self {
+            subchannel_id: u16_at(0)?,
+            subchannel_nr: u16_at(2)?,
+            io_int_parm: u32_at(4)?,
+            io_int_word: u32_at(8)?,
+            ipb: u32_at(12)?,
+            dequeued: *union.get(16)? != 0,
+        })
+    }
+
+    /// The operand address `D2(B2)` of the TEST SUBCHANNEL.
+    pub fn operand(&self, gprs: &[u64; 16]) -> u64 {
+        effective_address(
+            gprs,
+            (self.ipb >> 28) as u8,
+            ((self.ipb >> 16) & 0xfff) as u16,
+        )
+    }
 }
 
 /// Has KVM pass channel I/O instructions to userspace.
@@ -173,6 +302,10 @@ impl Sieic {
             // Channel-subsystem instructions, S format: operand at D2(B2), subsystem ID
             // in r1.
             (0xb2, 0x30..=0x3c) | (0xb2, 0x76) => Instruction::ChannelIo { op: op2, b2, d2 },
+            // CHANNEL SUBSYSTEM CALL, RRE: the request block's address in gpr r1.
+            (0xb2, 0x5f) => Instruction::Chsc {
+                r1: ((self.ipb >> 20) & 0xf) as u8,
+            },
             _ => Instruction::Other,
         }
     }
@@ -209,6 +342,11 @@ pub enum Instruction {
         /// Displacement.
         d2: u16,
     },
+    /// CHANNEL SUBSYSTEM CALL with its request block at the address in gpr `r1`.
+    Chsc {
+        /// Register with the request block's address.
+        r1: u8,
+    },
     /// Anything else.
     Other,
 }
@@ -243,6 +381,40 @@ mod tests {
         // Subchannel 2 of subchannel set 0, CSS 0, not an adapter interrupt.
         assert_eq!(int_io(false, 0, 0, 2), 2);
         assert_eq!(int_io(true, 0, 0, 0), 0x0400_0000);
+    }
+
+    #[test]
+    fn mem_op_tsch_and_io_words() {
+        // _IOW(KVMIO, 0xb1, struct kvm_s390_mem_op): 64 bytes.
+        assert_eq!(std::mem::size_of::<MemOp>(), 64);
+        assert_eq!(KVM_S390_MEM_OP, 0x4040_aeb1);
+        // ISC 3: bits 2-4 of the word; an adapter interruption also has bit 0.
+        assert_eq!(io_interruption_word(3, false), 0x1800_0000);
+        assert_eq!(io_interruption_word(7, true), 0xb800_0000);
+        let mut u = [0u8; 256];
+        u[0..2].copy_from_slice(&0x0001u16.to_ne_bytes());
+        u[2..4].copy_from_slice(&0x0002u16.to_ne_bytes());
+        u[4..8].copy_from_slice(&0xcafeu32.to_ne_bytes());
+        u[8..12].copy_from_slice(&0x1800_0000u32.to_ne_bytes());
+        // `tsch 0x40(%r4)` is B235 4040: ipb 0x4040_0000.
+        u[12..16].copy_from_slice(&0x4040_0000u32.to_ne_bytes());
+        u[16] = 1;
+        let t = Tsch::decode(&u).unwrap();
+        assert_eq!(
+            (t.subchannel_id, t.subchannel_nr, t.io_int_parm),
+            (1, 2, 0xcafe)
+        );
+        assert!(t.dequeued);
+        let mut gprs = [0u64; 16];
+        gprs[4] = 0x8000;
+        assert_eq!(t.operand(&gprs), 0x8040);
+        // `chsc %r2` is B25F 0020.
+        let c = Sieic {
+            icptcode: 4,
+            ipa: 0xb25f,
+            ipb: 0x0020_0000,
+        };
+        assert_eq!(c.instruction(), Instruction::Chsc { r1: 2 });
     }
 
     #[test]

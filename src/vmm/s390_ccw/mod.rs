@@ -4,10 +4,10 @@
 //! as `arch::s390x` lays it out; the console is the SCLP VT220 console; [`service`]
 //! serves every exit.
 //!
-//! Not yet offered (docs/arches.md): the channel subsystem with virtio-ccw devices
-//! (the transport is `devices::virtio::transport::ccw`, not yet wired here; without
-//! `KVM_CAP_S390_CSS_SUPPORT` KVM answers every channel I/O instruction with "not
-//! operational", so the guest sees no devices), Read SCP Info, secondary vCPUs (user
+//! Channel I/O is intercepted (`KVM_CAP_S390_CSS_SUPPORT`) and served by the VM's
+//! `devices::virtio::transport::ccw::ChannelSubsystem`. Not yet offered
+//! (docs/arches.md): virtio-ccw devices on it (they need the device event thread and
+//! the notification ioeventfds), Read SCP Info, secondary vCPUs (user
 //! controlled CPU state), the power button (SCLP signal quiesce).
 
 pub mod service;
@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use arch::kvm::{self, Kvm, UserMemoryRegion, VmFd};
 use arch::s390x::{boot, kvm as s390, layout, regs};
+use devices::virtio::transport::ccw::ChannelSubsystem;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -183,8 +184,21 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     )
     .map_err(kvm_err("set vCPU registers"))?;
 
+    // Channel I/O instructions come to us: the VM's channel subsystem serves them (no
+    // subchannels until virtio devices are offered here, so every STORE SUBCHANNEL
+    // answers "not operational", as KVM itself would).
+    s390::enable_css_support(&vm).map_err(kvm_err("intercept channel I/O"))?;
+    let css = ChannelSubsystem::new(
+        Arc::new(memory.guest.clone()),
+        Arc::new(service::KvmIoInterrupts::new(vm.clone())),
+    );
+
     let out = console::output(&config.console).map_err(|e| VmError::Io("the console", e))?;
-    let platform = service::S390::new(service::Sclp::new(memory.guest.clone(), out), vm.clone());
+    let platform = service::S390::new(
+        service::Sclp::new(memory.guest.clone(), out),
+        vm.clone(),
+        css,
+    );
     let exit_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| VmError::Io("an eventfd", e))?);
     machine::start(MachineParts {
         name: config.name.as_str().into(),

@@ -1,15 +1,22 @@
 //! What the s390x machine does with its vCPUs' exits: SERVICE CALL (the SCLP console:
 //! Write/Read Event Data, Write Event Mask, each completed with a service-signal
-//! interrupt), DIAGNOSE (the KVM hypercall, IPL resets), and the stop and disabled-wait
-//! intercepts that end the VM.
+//! interrupt), DIAGNOSE (the KVM hypercall, IPL resets), the channel-subsystem
+//! instructions and `KVM_EXIT_S390_TSCH` (served by the VM's
+//! `devices::virtio::transport::ccw::ChannelSubsystem`, operands through
+//! KVM_S390_MEM_OP, interruptions through KVM_S390_INTERRUPT), and the stop and
+//! disabled-wait intercepts that end the VM.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use arch::kvm::{self, VcpuFd, VmFd};
-use arch::s390x::kvm::{self as s390, Instruction, Sieic};
+use arch::s390x::kvm::{self as s390, Access, Instruction, Sieic, Tsch};
 use arch::s390x::sclp;
+use devices::virtio::transport::ccw::css::{AccessFault, Operands};
+use devices::virtio::transport::ccw::{
+    ChannelSubsystem, IoInstruction, IoInterruptSink, Outcome, PendingInterrupt,
+};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::vmm::exit::ExitReason;
@@ -124,16 +131,136 @@ impl Sclp {
     }
 }
 
+/// Guest memory as the channel subsystem holds it.
+pub type CssMemory = Arc<GuestMemoryMmap>;
+
+/// I/O and adapter interruptions made pending with KVM_S390_INTERRUPT.
+pub struct KvmIoInterrupts {
+    vm: Arc<VmFd>,
+}
+
+impl KvmIoInterrupts {
+    /// For VM `vm`.
+    pub fn new(vm: Arc<VmFd>) -> Self {
+        Self { vm }
+    }
+}
+
+impl IoInterruptSink for KvmIoInterrupts {
+    fn subchannel(&self, irq: PendingInterrupt) -> std::io::Result<()> {
+        let id = irq.id;
+        let ty = s390::int_io(
+            false,
+            u32::from(id.cssid),
+            u32::from(id.ssid),
+            u32::from(id.number),
+        );
+        let word = s390::io_interruption_word(irq.isc, false);
+        s390::inject(
+            &self.vm,
+            ty,
+            id.word(),
+            (u64::from(irq.intparm) << 32) | u64::from(word),
+        )
+    }
+
+    fn adapter(&self, isc: u8) -> std::io::Result<()> {
+        let word = s390::io_interruption_word(isc, true);
+        s390::inject(&self.vm, s390::int_io(true, 0, 0, 0), 0, u64::from(word))
+    }
+}
+
+/// Instruction operands as the vCPU sees storage.
+struct VcpuOperands<'a>(&'a VcpuFd);
+
+impl VcpuOperands<'_> {
+    fn outcome(result: std::io::Result<Access>) -> Result<(), AccessFault> {
+        match result {
+            Ok(Access::Done) => Ok(()),
+            // KVM injected the access exception.
+            Ok(Access::Exception(_)) => Err(AccessFault),
+            Err(e) => {
+                tracing::warn!("KVM_S390_MEM_OP failed: {e}");
+                Err(AccessFault)
+            }
+        }
+    }
+}
+
+impl Operands for VcpuOperands<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), AccessFault> {
+        Self::outcome(s390::read_logical(self.0, addr, buf))
+    }
+    fn write(&mut self, addr: u64, buf: &[u8]) -> Result<(), AccessFault> {
+        Self::outcome(s390::write_logical(self.0, addr, buf))
+    }
+}
+
 /// The s390x platform of one VM.
 pub struct S390 {
     sclp: Sclp,
     vm: Arc<VmFd>,
+    css: ChannelSubsystem<CssMemory>,
 }
 
 impl S390 {
-    /// The platform of VM `vm`.
-    pub fn new(sclp: Sclp, vm: Arc<VmFd>) -> Self {
-        Self { sclp, vm }
+    /// The platform of VM `vm` with channel subsystem `css`.
+    pub fn new(sclp: Sclp, vm: Arc<VmFd>, css: ChannelSubsystem<CssMemory>) -> Self {
+        Self { sclp, vm, css }
+    }
+
+    /// Executes a channel-subsystem instruction and applies its outcome to the vCPU:
+    /// whether it completed (false: suppressed by an exception).
+    fn channel_io(
+        &self,
+        vcpu: &mut VcpuFd,
+        insn: IoInstruction,
+        gpr1: u64,
+        operand: u64,
+    ) -> Result<bool, String> {
+        let outcome = self
+            .css
+            .execute(insn, gpr1, operand, &mut VcpuOperands(vcpu));
+        match outcome {
+            Outcome::Cc(cc) => {
+                s390::set_condition_code(vcpu.run_page_mut(), cc);
+                Ok(true)
+            }
+            Outcome::Done => Ok(true),
+            Outcome::Exception(code) => s390::inject_program(vcpu, code as u16)
+                .map(|()| false)
+                .map_err(|e| format!("cannot inject program exception {code:?}: {e}")),
+            Outcome::Faulted => Ok(false),
+        }
+    }
+
+    /// `KVM_EXIT_S390_TSCH`: KVM dequeued the subchannel's pending I/O interruption (if
+    /// any) before exiting; a TEST SUBCHANNEL that does not complete gives it back.
+    fn test_subchannel(&self, index: u32, vcpu: &mut VcpuFd) -> Option<ExitReason> {
+        let Some(tsch) = Tsch::decode(vcpu.exit_data()) else {
+            return crash(index, "short TEST SUBCHANNEL exit");
+        };
+        let regs = match s390::get_regs(vcpu) {
+            Ok(r) => r,
+            Err(e) => return crash(index, &format!("cannot read registers: {e}")),
+        };
+        let operand = tsch.operand(&regs.gprs);
+        match self.channel_io(vcpu, IoInstruction::TestSubchannel, regs.gprs[1], operand) {
+            Ok(true) => None,
+            Ok(false) if tsch.dequeued => {
+                let id = u32::from(tsch.subchannel_id);
+                let ty = s390::int_io(false, id >> 8, (id >> 1) & 3, u32::from(tsch.subchannel_nr));
+                let parm = (id << 16) | u32::from(tsch.subchannel_nr);
+                let parm64 = (u64::from(tsch.io_int_parm) << 32) | u64::from(tsch.io_int_word);
+                s390::inject(&self.vm, ty, parm, parm64)
+                    .err()
+                    .and_then(|e| {
+                        crash(index, &format!("cannot re-inject an I/O interruption: {e}"))
+                    })
+            }
+            Ok(false) => None,
+            Err(e) => crash(index, &e),
+        }
     }
 
     fn instruction(&self, index: u32, vcpu: &mut VcpuFd, sieic: Sieic) -> Option<ExitReason> {
@@ -173,6 +300,29 @@ impl S390 {
                     other => crash(index, &format!("unsupported DIAGNOSE {other:#x}")),
                 }
             }
+            Instruction::ChannelIo { op, b2, d2 } => {
+                let Some(insn) = IoInstruction::from_opcode(op) else {
+                    return crash(
+                        index,
+                        &format!("unknown channel I/O instruction 0xb2{op:02x}"),
+                    );
+                };
+                let operand = s390::effective_address(&regs.gprs, b2, d2);
+                self.channel_io(vcpu, insn, regs.gprs[1], operand)
+                    .err()
+                    .and_then(|e| crash(index, &e))
+            }
+            Instruction::Chsc { r1 } => {
+                let operand = regs.gprs[usize::from(r1 & 0xf)];
+                self.channel_io(
+                    vcpu,
+                    IoInstruction::ChannelSubsystemCall,
+                    regs.gprs[1],
+                    operand,
+                )
+                .err()
+                .and_then(|e| crash(index, &e))
+            }
             other => crash(
                 index,
                 &format!(
@@ -198,6 +348,7 @@ impl Platform for S390 {
                     other => crash(index, &format!("unhandled intercept code {other:#x}")),
                 }
             }
+            kvm::EXIT_S390_TSCH => self.test_subchannel(index, vcpu),
             kvm::EXIT_S390_RESET => Some(ExitReason::Reboot),
             kvm::EXIT_SYSTEM_EVENT => Some(match kvm::system_event_type(vcpu.exit_data()) {
                 Some(kvm::SYSTEM_EVENT_SHUTDOWN) => ExitReason::Shutdown,
