@@ -28,6 +28,7 @@ use anyhow::{bail, ensure, Context, Result};
 use common::api::{delete, get, post, BinaryServer, Watch, VMIS, VMS};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -272,19 +273,35 @@ async fn storm(s: &BinaryServer, count: usize) -> Result<()> {
         ensure!(p.await? == 201, "a storm POST failed");
     }
     let posted = start.elapsed();
-    let mut running = std::collections::BTreeMap::new();
+    // When each VMI was first seen created (by the VM controller), Scheduled (bound by the
+    // scheduler) and Running (started by the node agent): where the time goes.
+    let mut seen: [BTreeMap<String, Duration>; 3] = Default::default();
     watch_until(&mut watch, |e| {
-        if e["object"]["status"]["phase"] == "Running" {
-            if let Some(n) = e["object"]["metadata"]["name"].as_str() {
-                running
-                    .entry(n.to_string())
-                    .or_insert_with(|| start.elapsed());
+        let Some(n) = e["object"]["metadata"]["name"].as_str() else {
+            return false;
+        };
+        let at = start.elapsed();
+        seen[0].entry(n.to_string()).or_insert(at);
+        match e["object"]["status"]["phase"].as_str() {
+            Some("Scheduled") => {
+                seen[1].entry(n.to_string()).or_insert(at);
             }
+            Some("Running") => {
+                seen[1].entry(n.to_string()).or_insert(at);
+                seen[2].entry(n.to_string()).or_insert(at);
+            }
+            _ => {}
         }
-        running.len() == count
+        seen[2].len() == count
     })
     .await?;
     let all_running = start.elapsed();
+    let [created, scheduled, running] = seen;
+    let stage = |m: BTreeMap<String, Duration>| {
+        let (p50, p95, max) = percentiles(m.into_values().collect());
+        format!("{p50:.0} / {p95:.0} / {max:.0}")
+    };
+    let (created, scheduled) = (stage(created), stage(scheduled));
     let (p50, p95, _) = percentiles(running.into_values().collect());
     let consoles: Vec<_> = (0..count)
         .map(|i| tokio::spawn(async move { console_ready(addr, &format!("storm{i}")).await }))
@@ -298,6 +315,8 @@ async fn storm(s: &BinaryServer, count: usize) -> Result<()> {
     println!("| metric | value |");
     println!("| --- | --- |");
     println!("| all POSTs answered (ms) | {:.0} |", ms(posted));
+    println!("| VMI created (VM controller), p50 / p95 / max (ms) | {created} |");
+    println!("| VMI Scheduled (scheduler), p50 / p95 / max (ms) | {scheduled} |");
     println!("| one VMI Running, p50 / p95 (ms) | {p50:.0} / {p95:.0} |");
     println!("| all VMIs Running (ms) | {:.0} |", ms(all_running));
     println!(

@@ -1,7 +1,7 @@
 //! The client commands (`monovirt get|apply|delete|start|stop|restart`) as a user runs
 //! them: the built binary against a real `monovirt serve` on a temporary data dir, over
-//! TCP, the Unix socket and MONOVIRT_SERVER. Output, exit codes and error messages are
-//! checked as printed.
+//! TCP, the Unix socket, MONOVIRT_SERVER and HTTPS (`--ca-file` / MONOVIRT_CA_FILE). Output,
+//! exit codes and error messages are checked as printed.
 
 mod common;
 
@@ -40,6 +40,7 @@ fn run_with(args: &[&str], envs: &[(&str, &str)], stdin: &str) -> Run {
         .args(args)
         .env_remove("MONOVIRT_SERVER")
         .env_remove("MONOVIRT_TOKEN")
+        .env_remove("MONOVIRT_CA_FILE")
         .envs(envs.iter().copied())
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
@@ -266,4 +267,72 @@ fn unreachable_servers_and_bad_input() {
             .starts_with("error: cannot read /nonexistent/vm.yaml"),
         "{r:?}"
     );
+}
+
+#[test]
+fn https_with_the_servers_ca_from_the_flag_or_the_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = BinaryServer::start_with(dir, &["--no-agent", "--tls-listen", "127.0.0.1:0"]);
+    let https = format!(
+        "https://127.0.0.1:{}",
+        s.https.expect("serve printed its HTTPS address").port()
+    );
+    let ca = s.dir.path().join("tls/ca.crt");
+    let ca = ca.to_str().expect("utf-8 path");
+    let admin = std::fs::read_to_string(s.dir.path().join("admin-token")).expect("admin token");
+    let token = admin.trim();
+    let manifest = MANIFEST.split("---").nth(1).expect("the VM document");
+
+    // --ca-file: the server's own CA verifies its certificate.
+    let r = run_with(
+        &[
+            "apply",
+            "-f",
+            "-",
+            "--server",
+            &https,
+            "--token",
+            token,
+            "--ca-file",
+            ca,
+        ],
+        &[],
+        manifest,
+    );
+    assert_eq!(r.ok(), "virtualmachine.kubevirt.io/vm1 created\n");
+    // MONOVIRT_CA_FILE (with MONOVIRT_SERVER and MONOVIRT_TOKEN), as `monovirt agent` takes it.
+    let env = [
+        ("MONOVIRT_SERVER", https.as_str()),
+        ("MONOVIRT_TOKEN", token),
+        ("MONOVIRT_CA_FILE", ca),
+    ];
+    let vm = run_with(&["get", "vm", "vm1", "-o", "json"], &env, "").json();
+    assert_eq!(vm["metadata"]["name"], "vm1");
+    let r = run_with(&["start", "vm1"], &env, "");
+    assert_eq!(r.ok(), "VM vm1 was scheduled to start\n");
+    // The console's WebSocket goes over the same TLS connection set-up: the server answers
+    // its upgrade (here with a Status, as there is no such VMI).
+    run_with(&["console", "ghost"], &env, "").failed_with(
+        r#"Error from server (NotFound): virtualmachineinstances.kubevirt.io "ghost" not found"#,
+    );
+
+    // Without the CA the certificate is not trusted (it is not signed by a public root).
+    let r = run_with(
+        &["get", "vm", "--server", &https, "--token", token],
+        &[],
+        "",
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stderr
+            .starts_with("error: TLS to the API server failed: TLS handshake with the API server failed: invalid peer certificate"),
+        "{r:?}"
+    );
+    // A CA file that is not there is named.
+    let r = run_with(
+        &["get", "vm", "--ca-file", "/nonexistent/ca.pem"],
+        &[("MONOVIRT_SERVER", https.as_str())],
+        "",
+    );
+    r.failed_with("error: Cannot read /nonexistent/ca.pem: No such file or directory (os error 2)");
 }

@@ -64,8 +64,8 @@ fn readme_curl_walkthrough_works_verbatim() {
     let blocks = walkthrough_blocks(&readme);
     assert_eq!(
         blocks.len(),
-        10,
-        "import, create, list, get, patch, watch, stop, watch, start, delete"
+        11,
+        "import, create, list, get, patch, watch, console, stop, watch, start, delete"
     );
     let server = BinaryServer::start();
     let data_dir = server.dir.path().display().to_string();
@@ -73,8 +73,13 @@ fn readme_curl_walkthrough_works_verbatim() {
     for block in &blocks {
         let block = block.trim_start();
         let is_curl = block.starts_with("curl ");
+        // `monovirt` commands, or their input piped in (`sleep 3 | monovirt console ...`).
+        let is_monovirt = block.starts_with("monovirt ")
+            || block
+                .split_once(" | ")
+                .is_some_and(|(_, cmd)| cmd.starts_with("monovirt "));
         assert!(
-            is_curl || block.starts_with("monovirt "),
+            is_curl || is_monovirt,
             "walkthrough blocks are curl or monovirt commands: {block}"
         );
         let mut script = block
@@ -130,12 +135,16 @@ fn readme_curl_walkthrough_works_verbatim() {
             .any(|e| e["object"]["status"]["phase"] == "Running"),
         "{vmi_events:?}"
     );
-    assert_eq!(doc(6), &Value::from(202));
+    // The console shows the guest's report, then its ticks.
+    let console = &outputs[6].0;
+    assert!(console.contains("guest=monovirt-test-guest"), "{console}");
+    assert!(console.contains("\ntick="), "{console}");
+    assert_eq!(doc(7), &Value::from(202));
     assert!(
-        outputs[7].1.iter().any(|e| e["type"] == "DELETED"),
+        outputs[8].1.iter().any(|e| e["type"] == "DELETED"),
         "{:?}",
-        outputs[7].1
+        outputs[8].1
     );
-    assert_eq!(doc(8), &Value::from(202));
-    assert_eq!(doc(9)["metadata"]["name"], "testvm");
+    assert_eq!(doc(9), &Value::from(202));
+    assert_eq!(doc(10)["metadata"]["name"], "testvm");
 }

@@ -1,12 +1,15 @@
 //! Where the client commands send their requests: `--server` (or `MONOVIRT_SERVER`), else
 //! the local daemon's Unix socket if it exists, else `http://127.0.0.1:8080` (the defaults
-//! of `monovirt serve`); `--token` (or `MONOVIRT_TOKEN`) as the bearer token; `-n` as the
-//! namespace.
+//! of `monovirt serve`); `--token` (or `MONOVIRT_TOKEN`) as the bearer token; for an
+//! `https://` server, `--ca-file` (or `MONOVIRT_CA_FILE`) as the CA to verify it with (as
+//! `monovirt agent` takes it; default: the local server's CA if it exists, else the public
+//! web roots); `-n` as the namespace.
 
 use super::CliError;
+use crate::client::tls::TlsOptions;
 use crate::client::{Client, ClientError};
 use clap::Args;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The Unix socket of `monovirt serve` with its default data dir.
 pub const DEFAULT_SOCKET: &str = "/var/lib/monovirt/monovirt.sock";
@@ -14,6 +17,8 @@ pub const DEFAULT_SOCKET: &str = "/var/lib/monovirt/monovirt.sock";
 pub const DEFAULT_HTTP: &str = "http://127.0.0.1:8080";
 /// The namespace when neither `-n` nor the manifest names one.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// The CA of `monovirt serve` with its default data dir.
+pub const DEFAULT_CA: &str = "/var/lib/monovirt/tls/ca.crt";
 
 /// The options every client command takes.
 #[derive(Debug, Clone, Args)]
@@ -25,6 +30,12 @@ pub struct ConnectionArgs {
     /// Bearer token for the API server.
     #[arg(long, env = "MONOVIRT_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// The CA that signed an https:// server's certificate: a PEM file (the server's
+    /// `<data-dir>/tls/ca.crt`) or a kubeconfig (`monovirt kubeconfig`) [default: the
+    /// local server's /var/lib/monovirt/tls/ca.crt if it exists, else the public web
+    /// roots].
+    #[arg(long, env = "MONOVIRT_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// The namespace [default: default].
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
@@ -52,12 +63,28 @@ pub fn server_address(flag: Option<&str>, default_socket: &Path) -> String {
     }
 }
 
+/// The CA file to verify `server` with: `flag`, else `default_ca` for an `https://` server
+/// when that file exists (the local server's own CA), else none (the public web roots).
+pub fn ca_file(server: &str, flag: Option<&Path>, default_ca: &Path) -> Option<PathBuf> {
+    match flag.filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => Some(p.to_path_buf()),
+        None => (server.starts_with("https://") && default_ca.exists())
+            .then(|| default_ca.to_path_buf()),
+    }
+}
+
 impl ConnectionArgs {
     /// Opens the client (no request is sent yet).
     pub fn connect(&self) -> Result<Connection, CliError> {
         let server = server_address(self.server.as_deref(), Path::new(DEFAULT_SOCKET));
+        let tls = match ca_file(&server, self.ca_file.as_deref(), Path::new(DEFAULT_CA)) {
+            Some(path) => {
+                TlsOptions::from_file(&path).map_err(|e| CliError::Client(ClientError::from(e)))?
+            }
+            None => TlsOptions::default(),
+        };
         let client =
-            Client::http_with_token(&server, self.token.as_deref()).map_err(|e| match e {
+            Client::http_with_tls(&server, self.token.as_deref(), &tls).map_err(|e| match e {
                 ClientError::Endpoint(_) => CliError::Usage(e.to_string()),
                 other => CliError::from_client(other, &server),
             })?;
@@ -104,5 +131,20 @@ mod tests {
             server_address(None, &sock),
             format!("unix:{}", sock.display())
         );
+    }
+
+    #[test]
+    fn ca_file_flag_then_the_local_ca_for_https_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = dir.path().join("ca.crt");
+        let flag = Path::new("/etc/my-ca.pem");
+        let https = "https://10.0.0.1:6443";
+        assert_eq!(ca_file(https, None, &local), None);
+        assert_eq!(ca_file(https, Some(flag), &local), Some(flag.into()));
+        std::fs::write(&local, b"").expect("file");
+        assert_eq!(ca_file(https, None, &local), Some(local.clone()));
+        assert_eq!(ca_file(https, Some(flag), &local), Some(flag.into()));
+        assert_eq!(ca_file("http://10.0.0.1:8080", None, &local), None);
+        assert_eq!(ca_file("unix:/run/m.sock", None, &local), None);
     }
 }

@@ -94,7 +94,14 @@ pub async fn run(client: Client, shutdown: CancellationToken) {
 }
 
 /// Schedules every unscheduled VMI in `vmis` (oldest first), updating `vmis` with each
-/// binding so later VMIs of the pass see it.
+/// placement so later VMIs of the pass see it.
+///
+/// The decisions are made one after the other, as each one counts the ones before it; the
+/// writes that carry them out (the binding or the Unschedulable condition, then the Event)
+/// run concurrently, so a burst of N VMIs waits for a few durable store flushes shared by
+/// all of them rather than for 3·N flushes in a row. Each VMI's own writes stay in order,
+/// and each still carries its resourceVersion: a VMI changed meanwhile is a conflict
+/// (skipped: the watch brings it back for the next pass).
 pub async fn pass(
     client: &Client,
     vmi_def: &'static api::resource::ResourceDef,
@@ -108,42 +115,69 @@ pub async fn pass(
         let t = |i: usize| vmis[i].metadata.creation_timestamp.clone().map(|t| t.0);
         t(a).cmp(&t(b))
     });
+    let mut writes = tokio::task::JoinSet::new();
     for i in order {
-        let vmi = &vmis[i];
+        let vmi = vmis[i].clone();
         let ns = vmi.metadata.namespace.clone().unwrap_or_default();
-        let name = vmi.metadata.name.clone().unwrap_or_default();
         let api: Api<VirtualMachineInstance> = Api::namespaced(client.clone(), vmi_def, &ns);
-        match schedule(vmi, nodes, vmis) {
+        let client = client.clone();
+        match schedule(&vmi, nodes, vmis) {
             Ok(node) => {
-                tracing::debug!(vmi = %format!("{ns}/{name}"), %node, "binding");
-                match bind(&api, vmi, &node).await {
-                    Ok(bound) => {
-                        let message = format!("Successfully assigned {ns}/{name} to {node}");
-                        record_event(
-                            client.clone(),
-                            &bound,
-                            Normal,
-                            "Scheduled",
-                            &message,
-                            Some(&node),
-                        )
-                        .await;
-                        vmis[i] = bound;
-                    }
-                    // Changed or deleted meanwhile: the watch brings it back.
-                    Err(SchedulerError::Write(_, e)) if matches!(e.code(), Some(404 | 409)) => {}
-                    Err(e) => return Err(e),
-                }
+                // Later decisions of this pass count it on its node.
+                vmis[i]
+                    .status
+                    .get_or_insert_with(Default::default)
+                    .node_name = Some(node.clone());
+                writes.spawn(async move { bind_and_record(&client, &api, &vmi, &node).await });
             }
             Err(unschedulable) => {
                 let message = unschedulable.to_string();
-                if let Err(e) = mark_unschedulable(client, &api, vmi, &message).await {
-                    tracing::warn!(vmi = %format!("{ns}/{name}"), "{e}");
-                }
+                writes
+                    .spawn(async move { mark_unschedulable(&client, &api, &vmi, &message).await });
             }
         }
     }
-    Ok(())
+    // The first failure is the pass's result; any further ones are logged here.
+    let mut result = Ok(());
+    while let Some(done) = writes.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Ok(Err(e)) => tracing::warn!("scheduling: {e}"),
+            Err(e) => tracing::error!("a scheduler write task failed: {e}"),
+        }
+    }
+    result
+}
+
+/// Binds `vmi` to `node` and records the Scheduled Event. A VMI changed or deleted
+/// meanwhile (409, 404) is left for the next pass, which the watch brings.
+async fn bind_and_record(
+    client: &Client,
+    api: &Api<VirtualMachineInstance>,
+    vmi: &VirtualMachineInstance,
+    node: &str,
+) -> Result<(), SchedulerError> {
+    let ns = vmi.metadata.namespace.as_deref().unwrap_or_default();
+    let name = vmi.metadata.name.as_deref().unwrap_or_default();
+    tracing::debug!(vmi = %format!("{ns}/{name}"), %node, "binding");
+    match bind(api, vmi, node).await {
+        Ok(bound) => {
+            let message = format!("Successfully assigned {ns}/{name} to {node}");
+            record_event(
+                client.clone(),
+                &bound,
+                Normal,
+                "Scheduled",
+                &message,
+                Some(node),
+            )
+            .await;
+            Ok(())
+        }
+        Err(SchedulerError::Write(_, e)) if matches!(e.code(), Some(404 | 409)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn now() -> Time {
