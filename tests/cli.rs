@@ -334,5 +334,5 @@ fn https_with_the_servers_ca_from_the_flag_or_the_environment() {
         &[("MONOVIRT_SERVER", https.as_str())],
         "",
     );
-    r.failed_with("error: Cannot read /nonexistent/ca.pem: No such file or directory (os error 2)");
+    r.failed_with("error: cannot read /nonexistent/ca.pem: No such file or directory (os error 2)");
 }

@@ -6,7 +6,7 @@
 //! web roots); `-n` as the namespace.
 
 use super::CliError;
-use crate::client::tls::TlsOptions;
+use crate::client::tls::{TlsError, TlsOptions};
 use crate::client::{Client, ClientError};
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -78,9 +78,10 @@ impl ConnectionArgs {
     pub fn connect(&self) -> Result<Connection, CliError> {
         let server = server_address(self.server.as_deref(), Path::new(DEFAULT_SOCKET));
         let tls = match ca_file(&server, self.ca_file.as_deref(), Path::new(DEFAULT_CA)) {
-            Some(path) => {
-                TlsOptions::from_file(&path).map_err(|e| CliError::Client(ClientError::from(e)))?
-            }
+            Some(path) => TlsOptions::from_file(&path).map_err(|e| match e {
+                TlsError::Read(_, source) => CliError::Read { path, source },
+                other => CliError::Usage(other.to_string()),
+            })?,
             None => TlsOptions::default(),
         };
         let client =
