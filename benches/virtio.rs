@@ -1,12 +1,20 @@
 //! Virtio benchmark (`cargo bench --bench virtio`): the test guest on /dev/kvm, booted by
 //! the real `monovirt run`, times its virtio-blk disk (the `blkbench` word: sequential
-//! 64 KiB reads and writes, 4 KiB random reads at queue depth 1 and 16 — the deepest
-//! `virtio-drivers` keeps) and receives a TCP stream over virtio-net and a tap in a
-//! network namespace this benchmark creates; the host does the same disk operations on the
-//! same image file (buffered, as the VMM opens it), in the same run.
+//! 64 KiB reads and writes and 4 KiB random reads at queue depth 1 and 16 through
+//! `virtio-drivers`' `VirtIOBlk`, whose queue has 16 entries; 4 KiB random reads at queue
+//! depth 1 and 32 through the same crate's `VirtQueue` at 128 entries) and streams TCP over
+//! virtio-net and a tap in a network namespace this benchmark creates; the host does the
+//! same disk operations on the same image file (buffered, as the VMM opens it; queue depth
+//! N as N threads), in the same run.
+//!
+//! The network part streams both ways: host -> guest (the guest's TCP service) and
+//! guest -> host (the guest's `net.connect` client to a listener in the namespace).
+//!
+//! The guest runs its device loops at CPL 3 (`tests/guest/src/user.rs`): on PVM, the
+//! development machines' /dev/kvm, ring-0 guest code runs in an instruction emulator.
 //!
 //! Prints min/median/max tables. `MONOVIRT_BENCH_RUNS` sets the run count (default 5),
-//! `MONOVIRT_BENCH_NET_MIB` the stream size (default 1). A benchmark measures; nothing
+//! `MONOVIRT_BENCH_NET_MIB` the stream size (default 16). A benchmark measures; nothing
 //! here asserts a speed.
 
 #[path = "../tests/common/guest.rs"]
@@ -31,7 +39,8 @@ use vmm_support::netns::Netns;
 const IMAGE: usize = 64 << 20;
 const SEQ_CHUNK: usize = 64 << 10;
 const RANDOM_OPS: usize = 2048;
-const MAX_DEPTH: usize = 16;
+/// The queue depths the guest keeps besides 1: `VirtIOBlk`'s 16 and the deep queue's 32.
+const DEPTHS: [usize; 2] = [16, 32];
 
 /// One row: values per run, higher is better.
 struct Row {
@@ -84,7 +93,7 @@ fn rate(report: &Report, key: &str) -> Result<f64> {
     Ok(count / (ns / 1e9))
 }
 
-fn guest_disk(image: &Path) -> Result<[f64; 4]> {
+fn guest_disk(image: &Path) -> Result<[f64; 6]> {
     let child = boot(
         &[],
         "blkbench poweroff",
@@ -98,6 +107,8 @@ fn guest_disk(image: &Path) -> Result<[f64; 4]> {
         rate(&report, "blkbench.seqwrite")? / f64::from(1 << 20),
         rate(&report, "blkbench.randread.qd1")?,
         rate(&report, "blkbench.randread.qd16")?,
+        rate(&report, "blkbench.deep.qd1")?,
+        rate(&report, "blkbench.deep.qd32")?,
     ])
 }
 
@@ -115,34 +126,13 @@ fn random_offsets(count: usize) -> Vec<u64> {
         .collect()
 }
 
-fn host_disk(image: &Path) -> Result<[f64; 4]> {
-    let file = OpenOptions::new().read(true).write(true).open(image)?;
-    let mut buf = vec![0u8; SEQ_CHUNK];
-    let t = Instant::now();
-    for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
-        file.read_exact_at(&mut buf, offset as u64)?;
-    }
-    let seq_read = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
-    let t = Instant::now();
-    for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
-        file.write_all_at(&buf, offset as u64)?;
-    }
-    file.sync_data()?;
-    let seq_write = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
-    let offsets = random_offsets(RANDOM_OPS);
-    let mut page = [0u8; 4096];
-    let t = Instant::now();
-    for &o in &offsets {
-        file.read_exact_at(&mut page, o)?;
-    }
-    let qd1 = RANDOM_OPS as f64 / t.elapsed().as_secs_f64();
-    // Queue depth 16: 16 threads, as the VMM's worker pool serves a deep queue.
+/// 4 KiB reads at `offsets` by `depth` threads (the host's queue depth `depth`), in IOPS.
+fn host_random(file: &File, offsets: &[u64], depth: usize) -> Result<f64> {
     let t = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = offsets
-            .chunks(RANDOM_OPS / MAX_DEPTH)
+            .chunks(offsets.len().div_ceil(depth))
             .map(|part| {
-                let file = &file;
                 s.spawn(move || -> std::io::Result<()> {
                     let mut page = [0u8; 4096];
                     for &o in part {
@@ -157,8 +147,31 @@ fn host_disk(image: &Path) -> Result<[f64; 4]> {
         }
         Ok(())
     })?;
-    let qd16 = RANDOM_OPS as f64 / t.elapsed().as_secs_f64();
-    Ok([seq_read, seq_write, qd1, qd16])
+    Ok(offsets.len() as f64 / t.elapsed().as_secs_f64())
+}
+
+fn host_disk(image: &Path) -> Result<[f64; 6]> {
+    let file = OpenOptions::new().read(true).write(true).open(image)?;
+    let mut buf = vec![0u8; SEQ_CHUNK];
+    let t = Instant::now();
+    for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
+        file.read_exact_at(&mut buf, offset as u64)?;
+    }
+    let seq_read = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
+    let t = Instant::now();
+    for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
+        file.write_all_at(&buf, offset as u64)?;
+    }
+    file.sync_data()?;
+    let seq_write = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
+    let offsets = random_offsets(RANDOM_OPS);
+    let qd1 = host_random(&file, &offsets, 1)?;
+    let [qd16, qd32] = [
+        host_random(&file, &offsets, DEPTHS[0])?,
+        host_random(&file, &offsets, DEPTHS[1])?,
+    ];
+    // The guest's deep-queue QD1 pass is the same operation as its VirtIOBlk one.
+    Ok([seq_read, seq_write, qd1, qd16, qd1, qd32])
 }
 
 fn disk_table(runs: usize) -> Result<()> {
@@ -175,8 +188,10 @@ fn disk_table(runs: usize) -> Result<()> {
     let names = [
         "sequential read, 64 KiB (MiB/s)",
         "sequential write + flush, 64 KiB (MiB/s)",
-        "random read 4 KiB, QD1 (IOPS)",
-        "random read 4 KiB, QD16 (IOPS)",
+        "random read 4 KiB, QD1, VirtIOBlk (IOPS)",
+        "random read 4 KiB, QD16, VirtIOBlk (IOPS)",
+        "random read 4 KiB, QD1, 128-entry VirtQueue (IOPS)",
+        "random read 4 KiB, QD32, 128-entry VirtQueue (IOPS)",
     ];
     let mut rows: Vec<Row> = names
         .iter()
@@ -213,25 +228,91 @@ fn disk_table(runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// Packets the tap in `ns` has sent (host -> guest).
-fn tap_tx_packets(ns: &Netns) -> Result<u64> {
+/// Packets the tap in `ns` has sent (`"TX:"`, host -> guest) or received (`"RX:"`).
+fn tap_packets(ns: &Netns, direction: &str) -> Result<u64> {
     let out = Command::new("ip")
         .args(["-n", &ns.name, "-s", "link", "show", Netns::TAP])
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    // The line after the "TX:" header holds bytes, packets, ...
+    // The line after the "TX:"/"RX:" header holds bytes, packets, ...
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        if line.trim_start().starts_with("TX:") {
-            let values = lines.next().context("TX values")?;
+        if line.trim_start().starts_with(direction) {
+            let values = lines.next().context("tap statistics")?;
             return Ok(values
                 .split_whitespace()
                 .nth(1)
-                .context("TX packets")?
+                .context("tap packets")?
                 .parse()?);
         }
     }
-    bail!("no TX statistics for {}", Netns::TAP)
+    bail!("no {direction} statistics for {}", Netns::TAP)
+}
+
+/// The guest's `net.connect` stream of `len` bytes (byte `i` is `i*31+7`), as the reply
+/// it expects: `bytes=N crc32=0x........`.
+fn connect_reply(len: usize) -> String {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
+        .collect();
+    format!("bytes={len} crc32={:#010x}", crc32fast::hash(&data))
+}
+
+/// Guest -> host: the guest connects to a listener in the namespace and streams `mib` MiB;
+/// (MiB/s, packets/s into the host) from the first byte to the guest's end of stream.
+fn net_to_host_once(mib: usize) -> Result<(f64, f64)> {
+    const PORT: u16 = 7000;
+    let ns = Netns::create()?;
+    let listener = ns.run_inside(|| Ok(std::net::TcpListener::bind((Netns::HOST_IP, PORT))?))?;
+    let len = mib << 20;
+    let mut child = boot(
+        &ns.exec_prefix(),
+        &format!(
+            "net guest.ip={}/24 net.connect={}:{PORT} net.bytes={len} poweroff",
+            Netns::GUEST_IP,
+            Netns::HOST_IP
+        ),
+        &[format!("--net=tap={},mac=52:54:00:12:34:56", Netns::TAP)],
+    )?;
+    let (mut sock, _) = listener.accept()?;
+    sock.set_read_timeout(Some(Duration::from_secs(600)))?;
+    let before = tap_packets(&ns, "RX:")?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut crc = crc32fast::Hasher::new();
+    let mut got = 0usize;
+    let mut start = None;
+    loop {
+        let n = sock.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        start.get_or_insert_with(Instant::now);
+        crc.update(&buf[..n]);
+        got += n;
+    }
+    let secs = start.map_or(0.0, |t| t.elapsed().as_secs_f64());
+    let packets = tap_packets(&ns, "RX:")? - before;
+    let reply = format!("bytes={got} crc32={:#010x}", crc.finalize());
+    ensure!(
+        reply == connect_reply(len),
+        "the host got {reply}, expected {}",
+        connect_reply(len)
+    );
+    sock.write_all(format!("{reply}\n").as_bytes())?;
+    drop(sock);
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut text = String::new();
+    stdout.read_to_string(&mut text)?;
+    let status = child.wait()?;
+    ensure!(status.success(), "monovirt run: {status}");
+    ensure!(
+        Report::parse(&text).get("net.connect.reply") == Some(reply.as_str()),
+        "the guest did not see the reply:\n{text}"
+    );
+    Ok((
+        len as f64 / secs / f64::from(1 << 20),
+        packets as f64 / secs,
+    ))
 }
 
 fn net_once(mib: usize) -> Result<(f64, f64)> {
@@ -257,7 +338,7 @@ fn net_once(mib: usize) -> Result<(f64, f64)> {
     let len = mib << 20;
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + 5) as u8).collect();
     let want = format!("bytes={len} crc32={:#010x}\n", crc32fast::hash(&data));
-    let before = tap_tx_packets(&ns)?;
+    let before = tap_packets(&ns, "TX:")?;
     let (reply, elapsed) = ns.run_inside(move || {
         let addr: SocketAddr = format!("{}:7777", Netns::GUEST_IP).parse()?;
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
@@ -269,7 +350,7 @@ fn net_once(mib: usize) -> Result<(f64, f64)> {
         s.read_to_string(&mut reply)?;
         Ok((reply, t.elapsed()))
     })?;
-    let packets = tap_tx_packets(&ns)? - before;
+    let packets = tap_packets(&ns, "TX:")? - before;
     ensure!(reply == want, "guest replied {reply:?}, expected {want:?}");
     let status = child.wait()?;
     ensure!(status.success(), "monovirt run: {status}");
@@ -284,24 +365,33 @@ fn net_table(runs: usize) -> Result<()> {
     let mib: usize = std::env::var("MONOVIRT_BENCH_NET_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(16)
         .max(1);
-    let mut rates = Vec::new();
-    let mut packets = Vec::new();
+    let (mut rates, mut packets) = (Vec::new(), Vec::new());
+    let (mut out_rates, mut out_packets) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let (r, p) = net_once(mib)?;
         rates.push(r);
         packets.push(p);
+        let (r, p) = net_to_host_once(mib)?;
+        out_rates.push(r);
+        out_packets.push(p);
     }
     println!(
-        "virtio-net: {mib} MiB TCP stream host -> test guest (smoltcp) over a tap, {runs} runs"
+        "virtio-net: {mib} MiB TCP streams between the host and the test guest (smoltcp) over \
+         a tap, {runs} runs"
     );
     println!("| metric | min | median | max |");
     println!("| --- | --- | --- | --- |");
-    let (a, b, c) = stats(&rates);
-    println!("| throughput (MiB/s) | {a:.3} | {b:.3} | {c:.3} |");
-    let (a, b, c) = stats(&packets);
-    println!("| packets to the guest (/s) | {a:.0} | {b:.0} | {c:.0} |");
+    for (name, values) in [
+        ("host -> guest throughput (MiB/s)", &rates),
+        ("host -> guest packets to the guest (/s)", &packets),
+        ("guest -> host throughput (MiB/s)", &out_rates),
+        ("guest -> host packets from the guest (/s)", &out_packets),
+    ] {
+        let (a, b, c) = stats(values);
+        println!("| {name} | {a:.1} | {b:.1} | {c:.1} |");
+    }
     Ok(())
 }
 

@@ -363,3 +363,157 @@ fn bench<T: virtio_drivers::transport::Transport>(blk: &mut VirtIOBlk<GuestHal, 
         );
     }
 }
+
+/// Requests in flight in [`bench_deep`].
+const DEEP_DEPTH: usize = 32;
+/// Its queue: three descriptors per request (header, data, status) without indirect
+/// descriptors, which would take a heap allocation per request.
+const DEEP_QUEUE: usize = 128;
+
+/// `virtio_blk_req`'s header for a read (`VIRTIO_BLK_T_IN`) of `sector`.
+fn read_header(sector: u64) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    h[8..].copy_from_slice(&sector.to_le_bytes());
+    h
+}
+
+/// Random 4 KiB reads at queue depth 1 and [`DEEP_DEPTH`]: `blkbench.deep.qd1` and
+/// `blkbench.deep.qd32` (`ops,ns`). `VirtIOBlk` keeps its queue at 16 entries (a private
+/// constant in virtio-drivers 0.13), so this drives the same device with the same crate's
+/// PCI transport and `VirtQueue` at [`DEEP_QUEUE`] entries and writes only the 16-byte
+/// request header itself. The transport resets the device when it is dropped, so
+/// [`check`] can set it up again afterwards.
+pub fn bench_deep<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
+    use virtio_drivers::device::common::Feature;
+    use virtio_drivers::queue::VirtQueue;
+    use virtio_drivers::transport::Transport;
+
+    let Some(clock) = KvmClock::enable() else {
+        kv!("blkbench.deep", "no kvmclock");
+        return;
+    };
+    let now = || clock.now_ns().0;
+    let mut transport = match PciTransport::new::<GuestHal, C>(root, df) {
+        Ok(t) => t,
+        Err(e) => {
+            kv!("blkbench.deep", "transport error: {e}");
+            return;
+        }
+    };
+    let features = transport.begin_init(Feature::VERSION_1 | Feature::RING_EVENT_IDX);
+    let mut queue = match VirtQueue::<GuestHal, DEEP_QUEUE>::new(
+        &mut transport,
+        0,
+        false,
+        features.contains(Feature::RING_EVENT_IDX),
+    ) {
+        Ok(q) => q,
+        Err(e) => {
+            kv!("blkbench.deep", "queue error: {e}");
+            return;
+        }
+    };
+    transport.finish_init();
+    // virtio-blk's capacity: the first 8 bytes of its configuration space, in sectors, read
+    // as two 32-bit halves (the transport guarantees only 4-byte alignment).
+    let sectors = match (
+        transport.read_config_space::<u32>(0),
+        transport.read_config_space::<u32>(4),
+    ) {
+        (Ok(lo), Ok(hi)) => u64::from(lo) | u64::from(hi) << 32,
+        (Err(e), _) | (_, Err(e)) => {
+            kv!("blkbench.deep", "config error: {e}");
+            return;
+        }
+    };
+    let blocks = (sectors * SECTOR_SIZE as u64).min(SEQ_MAX) / 4096;
+    if blocks == 0 {
+        kv!("blkbench.deep", "disk too small");
+        return;
+    }
+    let Some(pages) = crate::dma::alloc_pages(DEEP_DEPTH) else {
+        kv!("blkbench.deep", "no DMA pages");
+        return;
+    };
+    // SAFETY: DEEP_DEPTH pages the pool handed out to this function alone.
+    let data = unsafe { core::slice::from_raw_parts_mut(pages.as_ptr(), DEEP_DEPTH * 4096) };
+    let mut headers = [[0u8; 16]; DEEP_DEPTH];
+    let mut status = [[0xffu8; 1]; DEEP_DEPTH];
+    for depth in [1, DEEP_DEPTH] {
+        let mut rng = Blocks(0x9e37_79b9_7f4a_7c15, blocks);
+        let mut tokens = [None::<u16>; DEEP_DEPTH];
+        let (mut submitted, mut done) = (0, 0);
+        let chunks: [&mut [u8]; DEEP_DEPTH] = {
+            let mut it = data.chunks_mut(4096);
+            core::array::from_fn(|_| it.next().expect("DEEP_DEPTH chunks of 4 KiB"))
+        };
+        let t = now();
+        while done < RANDOM_OPS {
+            let mut added = false;
+            for slot in 0..depth {
+                if tokens[slot].is_some() || submitted >= RANDOM_OPS {
+                    continue;
+                }
+                headers[slot] = read_header(rng.next() as u64);
+                status[slot] = [0xff];
+                // SAFETY: the header, data chunk and status byte of `slot` are untouched
+                // until `pop_used` returns this token below.
+                let token = unsafe {
+                    queue.add(
+                        &[&headers[slot]],
+                        &mut [&mut *chunks[slot], &mut status[slot]],
+                    )
+                };
+                match token {
+                    Ok(token) => tokens[slot] = Some(token),
+                    Err(e) => {
+                        kv!("blkbench.deep", "submit error: {e}");
+                        return;
+                    }
+                }
+                submitted += 1;
+                added = true;
+            }
+            // One notification for every request added in this pass, as a driver with
+            // a deep queue batches them.
+            if added && queue.should_notify() {
+                transport.notify(0);
+            }
+            let Some(token) = queue.peek_used() else {
+                core::hint::spin_loop();
+                continue;
+            };
+            let Some(slot) = tokens.iter().position(|t| *t == Some(token)) else {
+                kv!("blkbench.deep", "unknown completion {token}");
+                return;
+            };
+            tokens[slot] = None;
+            // SAFETY: the same buffers `add` got for `token`.
+            let popped = unsafe {
+                queue.pop_used(
+                    token,
+                    &[&headers[slot]],
+                    &mut [&mut *chunks[slot], &mut status[slot]],
+                )
+            };
+            if let Err(e) = popped {
+                kv!("blkbench.deep", "completion error: {e}");
+                return;
+            }
+            if status[slot][0] != 0 {
+                kv!(
+                    "blkbench.deep",
+                    "read failed with status {}",
+                    status[slot][0]
+                );
+                return;
+            }
+            done += 1;
+        }
+        kv!(
+            core::format_args!("blkbench.deep.qd{depth}"),
+            "{RANDOM_OPS},{}",
+            now() - t
+        );
+    }
+}

@@ -86,8 +86,9 @@ pub struct Frame {
 
 struct Idt(UnsafeCell<[u64; 512]>);
 
-// SAFETY: written once by the boot processor in `init` before any other CPU runs or any
-// interrupt is enabled; only read (by the CPU) afterwards.
+// SAFETY: written by the boot processor in `init` before any other CPU runs or any
+// interrupt is enabled, and in `set_handler` with interrupts off; otherwise only read (by
+// the CPU).
 unsafe impl Sync for Idt {}
 
 static IDT: Idt = Idt(UnsafeCell::new([0; 512]));
@@ -126,6 +127,20 @@ pub fn load() {
     // SAFETY: the IDT is static, complete (every vector has a stub) and never changes after
     // `init`.
     unsafe { x86_64::instructions::tables::lidt(&ptr) };
+}
+
+/// Points `vector` at `handler` instead of its stub: how ring 3 comes back
+/// ([`crate::user`]). Boot processor, with interrupts off.
+pub fn set_handler(vector: u8, handler: u64) {
+    let v = usize::from(vector);
+    // SAFETY: the boot processor alone writes the IDT, with interrupts off; see `Idt`.
+    let idt = unsafe { &mut *IDT.0.get() };
+    // 64-bit interrupt gate, present, DPL 0, selector KERNEL_CS, no IST.
+    idt[2 * v] = (handler & 0xffff)
+        | (u64::from(crate::boot::KERNEL_CS) << 16)
+        | (0x8e << 40)
+        | ((handler >> 16) & 0xffff) << 48;
+    idt[2 * v + 1] = handler >> 32;
 }
 
 /// How many times `vector` was delivered.

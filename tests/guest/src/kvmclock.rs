@@ -3,7 +3,7 @@
 //! clock at boot comes from MSR_KVM_WALL_CLOCK_NEW (0x4b564d00).
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{fence, AtomicBool, Ordering};
 use x86_64::registers::model_specific::Msr;
 
 const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
@@ -56,19 +56,26 @@ static WALL: Shared<WallClock> = Shared(UnsafeCell::new(WallClock {
     nsec: 0,
 }));
 
+/// Whether the time page is registered.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
 /// A registered kvmclock on the boot processor.
 pub struct KvmClock(());
 
 impl KvmClock {
-    /// Registers the time page if the hypervisor offers kvmclock.
+    /// Registers the time page if the hypervisor offers kvmclock. Once registered, later
+    /// calls write no MSR, so code at CPL 3 ([`crate::user`]) can call this too.
     pub fn enable() -> Option<KvmClock> {
         if !crate::cpuid::kvm_feature(KVM_FEATURE_CLOCKSOURCE2) {
             return None;
         }
-        let addr = TIME.0.get() as u64;
-        // SAFETY: the MSR exists (CPUID said so); the address is a 32-byte-aligned static the
-        // hypervisor may write at any time, which readers only access volatilely.
-        unsafe { Msr::new(MSR_KVM_SYSTEM_TIME_NEW).write(addr | 1) };
+        if !ENABLED.swap(true, Ordering::Relaxed) {
+            let addr = TIME.0.get() as u64;
+            // SAFETY: the MSR exists (CPUID said so); the address is a 32-byte-aligned
+            // static the hypervisor may write at any time, which readers only access
+            // volatilely.
+            unsafe { Msr::new(MSR_KVM_SYSTEM_TIME_NEW).write(addr | 1) };
+        }
         Some(KvmClock(()))
     }
 
@@ -136,5 +143,6 @@ impl KvmClock {
     pub fn disable(self) {
         // SAFETY: writing 0 (enable bit clear) turns kvmclock updates off.
         unsafe { Msr::new(MSR_KVM_SYSTEM_TIME_NEW).write(0) };
+        ENABLED.store(false, Ordering::Relaxed);
     }
 }

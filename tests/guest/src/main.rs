@@ -116,6 +116,8 @@ pub mod serial;
 #[cfg(not(test))]
 pub mod tables;
 #[cfg(not(test))]
+pub mod user;
+#[cfg(not(test))]
 pub mod vsock;
 
 #[cfg(test)]
@@ -315,7 +317,11 @@ mod guest {
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         use core::fmt::Write as _;
-        x86_64::instructions::interrupts::disable();
+        use x86_64::instructions::segmentation::{Segment, CS};
+        // At CPL 3 ([`crate::user`]) interrupts are off already, and `cli` would fault.
+        if CS::get_reg().rpl() == x86_64::PrivilegeLevel::Ring0 {
+            x86_64::instructions::interrupts::disable();
+        }
         {
             let mut line = serial::Line::force();
             let _ = write!(line, "panic={}", info.message());

@@ -21,7 +21,9 @@ unsafe fn next_table(table: &mut PageTable, index: usize) -> &mut PageTable {
         let page = dma::alloc_pages(1).expect("the page pool is exhausted");
         entry.set_addr(
             x86_64::PhysAddr::new(page.as_ptr() as u64),
-            F::PRESENT | F::WRITABLE,
+            // U/S as on every entry once ring 3 is in use ([`crate::user`]); no ring-0
+            // code relies on pages ring 3 cannot reach.
+            F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
         );
     }
     assert!(
@@ -53,7 +55,7 @@ pub fn identity_map(addr: u64, len: u64, cached: bool) {
         // SAFETY: walking our own identity-mapped tables.
         let pd = unsafe { next_table(next_table(pml4, i4), i3) };
         if pd[i2].is_unused() {
-            let mut flags = F::PRESENT | F::WRITABLE | F::HUGE_PAGE;
+            let mut flags = F::PRESENT | F::WRITABLE | F::HUGE_PAGE | F::USER_ACCESSIBLE;
             if !cached {
                 flags |= F::NO_CACHE | F::WRITE_THROUGH;
             }
