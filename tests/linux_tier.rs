@@ -1228,10 +1228,6 @@ fn l2_debian_kernel_boots_under_monovirt() -> Result<()> {
 /// virtio_blk, virtio_net, virtio_console, virtio_rng and vsock modules and passes the
 /// device checks of [`check_devices`] with busybox tools and `vsock-echo`.
 #[test]
-#[ignore = "the vsock echo fails against the Linux driver in both directions (a host \
-            half-close reaches the guest as a full close, so its echo gets EPIPE; the \
-            guest's call never sees the host's echo) and the VM then does not power off; \
-            the disk, net, rng and hvc0 checks pass. Run with --ignored."]
 fn l2_debian_kernel_drives_virtio_devices() -> Result<()> {
     run_l2_scenarios(
         "l2_debian_kernel_drives_virtio_devices",

@@ -93,6 +93,11 @@ impl TestDriver {
             .unwrap();
     }
 
+    /// The available ring's index: chains made available so far.
+    pub(crate) fn avail_idx(&self) -> u16 {
+        self.submitted
+    }
+
     /// The used ring's index.
     pub(crate) fn used_idx(&self) -> u16 {
         u16::from_le(self.mem.read_obj(GuestAddress(self.used + 2)).unwrap())

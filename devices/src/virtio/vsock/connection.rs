@@ -1,9 +1,17 @@
 //! One vsock stream between a guest port and a host Unix socket, with the virtio-vsock
-//! credit accounting in both directions.
+//! credit accounting in both directions and its two half-closes.
+//!
+//! Each direction ends on its own, as a TCP or Linux vsock stream does (virtio 1.2
+//! §5.10.6.6): the host side's end of stream becomes a SHUTDOWN "will not send" to the
+//! guest, while guest data keeps flowing to the host socket; the guest's SHUTDOWN "will
+//! not send" becomes a write shutdown of the host socket once its queued data is written.
+//! The connection goes away (RST) only when both directions are done.
 
 use std::io::{self, Write};
 use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
+
+use super::packet::{SHUTDOWN_RCV, SHUTDOWN_SEND};
 
 /// Receive buffer we advertise to the guest for each connection: the most guest data we
 /// hold for a host socket that does not read.
@@ -14,10 +22,8 @@ pub const BUF_ALLOC: u32 = 256 * 1024;
 pub enum ConnState {
     /// The host connected and asked for a guest port; REQUEST sent, RESPONSE awaited.
     HostConnecting,
-    /// Data flows.
+    /// Data flows (in the directions that have not shut down).
     Established,
-    /// The host side closed; SHUTDOWN sent to the guest, RST awaited.
-    Closing,
 }
 
 /// A connection.
@@ -45,8 +51,14 @@ pub struct Connection {
     pub to_host: Vec<u8>,
     /// The host socket may have data (edge-triggered: set on EPOLLIN, cleared on EAGAIN).
     pub pending_read: bool,
-    /// The guest will send no more: shut the host socket's write side once flushed.
-    pub shutdown_write: bool,
+    /// SHUTDOWN flags the guest sent (`SHUTDOWN_RCV`, `SHUTDOWN_SEND`).
+    pub peer_shutdown: u32,
+    /// The host socket reached its end and the guest was told SHUTDOWN_SEND.
+    pub host_eof: bool,
+    /// A CREDIT_REQUEST went to the guest and no packet of its has answered yet.
+    pub credit_requested: bool,
+    /// The host socket's write side is shut (the guest's data ended there).
+    pub host_write_shut: bool,
 }
 
 impl Connection {
@@ -64,7 +76,10 @@ impl Connection {
             fwd_cnt_sent: Wrapping(0),
             to_host: Vec::new(),
             pending_read: false,
-            shutdown_write: false,
+            peer_shutdown: 0,
+            host_eof: false,
+            credit_requested: false,
+            host_write_shut: false,
         }
     }
 
@@ -74,10 +89,39 @@ impl Connection {
         self.peer_buf_alloc.saturating_sub(in_flight)
     }
 
-    /// Records the guest's credit information from one of its packets.
+    /// Records the guest's credit information from one of its packets (each answers a
+    /// CREDIT_REQUEST).
     pub fn update_peer_credit(&mut self, buf_alloc: u32, fwd_cnt: u32) {
         self.peer_buf_alloc = buf_alloc;
         self.peer_fwd_cnt = Wrapping(fwd_cnt);
+        self.credit_requested = false;
+    }
+
+    /// Whether host data may still go to the guest: the host socket has not ended and the
+    /// guest has not said it receives no more.
+    pub fn host_to_guest_open(&self) -> bool {
+        !self.host_eof && self.peer_shutdown & SHUTDOWN_RCV == 0
+    }
+
+    /// Whether guest data may still come: the guest has not said it sends no more.
+    pub fn guest_to_host_open(&self) -> bool {
+        self.peer_shutdown & SHUTDOWN_SEND == 0
+    }
+
+    /// Whether the guest wants host data now and has no room for it: time to ask for
+    /// credit (once until it answers).
+    pub fn needs_credit(&self) -> bool {
+        self.state == ConnState::Established
+            && self.pending_read
+            && self.host_to_guest_open()
+            && self.peer_credit() == 0
+            && !self.credit_requested
+    }
+
+    /// Both directions are done and every byte the guest sent reached the host socket:
+    /// the connection can go.
+    pub fn finished(&self) -> bool {
+        !self.host_to_guest_open() && !self.guest_to_host_open() && self.to_host.is_empty()
     }
 
     /// Queues guest data for the host socket; false if the guest overran its credit.
@@ -104,7 +148,10 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        if self.shutdown_write {
+        if !self.guest_to_host_open() && !self.host_write_shut {
+            // Everything the guest sent is written: the host reads its end of stream. Once:
+            // every shutdown wakes the socket, which the edge-triggered epoll reports.
+            self.host_write_shut = true;
             let _ = self.stream.shutdown(std::net::Shutdown::Write);
         }
         Ok(())

@@ -131,27 +131,37 @@ where
                 return ChainOutcome::Stop;
             };
             let len = match writable_buffers(mem, chain) {
-                Some((bufs, count, total)) if total >= HDR_LEN => match next {
-                    RxPacket::Control(h) => {
-                        write_buffers(mem, &bufs[..count], &h.to_bytes());
-                        HDR_LEN
-                    }
-                    RxPacket::Data(key) => {
-                        let room = (total - HDR_LEN).min(MAX_PAYLOAD);
-                        let (header, body) = self.scratch.split_at_mut(HDR_LEN);
-                        match self.muxer.read_data(key, &mut body[..room]) {
-                            Some((h, n)) => {
-                                header.copy_from_slice(&h.to_bytes());
-                                write_buffers(mem, &bufs[..count], &self.scratch[..HDR_LEN + n]);
-                                self.metrics.rx_bytes.add(n as u64);
-                                HDR_LEN + n
+                // A data packet needs room for a byte of payload at least.
+                Some((bufs, count, total))
+                    if total > HDR_LEN
+                        || (total == HDR_LEN && matches!(next, RxPacket::Control(_))) =>
+                {
+                    match next {
+                        RxPacket::Control(h) => {
+                            write_buffers(mem, &bufs[..count], &h.to_bytes());
+                            HDR_LEN
+                        }
+                        RxPacket::Data(key) => {
+                            let room = (total - HDR_LEN).min(MAX_PAYLOAD);
+                            let (header, body) = self.scratch.split_at_mut(HDR_LEN);
+                            match self.muxer.read_data(key, &mut body[..room]) {
+                                Some((h, n)) => {
+                                    header.copy_from_slice(&h.to_bytes());
+                                    write_buffers(
+                                        mem,
+                                        &bufs[..count],
+                                        &self.scratch[..HDR_LEN + n],
+                                    );
+                                    self.metrics.rx_bytes.add(n as u64);
+                                    HDR_LEN + n
+                                }
+                                // Nothing to send from this connection after all: the chain
+                                // goes to the next packet.
+                                None => return ChainOutcome::Retry,
                             }
-                            // Nothing to send from this connection after all: the chain
-                            // goes to the next packet.
-                            None => return ChainOutcome::Retry,
                         }
                     }
-                },
+                }
                 _ => {
                     // A malformed receive chain: returned empty; the packet waits.
                     if let RxPacket::Control(h) = next {
@@ -182,6 +192,7 @@ mod tests {
 
     use super::*;
     use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
+    use crate::virtio::vsock::connection::BUF_ALLOC;
     use crate::virtio::vsock::packet::*;
     use crate::virtio::vsock::{VsockConfig, VsockDevice};
     use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
@@ -307,6 +318,227 @@ mod tests {
             unsafe { libc::poll(&mut pfd, 1, 5000) };
             self.vsock.process_event(0);
         }
+
+        /// A host program connects to guest port `port`, which accepts: the host's
+        /// stream and the host port of the connection.
+        fn host_connect(&mut self, port: u32) -> (UnixStream, u32) {
+            let mut host = UnixStream::connect(&self.socket).unwrap();
+            host.write_all(format!("CONNECT {port}\n").as_bytes())
+                .unwrap();
+            self.give_rx(8);
+            self.host_events();
+            let got = self.received();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].0.op, OP_REQUEST);
+            let local = got[0].0.src_port;
+            self.send(header(OP_RESPONSE, port, local), &[]);
+            let line = format!("OK {local}\n");
+            let mut buf = vec![0u8; line.len()];
+            host.read_exact(&mut buf).unwrap();
+            assert_eq!(buf, line.as_bytes());
+            (host, local)
+        }
+
+        /// The guest connects from `src_port` to host port `port`, where a host program
+        /// listens: the host program's stream.
+        fn guest_connect(&mut self, src_port: u32, port: u32) -> UnixStream {
+            let mut target = self.socket.clone().into_os_string();
+            target.push(format!("_{port}"));
+            let listener = UnixListener::bind(&target).unwrap();
+            self.give_rx(8);
+            self.send(header(OP_REQUEST, src_port, port), &[]);
+            let (host, _) = listener.accept().unwrap();
+            assert_eq!(self.received()[0].0.op, OP_RESPONSE);
+            host
+        }
+
+        /// The ops of what the guest received.
+        fn received_ops(&mut self) -> Vec<u16> {
+            self.received().iter().map(|(p, _)| p.op).collect()
+        }
+    }
+
+    /// Reads `want` bytes from the host end of a connection whose guest data the device
+    /// still holds: whatever the socket has, then device events, until all are there.
+    fn drain_host(h: &mut Harness, host: &mut UnixStream, want: usize) -> Vec<u8> {
+        host.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut idle = 0;
+        while got.len() < want {
+            match host.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    idle = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    idle += 1;
+                    assert!(idle < 100, "the device stopped writing after {}", got.len());
+                    h.host_events();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        host.set_nonblocking(false).unwrap();
+        got
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 + i / 4093) as u8).collect()
+    }
+
+    /// The guest sends `data` in packets of at most MAX_PAYLOAD bytes.
+    fn send_all(h: &mut Harness, hdr: Header, data: &[u8]) {
+        for chunk in data.chunks(MAX_PAYLOAD) {
+            h.send(hdr, chunk);
+        }
+    }
+
+    #[test]
+    fn host_end_of_stream_is_a_half_close() {
+        // The host sends a request and shuts its write side, then reads the reply: the
+        // guest hears "will not send" only, and its reply still reaches the host.
+        let mut h = harness();
+        let (mut host, local) = h.host_connect(52);
+        host.write_all(b"request").unwrap();
+        host.shutdown(std::net::Shutdown::Write).unwrap();
+        h.host_events();
+        let got = h.received();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].0.op, got[0].1.as_slice()), (OP_RW, &b"request"[..]));
+        assert_eq!((got[1].0.op, got[1].0.flags), (OP_SHUTDOWN, SHUTDOWN_SEND));
+        assert_eq!(h.vsock.muxer.connection_count(), 1);
+
+        h.send(header(OP_RW, 52, local), b"reply");
+        let mut buf = [0u8; 5];
+        host.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"reply");
+        assert!(h.received().is_empty());
+
+        // The guest closes too: now the connection goes.
+        h.send(
+            Header {
+                flags: SHUTDOWN_RCV | SHUTDOWN_SEND,
+                ..header(OP_SHUTDOWN, 52, local)
+            },
+            &[],
+        );
+        assert_eq!(h.received_ops(), vec![OP_RST]);
+        assert_eq!(host.read(&mut buf).unwrap(), 0);
+        assert_eq!(h.vsock.muxer.connection_count(), 0);
+    }
+
+    #[test]
+    fn guest_half_close_keeps_the_reply_flowing() {
+        // The guest calls the host, sends a request, shuts its write side and waits for
+        // the reply: the host reads the end of the request, answers, then closes.
+        let mut h = harness();
+        let mut host = h.guest_connect(5000, 1234);
+        h.send(header(OP_RW, 5000, 1234), b"hello");
+        h.send(
+            Header {
+                flags: SHUTDOWN_SEND,
+                ..header(OP_SHUTDOWN, 5000, 1234)
+            },
+            &[],
+        );
+        let mut request = Vec::new();
+        host.read_to_end(&mut request).unwrap();
+        assert_eq!(request, b"hello");
+        assert!(h.received().is_empty(), "no RST while the host may answer");
+
+        host.write_all(b"world").unwrap();
+        drop(host);
+        h.host_events();
+        let got = h.received();
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].0.op, got[0].1.as_slice()), (OP_RW, &b"world"[..]));
+        assert_eq!((got[1].0.op, got[1].0.flags), (OP_SHUTDOWN, SHUTDOWN_SEND));
+        assert_eq!(got[2].0.op, OP_RST);
+        assert_eq!(h.vsock.muxer.connection_count(), 0);
+    }
+
+    #[test]
+    fn guest_data_waits_for_a_full_host_socket() {
+        // A full window of guest data (BUF_ALLOC) into a host socket that reads nothing
+        // yet: what the socket does not take is kept, nothing is reset, every byte arrives
+        // in order, and the guest hears of the freed window.
+        let mut h = harness();
+        let mut host = h.guest_connect(5000, 1234);
+        let data = pattern(BUF_ALLOC as usize);
+        send_all(&mut h, header(OP_RW, 5000, 1234), &data);
+        assert!(!h.received_ops().contains(&OP_RST));
+        assert_eq!(h.vsock.muxer.connection_count(), 1);
+        let got = drain_host(&mut h, &mut host, data.len());
+        assert!(
+            got == data,
+            "the host got {} bytes, not the stream",
+            got.len()
+        );
+        let updates: Vec<Header> = h
+            .received()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| p.op == OP_CREDIT_UPDATE)
+            .collect();
+        let last = updates.last().expect("a credit update");
+        assert_eq!(last.fwd_cnt, BUF_ALLOC);
+        assert_eq!(last.buf_alloc, BUF_ALLOC);
+    }
+
+    #[test]
+    fn guest_close_waits_for_its_data_to_reach_the_host() {
+        let mut h = harness();
+        let mut host = h.guest_connect(5000, 1234);
+        let data = pattern(BUF_ALLOC as usize);
+        send_all(&mut h, header(OP_RW, 5000, 1234), &data);
+        h.received();
+        h.send(
+            Header {
+                flags: SHUTDOWN_RCV | SHUTDOWN_SEND,
+                ..header(OP_SHUTDOWN, 5000, 1234)
+            },
+            &[],
+        );
+        assert!(
+            !h.received_ops().contains(&OP_RST),
+            "no RST while guest data waits for the host socket"
+        );
+        let got = drain_host(&mut h, &mut host, data.len());
+        assert!(
+            got == data,
+            "the host got {} bytes, not the stream",
+            got.len()
+        );
+        // Written out: the host reads the end, the guest gets its RST.
+        h.host_events();
+        let mut end = [0u8; 1];
+        assert_eq!(host.read(&mut end).unwrap(), 0);
+        assert!(h.received_ops().contains(&OP_RST));
+        assert_eq!(h.vsock.muxer.connection_count(), 0);
+    }
+
+    #[test]
+    fn a_receive_buffer_without_room_is_no_end_of_stream() {
+        let mut h = harness();
+        let (mut host, local) = h.host_connect(52);
+        // Use up the buffers host_connect gave, then offer one header-sized buffer.
+        while h.rx.used_idx() != h.rx.avail_idx() {
+            h.send(header(OP_CREDIT_REQUEST, 52, local), &[]);
+            h.received();
+        }
+        let head = h.rx.add_chain(&[(0x30_0000, HDR_LEN as u32, true)]);
+        host.write_all(b"data").unwrap();
+        h.host_events();
+        assert_eq!(h.rx.used(h.seen), (u32::from(head), 0));
+        h.seen += 1;
+        assert_eq!(h.vsock.metrics().invalid_packets.get(), 1);
+        // The connection is intact and the data arrives in a proper buffer.
+        h.give_rx(1);
+        let got = h.received();
+        assert_eq!((got[0].0.op, got[0].1.as_slice()), (OP_RW, &b"data"[..]));
+        assert_eq!(h.vsock.muxer.connection_count(), 1);
     }
 
     #[test]
@@ -380,11 +612,12 @@ mod tests {
         host.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"pong");
 
-        // The host closes: the guest is told to shut down.
+        // The host closes: the guest is told the host sends no more.
         drop(host);
         h.host_events();
         let got = h.received();
         assert_eq!(got[0].0.op, OP_SHUTDOWN);
+        assert_eq!(got[0].0.flags, SHUTDOWN_SEND);
         h.send(header(OP_RST, 52, local), &[]);
         assert_eq!(h.vsock.muxer.connection_count(), 0);
     }
@@ -445,6 +678,13 @@ mod tests {
         assert_eq!(h.received()[0].0.op, OP_RESPONSE);
         host.write_all(b"0123456789").unwrap();
         h.host_events();
+        // No room: the guest is asked for credit, once.
+        let got = h.received();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.op, OP_CREDIT_REQUEST);
+        assert_eq!((got[0].0.src_port, got[0].0.dst_port), (77, 6000));
+        host.write_all(b"!").unwrap();
+        h.host_events();
         assert!(h.received().is_empty());
         // Four bytes of room.
         h.send(
@@ -455,8 +695,10 @@ mod tests {
             &[],
         );
         let got = h.received();
-        assert_eq!(got.len(), 1);
+        assert_eq!(got.len(), 2);
         assert_eq!(got[0].1, b"0123");
+        // Full again, with more waiting: asked again.
+        assert_eq!(got[1].0.op, OP_CREDIT_REQUEST);
         // The guest consumed them and has room for the rest.
         h.send(
             Header {
@@ -467,6 +709,6 @@ mod tests {
             &[],
         );
         let got = h.received();
-        assert_eq!(got[0].1, b"456789");
+        assert_eq!(got[0].1, b"456789!");
     }
 }

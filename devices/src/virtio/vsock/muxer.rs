@@ -8,6 +8,10 @@
 //! Host sockets are watched by an epoll instance of our own, whose fd is the device's
 //! only event source; connection sockets are edge-triggered and remembered as readable
 //! until they would block, so a guest out of buffers or credit never makes us spin.
+//!
+//! A connection's two directions close separately (see [`super::connection`]); the host
+//! side sends RST only once both are done, and answers a guest out of credit with a
+//! CREDIT_REQUEST rather than waiting for it to volunteer an update.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -165,6 +169,23 @@ impl Muxer {
         }
     }
 
+    /// Sends RST and drops connection `key`.
+    fn reset_connection(&mut self, key: Key) {
+        if let Some(conn) = self.connections.get(&key) {
+            let header = self.header(conn, OP_RST);
+            self.remove(key);
+            self.push_control(header);
+        }
+    }
+
+    /// Closes connection `key` (RST) if both its directions are done.
+    fn close_if_finished(&mut self, key: Key) {
+        if self.connections.get(&key).is_some_and(Connection::finished) {
+            tracing::trace!(?key, "vsock connection done both ways");
+            self.reset_connection(key);
+        }
+    }
+
     fn insert(&mut self, conn: Connection) -> io::Result<()> {
         let fd = conn.stream.as_raw_fd();
         self.epoll.ctl(
@@ -206,21 +227,28 @@ impl Muxer {
             return;
         };
         conn.update_peer_credit(hdr.buf_alloc, hdr.fwd_cnt);
+        tracing::trace!(
+            ?key,
+            op = hdr.op,
+            len = hdr.len,
+            flags = hdr.flags,
+            buf_alloc = hdr.buf_alloc,
+            fwd_cnt = hdr.fwd_cnt,
+            "vsock packet from the guest"
+        );
         match hdr.op {
             OP_RESPONSE if conn.state == ConnState::HostConnecting => {
                 conn.state = ConnState::Established;
                 let reply = format!("OK {}\n", conn.local_port);
                 if conn.stream.write_all(reply.as_bytes()).is_err() {
-                    let header = self.header(&self.connections[&key], OP_RST);
-                    self.remove(key);
-                    self.push_control(header);
+                    self.reset_connection(key);
                 }
             }
-            OP_RW if conn.state == ConnState::Established => {
+            // Guest data is welcome until the guest itself says it sends no more, whether
+            // or not the host side has finished sending.
+            OP_RW if conn.state == ConnState::Established && conn.guest_to_host_open() => {
                 if !conn.push_to_host(payload) || conn.flush_to_host().is_err() {
-                    let header = self.header(&self.connections[&key], OP_RST);
-                    self.remove(key);
-                    self.push_control(header);
+                    self.reset_connection(key);
                     return;
                 }
                 if conn.credit_update_due() {
@@ -235,23 +263,26 @@ impl Muxer {
                 let header = self.header(&self.connections[&key], OP_CREDIT_UPDATE);
                 self.push_control(header);
             }
-            OP_SHUTDOWN => {
-                let both = SHUTDOWN_RCV | SHUTDOWN_SEND;
-                if hdr.flags & both == both {
-                    let header = self.header(&self.connections[&key], OP_RST);
-                    self.remove(key);
-                    self.push_control(header);
-                } else if hdr.flags & SHUTDOWN_SEND != 0 {
-                    conn.shutdown_write = true;
-                    let _ = conn.flush_to_host();
+            OP_SHUTDOWN if conn.state == ConnState::Established => {
+                conn.peer_shutdown |= hdr.flags & (SHUTDOWN_RCV | SHUTDOWN_SEND);
+                if !conn.host_to_guest_open() {
+                    // The guest takes no more: whatever the host still sends is dropped,
+                    // and a host writer learns so (EPIPE) instead of filling the socket.
+                    conn.pending_read = false;
+                    if !conn.host_eof {
+                        let _ = conn.stream.shutdown(std::net::Shutdown::Read);
+                    }
                 }
+                if !conn.guest_to_host_open() && conn.flush_to_host().is_err() {
+                    self.reset_connection(key);
+                    return;
+                }
+                self.close_if_finished(key);
             }
             OP_RST => self.remove(key),
             _ => {
                 // A packet out of place for the connection's state.
-                let header = self.header(&self.connections[&key], OP_RST);
-                self.remove(key);
-                self.push_control(header);
+                self.reset_connection(key);
             }
         }
     }
@@ -402,16 +433,15 @@ impl Muxer {
         let Some(conn) = self.connections.get_mut(&key) else {
             return;
         };
-        if set.contains(EventSet::IN)
-            || set.contains(EventSet::HANG_UP)
-            || set.contains(EventSet::READ_HANG_UP)
+        if conn.host_to_guest_open()
+            && (set.contains(EventSet::IN)
+                || set.contains(EventSet::HANG_UP)
+                || set.contains(EventSet::READ_HANG_UP))
         {
             conn.pending_read = true;
         }
         if set.contains(EventSet::OUT) && conn.flush_to_host().is_err() {
-            let header = self.header(&self.connections[&key], OP_RST);
-            self.remove(key);
-            self.push_control(header);
+            self.reset_connection(key);
             return;
         }
         // Freed space in the host socket lets the guest send more.
@@ -422,28 +452,57 @@ impl Muxer {
                 self.push_control(header);
             }
         }
+        // The last guest bytes may just have been written.
+        self.close_if_finished(key);
     }
 
     /// What to put in the guest's next receive buffer, if anything.
     pub fn next_rx(&mut self) -> Option<RxPacket> {
+        // Host data waits on a guest without credit: ask it for an update (virtio 1.2
+        // §5.10.6.3) rather than rely on it to volunteer one.
+        for conn in self.connections.values_mut() {
+            if conn.needs_credit() && self.control.len() < MAX_CONTROL {
+                conn.credit_requested = true;
+                conn.fwd_cnt_sent = conn.fwd_cnt;
+                self.control.push_back(Header {
+                    src_cid: HOST_CID,
+                    dst_cid: self.guest_cid,
+                    src_port: conn.local_port,
+                    dst_port: conn.peer_port,
+                    type_: TYPE_STREAM,
+                    op: OP_CREDIT_REQUEST,
+                    buf_alloc: BUF_ALLOC,
+                    fwd_cnt: conn.fwd_cnt.0,
+                    ..Header::default()
+                });
+            }
+        }
         if let Some(h) = self.control.pop_front() {
             return Some(RxPacket::Control(h));
         }
         self.connections
             .iter()
             .find(|(_, c)| {
-                c.pending_read && c.state == ConnState::Established && c.peer_credit() > 0
+                c.pending_read
+                    && c.state == ConnState::Established
+                    && c.host_to_guest_open()
+                    && c.peer_credit() > 0
             })
             .map(|(k, _)| RxPacket::Data(*k))
     }
 
-    /// Reads host data of connection `key` into `buf` (at most the guest's credit) and
-    /// returns the header of the RW packet to send with it. None when there was nothing
-    /// to read after all; an end of stream sends SHUTDOWN instead.
+    /// Reads host data of connection `key` into `buf` (at most the guest's credit; `buf`
+    /// must not be empty) and returns the header of the RW packet to send with it. None
+    /// when there was nothing to read after all; the host's end of stream sends SHUTDOWN
+    /// "will not send" instead, and RST too if the guest had finished sending.
     pub fn read_data(&mut self, key: Key, buf: &mut [u8]) -> Option<(Header, usize)> {
         let conn = self.connections.get_mut(&key)?;
         let credit = conn.peer_credit() as usize;
         let want = buf.len().min(credit);
+        if want == 0 {
+            // A zero-length read would look like the end of the stream.
+            return None;
+        }
         let result = loop {
             match conn.stream.read(&mut buf[..want]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -453,10 +512,11 @@ impl Muxer {
         match result {
             Ok(0) => {
                 conn.pending_read = false;
-                conn.state = ConnState::Closing;
+                conn.host_eof = true;
                 let mut h = self.header(&self.connections[&key], OP_SHUTDOWN);
-                h.flags = SHUTDOWN_RCV | SHUTDOWN_SEND;
+                h.flags = SHUTDOWN_SEND;
                 self.push_control(h);
+                self.close_if_finished(key);
                 None
             }
             Ok(n) => {
@@ -472,9 +532,7 @@ impl Muxer {
                 None
             }
             Err(_) => {
-                let header = self.header(&self.connections[&key], OP_RST);
-                self.remove(key);
-                self.push_control(header);
+                self.reset_connection(key);
                 None
             }
         }
