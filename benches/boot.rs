@@ -1,10 +1,17 @@
 //! Boot benchmark (`cargo bench --bench boot`): `monovirt run` on the test guest, from
 //! process start to the guest's first console line and to its exit, with the process's
-//! peak RSS (wait4 rusage); then the daemon's memory overhead per extra VM: RSS growth of
-//! this process while 50 VMs run, minus the guest pages they touched (which live in their
-//! memfds and show up as shared memory, not as the VMM's own).
+//! peak RSS, CPU time and page faults; then the daemon's memory overhead per extra VM: RSS
+//! growth of this process while 50 VMs run, minus the guest pages they touched (which
+//! live in their memfds and show up as shared memory, not as the VMM's own).
 //!
-//! Prints min/median/max tables. `MONOVIRT_BENCH_RUNS` sets the run count (default 10).
+//! Peak RSS is the child's own `VmHWM`, read from /proc when its main thread stops at
+//! its exit (ptrace `PTRACE_O_TRACEEXIT`, before its memory is released). Not
+//! `wait4`'s `ru_maxrss`: the kernel folds the RSS of the address space a process was
+//! exec'ed from into it, and posix_spawn/vfork exec from this harness's own (larger)
+//! address space, so `ru_maxrss` would report the harness, not `monovirt run`.
+//!
+//! Prints min/median/max tables with the load average; CPU time (user + sys) is what
+//! load distorts least. `MONOVIRT_BENCH_RUNS` sets the run count (default 10).
 //! A benchmark measures; nothing here asserts a speed.
 
 #[path = "../tests/common/guest.rs"]
@@ -24,7 +31,49 @@ use monovirt::vmm::{self, ConsoleConfig, ConsoleRing, VmConfig};
 struct Sample {
     first_line: Duration,
     exit: Duration,
+    /// `VmHWM` of the child's own address space.
     peak_rss_kib: u64,
+    /// RssAnon, RssFile and RssShmem when its main thread exits.
+    rss_at_exit_kib: [u64; 3],
+    cpu: Duration,
+    minor_faults: u64,
+}
+
+fn status_kib(status: &str, name: &str) -> Result<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .with_context(|| format!("{name} in /proc/PID/status"))?;
+    Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+}
+
+/// Reads `monovirt run`'s stdout until EOF; the time of the first complete line that
+/// starts with `marker`.
+fn first_line(mut out: impl Read, start: Instant, marker: &[u8]) -> Option<Duration> {
+    let mut first_line = None;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = out.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        // The last split piece is not a complete line yet.
+        if first_line.is_none()
+            && seen
+                .split(|b| *b == b'\n')
+                .rev()
+                .skip(1)
+                .any(|l| l.starts_with(marker))
+        {
+            first_line = Some(start.elapsed());
+        }
+    }
+    first_line
 }
 
 fn run_once(bin: &str, kernel: &std::path::Path, marker: &[u8]) -> Result<Sample> {
@@ -46,41 +95,77 @@ fn run_once(bin: &str, kernel: &std::path::Path, marker: &[u8]) -> Result<Sample
         .stderr(Stdio::inherit())
         .spawn()
         .context("spawn monovirt run")?;
-    let mut out = child.stdout.take().context("stdout pipe")?;
-    let mut first_line = None;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
+    let pid = child.id() as libc::pid_t;
+    // Trace only the exit of its main thread: no syscall stops, no other threads.
+    // SAFETY: `pid` is our running, unreaped child; SEIZE takes no pointers.
+    let rc = unsafe {
+        libc::ptrace(
+            libc::PTRACE_SEIZE,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            libc::PTRACE_O_TRACEEXIT as usize as *mut libc::c_void,
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::bail!("ptrace(PTRACE_SEIZE) of monovirt run: {e}");
+    }
+    let out = child.stdout.take().context("stdout pipe")?;
+    let marker = marker.to_vec();
+    // The stopped child still holds its stdout open: read it on another thread.
+    let reader = std::thread::spawn(move || first_line(out, start, &marker));
+    let exit_status;
+    let mut peak_rss_kib = None;
+    let mut rss_at_exit_kib = [0; 3];
+    let mut usage: libc::rusage;
     loop {
-        let n = out.read(&mut buf)?;
-        if n == 0 {
+        let mut status = 0;
+        // SAFETY: all-zero is a valid rusage.
+        usage = unsafe { std::mem::zeroed() };
+        // SAFETY: `pid` is our traced child; status and usage are valid out-pointers.
+        let got = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut usage) };
+        ensure!(got == pid, "wait4: {}", std::io::Error::last_os_error());
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            exit_status = status;
             break;
         }
-        seen.extend_from_slice(&buf[..n]);
-        // The first complete line starting with `marker` (the last split piece is not
-        // complete yet).
-        if first_line.is_none()
-            && seen
-                .split(|b| *b == b'\n')
-                .rev()
-                .skip(1)
-                .any(|l| l.starts_with(marker))
-        {
-            first_line = Some(start.elapsed());
+        let mut signal = 0;
+        if status >> 8 == libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8) {
+            // Stopped in do_exit before its memory goes: VmHWM is final.
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            peak_rss_kib = Some(status_kib(&st, "VmHWM:")?);
+            rss_at_exit_kib = [
+                status_kib(&st, "RssAnon:")?,
+                status_kib(&st, "RssFile:")?,
+                status_kib(&st, "RssShmem:")?,
+            ];
+        } else if libc::WIFSTOPPED(status) && status >> 16 == 0 {
+            // A signal-delivery stop: hand the signal on.
+            signal = libc::WSTOPSIG(status);
         }
+        // SAFETY: `pid` is in a ptrace stop; CONT takes the signal to deliver, no pointers.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_CONT,
+                pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                signal as usize as *mut libc::c_void,
+            )
+        };
     }
-    let mut status = 0;
-    // SAFETY: all-zero is a valid rusage.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `child.id()` is our unreaped child; status and usage are valid out-pointers.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     let exit = start.elapsed();
-    ensure!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
-    let status = std::process::ExitStatus::from_raw(status);
+    let first_line = reader.join().expect("the stdout reader does not panic");
+    let status = std::process::ExitStatus::from_raw(exit_status);
     ensure!(status.success(), "monovirt run failed: {status}");
     Ok(Sample {
         first_line: first_line.context("guest printed no first line")?,
         exit,
-        peak_rss_kib: usage.ru_maxrss as u64,
+        peak_rss_kib: peak_rss_kib.context("no exit stop: VmHWM unknown")?,
+        rss_at_exit_kib,
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+        minor_faults: usage.ru_minflt as u64,
     })
 }
 
@@ -189,29 +274,68 @@ fn main() -> Result<()> {
     per_vm_table()
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn table(title: &str, runs: usize, samples: &[Sample]) {
-    println!("monovirt run: {title}, 2 vCPUs, 256 MiB, {runs} runs");
+    println!(
+        "monovirt run: {title}, 2 vCPUs, 256 MiB, {runs} runs (load average {})",
+        load_average()
+    );
     println!("| metric | min | median | max |");
     println!("| --- | --- | --- | --- |");
-    let (a, b, c) = stats(samples.iter().map(|s| ms(s.first_line)).collect());
-    println!("| time to first guest line (ms) | {a:.2} | {b:.2} | {c:.2} |");
-    let (a, b, c) = stats(samples.iter().map(|s| ms(s.exit)).collect());
-    println!("| time to exit (ms) | {a:.2} | {b:.2} | {c:.2} |");
-    let (a, b, c) = stats(
+    let row = |name: &str, values: Vec<f64>| {
+        let (a, b, c) = stats(values);
+        println!("| {name} | {a:.2} | {b:.2} | {c:.2} |");
+    };
+    row(
+        "time to first guest line (ms)",
+        samples.iter().map(|s| ms(s.first_line)).collect(),
+    );
+    row(
+        "time to exit (ms)",
+        samples.iter().map(|s| ms(s.exit)).collect(),
+    );
+    row(
+        "CPU time, user + sys, all threads (ms)",
+        samples.iter().map(|s| ms(s.cpu)).collect(),
+    );
+    row(
+        "minor page faults",
+        samples.iter().map(|s| s.minor_faults as f64).collect(),
+    );
+    row(
+        "peak RSS, VmHWM (MiB)",
         samples
             .iter()
             .map(|s| s.peak_rss_kib as f64 / 1024.0)
             .collect(),
     );
-    println!("| peak RSS (MiB) | {a:.2} | {b:.2} | {c:.2} |");
+    for (i, name) in ["anon", "file (binary, libraries)", "shmem (guest)"]
+        .iter()
+        .enumerate()
+    {
+        row(
+            &format!("RSS at exit, {name} (MiB)"),
+            samples
+                .iter()
+                .map(|s| s.rss_at_exit_kib[i] as f64 / 1024.0)
+                .collect(),
+        );
+    }
     println!();
 }
 
 fn per_vm_table() -> Result<()> {
     let count = 50;
     let (own, guest) = per_vm_overhead(count)?;
-    println!();
-    println!("in-process: {count} idle VMs (1 vCPU, 64 MiB each)");
+    println!(
+        "in-process: {count} idle VMs (1 vCPU, 64 MiB each; load average {})",
+        load_average()
+    );
     println!("| metric | per VM |");
     println!("| --- | --- |");
     println!("| VMM RSS growth, guest pages excluded (KiB) | {own:.1} |");
