@@ -921,6 +921,66 @@ impl Drop for Terminate {
     }
 }
 
+#[test]
+fn the_configured_default_subnet_is_the_bridges_and_the_nat_rules() -> Result<()> {
+    outer("c", "inner_configured_default_subnet")
+}
+
+#[test]
+#[ignore = "the inner half of the_configured_default_subnet_is_the_bridges_and_the_nat_rules"]
+fn inner_configured_default_subnet() -> Result<()> {
+    if inner_node()?.is_none() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    // The config file's `network.default_subnet` (issue 8's configuration), not the default
+    // 10.0.2.0/24: the bridge gets the subnet's first host, masquerade covers the subnet.
+    let config = dir.path().join("config.toml");
+    fs::write(&config, "[network]\ndefault_subnet = \"10.77.8.0/24\"\n")?;
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-name",
+            "net-node",
+        ])
+        .args(["--network", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let guard = scopeguard(serve.id());
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().context("stdout")?).read_line(&mut line)?;
+    ensure!(
+        line.starts_with("listening on "),
+        "serve's first line: {line}"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let addrs = ip(&["-o", "addr", "show", "dev", "mvbr0"]).unwrap_or_default();
+        if addrs.contains("10.77.8.1/24") {
+            ensure!(!addrs.contains("10.0.2.1"), "{addrs}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "mvbr0 never got 10.77.8.1/24: {addrs}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let rules = run("nft", &["list", "ruleset"])?;
+    ensure!(rules.contains("10.77.8.0/24"), "{rules}");
+    ensure!(!rules.contains("10.0.2.0/24"), "{rules}");
+    drop(guard);
+    let _ = serve.wait();
+    Ok(())
+}
+
 // ---------------------------------------------------------------- node network policies
 
 #[test]
