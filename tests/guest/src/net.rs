@@ -482,6 +482,18 @@ fn connect_loop(
             }
             if closed_tx && matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait) {
                 let us = (t - started.unwrap_or(t)).total_micros();
+                // TIME-WAIT: our ACK of the peer's FIN may still wait for smoltcp's ACK delay
+                // (10 ms). Keep the interface running a little so it goes out; returning at
+                // once (and powering off) left the peer in LAST-ACK, resending its FIN until
+                // its own timeout.
+                let linger = t + smoltcp::time::Duration::from_millis(100);
+                loop {
+                    let t = now();
+                    if t >= linger {
+                        break;
+                    }
+                    iface.poll(t, dev, sockets);
+                }
                 let line = core::str::from_utf8(&reply[..reply_len])
                     .unwrap_or("(not UTF-8)")
                     .trim_end();
