@@ -803,7 +803,7 @@ const DEV_RO_SECTORS: &str = "2048";
 const DEV_MAC: &str = "52:54:00:4d:56:02";
 /// Each TCP transfer, and each vsock echo, in bytes.
 const DEV_TCP_BYTES: &str = "2097152";
-const DEV_VSOCK_BYTES: &str = "4096";
+const DEV_VSOCK_BYTES: &str = "1048576";
 
 /// Checks a field has the value it must have.
 fn expect(failures: &mut Vec<String>, what: &str, got: Option<&str>, want: &str) {

@@ -91,7 +91,7 @@ devices_scenario() {
     # port 5000, retried until its listener is up.
     timeout 150 vsock-echo serve unix:$dir/vsock_5001 >$dir/vsock-served 2>&1 &
     served_pid=$!
-    timeout 150 vsock-echo call unix:$dir/vsock:5000 4096 140 >$dir/vsock-call 2>&1 &
+    timeout 150 vsock-echo call unix:$dir/vsock:5000 1048576 140 >$dir/vsock-call 2>&1 &
     call_pid=$!
 
     scenario "$name" "$@" \

@@ -167,7 +167,7 @@ devices() {
     echo "MONOVIRT-L2-HVC0 state=$hvc0 token=${rng:-norandom}"
 
     # vsock, guest to host: L1's echo server behind <socket>_5001.
-    echo "MONOVIRT-L2-VSOCK-CALL $(timeout 60 vsock-echo call vsock:2:5001 4096 20 2>&1)"
+    echo "MONOVIRT-L2-VSOCK-CALL $(timeout 60 vsock-echo call vsock:2:5001 1048576 20 2>&1)"
     # Host to guest: L1 called port 5000; the listener started above says what it echoed.
     wait $served_pid
     echo "MONOVIRT-L2-VSOCK-SERVED $(cat /tmp/vsock-served)"

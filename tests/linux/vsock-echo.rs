@@ -159,16 +159,35 @@ fn echo(conn: OwnedFd) -> io::Result<u64> {
     Ok(total)
 }
 
-/// A xorshift64 stream: the bytes `call` sends and expects back.
-struct Pattern(u64);
+/// A xorshift64 stream: the bytes `call` sends and expects back, one 64-bit word at a
+/// time (little-endian). A byte stream, not a word stream: `fill` may be called with any
+/// length (reads return what arrived) and continues exactly where the last call stopped.
+struct Pattern {
+    state: u64,
+    word: [u8; 8],
+    used: usize,
+}
 
 impl Pattern {
+    fn new(seed: u64) -> Self {
+        Pattern {
+            state: seed,
+            word: [0; 8],
+            used: 8,
+        }
+    }
+
     fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        for b in buf {
+            if self.used == 8 {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.word = self.state.to_le_bytes();
+                self.used = 0;
+            }
+            *b = self.word[self.used];
+            self.used += 1;
         }
     }
 }
@@ -182,7 +201,7 @@ fn call(conn: OwnedFd, bytes: u64) -> io::Result<(u64, bool)> {
     let writer = File::from(conn.try_clone()?);
     let sender = thread::spawn(move || -> io::Result<()> {
         let mut writer = writer;
-        let mut pattern = Pattern(seed);
+        let mut pattern = Pattern::new(seed);
         let mut buf = vec![0u8; 16 << 10];
         let mut left = bytes;
         while left > 0 {
@@ -194,7 +213,7 @@ fn call(conn: OwnedFd, bytes: u64) -> io::Result<(u64, bool)> {
         shutdown_write(writer.as_raw_fd())
     });
     let mut reader = BufReader::new(File::from(conn));
-    let mut expected = Pattern(seed);
+    let mut expected = Pattern::new(seed);
     let mut want = vec![0u8; 16 << 10];
     let mut echoed = 0u64;
     let mut intact = true;
