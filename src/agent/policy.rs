@@ -109,7 +109,7 @@ pub async fn run(
     let (keys_tx, keys_rx) = mpsc::unbounded_channel();
     let (changes_tx, mut changes_rx) = mpsc::unbounded_channel();
     let reflector = tokio::spawn(reflect(
-        Api::all(client, policy_def),
+        Api::all(client.clone(), policy_def),
         ctx.policies.clone(),
         changes_tx,
         shutdown.clone(),
@@ -117,11 +117,32 @@ pub async fn run(
     // Policies with a record here but perhaps deleted while the agent was down: reconciled
     // once the cache holds every policy, or an empty cache would read as "all deleted" and
     // a restart would revert (and then re-apply) every policy.
+    // The same for the policies named by this node's enactments: a policy deleted while
+    // the agent was down, or before it listed, whose apply had failed (so nothing is
+    // recorded) still has an enactment held by the agent's finalizer.
     let recorded = ctx.applier.recorded().await;
     let (cache, recorded_tx) = (ctx.policies.clone(), keys_tx.clone());
+    let enactments: Api<Value> = Api::all(client.clone(), enactment_def);
+    let node_selector = format!("{NODE_LABEL}={}", ctx.node);
     let recorded_keys = tokio::spawn(async move {
         cache.synced().await;
-        for name in recorded.into_keys() {
+        let mut names: Vec<String> = recorded.into_keys().collect();
+        let mine = ListOptions {
+            label_selector: Some(node_selector),
+            ..ListOptions::default()
+        };
+        match enactments.list(&mine).await {
+            Ok(list) => names.extend(
+                list.items
+                    .iter()
+                    .filter_map(|e| e["metadata"]["labels"][POLICY_LABEL].as_str())
+                    .map(str::to_string),
+            ),
+            Err(e) => tracing::warn!("listing this node's enactments failed: {e}"),
+        }
+        names.sort();
+        names.dedup();
+        for name in names {
             let _ = recorded_tx.send(name);
         }
     });
