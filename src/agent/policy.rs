@@ -114,12 +114,11 @@ pub async fn run(
         changes_tx,
         shutdown.clone(),
     ));
-    // Policies with a record here but perhaps deleted while the agent was down: reconciled
-    // once the cache holds every policy, or an empty cache would read as "all deleted" and
-    // a restart would revert (and then re-apply) every policy.
-    // The same for the policies named by this node's enactments: a policy deleted while
-    // the agent was down, or before it listed, whose apply had failed (so nothing is
-    // recorded) still has an enactment held by the agent's finalizer.
+    // Policies perhaps deleted while the agent was down: those with a record here, and
+    // those named by this node's enactments (a failed apply records nothing, but its
+    // enactment is held by the agent's finalizer). Reconciled once the cache holds every
+    // policy: an empty cache would read as "all deleted", and a restart would revert
+    // (then re-apply) every policy.
     let recorded = ctx.applier.recorded().await;
     let (cache, recorded_tx) = (ctx.policies.clone(), keys_tx.clone());
     let enactments: Api<Value> = Api::all(client.clone(), enactment_def);
