@@ -62,9 +62,10 @@ cargo test --workspace --locked --doc
 
 echo "== IBM Z (s390x) and IBM Power (ppc64le) unit tests under qemu-user (docs/arches.md)"
 # The runners in .cargo/config.toml run the cross-built tests under qemu-user.
-cargo test --locked -p arch -p devices --target powerpc64le-unknown-linux-gnu
-# s390x: all of arch, and of devices the parts that do not use eventfds: Debian 12's
-# qemu-user (7.2) byte-swaps eventfd counters wrongly for big-endian guests, so the
-# device event-handler tests cannot run under it (docs/arches.md).
-cargo test --locked -p arch --target s390x-unknown-linux-gnu
-cargo test --locked -p devices --lib --target s390x-unknown-linux-gnu -- virtio::transport::ccw
+# All of arch and devices on both. On s390x (big-endian) four tests are marked ignored:
+# they count eventfd writes made through a clone, and Debian 12's qemu-user (7.2) does
+# not byte-swap eventfd data on descriptors cloned with fcntl(F_DUPFD_CLOEXEC)
+# (docs/arches.md).
+for target in powerpc64le-unknown-linux-gnu s390x-unknown-linux-gnu; do
+    cargo test --locked -p arch -p devices --target "$target"
+done

@@ -178,6 +178,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        target_arch = "s390x",
+        ignore = "qemu-user 7.2 drops eventfd byte-swapping on fcntl(F_DUPFD_CLOEXEC) clones; run with --include-ignored on real s390x"
+    )]
     fn s5_sleep_powers_off() {
         let (sd, sd_seen) = trig();
         let (rs, rs_seen) = trig();
@@ -196,6 +200,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        target_arch = "s390x",
+        ignore = "qemu-user 7.2 drops eventfd byte-swapping on fcntl(F_DUPFD_CLOEXEC) clones; run with --include-ignored on real s390x"
+    )]
     fn reset_register() {
         let (sd, _sd_seen) = trig();
         let (rs, rs_seen) = trig();

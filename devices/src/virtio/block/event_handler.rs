@@ -309,16 +309,16 @@ mod tests {
             }
             let slot = u64::from(self.submitted % QUEUE_LEN);
             self.mem
-                .write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot))
+                .write_obj(head.to_le(), GuestAddress(AVAIL + 4 + 2 * slot))
                 .unwrap();
             self.submitted = self.submitted.wrapping_add(1);
             self.mem
-                .write_obj(self.submitted, GuestAddress(AVAIL + 2))
+                .write_obj(self.submitted.to_le(), GuestAddress(AVAIL + 2))
                 .unwrap();
         }
 
         fn used_idx(&self) -> u16 {
-            self.mem.read_obj::<u16>(GuestAddress(USED + 2)).unwrap()
+            u16::from_le(self.mem.read_obj::<u16>(GuestAddress(USED + 2)).unwrap())
         }
 
         fn last_used(&self) -> VirtqUsedElem {
@@ -352,9 +352,11 @@ mod tests {
         }
 
         fn header(&self, kind: u32, sector: u64) {
-            self.mem.write_obj(kind, GuestAddress(HDR)).unwrap();
+            self.mem.write_obj(kind.to_le(), GuestAddress(HDR)).unwrap();
             self.mem.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
-            self.mem.write_obj(sector, GuestAddress(HDR + 8)).unwrap();
+            self.mem
+                .write_obj(sector.to_le(), GuestAddress(HDR + 8))
+                .unwrap();
             self.mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
         }
 
@@ -432,9 +434,13 @@ mod tests {
         // all made available before one kick; the workers finish them in any order.
         for i in 0..5u64 {
             let hdr = HDR + 0x100 * i;
-            h.mem.write_obj(VIRTIO_BLK_T_IN, GuestAddress(hdr)).unwrap();
+            h.mem
+                .write_obj(VIRTIO_BLK_T_IN.to_le(), GuestAddress(hdr))
+                .unwrap();
             h.mem.write_obj(0u32, GuestAddress(hdr + 4)).unwrap();
-            h.mem.write_obj(8 * i, GuestAddress(hdr + 8)).unwrap();
+            h.mem
+                .write_obj((8 * i).to_le(), GuestAddress(hdr + 8))
+                .unwrap();
             let base = 3 * i as u16;
             let descs = [
                 Descriptor::new(hdr, 16, VRING_DESC_F_NEXT as u16, base + 1),
@@ -453,12 +459,12 @@ mod tests {
                     .unwrap();
             }
             h.mem
-                .write_obj(base, GuestAddress(AVAIL + 4 + 2 * i))
+                .write_obj(base.to_le(), GuestAddress(AVAIL + 4 + 2 * i))
                 .unwrap();
         }
         h.submitted = 5;
         h.mem
-            .write_obj(h.submitted, GuestAddress(AVAIL + 2))
+            .write_obj(h.submitted.to_le(), GuestAddress(AVAIL + 2))
             .unwrap();
         h.device.process_queue(0);
         let fd = h.device.event_fds()[0];
@@ -528,9 +534,13 @@ mod tests {
     }
 
     fn range(h: &Harness, at: u64, sector: u64, sectors: u32, flags: u32) {
-        h.mem.write_obj(sector, GuestAddress(at)).unwrap();
-        h.mem.write_obj(sectors, GuestAddress(at + 8)).unwrap();
-        h.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
+        h.mem.write_obj(sector.to_le(), GuestAddress(at)).unwrap();
+        h.mem
+            .write_obj(sectors.to_le(), GuestAddress(at + 8))
+            .unwrap();
+        h.mem
+            .write_obj(flags.to_le(), GuestAddress(at + 12))
+            .unwrap();
     }
 
     #[test]
@@ -679,7 +689,7 @@ mod tests {
         // An avail index more than a queue ahead.
         let mut h = Harness::new(false, false);
         h.mem
-            .write_obj(QUEUE_LEN + 5, GuestAddress(AVAIL + 2))
+            .write_obj((QUEUE_LEN + 5).to_le(), GuestAddress(AVAIL + 2))
             .unwrap();
         h.device.process_queue(0);
         assert!(h.interrupts.needs_reset.load(Ordering::SeqCst));
@@ -690,7 +700,9 @@ mod tests {
         let mut h = Harness::new(false, true);
         let used_event = AVAIL + 4 + 2 * u64::from(QUEUE_LEN);
         // The driver wants an interrupt only after the second used entry.
-        h.mem.write_obj(1u16, GuestAddress(used_event)).unwrap();
+        h.mem
+            .write_obj(1u16.to_le(), GuestAddress(used_event))
+            .unwrap();
         h.header(VIRTIO_BLK_T_FLUSH, 0);
         h.submit(&[(HDR, 16, false), (STATUS, 1, true)]);
         h.run();
