@@ -10,6 +10,8 @@ mod common;
 mod vmm_support;
 
 use common::api::*;
+use common::console::Console;
+use common::guest::{import_image, IMAGE};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -20,36 +22,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Generous: guests run under PVM here. A hang fails, a slow run does not.
 const DEADLINE: Duration = Duration::from_secs(120);
-const IMAGE: &str = "monovirt/test-guest:1";
 const SUB_VMS: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines";
 const SUB_VMIS: &str =
     "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances";
 
-/// Imports the test guest into the image store of the node whose data dir is `dir`.
-fn import_guest(dir: &Path) {
-    let elf = common::guest::guest_elf().expect("the test guest builds");
-    let out = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-        .args(["image", "import", "--data-dir"])
-        .arg(dir)
-        .args([IMAGE])
-        .arg(&elf)
-        .args(["--dest", "/boot/vmlinux"])
-        .output()
-        .expect("run monovirt image import");
-    assert!(
-        out.status.success(),
-        "image import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `monovirt serve` with its local agent as node `node-a`, the guest image imported.
 fn serve(extra: &[&str]) -> BinaryServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    import_guest(dir.path());
-    let mut args = vec!["--node-name", "node-a", "--heartbeat-interval", "500ms"];
+    let mut args = vec!["--heartbeat-interval", "500ms"];
     args.extend_from_slice(extra);
-    BinaryServer::start_with(dir, &args)
+    BinaryServer::with_guest(&args)
 }
 
 /// A VM booting the test guest with `words` on its command line.
@@ -78,80 +59,13 @@ fn phase_is(phase: &'static str) -> impl Fn(&Value) -> bool {
     move |v| v["status"]["phase"] == phase
 }
 
-/// A VMI's console through the API's console subresource.
-struct Console {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    /// Everything read so far.
-    text: String,
-}
-
-impl Console {
-    async fn open(addr: SocketAddr, vmi: &str) -> Self {
-        let url = format!("ws://{addr}{SUB_VMIS}/{vmi}/console");
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("console WebSocket");
-        Self {
-            ws,
-            text: String::new(),
-        }
-    }
-
-    /// Reads until `needle` has shown up; returns everything read.
-    async fn until(&mut self, needle: &str) -> &str {
-        while !self.text.contains(needle) {
-            self.until_more(self.text.len(), needle).await;
-        }
-        &self.text
-    }
-
-    /// Reads until the guest's `key=value` line is complete; returns everything read.
-    async fn until_line(&mut self, key: &str) -> &str {
-        let start = format!("{key}=");
-        while !self
-            .text
-            .find(&start)
-            .is_some_and(|at| self.text[at..].contains('\n'))
-        {
-            self.until_more(self.text.len(), &start).await;
-        }
-        &self.text
-    }
-
-    /// Reads until the text grows past `len` bytes (waiting for `what`).
-    async fn until_more(&mut self, len: usize, what: &str) {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.text.len() <= len {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .unwrap_or_else(|_| panic!("no {what:?} on the console; got {}", self.text));
-            match msg {
-                Some(Ok(Message::Binary(b))) => self.text.push_str(&String::from_utf8_lossy(&b)),
-                Some(Ok(Message::Text(t))) => self.text.push_str(t.as_str()),
-                Some(Ok(_)) => {}
-                other => panic!(
-                    "console ended ({other:?}) before {what:?}; got {}",
-                    self.text
-                ),
-            }
-        }
-    }
-}
-
 /// Reads the console WebSocket until `needle` shows up; returns everything read.
 async fn console_until(addr: SocketAddr, vmi: &str, needle: &str) -> String {
     let mut console = Console::open(addr, vmi).await;
     console.until(needle).await;
     // Input travels too (the test guest does not read it; the VM must take it).
-    console
-        .ws
-        .send(Message::Binary(b"\r\n".to_vec().into()))
-        .await
-        .expect("console input");
-    let _ = console.ws.close(None).await;
-    console.text
+    console.send(b"\r\n").await;
+    console.close().await
 }
 
 /// Types `line` into the console subresource once the `echo` guest is ready, and waits
@@ -551,7 +465,7 @@ impl AgentProcess {
     /// An agent joining `server` at `url` with `extra` arguments.
     fn start_at(server: &BinaryServer, url: &str, extra: &[&str], node: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        import_guest(dir.path());
+        import_image(dir.path());
         let token = join_token(server);
         let child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
             .args(["agent", "--server", url, "--node-name", node])

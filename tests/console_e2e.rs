@@ -9,7 +9,7 @@ mod common;
 mod vmm_support;
 
 use common::api::BinaryServer;
-use common::guest::guest_elf;
+use common::guest::{guest_elf, IMAGE};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -89,8 +89,6 @@ fn run_console_reaches_the_guest_and_back() {
     assert!(out.contains("action=echo\n"), "{out}");
 }
 
-const IMAGE: &str = "monovirt/test-guest:1";
-
 /// `monovirt ARGS --server URL`, stdin from `input`: (exit code, stdout, stderr).
 fn cli(server: &str, args: &[&str], input: &str) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
@@ -147,18 +145,7 @@ fn cli_console_through_the_api_reaches_the_guest_and_back() {
     if !kvm_available() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let elf = guest_elf().expect("the test guest");
-    let out = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-        .args(["image", "import", "--data-dir"])
-        .arg(dir.path())
-        .arg(IMAGE)
-        .arg(&elf)
-        .args(["--dest", "/boot/vmlinux"])
-        .output()
-        .expect("image import");
-    assert!(out.status.success(), "{out:?}");
-    let s = BinaryServer::start_with(dir, &["--node-name", "node-a"]);
+    let s = BinaryServer::with_guest(&[]);
     let server = s.base();
     let vm = json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",

@@ -7,100 +7,41 @@ mod common;
 mod vmm_support;
 
 use common::api::*;
+use common::guest::{import_image, IMAGE};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-/// A hang guard: guests run under PVM here. A slow run does not fail.
-const DEADLINE: Duration = Duration::from_secs(120);
-const IMAGE: &str = "monovirt/test-guest:1";
 const SUB_VMS: &str = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachines";
 
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
+/// `monovirt serve` with a JSON-logging config, its local agent as `node-a`, the test
+/// guest imported; stderr to `<dir>/stderr.log`.
+struct Serve(BinaryServer);
 
 impl Serve {
-    /// `monovirt serve` with a JSON-logging config, its local agent as `node-a`, the test
-    /// guest imported; stderr to `<dir>/stderr.log`.
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let elf = common::guest::guest_elf().expect("the test guest builds");
-        let out = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-            .args(["image", "import", "--data-dir"])
-            .arg(dir.path())
-            .arg(IMAGE)
-            .arg(&elf)
-            .args(["--dest", "/boot/vmlinux"])
-            .output()
-            .expect("run monovirt image import");
-        assert!(out.status.success(), "{out:?}");
+        import_image(dir.path());
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "log_format = \"json\"\n").expect("config");
         let log = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", "127.0.0.1:0", "--node-name", "node-a"])
-            .args(["--heartbeat-interval", "500ms", "--data-dir"])
-            .arg(dir.path())
-            .env("RUST_LOG", "warn,monovirt::lifecycle=info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn monovirt serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read stdout");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-            .parse()
-            .expect("address");
-        Self { child, addr, dir }
+        Self(BinaryServer::launch(
+            dir,
+            ServeOptions {
+                args: &["--node-name", "node-a", "--heartbeat-interval", "500ms"],
+                config: Some(&config),
+                log: Some("warn,monovirt::lifecycle=info"),
+                stderr: Some(log),
+            },
+        ))
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).expect("log")
+        std::fs::read_to_string(self.0.dir.path().join("stderr.log")).expect("log")
     }
 
     async fn metrics(&self) -> String {
-        let r = get(self.addr, "/metrics").await;
+        let r = get(self.0.addr, "/metrics").await;
         assert_eq!(r.code(), 200);
         r.text()
-    }
-}
-
-async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let r = get(addr, path).await;
-        let v = if r.code() == 404 {
-            Value::Null
-        } else {
-            r.json()
-        };
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: last answer {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -163,7 +104,7 @@ async fn vmi_metrics_and_lifecycle_logs_follow_vms() {
         return;
     }
     let s = Serve::start();
-    let addr = s.addr;
+    let addr = s.0.addr;
     wait_for(addr, "/api/v1/nodes/node-a", "node registered", |n| {
         n["status"]["conditions"].as_array().is_some_and(|c| {
             c.iter()

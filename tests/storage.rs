@@ -12,7 +12,10 @@ use monovirt::store::{DeleteOptions, WriteOptions};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use storage_support::{pattern, run, s, sha256, sha256_prefix, ImageServer};
+use storage_support::{
+    entries, issue_manifest, pattern, qcow2_from, run, s, sha256, sha256_prefix, ImageServer,
+    IMPORT_PHASE,
+};
 
 const MIB: usize = 1 << 20;
 
@@ -50,6 +53,12 @@ impl Env {
             .create(&obj, &WriteOptions::default())
             .await
             .unwrap_or_else(|e| panic!("creating {kind}: {e}"))
+    }
+
+    /// Creates DataVolume `name` of `size` filled from `source`.
+    async fn create_dv(&self, name: &str, source: Value, size: &str) -> Value {
+        self.create("cdi.kubevirt.io", "DataVolume", dv(name, source, size))
+            .await
     }
 
     async fn class(&self, name: &str, path: &Path) {
@@ -115,6 +124,15 @@ impl Env {
     }
 }
 
+/// Waits (60 s at most) until a volume's directory `dir` is gone.
+async fn reclaimed(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dir.exists() {
+        assert!(Instant::now() < deadline, "{dir:?} was never reclaimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn dv(name: &str, source: Value, size: &str) -> Value {
     json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
         "metadata": {"name": name, "namespace": "default"},
@@ -136,18 +154,7 @@ async fn the_issue_manifest_imports_a_qcow2_into_ocs_gold_and_reclaim_deletes_it
     std::fs::create_dir(&images).expect("mkdir");
     let raw = pattern(6 * MIB, 1);
     std::fs::write(work.path().join("src.raw"), &raw).expect("write");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &work.path().join("src.raw").display().to_string(),
-            &images.join("Fedora.qcow2").display().to_string(),
-        ],
-    );
+    qcow2_from(&work.path().join("src.raw"), &images.join("Fedora.qcow2"));
     let srv = ImageServer::start(images.clone()).await;
     let gold = work.path().join("gold");
     env.class("ocs-gold", &gold).await;
@@ -165,32 +172,12 @@ async fn the_issue_manifest_imports_a_qcow2_into_ocs_gold_and_reclaim_deletes_it
         "true"
     );
 
-    let manifest = format!(
-        r#"apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: fedora-disk0
-  annotations:
-    cdi.kubevirt.io/storage.import.endpoint: "{}"
-spec:
-  storageClassName: ocs-gold
-  accessModes:
-  - ReadWriteOnce
-  resources:
-    requests:
-      storage: 20Gi
-"#,
-        srv.url("images", "Fedora.qcow2")
-    );
-    let mut pvc: Value = serde_yaml_ng::from_str(&manifest).expect("yaml");
+    let mut pvc = issue_manifest(&srv.url("images", "Fedora.qcow2"));
     pvc["metadata"]["namespace"] = json!("default");
     env.create("", "PersistentVolumeClaim", pvc).await;
     let done = env
         .wait(&env.pvcs(), "fedora-disk0", "import success", |v| {
-            s(
-                v,
-                "/metadata/annotations/cdi.kubevirt.io~1storage.pod.phase",
-            ) == "Succeeded"
+            s(v, IMPORT_PHASE) == "Succeeded"
         })
         .await;
     assert_eq!(s(&done, "/status/phase"), "Bound");
@@ -261,44 +248,27 @@ async fn datavolumes_import_raw_gzip_xz_auth_clone_blank_with_checksums_and_prog
     )
     .await;
 
-    env.create(
-        "cdi.kubevirt.io",
-        "DataVolume",
-        dv(
-            "slow",
-            json!({"http": {"url": srv.url("slow", "disk.raw")}}),
-            "16Mi",
-        ),
+    env.create_dv(
+        "slow",
+        json!({"http": {"url": srv.url("slow", "disk.raw")}}),
+        "16Mi",
     )
     .await;
-    env.create(
-        "cdi.kubevirt.io",
-        "DataVolume",
-        dv(
-            "gz",
-            json!({"http": {"url": srv.url("images", "disk.raw.gz"),
+    env.create_dv(
+        "gz",
+        json!({"http": {"url": srv.url("images", "disk.raw.gz"),
             "checksum": format!("sha256:{}", sha256(&gz))}}),
-            "16Mi",
-        ),
+        "16Mi",
     )
     .await;
-    env.create(
-        "cdi.kubevirt.io",
-        "DataVolume",
-        dv(
-            "xz",
-            json!({"http": {"url": srv.url("auth", "disk.raw.xz"), "secretRef": "creds",
+    env.create_dv(
+        "xz",
+        json!({"http": {"url": srv.url("auth", "disk.raw.xz"), "secretRef": "creds",
             "checksum": format!("md5:{md5}")}}),
-            "16Mi",
-        ),
+        "16Mi",
     )
     .await;
-    env.create(
-        "cdi.kubevirt.io",
-        "DataVolume",
-        dv("blank", json!({"blank": {}}), "1Gi"),
-    )
-    .await;
+    env.create_dv("blank", json!({"blank": {}}), "1Gi").await;
 
     // Progress advances while the throttled import runs, as "NN.NN%" strings.
     let mut seen: Vec<f64> = Vec::new();
@@ -355,14 +325,10 @@ async fn datavolumes_import_raw_gzip_xz_auth_clone_blank_with_checksums_and_prog
     );
 
     // A clone of an imported volume into a bigger one.
-    env.create(
-        "cdi.kubevirt.io",
-        "DataVolume",
-        dv(
-            "copy",
-            json!({"pvc": {"namespace": "default", "name": "gz"}}),
-            "32Mi",
-        ),
+    env.create_dv(
+        "copy",
+        json!({"pvc": {"namespace": "default", "name": "gz"}}),
+        "32Mi",
     )
     .await;
     env.dv_phase("copy", "Succeeded").await;
@@ -377,11 +343,7 @@ async fn datavolumes_import_raw_gzip_xz_auth_clone_blank_with_checksums_and_prog
         .await
         .expect("delete dv");
     env.gone(&env.pvcs(), "gz").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dir.exists() {
-        assert!(Instant::now() < deadline, "{dir:?} was never reclaimed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reclaimed(&dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -396,18 +358,7 @@ async fn failed_imports_say_why_and_leave_no_disk() {
         "This is not a disk image.\n".repeat(100),
     )
     .expect("write");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &images.join("disk.raw").display().to_string(),
-            &images.join("disk.qcow2").display().to_string(),
-        ],
-    );
+    qcow2_from(&images.join("disk.raw"), &images.join("disk.qcow2"));
     let q = std::fs::read(images.join("disk.qcow2")).expect("qcow2");
     std::fs::write(images.join("cut.qcow2"), &q[..q.len() / 2]).expect("write");
     let srv = ImageServer::start(images.clone()).await;
@@ -417,70 +368,28 @@ async fn failed_imports_say_why_and_leave_no_disk() {
         .local_addr()
         .expect("addr");
 
+    // (name, source, claim size, what the failure message says)
+    let http = |url: String| json!({"http": {"url": url}});
+    let img = |file: &str| http(srv.url("images", file));
+    let bad_sum = format!("sha256:{}", "ab".repeat(32));
+    let bad_sum = json!({"http": {"url": srv.url("images", "disk.raw"), "checksum": bad_sum}});
+    let unauthorized = http(srv.url("auth", "disk.raw"));
+    let refused = http(format!("http://{closed}/disk.raw"));
+    let truncated = http(srv.url("truncated", "disk.raw"));
+    let too_large = "larger than the volume";
     let cases: Vec<(&str, Value, &str, &str)> = vec![
-        (
-            "missing",
-            json!({"http": {"url": srv.url("images", "nope.qcow2")}}),
-            "16Mi",
-            "404",
-        ),
-        (
-            "checksum",
-            json!({"http": {"url": srv.url("images", "disk.raw"),
-            "checksum": format!("sha256:{}", "ab".repeat(32))}}),
-            "16Mi",
-            "Checksum mismatch",
-        ),
-        (
-            "text",
-            json!({"http": {"url": srv.url("images", "readme.txt")}}),
-            "16Mi",
-            "not a disk image",
-        ),
-        (
-            "toolarge",
-            json!({"http": {"url": srv.url("images", "disk.qcow2")}}),
-            "4Mi",
-            "larger than the volume",
-        ),
-        (
-            "toolargeraw",
-            json!({"http": {"url": srv.url("images", "disk.raw")}}),
-            "4Mi",
-            "larger than the volume",
-        ),
-        (
-            "damaged",
-            json!({"http": {"url": srv.url("images", "cut.qcow2")}}),
-            "16Mi",
-            "damaged",
-        ),
-        (
-            "unauthorized",
-            json!({"http": {"url": srv.url("auth", "disk.raw")}}),
-            "16Mi",
-            "401",
-        ),
-        (
-            "refused",
-            json!({"http": {"url": format!("http://{closed}/disk.raw")}}),
-            "16Mi",
-            "Unable to connect",
-        ),
-        (
-            "truncated",
-            json!({"http": {"url": srv.url("truncated", "disk.raw")}}),
-            "16Mi",
-            "Reading the source failed",
-        ),
+        ("missing", img("nope.qcow2"), "16Mi", "404"),
+        ("checksum", bad_sum, "16Mi", "Checksum mismatch"),
+        ("text", img("readme.txt"), "16Mi", "not a disk image"),
+        ("toolarge", img("disk.qcow2"), "4Mi", too_large),
+        ("toolargeraw", img("disk.raw"), "4Mi", too_large),
+        ("damaged", img("cut.qcow2"), "16Mi", "damaged"),
+        ("unauthorized", unauthorized, "16Mi", "401"),
+        ("refused", refused, "16Mi", "Unable to connect"),
+        ("truncated", truncated, "16Mi", "Reading the source failed"),
     ];
     for (name, source, size, _) in &cases {
-        env.create(
-            "cdi.kubevirt.io",
-            "DataVolume",
-            dv(name, source.clone(), size),
-        )
-        .await;
+        env.create_dv(name, source.clone(), size).await;
     }
     for (name, _, _, words) in &cases {
         let v = env.dv_phase(name, "Failed").await;
@@ -489,10 +398,7 @@ async fn failed_imports_say_why_and_leave_no_disk() {
         let msg = ready["message"].as_str().unwrap_or("");
         assert!(msg.contains(words), "{name}: {msg:?} lacks {words:?}");
         let dir = env.volume_dir(name).await;
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let left = entries(&dir);
         assert!(left.is_empty(), "{name} left {left:?} behind");
         let restarts = v["status"]["restartCount"].as_i64().unwrap_or(-1);
         if ["refused", "truncated"].contains(name) {
@@ -539,18 +445,7 @@ async fn an_import_onto_a_full_filesystem_fails_cleanly() {
     let images = work.path().join("images");
     std::fs::create_dir(&images).expect("mkdir");
     std::fs::write(images.join("disk.raw"), pattern(16 * MIB, 4)).expect("write");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &images.join("disk.raw").display().to_string(),
-            &images.join("disk.qcow2").display().to_string(),
-        ],
-    );
+    qcow2_from(&images.join("disk.raw"), &images.join("disk.qcow2"));
     let srv = ImageServer::start(images).await;
     env.class("tiny", &small).await;
     for (name, file) in [("full-raw", "disk.raw"), ("full-qcow2", "disk.qcow2")] {
@@ -563,10 +458,7 @@ async fn an_import_onto_a_full_filesystem_fails_cleanly() {
     for name in ["full-raw", "full-qcow2"] {
         let v = env
             .wait(&env.pvcs(), name, "import failure", |v| {
-                s(
-                    v,
-                    "/metadata/annotations/cdi.kubevirt.io~1storage.pod.phase",
-                ) == "Failed"
+                s(v, IMPORT_PHASE) == "Failed"
             })
             .await;
         let msg = s(
@@ -582,10 +474,7 @@ async fn an_import_onto_a_full_filesystem_fails_cleanly() {
             "InsufficientStorage"
         );
         let dir = env.volume_dir(name).await;
-        let left: Vec<_> = std::fs::read_dir(&dir)
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let left = entries(&dir);
         assert!(left.is_empty(), "{name} left {left:?}");
     }
     // Everything the imports wrote is gone: the filesystem is empty again but for the
@@ -676,9 +565,5 @@ async fn a_claim_in_use_is_kept_until_its_vmi_is_gone() {
         .await
         .expect("delete vmi");
     env.gone(&env.pvcs(), "data").await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dir.exists() {
-        assert!(Instant::now() < deadline, "{dir:?} was never reclaimed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    reclaimed(&dir).await;
 }

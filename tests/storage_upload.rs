@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use storage_support::{pattern, run, s, sha256, sha256_prefix};
+use storage_support::{pattern, run, s, sha256, sha256_prefix, write_qcow2, IMPORT_PHASE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_monovirt");
 const MIB: usize = 1 << 20;
@@ -31,6 +31,13 @@ fn image_upload(server: &str, args: &[&str]) -> Output {
         .env_remove("MONOVIRT_TOKEN")
         .output()
         .expect("run monovirt image-upload")
+}
+
+/// `monovirt image-upload dv NAME --size SIZE --image-path IMAGE <extra>` against `server`.
+fn upload_dv(server: &str, name: &str, size: &str, image: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["dv", name, "--size", size, "--image-path", image];
+    args.extend_from_slice(extra);
+    image_upload(server, &args)
 }
 
 fn ok(out: &Output) -> String {
@@ -98,24 +105,16 @@ async fn wait(
     }
 }
 
-/// Writes `raw` as `dir/disk.raw` and converts it to `dir/disk.qcow2`.
-fn images(dir: &Path, raw: &[u8]) -> (PathBuf, PathBuf) {
-    let src = dir.join("disk.raw");
-    std::fs::write(&src, raw).expect("write");
-    let q = dir.join("disk.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &src.display().to_string(),
-            &q.display().to_string(),
-        ],
-    );
-    (src, q)
+/// Waits until the upload into claim `name` has succeeded; returns the claim.
+async fn uploaded(c: &reqwest::Client, base: &str, token: Option<&str>, name: &str) -> Value {
+    wait(
+        c,
+        &format!("{base}{PVCS}/{name}"),
+        token,
+        "upload done",
+        |v| s(v, IMPORT_PHASE) == "Succeeded",
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,19 +124,15 @@ async fn image_upload_fills_a_new_data_volume_and_an_upload_claim() {
     let c = http(None);
     let work = tempfile::tempdir().expect("tempdir");
     let raw = pattern(5 * MIB + 4096, 11);
-    let (src, qcow2) = images(work.path(), &raw);
+    let (src, qcow2) = write_qcow2(work.path(), "disk", &raw);
 
     // A DataVolume with an upload source, created by image-upload, from a qcow2.
-    let out = ok(&image_upload(
+    let out = ok(&upload_dv(
         &base,
-        &[
-            "dv",
-            "up-dv",
-            "--size",
-            "32Mi",
-            "--image-path",
-            &qcow2.display().to_string(),
-        ],
+        "up-dv",
+        "32Mi",
+        &qcow2.display().to_string(),
+        &[],
     ));
     assert!(out.contains("qcow2"), "{out}");
     let (_, dv) = send(c.get(format!("{base}{DVS}/up-dv"))).await;
@@ -194,19 +189,7 @@ async fn image_upload_fills_a_new_data_volume_and_an_upload_claim() {
         &base,
         &["pvc", "up-pvc", "--image-path", &gz],
     ));
-    let pvc = wait(
-        &c,
-        &format!("{base}{PVCS}/up-pvc"),
-        None,
-        "upload done",
-        |v| {
-            s(
-                v,
-                "/metadata/annotations/cdi.kubevirt.io~1storage.pod.phase",
-            ) == "Succeeded"
-        },
-    )
-    .await;
+    let pvc = uploaded(&c, &base, None, "up-pvc").await;
     assert_eq!(s(&pvc, "/status/phase"), "Bound");
     let disk = volume_dir(&c, &base, None, "up-pvc").await.join("disk.img");
     assert_eq!(std::fs::metadata(&disk).expect("disk").len(), 16 << 20);
@@ -312,23 +295,17 @@ async fn uploads_over_https_take_the_upload_token_not_an_api_token() {
     let c = http(Some(&ca));
     let work = tempfile::tempdir().expect("tempdir");
     let raw = pattern(3 * MIB, 12);
-    let (_, qcow2) = images(work.path(), &raw);
+    let (_, qcow2) = write_qcow2(work.path(), "disk", &raw);
     let image = qcow2.display().to_string();
     let admin = server.admin_token();
 
     // No API token: the DataVolume cannot even be created.
-    let out = image_upload(
+    let out = upload_dv(
         &base,
-        &[
-            "dv",
-            "nope",
-            "--size",
-            "8Mi",
-            "--image-path",
-            &image,
-            "--certificate-authority",
-            &ca_arg,
-        ],
+        "nope",
+        "8Mi",
+        &image,
+        &["--certificate-authority", &ca_arg],
     );
     assert!(!out.status.success());
     assert!(
@@ -337,38 +314,24 @@ async fn uploads_over_https_take_the_upload_token_not_an_api_token() {
         String::from_utf8_lossy(&out.stderr)
     );
     // An unknown CA: the server is not trusted.
-    let out = image_upload(
+    let out = upload_dv(
         &base,
-        &[
-            "dv",
-            "nope",
-            "--size",
-            "8Mi",
-            "--image-path",
-            &image,
-            "--token",
-            &server.admin_token(),
-        ],
+        "nope",
+        "8Mi",
+        &image,
+        &["--token", &server.admin_token()],
     );
     assert!(!out.status.success(), "an untrusted server certificate");
 
     // An edit token bound to the namespace may upload there (it creates the DataVolume and
     // the UploadTokenRequest); the bytes go with the upload token.
     let edit = server.token(&["--role", "edit", "--namespace", "default"]);
-    let out = ok(&image_upload(
+    let out = ok(&upload_dv(
         &base,
-        &[
-            "dv",
-            "tls-dv",
-            "--size",
-            "8Mi",
-            "--image-path",
-            &image,
-            "--certificate-authority",
-            &ca_arg,
-            "--token",
-            &edit,
-        ],
+        "tls-dv",
+        "8Mi",
+        &image,
+        &["--certificate-authority", &ca_arg, "--token", &edit],
     ));
     assert!(out.contains("qcow2"), "{out}");
     let (code, dv) = send(c.get(format!("{base}{DVS}/tls-dv")).bearer_auth(&edit)).await;
@@ -445,19 +408,7 @@ async fn uploads_over_https_take_the_upload_token_not_an_api_token() {
     )
     .await;
     assert_eq!(code, 200, "{v}");
-    let pvc = wait(
-        &c,
-        &format!("{base}{PVCS}/tls-pvc"),
-        Some(&edit),
-        "upload done",
-        |v| {
-            s(
-                v,
-                "/metadata/annotations/cdi.kubevirt.io~1storage.pod.phase",
-            ) == "Succeeded"
-        },
-    )
-    .await;
+    let pvc = uploaded(&c, &base, Some(&edit), "tls-pvc").await;
     assert_eq!(s(&pvc, "/status/phase"), "Bound");
     let disk = volume_dir(&c, &base, Some(&admin), "tls-pvc")
         .await

@@ -10,85 +10,19 @@ mod common;
 mod storage_support;
 mod vmm_support;
 
-use common::api::{delete, get, post, BinaryServer, VMIS, VMS};
-use futures_util::StreamExt;
+use common::api::{delete, get, post, wait_for, BinaryServer, VMIS, VMS};
+use common::guest::IMAGE;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
-use storage_support::{pattern, run, s, ImageServer};
-use tokio_tungstenite::tungstenite::Message;
+use storage_support::{issue_manifest, pattern, s, write_qcow2, ImageServer, IMPORT_PHASE};
 
-/// Generous: guests run under PVM here and imports share two cores. A hang fails, a slow
-/// run does not.
-const DEADLINE: Duration = Duration::from_secs(120);
-const IMAGE: &str = "monovirt/test-guest:1";
-const SUB_VMIS: &str =
-    "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances";
 const PVCS: &str = "/api/v1/namespaces/default/persistentvolumeclaims";
 const DVS: &str = "/apis/cdi.kubevirt.io/v1beta1/namespaces/default/datavolumes";
 const MIB: usize = 1 << 20;
 /// Bytes the guest checks: eight 64 KiB qcow2 clusters. The guest's CRC takes about 6 s
 /// per MiB where PVM emulates its ring 0, so not the whole image.
 const CHECKED: usize = 512 << 10;
-
-/// `monovirt serve` (API, controllers, its local agent as `node-a`) with the test guest
-/// imported into its image store.
-fn serve() -> BinaryServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let elf = common::guest::guest_elf().expect("the test guest builds");
-    let out = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-        .args(["image", "import", "--data-dir"])
-        .arg(dir.path())
-        .arg(IMAGE)
-        .arg(&elf)
-        .args(["--dest", "/boot/vmlinux"])
-        .output()
-        .expect("run monovirt image import");
-    assert!(
-        out.status.success(),
-        "image import: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    BinaryServer::start_with(dir, &["--node-name", "node-a"])
-}
-
-/// Polls `path` until `ok` holds (an absent object is `Value::Null`).
-async fn wait_for(addr: SocketAddr, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let r = get(addr, path).await;
-        let v = if r.code() == 404 {
-            Value::Null
-        } else {
-            r.json()
-        };
-        if ok(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: last answer {v:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Writes `raw` to `dir/name.raw` and converts it to `dir/name.qcow2` with qemu-img.
-fn qcow2(dir: &Path, name: &str, raw: &[u8]) {
-    let src = dir.join(format!("{name}.raw"));
-    std::fs::write(&src, raw).expect("write raw image");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "qcow2",
-            &src.display().to_string(),
-            &dir.join(format!("{name}.qcow2")).display().to_string(),
-        ],
-    );
-}
 
 /// A VM's template spec booting the test guest with `volume` as its only disk; the guest
 /// reports the CRC-32 of the disk's first [`CHECKED`] bytes, then ticks until stopped.
@@ -106,29 +40,6 @@ fn guest_spec(volume: Value) -> Value {
     })
 }
 
-/// Reads the VMI's console until `needle` shows up; returns everything read.
-async fn console_until(addr: SocketAddr, vmi: &str, needle: &str) -> String {
-    let url = format!("ws://{addr}{SUB_VMIS}/{vmi}/console");
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("console WebSocket");
-    let mut text = String::new();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !text.contains(needle) {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no {needle:?} on the console; got {text}"));
-        match msg {
-            Some(Ok(Message::Binary(b))) => text.push_str(&String::from_utf8_lossy(&b)),
-            Some(Ok(Message::Text(t))) => text.push_str(t.as_str()),
-            Some(Ok(_)) => {}
-            other => panic!("console ended ({other:?}) before {needle:?}; got {text}"),
-        }
-    }
-    let _ = ws.close(None).await;
-    text
-}
-
 /// Boots-and-checks: waits for VM `name`'s VMI to run, reads the guest's report and
 /// asserts that its only disk is the claim (serial, size) and starts with `raw`.
 async fn guest_sees(addr: SocketAddr, name: &str, raw: &[u8], disk_bytes: u64) {
@@ -137,7 +48,7 @@ async fn guest_sees(addr: SocketAddr, name: &str, raw: &[u8], disk_bytes: u64) {
     })
     .await;
     assert_eq!(vmi["status"]["nodeName"], "node-a");
-    let text = console_until(addr, name, "tick=1").await;
+    let text = common::console::read_until(addr, name, "tick=1").await;
     let report = common::guest::Report::parse(&text);
     assert_eq!(report.count("virtio.blk.0"), 1, "{text}");
     assert!(report.get("virtio.blk.1").is_none(), "one disk: {text}");
@@ -169,9 +80,9 @@ async fn a_vm_boots_with_the_issue_manifest_claim_and_reads_the_imported_qcow2()
     }
     let srv_dir = tempfile::tempdir().expect("tempdir");
     let raw = pattern(6 * MIB + 1000, 7);
-    qcow2(srv_dir.path(), "Fedora", &raw);
+    write_qcow2(srv_dir.path(), "Fedora", &raw);
     let images = ImageServer::start(srv_dir.path().to_path_buf()).await;
-    let server = serve();
+    let server = BinaryServer::with_guest(&[]);
     let addr = server.addr;
     let gold = server.dir.path().join("ocs-gold");
     let class = post(
@@ -185,24 +96,7 @@ async fn a_vm_boots_with_the_issue_manifest_claim_and_reads_the_imported_qcow2()
     assert_eq!(class.code(), 201, "{}", class.text());
 
     // The issue's manifest, only the URL changed.
-    let manifest = format!(
-        r#"apiVersion: v1
-kind: PersistentVolumeClaim
-metadata:
-  name: fedora-disk0
-  annotations:
-    cdi.kubevirt.io/storage.import.endpoint: "{}"
-spec:
-  storageClassName: ocs-gold
-  accessModes:
-  - ReadWriteOnce
-  resources:
-    requests:
-      storage: 20Gi
-"#,
-        images.url("images", "Fedora.qcow2")
-    );
-    let pvc: Value = serde_yaml_ng::from_str(&manifest).expect("yaml");
+    let pvc = issue_manifest(&images.url("images", "Fedora.qcow2"));
     let created = post(addr, PVCS, &pvc).await;
     assert_eq!(created.code(), 201, "{}", created.text());
 
@@ -215,10 +109,7 @@ spec:
     let r = post(addr, VMS, &vm).await;
     assert_eq!(r.code(), 201, "{}", r.text());
     let pvc = wait_for(addr, &format!("{PVCS}/fedora-disk0"), "import done", |v| {
-        s(
-            v,
-            "/metadata/annotations/cdi.kubevirt.io~1storage.pod.phase",
-        ) == "Succeeded"
+        s(v, IMPORT_PHASE) == "Succeeded"
     })
     .await;
     assert_eq!(s(&pvc, "/status/phase"), "Bound");
@@ -258,9 +149,9 @@ async fn a_vm_waits_for_its_data_volume_template_then_runs_on_it() {
     // 4 MiB of qcow2 through the throttled route (64 KiB every 25 ms): about 2 s of
     // import to watch the VM wait.
     let raw = pattern(4 * MIB - 512, 8);
-    qcow2(srv_dir.path(), "disk", &raw);
+    write_qcow2(srv_dir.path(), "disk", &raw);
     let images = ImageServer::start(srv_dir.path().to_path_buf()).await;
-    let server = serve();
+    let server = BinaryServer::with_guest(&[]);
     let addr = server.addr;
 
     let spec = guest_spec(json!({"name": "rootdisk", "dataVolume": {"name": "tmpl-disk"}}));

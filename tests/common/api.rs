@@ -13,9 +13,11 @@ use monovirt::store::{Objects, StoreConfig};
 use serde_json::{json, Value};
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::guest;
 
 /// A server running in this process on its own runtime thread; stopped on drop.
 pub struct TestServer {
@@ -89,6 +91,19 @@ impl Drop for TestServer {
     }
 }
 
+/// How [`BinaryServer::launch`] starts `monovirt serve`.
+#[derive(Debug, Default)]
+pub struct ServeOptions<'a> {
+    /// Arguments after the listen address and data dir (`--no-agent`, `--node-name`, ...).
+    pub args: &'a [&'a str],
+    /// Its config file; none (`/dev/null`) by default.
+    pub config: Option<&'a Path>,
+    /// Its `RUST_LOG`; by default `MONOVIRT_TEST_LOG`, else `warn`.
+    pub log: Option<&'a str>,
+    /// Where its stderr goes; the test's own by default.
+    pub stderr: Option<std::fs::File>,
+}
+
 /// The real `monovirt serve` binary on 127.0.0.1:0; SIGTERMed and reaped on drop.
 pub struct BinaryServer {
     pub child: Child,
@@ -110,25 +125,34 @@ impl BinaryServer {
 
     /// `monovirt serve` with `extra` arguments (`--no-agent`, `--node-name`, ...).
     pub fn start_with(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::launch(
+            dir,
+            ServeOptions {
+                args: extra,
+                ..ServeOptions::default()
+            },
+        )
+    }
+
+    /// `monovirt serve` on `dir` as `options` say; returns once it listens.
+    pub fn launch(dir: tempfile::TempDir, options: ServeOptions) -> Self {
+        let config = options.config.unwrap_or(Path::new("/dev/null"));
+        // MONOVIRT_TEST_LOG=info shows the server's log while debugging a test.
+        let log = options.log.map(str::to_string).unwrap_or_else(|| {
+            std::env::var("MONOVIRT_TEST_LOG").unwrap_or_else(|_| "warn".into())
+        });
+        let stderr = options.stderr.map_or_else(Stdio::inherit, Stdio::from);
         let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-            // An empty config: a host's /etc/monovirt/config.toml must not leak in.
-            .args([
-                "serve",
-                "--config",
-                "/dev/null",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            // Without a config of its own, an empty one: a host's
+            // /etc/monovirt/config.toml must not leak in.
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
-            .args(extra)
-            // MONOVIRT_TEST_LOG=info shows the server's log while debugging a test.
-            .env(
-                "RUST_LOG",
-                std::env::var("MONOVIRT_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .args(options.args)
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn monovirt serve");
         let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
@@ -142,13 +166,26 @@ impl BinaryServer {
                 .expect("address")
         };
         let addr = listening("http");
-        let https = extra.contains(&"--tls-listen").then(|| listening("https"));
+        let https = options
+            .args
+            .contains(&"--tls-listen")
+            .then(|| listening("https"));
         Self {
             child,
             addr,
             https,
             dir,
         }
+    }
+
+    /// `monovirt serve` with its local agent as node `node-a` and the test guest imported
+    /// as [`guest::IMAGE`], plus `extra` arguments.
+    pub fn with_guest(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        guest::import_image(dir.path());
+        let mut args = vec!["--node-name", "node-a"];
+        args.extend_from_slice(extra);
+        Self::start_with(dir, &args)
     }
 
     pub fn base(&self) -> String {

@@ -1,6 +1,7 @@
 //! The test guest (`tests/guest`) for integration tests: [`guest_elf`] builds it once per
 //! test process and returns the ELF's path; [`Report`] parses the `key=value` lines it prints
-//! on COM1 (the keys are documented in `tests/guest/README.md`).
+//! on COM1 (the keys are documented in `tests/guest/README.md`); [`import_image`] puts it
+//! into a node's image store for VMs that boot it by kernelBoot.
 //!
 //! ```ignore
 //! let elf = common::guest::guest_elf()?;
@@ -71,6 +72,28 @@ pub fn guest_elf() -> Result<PathBuf> {
         Ok(path) => Ok(path.clone()),
         Err(e) => bail!("{e}"),
     }
+}
+
+/// The name the tests import the test guest under (a kernelBoot container image).
+pub const IMAGE: &str = "monovirt/test-guest:1";
+
+/// Imports the test guest (built once per process) into the image store of the node whose
+/// data dir is `data_dir`, as [`IMAGE`] with the kernel at `/boot/vmlinux`.
+pub fn import_image(data_dir: &Path) {
+    let elf = guest_elf().expect("the test guest builds");
+    let out = Command::new(env!("CARGO_BIN_EXE_monovirt"))
+        .args(["image", "import", "--data-dir"])
+        .arg(data_dir)
+        .arg(IMAGE)
+        .arg(&elf)
+        .args(["--dest", "/boot/vmlinux"])
+        .output()
+        .expect("run monovirt image import");
+    assert!(
+        out.status.success(),
+        "image import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The `key=value` lines of one guest run, in order. Lines that are not `key=value` (firmware

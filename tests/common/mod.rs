@@ -3,4 +3,5 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod console;
 pub mod guest;

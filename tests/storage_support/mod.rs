@@ -162,6 +162,65 @@ pub fn run(cmd: &str, args: &[&str]) {
     );
 }
 
+/// Converts the raw image `raw` to a qcow2 image `qcow2` with qemu-img.
+pub fn qcow2_from(raw: &Path, qcow2: &Path) {
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            &raw.display().to_string(),
+            &qcow2.display().to_string(),
+        ],
+    );
+}
+
+/// Writes `raw` to `dir/NAME.raw` and converts it to `dir/NAME.qcow2`; returns both paths.
+pub fn write_qcow2(dir: &Path, name: &str, raw: &[u8]) -> (PathBuf, PathBuf) {
+    let src = dir.join(format!("{name}.raw"));
+    std::fs::write(&src, raw).expect("write raw image");
+    let q = dir.join(format!("{name}.qcow2"));
+    qcow2_from(&src, &q);
+    (src, q)
+}
+
+/// Issue 6's PersistentVolumeClaim manifest, exactly as written there but for the import
+/// URL: class `ocs-gold`, ReadWriteOnce, 20Gi.
+pub fn issue_manifest(url: &str) -> Value {
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: fedora-disk0
+  annotations:
+    cdi.kubevirt.io/storage.import.endpoint: "{url}"
+spec:
+  storageClassName: ocs-gold
+  accessModes:
+  - ReadWriteOnce
+  resources:
+    requests:
+      storage: 20Gi
+"#
+    );
+    serde_yaml_ng::from_str(&manifest).expect("the manifest is YAML")
+}
+
+/// The pointer to a claim's import phase (CDI's `cdi.kubevirt.io/storage.pod.phase`
+/// annotation), for [`s`].
+pub const IMPORT_PHASE: &str = "/metadata/annotations/cdi.kubevirt.io~1storage.pod.phase";
+
+/// The names of the entries of `dir` (what an import left behind).
+pub fn entries(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect()
+}
+
 /// A field of a JSON object by pointer, as a string ("" when absent).
 pub fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
     v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
