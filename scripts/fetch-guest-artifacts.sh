@@ -14,7 +14,8 @@
 #   vsock-echo            tests/linux/vsock-echo.rs, built by rustc as a static program:
 #                         the vsock tool of both initramfs images (busybox has none)
 #   l2-initrd.cpio.gz     the L2 guest's initramfs: busybox, vsock-echo, the kernel's
-#                         virtio modules and tests/linux/l2-init.sh as /init
+#                         virtio, vfat and iso9660 modules and tests/linux/l2-init.sh
+#                         as /init
 #   l1-base.cpio          the base of the L1 host's initramfs: busybox, vsock-echo, the
 #                         kernel's kvm and tun modules and tests/linux/l1-init.sh as /init.
 #                         The test appends a second archive with monovirt and the L2 images
@@ -68,6 +69,15 @@ L2_MODULES=(
     virtio_rng
     virtio_balloon
     vmw_vsock_virtio_transport
+    # The file systems of cloud-init data disks (l2-init.sh's cloudinit_mount): vfat
+    # (monovirt writes NoCloud and ConfigDrive disks as vfat) and iso9660 (as KubeVirt and
+    # OpenStack write them), with the code pages vfat mounts with by default (the
+    # kernel's FAT_DEFAULT_CODEPAGE 437 and FAT_DEFAULT_IOCHARSET ascii) and utf8.
+    vfat
+    isofs
+    nls_cp437
+    nls_ascii
+    nls_utf8
 )
 # Modules that give L1 a real kvm_amd /dev/kvm, and the tap devices of its L2 guests.
 L1_MODULES=(

@@ -177,8 +177,10 @@ impl Scenario {
     }
 }
 
-/// Where L1's initramfs holds `tests/linux/l1-serve.sh`.
+/// Where L1's initramfs holds `tests/linux/l1-serve.sh`, and the serve scenarios' VM
+/// manifests (`<name>.yaml`).
 const L1_SERVE_SCRIPT: &str = "/usr/share/monovirt/l1-serve.sh";
+const L1_SERVE_MANIFESTS: &str = "/usr/share/monovirt/vms";
 
 /// The orchestrated path inside L1 (`tests/linux/l1-serve.sh`): `monovirt serve`, the L2
 /// kernel and initramfs imported as an image, a VM POSTed over the API booting them by
@@ -187,13 +189,44 @@ struct ServeScenario {
     name: &'static str,
     cpus: u32,
     memory_mib: u64,
+    /// The L2 init's task; it must end in l2-init.sh's shell (`shell`, `cloudinit`), which
+    /// answers the command l1-serve.sh types.
+    task: &'static str,
+    /// Volumes besides the kernelBoot image, each attached as a virtio disk of its name.
+    volumes: Vec<serde_json::Value>,
 }
 
 impl ServeScenario {
-    /// The L2 kernel's command line: the `shell` task keeps the guest up with a shell on
-    /// its console.
+    /// The L2 kernel's command line.
     fn cmdline(&self) -> String {
-        format!("{L2_CMDLINE} quiet monovirt.task=shell")
+        format!("{L2_CMDLINE} quiet monovirt.task={}", self.task)
+    }
+
+    /// The VirtualMachine l1-serve.sh applies, as YAML.
+    fn manifest(&self) -> Result<String> {
+        let disks: Vec<serde_json::Value> = self
+            .volumes
+            .iter()
+            .map(|v| serde_json::json!({"name": v["name"], "disk": {"bus": "virtio"}}))
+            .collect();
+        let vm = serde_json::json!({
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": self.name, "namespace": "default"},
+            "spec": {"runStrategy": "Always", "template": {"spec": {
+                "terminationGracePeriodSeconds": 5,
+                "domain": {
+                    "cpu": {"cores": self.cpus},
+                    "memory": {"guest": format!("{}Mi", self.memory_mib)},
+                    "firmware": {"kernelBoot": {
+                        "kernelArgs": self.cmdline(),
+                        "container": {"image": "monovirt/debian-l2:1",
+                            "kernelPath": "/boot/vmlinuz",
+                            "initrdPath": "/boot/initrd.cpio.gz"}}},
+                    "devices": {"autoattachPodInterface": false, "disks": disks}},
+                "volumes": self.volumes}}},
+        });
+        serde_yaml_ng::to_string(&vm).context("cannot write the VM manifest as YAML")
     }
 
     /// Its lines in `/etc/scenarios.sh`: framed like l1-init.sh's `scenario` function
@@ -202,16 +235,172 @@ impl ServeScenario {
         format!(
             r#"echo "MONOVIRT-L1-SCENARIO-BEGIN name={name}"
 start=$(cut -d' ' -f1 /proc/uptime)
-timeout -s KILL "$SCENARIO_TIMEOUT" sh {L1_SERVE_SCRIPT} {name} "{cmdline}" {cpus} {memory} </dev/null
+timeout -s KILL "$SCENARIO_TIMEOUT" sh {L1_SERVE_SCRIPT} {name} {L1_SERVE_MANIFESTS}/{name}.yaml </dev/null
 rc=$?
 end=$(cut -d' ' -f1 /proc/uptime)
 printf '\nMONOVIRT-L1-SCENARIO-END name=%s rc=%s start=%s end=%s\n' {name} "$rc" "$start" "$end"
 "#,
             name = self.name,
-            cmdline = self.cmdline(),
-            cpus = self.cpus,
-            memory = self.memory_mib,
         )
+    }
+}
+
+/// What the serve scenario's cloud-init volumes carry (issue 6): a cloudInitNoCloud
+/// volume (userData, networkData as netplan v2) and a cloudInitConfigDrive volume
+/// (userDataBase64, networkData as OpenStack network_data.json). The L2 guest mounts both
+/// disks and must print exactly this back.
+const NOCLOUD_USER_DATA: &str =
+    "#cloud-config\nhostname: l2-nocloud\nruncmd:\n- [sh, -c, 'echo nocloud user-data']\n";
+const NOCLOUD_NETWORK_DATA: &str = concat!(
+    "version: 2\n",
+    "ethernets:\n",
+    "  enp0s3:\n",
+    "    addresses:\n",
+    "    - 10.0.78.2/24\n",
+    "    gateway4: 10.0.78.1\n",
+);
+const CONFIGDRIVE_USER_DATA: &str = "#cloud-config\nhostname: l2-configdrive\n";
+const CONFIGDRIVE_NETWORK_DATA: &str = r#"{"links": [{"id": "eth0", "type": "phy", "ethernet_mac_address": "52:54:00:4d:56:03"}], "networks": [{"id": "net0", "link": "eth0", "type": "ipv4", "ip_address": "10.0.79.2", "netmask": "255.255.255.0"}]}"#;
+
+/// The two cloud-init volumes of the serve scenario, carrying the data above.
+fn cloud_init_volumes() -> Vec<serde_json::Value> {
+    use base64::Engine;
+    vec![
+        serde_json::json!({"name": "cloudinitdisk", "cloudInitNoCloud": {
+            "userData": NOCLOUD_USER_DATA, "networkData": NOCLOUD_NETWORK_DATA}}),
+        serde_json::json!({"name": "configdrive", "cloudInitConfigDrive": {
+            "userDataBase64": base64::engine::general_purpose::STANDARD
+                .encode(CONFIGDRIVE_USER_DATA),
+            "networkData": CONFIGDRIVE_NETWORK_DATA}}),
+    ]
+}
+
+/// A file l2-init.sh's `cloudinit` task printed: the size and sha256 its FILE line gives,
+/// and the lines between its BEGIN and END lines.
+#[derive(Debug)]
+struct PrintedFile {
+    bytes: Option<u64>,
+    sha256: Option<String>,
+    lines: Vec<String>,
+}
+
+impl PrintedFile {
+    /// File `name` of data source `source` (`nocloud`, `configdrive`) in `console`, or
+    /// `None` when it was not printed whole.
+    fn find(console: &[&str], source: &str, name: &str) -> Option<Self> {
+        let is = |line: &str, marker: &str| {
+            Marker::parse(line).is_some_and(|m| {
+                m.name == marker
+                    && m.field("source") == Some(source)
+                    && m.field("name") == Some(name)
+            })
+        };
+        let file = console
+            .iter()
+            .find_map(|l| Marker::parse(l).filter(|_| is(l, "MONOVIRT-L2-CLOUDINIT-FILE")))?;
+        let begin = console
+            .iter()
+            .position(|l| is(l, "MONOVIRT-L2-CLOUDINIT-BEGIN"))?;
+        let len = console[begin + 1..]
+            .iter()
+            .position(|l| is(l, "MONOVIRT-L2-CLOUDINIT-END"))?;
+        Some(Self {
+            bytes: file.field("bytes").and_then(|b| b.parse().ok()),
+            sha256: file.field("sha256").map(str::to_string),
+            lines: console[begin + 1..begin + 1 + len]
+                .iter()
+                .map(|l| l.to_string())
+                .collect(),
+        })
+    }
+
+    /// Whether this is exactly `want`: size, hash and the text itself.
+    fn is(&self, want: &str) -> bool {
+        let sha = monovirt::storage::checksum::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            want.as_bytes(),
+        ));
+        self.bytes == Some(want.len() as u64)
+            && self.sha256.as_deref() == Some(sha.as_str())
+            && self.lines.join("\n") == want.strip_suffix('\n').unwrap_or(want)
+    }
+}
+
+/// Checks the L2 `cloudinit` task's report on `console`: both cloud-init disks found by
+/// label and mounted as vfat with the kernel's own modules, and every file as the VM's
+/// spec said (user and network data byte for byte; the meta-data naming the VMI `uid`
+/// and the VM `vm`).
+fn check_cloudinit(name: &str, console: &[&str], uid: &str, failures: &mut Vec<String>) {
+    let markers: Vec<Marker> = console.iter().filter_map(|l| Marker::parse(l)).collect();
+    match find(&markers, "MONOVIRT-L2-MODULES") {
+        Some(m) if m.field("failed") == Some("") => {}
+        other => failures.push(format!(
+            "{name}: L2 could not load its modules (failed {:?})",
+            other.and_then(|m| m.field("failed"))
+        )),
+    }
+    for (source, label) in [("nocloud", "cidata"), ("configdrive", "config-2")] {
+        let mounted = markers.iter().find(|m| {
+            m.name == "MONOVIRT-L2-CLOUDINIT-MOUNTED" && m.field("source") == Some(source)
+        });
+        match mounted {
+            None => failures.push(format!(
+                "{name}: L2 did not mount the disk labelled {label} (no MOUNTED line)"
+            )),
+            Some(m) if m.field("label") != Some(label) || m.field("fstype") != Some("vfat") => {
+                failures.push(format!(
+                    "{name}: the {source} disk mounted as {:?}",
+                    m.fields
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let exact = [
+        ("nocloud", "user-data", NOCLOUD_USER_DATA),
+        ("nocloud", "network-config", NOCLOUD_NETWORK_DATA),
+        (
+            "configdrive",
+            "openstack/latest/user_data",
+            CONFIGDRIVE_USER_DATA,
+        ),
+        (
+            "configdrive",
+            "openstack/latest/network_data.json",
+            CONFIGDRIVE_NETWORK_DATA,
+        ),
+    ];
+    for (source, file, want) in exact {
+        match PrintedFile::find(console, source, file) {
+            None => failures.push(format!("{name}: L2 did not print {source} {file}")),
+            Some(got) if !got.is(want) => failures.push(format!(
+                "{name}: {source} {file} in L2 is {got:?}, the VM's spec says {want:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    // The meta-data is monovirt's: the instance is the VMI (its uid), the host name the VM's.
+    match PrintedFile::find(console, "nocloud", "meta-data") {
+        Some(got)
+            if got.lines.contains(&format!("instance-id: {uid}"))
+                && got.lines.contains(&format!("local-hostname: {name}")) => {}
+        other => failures.push(format!(
+            "{name}: the NoCloud meta-data in L2 is {other:?}, expected instance-id {uid} \
+             and local-hostname {name}"
+        )),
+    }
+    let meta = PrintedFile::find(console, "configdrive", "openstack/latest/meta_data.json");
+    let parsed = meta
+        .as_ref()
+        .and_then(|m| serde_json::from_str::<serde_json::Value>(&m.lines.join("\n")).ok());
+    match parsed {
+        Some(v) if v["uuid"] == uid && v["hostname"] == name => {}
+        _ => failures.push(format!(
+            "{name}: the ConfigDrive meta_data.json in L2 is {meta:?}, expected uuid {uid} \
+             and hostname {name}"
+        )),
+    }
+    if find(&markers, "MONOVIRT-L2-CLOUDINIT-DONE").is_none() {
+        failures.push(format!("{name}: L2's cloudinit task did not finish"));
     }
 }
 
@@ -240,7 +429,8 @@ fn check_serve(scenario: &ServeScenario, serial: &str, failures: &mut Vec<String
             failures.push(format!("{name}: no {step}"));
         }
     }
-    match find(&run.markers, "MONOVIRT-L1-SERVE-RUNNING") {
+    let running = find(&run.markers, "MONOVIRT-L1-SERVE-RUNNING");
+    match running {
         None => failures.push(format!("{name}: the VMI never ran")),
         Some(m) if m.field("node") != Some("l1") => failures.push(format!(
             "{name}: the VMI ran on {:?}, not L1's node",
@@ -263,11 +453,21 @@ fn check_serve(scenario: &ServeScenario, serial: &str, failures: &mut Vec<String
         None => failures.push(format!(
             "{name}: the console subresource did not show the L2 init's marker"
         )),
-        Some(m) if m.field("task") != Some("shell") => failures.push(format!(
-            "{name}: L2 runs task {:?}, not shell",
-            m.field("task")
+        Some(m) if m.field("task") != Some(scenario.task) => failures.push(format!(
+            "{name}: L2 runs task {:?}, not {}",
+            m.field("task"),
+            scenario.task
         )),
         Some(_) => {}
+    }
+    if scenario.task == "cloudinit" {
+        match running
+            .and_then(|m| m.field("uid"))
+            .filter(|u| !u.is_empty())
+        {
+            Some(uid) => check_cloudinit(name, &console, uid, failures),
+            None => failures.push(format!("{name}: L1 did not report the VMI's uid")),
+        }
     }
     // The typed line echoes as `$((6 * 7))`; only the shell's answer says 42.
     if !console.iter().any(|l| l.contains("MONOVIRT-L2-ECHO-42")) {
@@ -402,6 +602,11 @@ fn build_l1_initrd_with(
             )?;
         }
         for scenario in served {
+            let manifest = stage
+                .join(L1_SERVE_MANIFESTS.trim_start_matches('/'))
+                .join(format!("{}.yaml", scenario.name));
+            fs::create_dir_all(manifest.parent().expect("a manifest has a folder"))?;
+            fs::write(&manifest, scenario.manifest()?)?;
             script.push_str(&scenario.shell_line());
         }
         fs::create_dir_all(stage.join("etc"))?;
@@ -1263,7 +1468,9 @@ fn run_l2_scenarios(test: &str, scenarios: &[Scenario]) -> Result<()> {
 /// The orchestrated path on real Linux: `monovirt serve` inside L1 takes a VM POSTed over
 /// the API, booting the unmodified Debian kernel by kernelBoot from an imported image, to
 /// Running on L1's kvm_amd; its console subresource shows the L2 init's marker and carries
-/// a command to the L2 shell and its answer back.
+/// a command to the L2 shell and its answer back. The VM carries a cloudInitNoCloud and a
+/// cloudInitConfigDrive volume: the Debian kernel mounts both disks with its own vfat
+/// module and prints their files, which match the VM's spec ([`check_cloudinit`]).
 #[test]
 fn l2_debian_kernel_runs_through_monovirt_serve() -> Result<()> {
     const TEST: &str = "l2_debian_kernel_runs_through_monovirt_serve";
@@ -1271,6 +1478,8 @@ fn l2_debian_kernel_runs_through_monovirt_serve() -> Result<()> {
         name: "serve-kernelboot",
         cpus: 1,
         memory_mib: 256,
+        task: "cloudinit",
+        volumes: cloud_init_volumes(),
     }];
     let Some(tier) = Tier::or_skip(TEST) else {
         return Ok(());
@@ -1346,6 +1555,72 @@ fn serial_log_parsing() {
     check_scenario(&scenario, &stuck, &mut failures);
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert!(failures[0].contains("lapic-deadline"), "{failures:?}");
+}
+
+/// The cloud-init check on a console shaped like the L2 `cloudinit` task's: it passes on
+/// the right files and names each wrong or missing one.
+#[test]
+fn cloudinit_report_checks() {
+    fn file(source: &str, name: &str, content: &str) -> String {
+        let sha = monovirt::storage::checksum::hex(&<sha2::Sha256 as sha2::Digest>::digest(
+            content.as_bytes(),
+        ));
+        format!(
+            "MONOVIRT-L2-CLOUDINIT-FILE source={source} name={name} bytes={} sha256={sha}\n\
+             MONOVIRT-L2-CLOUDINIT-BEGIN source={source} name={name}\n\
+             {}\n\
+             MONOVIRT-L2-CLOUDINIT-END source={source} name={name}\n",
+            content.len(),
+            content.strip_suffix('\n').unwrap_or(content)
+        )
+    }
+    let report =
+        |nocloud_user: &str| {
+            [
+            "MONOVIRT-L2-MODULES loaded=14 failed=\n".to_string(),
+            "MONOVIRT-L2-CLOUDINIT-MOUNTED source=nocloud label=cidata dev=/dev/vda fstype=vfat\n"
+                .to_string(),
+            file("nocloud", "meta-data", "instance-id: u-1\nlocal-hostname: vm\n"),
+            file("nocloud", "user-data", nocloud_user),
+            file("nocloud", "network-config", NOCLOUD_NETWORK_DATA),
+            "MONOVIRT-L2-CLOUDINIT-MOUNTED source=configdrive label=config-2 dev=/dev/vdb \
+             fstype=vfat\n"
+                .to_string(),
+            file(
+                "configdrive",
+                "openstack/latest/meta_data.json",
+                r#"{"hostname":"vm","instance_id":"u-1","name":"vm","uuid":"u-1"}"#,
+            ),
+            file("configdrive", "openstack/latest/user_data", CONFIGDRIVE_USER_DATA),
+            file(
+                "configdrive",
+                "openstack/latest/network_data.json",
+                CONFIGDRIVE_NETWORK_DATA,
+            ),
+            "MONOVIRT-L2-CLOUDINIT-DONE\n".to_string(),
+        ]
+        .concat()
+        };
+    let failures_of = |text: &str, uid: &str| {
+        let console: Vec<&str> = text.lines().collect();
+        let mut failures = Vec::new();
+        check_cloudinit("vm", &console, uid, &mut failures);
+        failures
+    };
+    let good = report(NOCLOUD_USER_DATA);
+    assert_eq!(failures_of(&good, "u-1"), Vec::<String>::new());
+    // Another instance's meta-data: both sources say so.
+    assert_eq!(failures_of(&good, "u-2").len(), 2);
+    // One byte off (a lost trailing newline changes size and hash, not the lines).
+    let short = report(NOCLOUD_USER_DATA.trim_end());
+    assert_eq!(failures_of(&short, "u-1").len(), 1);
+    // A disk not found: its MOUNTED line and every file of it missing.
+    let no_drive: String = good
+        .lines()
+        .filter(|l| !l.contains("source=configdrive"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(failures_of(&no_drive, "u-1").len(), 4);
 }
 
 /// A reboot counts only when monovirt itself names it and exits non-zero: the guest's

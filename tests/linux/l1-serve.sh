@@ -6,14 +6,14 @@
 # and its serial console read back through the console subresource: the L2 init's marker
 # and a command typed into the L2 shell, answered.
 #
-# Usage: l1-serve.sh VM_NAME CMDLINE CPUS MEMORY_MIB
-# It prints MONOVIRT-L1-SERVE-* lines (and the console between CONSOLE-BEGIN and
+# Usage: l1-serve.sh VM_NAME MANIFEST
+# MANIFEST is the VirtualMachine the test wrote (YAML): it boots image
+# monovirt/debian-l2:1 by kernelBoot with the L2 task on its kernel command line. It
+# prints MONOVIRT-L1-SERVE-* lines (and the console between CONSOLE-BEGIN and
 # CONSOLE-END); tests/linux_tier.rs checks them.
 
 name=$1
-cmdline=$2
-cpus=$3
-memory=$4
+manifest=$2
 data=/var/lib/monovirt
 server=http://127.0.0.1:8080
 export MONOVIRT_SERVER=$server
@@ -49,34 +49,8 @@ until grep -q "listening on http://" /tmp/serve.out 2>/dev/null; do
 done
 echo "MONOVIRT-L1-SERVE-LISTENING"
 
-cat >/tmp/vm.yaml <<EOF
-apiVersion: kubevirt.io/v1
-kind: VirtualMachine
-metadata:
-  name: $name
-  namespace: default
-spec:
-  runStrategy: Always
-  template:
-    spec:
-      terminationGracePeriodSeconds: 5
-      domain:
-        cpu:
-          cores: $cpus
-        memory:
-          guest: ${memory}Mi
-        firmware:
-          kernelBoot:
-            kernelArgs: "$cmdline"
-            container:
-              image: monovirt/debian-l2:1
-              kernelPath: /boot/vmlinuz
-              initrdPath: /boot/initrd.cpio.gz
-        devices:
-          autoattachPodInterface: false
-EOF
 i=0
-until monovirt apply -f /tmp/vm.yaml >/dev/null 2>/tmp/client.err; do
+until monovirt apply -f "$manifest" >/dev/null 2>/tmp/client.err; do
     i=$((i + 1))
     [ $i -lt 100 ] || fail apply
     usleep 200000
@@ -89,20 +63,25 @@ until monovirt get vmi "$name" -o json 2>/tmp/client.err | grep -q '"phase": *"R
     [ $i -lt 600 ] || fail vmi-running
     usleep 200000
 done
-node=$(monovirt get vmi "$name" -o json | sed -n 's/.*"nodeName": *"\([^"]*\)".*/\1/p' | head -n 1)
-echo "MONOVIRT-L1-SERVE-RUNNING node=$node"
+monovirt get vmi "$name" -o json >/tmp/vmi.json 2>/tmp/client.err || fail vmi-get
+# `-o json` indents by two spaces: metadata.uid is the one "uid" four spaces in.
+node=$(sed -n 's/.*"nodeName": *"\([^"]*\)".*/\1/p' /tmp/vmi.json | head -n 1)
+uid=$(sed -n 's/^    "uid": *"\([^"]*\)".*/\1/p' /tmp/vmi.json | head -n 1)
+echo "MONOVIRT-L1-SERVE-RUNNING node=$node uid=$uid"
 
-# The console: wait for the L2 shell, type a command whose answer differs from its echo,
-# keep the session open until the answer is there.
+# The console: wait for the L2 shell (after whatever the L2 task printed first), type a
+# command whose answer differs from its echo, keep the session open until the answer is
+# there.
 : >/tmp/console.out
 (
     i=0
-    until grep -q "MONOVIRT-L2-INIT-OK" /tmp/console.out; do
+    until grep -q "MONOVIRT-L2-SHELL-READY" /tmp/console.out; do
         i=$((i + 1))
         [ $i -lt 1200 ] || break
         usleep 100000
     done
-    sleep 2
+    # The marker comes just before the shell starts; typed input waits in the tty.
+    usleep 500000
     printf 'echo MONOVIRT-L2-ECHO-$((6 * 7))\n'
     i=0
     until grep -q "MONOVIRT-L2-ECHO-42" /tmp/console.out; do

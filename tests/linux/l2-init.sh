@@ -10,7 +10,10 @@
 #   modules   load the kernel modules in /etc/modules, report, then power off
 #   devices   load the virtio modules and check every virtio device with busybox tools
 #             and vsock-echo (L1's devices_scenario sets up the host side), power off
-#   shell     an interactive shell on the console, for debugging by hand
+#   cloudinit load the modules, mount the VM's cloud-init disks (NoCloud `cidata`,
+#             ConfigDrive `config-2`) read-only and print their files, then a shell
+#   shell     an interactive shell on the console (also for debugging by hand); it
+#             prints MONOVIRT-L2-SHELL-READY just before the shell starts
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -173,6 +176,74 @@ devices() {
     echo "MONOVIRT-L2-VSOCK-SERVED $(cat /tmp/vsock-served)"
 }
 
+# --- cloud-init data disks -----------------------------------------------------------
+# The NoCloud (`cidata`) and ConfigDrive (`config-2`) disks a VM's cloudInitNoCloud and
+# cloudInitConfigDrive volumes become, found by their file system label as cloud-init
+# finds them and mounted with the kernel's own vfat or iso9660 module (load_modules).
+
+# Mounts the cloud-init disk labelled $1 read-only at $2, whichever of vfat and iso9660
+# it is, waiting up to 10 s for the disk to show up. Prints the device; fails (and prints
+# nothing) when no disk has the label or it does not mount.
+cloudinit_mount() {
+    local label=$1 dir=$2 tries=100 dev=
+    while [ -z "$dev" ]; do
+        dev=$(findfs "LABEL=$label" 2>/dev/null)
+        [ -n "$dev" ] && break
+        [ $tries -gt 0 ] || return 1
+        usleep 100000
+        tries=$((tries - 1))
+    done
+    mkdir -p "$dir"
+    mount -t vfat -o ro "$dev" "$dir" 2>/dev/null ||
+        mount -t iso9660 -o ro "$dev" "$dir" 2>/dev/null || return 1
+    echo "$dev"
+}
+
+# Prints file $3 (a path under mount point $2) of the disk of data source $1 with its
+# size and sha256, and its content between BEGIN and END lines (END on a line of its
+# own, also when the file does not end with a newline).
+cloudinit_show() {
+    local source=$1 file=$2/$3
+    if [ ! -f "$file" ]; then
+        echo "MONOVIRT-L2-CLOUDINIT-MISSING source=$source name=$3"
+        return
+    fi
+    echo "MONOVIRT-L2-CLOUDINIT-FILE source=$source name=$3 bytes=$(stat -c %s "$file")" \
+        "sha256=$(sha256sum <"$file" | cut -d' ' -f1)"
+    echo "MONOVIRT-L2-CLOUDINIT-BEGIN source=$source name=$3"
+    cat "$file"
+    [ -z "$(tail -c 1 "$file")" ] || echo
+    echo "MONOVIRT-L2-CLOUDINIT-END source=$source name=$3"
+}
+
+# Mounts the disk of data source $1 (label $2) at /mnt/$2 and shows its files $3...
+cloudinit_report() {
+    local source=$1 label=$2 dir=/mnt/$2 dev name
+    shift 2
+    if ! dev=$(cloudinit_mount "$label" "$dir"); then
+        echo "MONOVIRT-L2-CLOUDINIT-NODISK source=$source label=$label"
+        return
+    fi
+    echo "MONOVIRT-L2-CLOUDINIT-MOUNTED source=$source label=$label dev=$dev" \
+        "fstype=$(awk -v d="$dir" '$2 == d { print $3 }' /proc/mounts)"
+    for name in "$@"; do
+        cloudinit_show "$source" "$dir" "$name"
+    done
+    umount "$dir"
+}
+
+cloudinit() {
+    cloudinit_report nocloud cidata meta-data user-data network-config
+    cloudinit_report configdrive config-2 openstack/latest/meta_data.json \
+        openstack/latest/user_data openstack/latest/network_data.json
+    echo "MONOVIRT-L2-CLOUDINIT-DONE"
+}
+
+shell() {
+    echo "MONOVIRT-L2-SHELL-READY"
+    exec setsid cttyhack sh
+}
+
 case $task in
 poweroff)
     facts
@@ -197,8 +268,14 @@ devices)
     echo "MONOVIRT-L2-POWEROFF"
     poweroff -f
     ;;
+cloudinit)
+    facts
+    load_modules
+    cloudinit
+    shell
+    ;;
 shell)
-    exec setsid cttyhack sh
+    shell
     ;;
 *)
     echo "MONOVIRT-L2-TASK-UNKNOWN task=$task"
