@@ -18,143 +18,53 @@
 #[path = "../tests/common/guest.rs"]
 #[allow(dead_code, unused_imports)]
 mod guest;
+#[path = "../tests/common/guest_vm.rs"]
+#[allow(dead_code)]
+mod guest_vm;
+#[path = "../tests/common/netns.rs"]
+#[allow(dead_code)]
+mod netns;
 #[path = "../tests/vmm_support/mod.rs"]
 mod vmm_support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use guest::{guest_elf, Report};
-use monovirt::network::mac::Mac;
+use guest::guest_elf;
+use guest_vm::{connect_reply, GuestVm};
 use monovirt::network::node::{NodeNetwork, NodeNetworkConfig, PreparedNetwork};
+use netns::{ip, Netns};
 use serde_json::json;
 
 const INNER_ENV: &str = "MONOVIRT_BENCH_NETNS";
 const WAIT: Duration = Duration::from_secs(300);
 
-fn run(cmd: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(cmd).args(args).output()?;
-    ensure!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+/// Boots the test guest on `nets` with `cmdline`.
+fn boot(cmdline: &str, nets: &PreparedNetwork) -> Result<GuestVm> {
+    Ok(GuestVm::boot_on(cmdline, nets, &[])?.with_wait(WAIT))
 }
 
-/// One `monovirt run` with its COM1 lines and when each arrived.
-struct Vm {
-    child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Vm {
-    fn boot(cmdline: &str, nets: &PreparedNetwork) -> Result<Vm> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_monovirt"));
-        cmd.arg("run")
-            .arg("--kernel")
-            .arg(guest_elf()?)
-            .arg("--cmdline")
-            .arg(format!("console=ttyS0 nosmp {cmdline}"))
-            .args(["--memory", "128", "--console", "stdio"]);
-        for nic in &nets.nics {
-            let mac = nic
-                .mac
-                .map(|m| format!(",mac={}", Mac(m)))
-                .unwrap_or_default();
-            cmd.arg(format!("--net=tap={}{mac}", nic.tap));
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().expect("lines").push((Instant::now(), line));
-            }
-        });
-        Ok(Vm { child, lines })
-    }
-
-    fn text(&self) -> String {
-        let lines = self.lines.lock().expect("lines");
-        lines.iter().map(|(_, l)| format!("{l}\n")).collect()
-    }
-
-    /// When the first `key=` line arrived.
-    fn wait_for(&mut self, key: &str) -> Result<Instant> {
-        let deadline = Instant::now() + WAIT;
-        let prefix = format!("{key}=");
-        loop {
-            if let Some((t, _)) = self
-                .lines
-                .lock()
-                .expect("lines")
-                .iter()
-                .find(|(_, l)| l.starts_with(&prefix))
-            {
-                return Ok(*t);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                thread::sleep(Duration::from_millis(100));
-                if self.text().contains(&prefix) {
-                    continue;
-                }
-                bail!("guest exited ({status}) before {key}:\n{}", self.text());
-            }
-            ensure!(Instant::now() < deadline, "no {key}:\n{}", self.text());
-            thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn finish(&mut self) -> Result<Report> {
-        let status = self.child.wait()?;
-        thread::sleep(Duration::from_millis(100));
-        ensure!(status.success(), "monovirt run: {status}\n{}", self.text());
-        Ok(Report::parse(&self.text()))
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Packets a tap has sent (towards its guest).
-fn tap_tx_packets(tap: &str) -> Result<u64> {
-    let text = run("ip", &["-s", "link", "show", tap])?;
+/// Packets link `name` has sent (`TX`, towards a tap's guest) or received (`RX`, a
+/// bridge's host side, from the guests).
+fn link_packets(name: &str, direction: &str) -> Result<u64> {
+    let text = ip(&["-s", "link", "show", name])?;
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
-        if line.trim_start().starts_with("TX:") {
-            let values = lines.next().context("TX values")?;
+        if line.trim_start().starts_with(&format!("{direction}:")) {
+            let values = lines.next().context("statistics values")?;
             return Ok(values
                 .split_whitespace()
                 .nth(1)
-                .context("TX packets")?
+                .context("packets")?
                 .parse()?);
         }
     }
-    bail!("no TX statistics for {tap}")
-}
-
-fn connect_reply(len: usize) -> String {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
-        .collect();
-    format!("bytes={len} crc32={:#010x}", crc32fast::hash(&data))
+    bail!("no {direction} statistics for {name}")
 }
 
 /// A guest (client) streams `len` bytes to `target`; returns (MiB/s, packets/s into the
@@ -166,13 +76,13 @@ fn guest_stream(
     len: usize,
     rx_tap: &str,
 ) -> Result<(f64, f64)> {
-    let before = tap_tx_packets(rx_tap)?;
-    let mut c = Vm::boot(
+    let before = link_packets(rx_tap, "TX")?;
+    let mut c = boot(
         &format!("net {client_args} net.connect={target} net.bytes={len} poweroff"),
         client,
     )?;
     let r = c.finish()?;
-    let packets = tap_tx_packets(rx_tap)? - before;
+    let packets = link_packets(rx_tap, "TX")? - before;
     let want = connect_reply(len);
     ensure!(
         r.get("net.connect.reply") == Some(want.as_str()),
@@ -191,13 +101,18 @@ fn guest_stream(
 }
 
 /// Boots a listening guest; returns it and its DHCP time (NIC reported → lease), if any.
-fn listener(nets: &PreparedNetwork, args: &str) -> Result<(Vm, Option<f64>)> {
-    let mut vm = Vm::boot(&format!("net {args} poweroff"), nets)?;
-    let nic = vm.wait_for("virtio.net.0")?;
+fn listener(nets: &PreparedNetwork, args: &str) -> Result<(GuestVm, Option<f64>)> {
+    let mut vm = boot(&format!("net {args} poweroff"), nets)?;
+    let nic = vm.wait_for_line("virtio.net.0")?;
     let dhcp = if args.contains("guest.ip=") {
         None
     } else {
-        Some(vm.wait_for("net.ip")?.duration_since(nic).as_secs_f64() * 1e3)
+        Some(
+            vm.wait_for_line("net.ip")?
+                .duration_since(nic)
+                .as_secs_f64()
+                * 1e3,
+        )
     };
     vm.wait_for("net.tcp.listen")?;
     Ok((vm, dhcp))
@@ -288,7 +203,7 @@ fn one_run(
     let (mut s, _) = listener(&srv, "")?;
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + 5) as u8).collect();
     let want = format!("bytes={len} crc32={:#010x}\n", crc32fast::hash(&data));
-    let before = tap_tx_packets(&srv.nics[0].tap)?;
+    let before = link_packets(&srv.nics[0].tap, "TX")?;
     let addr: SocketAddr = format!("{srv_ip}:7777").parse()?;
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
     sock.set_read_timeout(Some(WAIT))?;
@@ -299,7 +214,7 @@ fn one_run(
     sock.read_to_string(&mut reply)?;
     let secs = start.elapsed().as_secs_f64();
     ensure!(reply == want, "guest replied {reply:?}");
-    let packets = tap_tx_packets(&srv.nics[0].tap)? - before;
+    let packets = link_packets(&srv.nics[0].tap, "TX")? - before;
     s.finish()?;
     t.add(
         "host→VM default network (MiB/s)",
@@ -326,9 +241,8 @@ fn one_run(
         c.write_all(format!("bytes={n} crc32={:#010x}\n", crc.finalize()).as_bytes())?;
         Ok(())
     });
-    let rx = run("ip", &["-s", "link", "show", "mvbr0"])?;
-    let rx_before = bridge_rx_packets(&rx)?;
-    let mut c = Vm::boot(
+    let rx_before = link_packets("mvbr0", "RX")?;
+    let mut c = boot(
         &format!("net net.connect={gw}:{port} net.bytes={len} poweroff"),
         &cl,
     )?;
@@ -336,7 +250,7 @@ fn one_run(
     server
         .join()
         .map_err(|_| anyhow::anyhow!("host server panicked"))??;
-    let rx_after = bridge_rx_packets(&run("ip", &["-s", "link", "show", "mvbr0"])?)?;
+    let rx_after = link_packets("mvbr0", "RX")?;
     ensure!(
         r.get("net.connect.reply") == Some(connect_reply(len).as_str()),
         "VM→host reply {:?}",
@@ -365,22 +279,6 @@ fn one_run(
     Ok(())
 }
 
-/// Packets the bridge's host side received (from the guests).
-fn bridge_rx_packets(text: &str) -> Result<u64> {
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
-        if line.trim_start().starts_with("RX:") {
-            let values = lines.next().context("RX values")?;
-            return Ok(values
-                .split_whitespace()
-                .nth(1)
-                .context("RX packets")?
-                .parse()?);
-        }
-    }
-    bail!("no RX statistics")
-}
-
 fn inner(runs: usize) -> Result<()> {
     let mib: usize = std::env::var("MONOVIRT_BENCH_NET_MIB")
         .ok()
@@ -391,7 +289,6 @@ fn inner(runs: usize) -> Result<()> {
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
-    run("ip", &["link", "set", "lo", "up"])?;
     let network = rt.block_on(NodeNetwork::start(NodeNetworkConfig::new(dir.path())))?;
     let mut table = Table::default();
     for _ in 0..runs {
@@ -456,20 +353,19 @@ fn main() -> Result<()> {
     }
     // Built outside the namespace: cargo must not run in there.
     guest_elf()?;
-    let ns = format!("mvbench{}", std::process::id());
-    run("ip", &["netns", "add", &ns])?;
+    // Deleted on drop, with everything the benchmark made inside.
+    let ns = Netns::create(format!("mvbench{}", std::process::id()))?;
     let status = Command::new("ip")
-        .args(["netns", "exec", &ns])
+        .args(["netns", "exec", &ns.name])
         .arg(std::env::current_exe()?)
         .args(std::env::args().skip(1))
-        .env(INNER_ENV, &ns)
+        .env(INNER_ENV, &ns.name)
         .env("MONOVIRT_BENCH_RUNS", runs.to_string())
-        .status();
-    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
-    let status = status?;
+        .status()?;
     ensure!(
         status.success(),
-        "the benchmark inside {ns} failed: {status}"
+        "the benchmark inside {} failed: {status}",
+        ns.name
     );
     Ok(())
 }

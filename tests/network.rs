@@ -14,19 +14,19 @@ mod common;
 mod vmm_support;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use api::kubevirt::virtualmachineinstance::VirtualMachineInstance;
 use api::network::attachment::NetworkAttachmentDefinition;
-use common::guest::{guest_elf, Report};
+use common::guest::guest_elf;
+use common::guest_vm::{connect_reply, GuestVm};
+use common::netns::{ip, run, serve_http_once, tool_present, veth_to, Netns};
 use monovirt::network::mac::Mac;
 use monovirt::network::nat;
 use monovirt::network::node::{NodeNetwork, NodeNetworkConfig, PreparedNetwork};
@@ -40,89 +40,11 @@ const WAIT: Duration = Duration::from_secs(180);
 const INNER_ENV: &str = "MONOVIRT_NETNS_NODE";
 /// The outer test's own namespace, which the inner half must not be in.
 const OUTER_NS_ENV: &str = "MONOVIRT_NETNS_OUTER";
+/// The node's uplink address and the outside server's, on the "outside" network.
+const UPLINK_IP: &str = "198.51.100.2";
+const OUTSIDE_IP: &str = "198.51.100.1";
 
-// ---------------------------------------------------------------- namespaces and tools
-
-fn run(cmd: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd} {args:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd} {args:?} ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    run("ip", args)
-}
-
-/// A named network namespace, deleted on drop (with every interface inside it).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(name: String) -> Result<Netns> {
-        ip(&["netns", "add", &name])?;
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// Runs `f` on a thread inside the namespace (its sockets live there).
-    fn run_inside<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        self.spawn_inside(f)?
-            .join()
-            .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
-    }
-
-    fn spawn_inside<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T> + Send + 'static,
-    ) -> Result<thread::JoinHandle<Result<T>>> {
-        let ns = File::open(format!("/run/netns/{}", self.name)).context("opening the netns")?;
-        Ok(thread::spawn(move || {
-            // SAFETY: setns on a valid namespace fd; it changes only this thread's namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            ensure!(rc == 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        }))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn tool_present(name: &str, arg: &str) -> bool {
-    let found = Command::new(name)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("MONOVIRT_REQUIRE_KVM").as_deref() == Ok("1") {
-            panic!("MONOVIRT_REQUIRE_KVM=1 but `{name}` is not installed");
-        }
-        eprintln!("NOTICE: skipping: `{name}` is not installed");
-    }
-    found
-}
+// ---------------------------------------------------------------- namespaces
 
 fn prerequisites() -> bool {
     kvm_available()
@@ -194,124 +116,34 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// A veth pair: `here` in the current (node) namespace, `there` as `there_name` in `peer`.
-fn veth_to(peer: &Netns, here: &str, there_name: &str) -> Result<()> {
+/// The node's uplink `uplink0` ([`UPLINK_IP`]/24) to an "outside" namespace `{node}out`
+/// whose `eth0` has [`OUTSIDE_IP`]: the network behind the node's NAT.
+fn outside_network(node: &str) -> Result<Netns> {
+    let outside = Netns::create(format!("{node}out"))?;
+    veth_to(&outside, "uplink0", "eth0")?;
+    ip(&["addr", "add", &format!("{UPLINK_IP}/24"), "dev", "uplink0"])?;
     ip(&[
-        "link", "add", here, "type", "veth", "peer", "name", there_name, "netns", &peer.name,
+        "-n",
+        &outside.name,
+        "addr",
+        "add",
+        &format!("{OUTSIDE_IP}/24"),
+        "dev",
+        "eth0",
     ])?;
-    ip(&["link", "set", here, "up"])?;
-    ip(&["-n", &peer.name, "link", "set", there_name, "up"])?;
-    Ok(())
+    Ok(outside)
+}
+
+/// An L2 peer namespace `{node}lan`: its `eth0` has `address`, its other end is the
+/// node's `port` (not yet on any bridge).
+fn lan_peer(node: &str, port: &str, address: &str) -> Result<Netns> {
+    let lan = Netns::create(format!("{node}lan"))?;
+    veth_to(&lan, port, "eth0")?;
+    ip(&["-n", &lan.name, "addr", "add", address, "dev", "eth0"])?;
+    Ok(lan)
 }
 
 // ---------------------------------------------------------------- the guest
-
-/// One `monovirt run` child with its COM1 collected.
-struct Vm {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Vm {
-    fn boot(cmdline: &str, nets: &PreparedNetwork) -> Result<Vm> {
-        Vm::boot_with(cmdline, nets, &[])
-    }
-
-    fn boot_with(cmdline: &str, nets: &PreparedNetwork, extra: &[String]) -> Result<Vm> {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_monovirt"));
-        cmd.arg("run")
-            .arg("--kernel")
-            .arg(guest_elf()?)
-            .arg("--cmdline")
-            .arg(format!("console=ttyS0 nosmp {cmdline}"))
-            .args(["--memory", "128", "--console", "stdio"]);
-        for nic in &nets.nics {
-            let mac = nic
-                .mac
-                .map(|m| format!(",mac={}", Mac(m)))
-                .unwrap_or_default();
-            cmd.arg(format!("--net=tap={}{mac}", nic.tap));
-        }
-        cmd.args(extra);
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning monovirt run")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let output = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&output);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut out = sink.lock().expect("output lock");
-                out.push_str(&line);
-                out.push('\n');
-            }
-        });
-        Ok(Vm { child, output })
-    }
-
-    fn text(&self) -> String {
-        self.output.lock().expect("output lock").clone()
-    }
-
-    fn wait_for(&mut self, key: &str) -> Result<Report> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let report = Report::parse(&self.text());
-            if report.get(key).is_some() {
-                return Ok(report);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                thread::sleep(Duration::from_millis(200));
-                let report = Report::parse(&self.text());
-                if report.get(key).is_some() {
-                    return Ok(report);
-                }
-                bail!(
-                    "monovirt exited ({status}) before `{key}=`:\n{}",
-                    self.text()
-                );
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "no `{key}=` in time:\n{}",
-                self.text()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn finish(&mut self) -> Result<Report> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                thread::sleep(Duration::from_millis(200));
-                ensure!(
-                    status.success(),
-                    "monovirt exited with {status}:\n{}",
-                    self.text()
-                );
-                return Ok(Report::parse(&self.text()));
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the guest did not power off:\n{}",
-                self.text()
-            );
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Streams `len` bytes to the guest's TCP 7777 service at `addr` and checks its
 /// `bytes=N crc32=…` answer.
@@ -393,18 +225,7 @@ fn inner_default_network() -> Result<()> {
     config.dns = vec![Ipv4Addr::new(192, 0, 2, 53)];
 
     // The node's uplink to an "outside" network with an HTTP server.
-    let outside = Netns::create(format!("{node}out"))?;
-    veth_to(&outside, "uplink0", "eth0")?;
-    ip(&["addr", "add", "198.51.100.2/24", "dev", "uplink0"])?;
-    ip(&[
-        "-n",
-        &outside.name,
-        "addr",
-        "add",
-        "198.51.100.1/24",
-        "dev",
-        "eth0",
-    ])?;
+    let outside = outside_network(&node)?;
 
     let network = rt.block_on(NodeNetwork::start(config.clone()))?;
     ensure!(ip(&["-o", "addr", "show", "dev", "mvbr0"])?.contains("10.0.2.1/24"));
@@ -466,14 +287,11 @@ fn inner_default_network() -> Result<()> {
     ensure!(!client_mac.is_empty());
 
     // 2. Masquerade: the client reaches the outside server, which sees the node's uplink address.
-    let listener = outside.run_inside(|| Ok(TcpListener::bind("198.51.100.1:8000")?))?;
-    let server = thread::spawn(move || -> Result<String> {
-        let (mut s, peer) = listener.accept()?;
-        let mut buf = [0u8; 512];
-        let _ = s.read(&mut buf)?;
-        s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 18\r\n\r\nhello-from-outside")?;
-        Ok(peer.ip().to_string())
-    });
+    let server = serve_http_once(
+        &outside,
+        format!("{OUTSIDE_IP}:8000").parse()?,
+        "hello-from-outside",
+    )?;
     let body = run(
         "ip",
         // (`timeout` rather than wget's own -T, which crashes some busybox builds.)
@@ -488,7 +306,7 @@ fn inner_default_network() -> Result<()> {
             "-q",
             "-O",
             "-",
-            "http://198.51.100.1:8000/",
+            &format!("http://{OUTSIDE_IP}:8000/"),
         ],
     )
     .with_context(|| {
@@ -504,8 +322,8 @@ fn inner_default_network() -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("server panicked"))??;
     ensure!(
-        seen == "198.51.100.2",
-        "the outside saw {seen}, not the node's address"
+        seen.peer.ip().to_string() == UPLINK_IP,
+        "the outside saw {seen:?}, not the node's address"
     );
 
     // 3. Two VMs on the default network get leases. VM a forwards node port 7777.
@@ -556,8 +374,8 @@ fn inner_default_network() -> Result<()> {
         .iter()
         .any(|l| *l == monovirt::network::plan::link_names("uid-c", 0).0));
 
-    let mut vm_a = Vm::boot("net poweroff", &pa)?;
-    let mut vm_b = Vm::boot("net poweroff", &pb)?;
+    let mut vm_a = GuestVm::boot_on("net poweroff", &pa, &[])?;
+    let mut vm_b = GuestVm::boot_on("net poweroff", &pb, &[])?;
     let ra = vm_a.wait_for("net.tcp.listen")?;
     let rb = vm_b.wait_for("net.tcp.listen")?;
     ensure!(
@@ -581,14 +399,50 @@ fn inner_default_network() -> Result<()> {
         .is_some_and(|v| v.ends_with(&format!("mac={mac_a}"))));
 
     // 4. The forwarded node port reaches a's TCP service from the outside network.
-    outside.run_inside(|| stream_to_guest("198.51.100.2:7777".parse()?, 1, 64 << 10))?;
+    outside.run_inside(|| stream_to_guest(format!("{UPLINK_IP}:7777").parse()?, 1, 64 << 10))?;
     // 5. b is reachable across the bridge from the client namespace.
     let addr: SocketAddr = format!("{ip_b}:7777").parse()?;
     client.run_inside(move || stream_to_guest(addr, 2, 64 << 10))?;
     ensure!(vm_a.finish()?.get("net.tcp") == Some("closed"));
     ensure!(vm_b.finish()?.get("net.tcp") == Some("closed"));
 
-    // 6. Release: taps and the forward go; restarting the VM gives the same address.
+    // 6. The guest itself reaches an HTTP server outside through the NAT: b (booted again,
+    //    its lease kept) fetches a page; the server sees the node's uplink address.
+    let server = serve_http_once(
+        &outside,
+        format!("{OUTSIDE_IP}:8080").parse()?,
+        "hello-guest-from-outside",
+    )?;
+    let mut vm_b = GuestVm::boot_on(
+        &format!("net net.http={OUTSIDE_IP}:8080/from-guest poweroff"),
+        &pb,
+        &[],
+    )?;
+    let r = vm_b.finish()?;
+    let seen = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server panicked"))??;
+    ensure!(
+        r.get("net.ip") == Some(format!("{ip_b}/24").as_str()),
+        "b: {:?} vs {ip_b}",
+        r.get("net.ip")
+    );
+    ensure!(
+        r.get("net.http.status") == Some("HTTP/1.0 200 OK")
+            && r.get("net.http.body") == Some("hello-guest-from-outside"),
+        "the guest's fetch:\n{}",
+        vm_b.text()
+    );
+    ensure!(
+        seen.request_line == "GET /from-guest HTTP/1.0",
+        "the server got {seen:?}"
+    );
+    ensure!(
+        seen.peer.ip().to_string() == UPLINK_IP,
+        "the outside saw the guest as {seen:?}, not as the node's address"
+    );
+
+    // 7. Release: taps and the forward go; restarting the VM gives the same address.
     rt.block_on(network.release("uid-a"))?;
     rt.block_on(network.release("uid-b"))?;
     ensure!(our_links()?.is_empty(), "left behind: {:?}", our_links()?);
@@ -607,7 +461,7 @@ fn inner_default_network() -> Result<()> {
             == 2
     );
 
-    // 7. A daemon restart: the old state is dropped without clean-up, a stray tap is
+    // 8. A daemon restart: the old state is dropped without clean-up, a stray tap is
     //    left; the new instance removes what no VMI owns and writes NAT once.
     drop(network);
     tap::create_persistent("mvt0badcafe0")?;
@@ -629,7 +483,7 @@ fn inner_default_network() -> Result<()> {
         "lease not kept across restart"
     );
 
-    // 8. Teardown leaves nothing.
+    // 9. Teardown leaves nothing.
     rt.block_on(network.release("uid-a"))?;
     rt.block_on(network.teardown())?;
     ensure!(our_links()?.is_empty());
@@ -663,17 +517,7 @@ fn inner_secondary_networks() -> Result<()> {
 
     // An L2 peer namespace; its veth's node end is plugged into the NAD's bridge, which
     // the first VMI creates (as the CNI bridge plugin does).
-    let lan = Netns::create(format!("{node}lan"))?;
-    veth_to(&lan, "lanport", "eth0")?;
-    ip(&[
-        "-n",
-        &lan.name,
-        "addr",
-        "add",
-        "192.0.2.1/24",
-        "dev",
-        "eth0",
-    ])?;
+    let lan = lan_peer(&node, "lanport", "192.0.2.1/24")?;
     let nads: BTreeMap<_, _> = [
         nad(
             "lan",
@@ -713,7 +557,7 @@ fn inner_secondary_networks() -> Result<()> {
 
     // The guest's first NIC is the bridge one: the static address (cloud-init's role
     // here is the command line) and the peer reaches it over L2.
-    let mut vm = Vm::boot("net guest.ip=192.0.2.10/24 poweroff", &p)?;
+    let mut vm = GuestVm::boot_on("net guest.ip=192.0.2.10/24 poweroff", &p, &[])?;
     let r = vm.wait_for("net.tcp.listen")?;
     ensure!(
         r.get("virtio.net.0")
@@ -747,7 +591,7 @@ fn inner_secondary_networks() -> Result<()> {
         "macvtap device {:?}",
         pm.nics[0].tap
     );
-    let mut vm = Vm::boot("net guest.ip=192.0.2.20/24 poweroff", &pm)?;
+    let mut vm = GuestVm::boot_on("net guest.ip=192.0.2.20/24 poweroff", &pm, &[])?;
     vm.wait_for("net.tcp.listen")?;
     lan.run_inside(|| stream_to_guest("192.0.2.20:7777".parse()?, 4, 64 << 10))?;
     ensure!(vm.finish()?.get("net.tcp") == Some("closed"));
@@ -795,18 +639,7 @@ fn inner_serve_with_network() -> Result<()> {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let outside = Netns::create(format!("{node}out"))?;
-    veth_to(&outside, "uplink0", "eth0")?;
-    ip(&["addr", "add", "198.51.100.2/24", "dev", "uplink0"])?;
-    ip(&[
-        "-n",
-        &outside.name,
-        "addr",
-        "add",
-        "198.51.100.1/24",
-        "dev",
-        "eth0",
-    ])?;
+    let outside = outside_network(&node)?;
 
     let import = Command::new(env!("CARGO_BIN_EXE_monovirt"))
         .args(["image", "import", "--data-dir"])
@@ -816,30 +649,7 @@ fn inner_serve_with_network() -> Result<()> {
         .args(["--dest", "/boot/vmlinux"])
         .output()?;
     ensure!(import.status.success(), "image import: {import:?}");
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-name",
-            "net-node",
-            "--network",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let serve_guard = scopeguard(serve.id());
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let server = format!(
-        "http://{}",
-        line.trim()
-            .strip_prefix("listening on http://")
-            .context("serve's first line")?
-    );
+    let (mut serve, serve_guard, server) = start_serve(dir.path(), &[])?;
 
     let vmi = json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
@@ -887,7 +697,7 @@ fn inner_serve_with_network() -> Result<()> {
 
     // The forwarded node port reaches the guest from outside; then the guest powers off
     // and the agent releases its tap and forward.
-    outside.run_inside(|| stream_to_guest("198.51.100.2:7777".parse()?, 5, 64 << 10))?;
+    outside.run_inside(|| stream_to_guest(format!("{UPLINK_IP}:7777").parse()?, 5, 64 << 10))?;
     let deadline = Instant::now() + WAIT;
     loop {
         let table = nat::list_table()?.unwrap_or_default();
@@ -937,29 +747,8 @@ fn inner_configured_default_subnet() -> Result<()> {
     // 10.0.2.0/24: the bridge gets the subnet's first host, masquerade covers the subnet.
     let config = dir.path().join("config.toml");
     fs::write(&config, "[network]\ndefault_subnet = \"10.77.8.0/24\"\n")?;
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-name",
-            "net-node",
-        ])
-        .args(["--network", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let guard = scopeguard(serve.id());
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().context("stdout")?).read_line(&mut line)?;
-    ensure!(
-        line.starts_with("listening on "),
-        "serve's first line: {line}"
-    );
+    let config = config.to_string_lossy().into_owned();
+    let (mut serve, guard, _) = start_serve(dir.path(), &["--config", &config])?;
     let deadline = Instant::now() + WAIT;
     loop {
         let addrs = ip(&["-o", "addr", "show", "dev", "mvbr0"]).unwrap_or_default();
@@ -988,9 +777,9 @@ fn node_network_policy_applies_rolls_back_reverts_and_survives_restart() -> Resu
     outer("p", "inner_node_network_policy")
 }
 
-/// `monovirt serve --network` on `dir` as node `net-node`: the child, its terminator and
-/// its URL.
-fn start_serve(dir: &std::path::Path) -> Result<(Child, Terminate, String)> {
+/// `monovirt serve --network` on `dir` as node `net-node`, with `extra` arguments: the
+/// child, its terminator and its URL.
+fn start_serve(dir: &std::path::Path, extra: &[&str]) -> Result<(Child, Terminate, String)> {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_monovirt"))
         .args([
             "serve",
@@ -999,8 +788,9 @@ fn start_serve(dir: &std::path::Path) -> Result<(Child, Terminate, String)> {
             "--node-name",
             "net-node",
             "--network",
-            "--data-dir",
         ])
+        .args(extra)
+        .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -1073,18 +863,8 @@ fn inner_node_network_policy() -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     // The node's second NIC, eth1, cabled to a peer namespace.
-    let lan = Netns::create(format!("{node}lan"))?;
-    veth_to(&lan, "eth1", "eth0")?;
-    ip(&[
-        "-n",
-        &lan.name,
-        "addr",
-        "add",
-        "192.0.2.2/24",
-        "dev",
-        "eth0",
-    ])?;
-    let (mut serve, guard, server) = start_serve(dir.path())?;
+    let lan = lan_peer(&node, "eth1", "192.0.2.2/24")?;
+    let (mut serve, guard, server) = start_serve(dir.path(), &[])?;
 
     // 1. A bridge with eth1 as its port and a static address, on the nodes named.
     let policy = |address: &str| {
@@ -1211,7 +991,7 @@ fn inner_node_network_policy() -> Result<()> {
     // 5. A daemon restart re-applies without duplicating anything.
     drop(guard);
     let _ = serve.wait();
-    let (mut serve, guard, server) = start_serve(dir.path())?;
+    let (mut serve, guard, server) = start_serve(dir.path(), &[])?;
     wait_object(&server, "nnce", "net-node.br1-eth1", "Available", |o| {
         condition_is(o, "Available", "True")
     })?;
@@ -1244,15 +1024,6 @@ fn vm_connects_to_vm_on_the_default_network_and_across_a_bridge() -> Result<()> 
     outer("v", "inner_vm_to_vm")
 }
 
-/// The reply a guest listener gives to `len` bytes of the connecting guest's pattern
-/// (tests/guest's `net::pattern` with `CONNECT_SEED` 7).
-fn connect_reply(len: usize) -> String {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
-        .collect();
-    format!("bytes={len} crc32={:#010x}", crc32fast::hash(&data))
-}
-
 /// Boots a listener on `server_nets` and then a client on `client_nets` that connects to
 /// `target` and sends `len` bytes; checks both sides agree on what crossed.
 fn guest_to_guest(
@@ -1263,11 +1034,12 @@ fn guest_to_guest(
     target: &str,
     len: usize,
 ) -> Result<()> {
-    let mut server = Vm::boot(&format!("net {server_args} poweroff"), server_nets)?;
+    let mut server = GuestVm::boot_on(&format!("net {server_args} poweroff"), server_nets, &[])?;
     server.wait_for("net.tcp.listen")?;
-    let mut client = Vm::boot(
+    let mut client = GuestVm::boot_on(
         &format!("net {client_args} net.connect={target}:7777 net.bytes={len} poweroff"),
         client_nets,
+        &[],
     )?;
     let want = connect_reply(len);
     let c = client.finish()?;
@@ -1372,17 +1144,7 @@ fn inner_two_nics_cloud_init() -> Result<()> {
     };
     let rt = runtime()?;
     let dir = tempfile::tempdir()?;
-    let lan = Netns::create(format!("{node}lan"))?;
-    veth_to(&lan, "lanport", "eth0")?;
-    ip(&[
-        "-n",
-        &lan.name,
-        "addr",
-        "add",
-        "192.0.2.1/24",
-        "dev",
-        "eth0",
-    ])?;
+    let lan = lan_peer(&node, "lanport", "192.0.2.1/24")?;
     let network = rt.block_on(NodeNetwork::start(NodeNetworkConfig::new(dir.path())))?;
 
     // The node bridge, as a policy's desired state.
@@ -1435,7 +1197,7 @@ fn inner_two_nics_cloud_init() -> Result<()> {
         },
         &data,
     )?;
-    let mut vm = Vm::boot_with(
+    let mut vm = GuestVm::boot_on(
         "net net.nic=1 cidata poweroff",
         &p,
         &[format!("--disk={}", disk.display())],

@@ -13,137 +13,18 @@ mod common;
 mod vmm_support;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
-use common::guest::{guest_elf, Report};
+use anyhow::{ensure, Context, Result};
+use common::guest_vm::{GuestVm, GUEST_WAIT as WAIT};
 use vmm_support::kvm_available;
 use vmm_support::netns::Netns;
-
-/// Generous: the guest's ring-0 code may be emulated (nested or PVM). Never a timing assertion.
-const WAIT: Duration = Duration::from_secs(180);
-
-/// One `monovirt run` child with its COM1 (stdout) collected by a reader thread.
-struct Vm {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Vm {
-    /// Boots the test guest with `cmdline`; `prefix` runs it under a wrapper (`ip netns exec`).
-    fn boot(prefix: &[&str], cmdline: &str, args: &[String]) -> Result<Vm> {
-        let monovirt = env!("CARGO_BIN_EXE_monovirt");
-        let mut cmd = match prefix.split_first() {
-            Some((first, rest)) => {
-                let mut c = Command::new(first);
-                c.args(rest).arg(monovirt);
-                c
-            }
-            None => Command::new(monovirt),
-        };
-        cmd.arg("run")
-            .arg("--kernel")
-            .arg(guest_elf()?)
-            .arg("--cmdline")
-            .arg(format!("console=ttyS0 nosmp {cmdline}"))
-            .args(["--memory", "128", "--console", "stdio"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().context("spawning monovirt run")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let output = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&output);
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut out = sink.lock().expect("output lock");
-                out.push_str(&line);
-                out.push('\n');
-            }
-        });
-        Ok(Vm { child, output })
-    }
-
-    fn report(&self) -> Report {
-        Report::parse(&self.output.lock().expect("output lock"))
-    }
-
-    fn text(&self) -> String {
-        self.output.lock().expect("output lock").clone()
-    }
-
-    /// Waits until the guest has printed `key=`, or fails with what it printed.
-    fn wait_for(&mut self, key: &str) -> Result<Report> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let report = self.report();
-            if report.get(key).is_some() {
-                return Ok(report);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                // Let the reader thread drain the pipe before the final look.
-                thread::sleep(Duration::from_millis(200));
-                let report = self.report();
-                if report.get(key).is_some() {
-                    return Ok(report);
-                }
-                bail!(
-                    "monovirt exited ({status}) before the guest printed `{key}=`:\n{}",
-                    self.text()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("the guest printed no `{key}=` in time:\n{}", self.text());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits for monovirt to exit (the guest powers off) and returns the whole report.
-    fn finish(&mut self) -> Result<Report> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                thread::sleep(Duration::from_millis(200));
-                ensure!(
-                    status.success(),
-                    "monovirt exited with {status}:\n{}",
-                    self.text()
-                );
-                return Ok(self.report());
-            }
-            if Instant::now() > deadline {
-                bail!("the guest did not power off:\n{}", self.text());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILLs the VMM process (a forced stop: nothing of it runs afterwards).
-    fn kill(&mut self) -> Result<()> {
-        self.child.kill().context("killing monovirt")?;
-        self.child.wait().context("reaping monovirt")?;
-        Ok(())
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// The byte the guest's `blkwrite` puts at disk offset `o` (tests/guest/src/blk.rs).
 fn pattern_byte(o: usize) -> u8 {
@@ -201,7 +82,7 @@ fn blk_pattern_readonly_and_serials() -> Result<()> {
     let (rw, rw_bytes) = image(dir.path(), "rw.img", 1, 1 << 20)?;
     let (ro, ro_bytes) = image(dir.path(), "ro.img", 2, 64 << 10)?;
     let (third, third_bytes) = image(dir.path(), "third.img", 3, 2 << 20)?;
-    let mut vm = Vm::boot(
+    let mut vm = GuestVm::boot(
         &[],
         "blkwrite poweroff",
         &[
@@ -259,7 +140,7 @@ fn blk_flush_survives_a_killed_vmm() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let (disk, bytes) = image(dir.path(), "disk.img", 4, 1 << 20)?;
-    let mut vm = Vm::boot(&[], "blkwrite hang", &[disk_arg(&disk, "")])?;
+    let mut vm = GuestVm::boot(&[], "blkwrite hang", &[disk_arg(&disk, "")])?;
     let r = vm.wait_for("virtio.blk.0.write")?;
     ensure!(
         r.get("virtio.blk.0.write") == Some("ok"),
@@ -278,7 +159,7 @@ fn rng_and_virtio_console() -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let hvc = dir.path().join("hvc0.log");
-    let mut vm = Vm::boot(
+    let mut vm = GuestVm::boot(
         &[],
         "poweroff",
         &[
@@ -328,7 +209,7 @@ fn net_arp_ping_and_tcp_stream_in_a_namespace() -> Result<()> {
     }
     const MAC: &str = "52:54:00:12:34:56";
     let ns = Netns::create()?;
-    let mut vm = Vm::boot(
+    let mut vm = GuestVm::boot(
         &ns.exec_prefix(),
         &format!("net guest.ip={}/24 poweroff", Netns::GUEST_IP),
         &[format!("--net=tap={},mac={MAC}", Netns::TAP)],
@@ -418,7 +299,7 @@ fn vsock_echo_both_directions() -> Result<()> {
         let _ = conn.read_to_end(&mut rest);
         Ok(got)
     });
-    let mut vm = Vm::boot(
+    let mut vm = GuestVm::boot(
         &[],
         "vsock poweroff",
         &[format!("--vsock=cid=7,socket={}", socket.display())],

@@ -5,3 +5,5 @@
 pub mod api;
 pub mod console;
 pub mod guest;
+pub mod guest_vm;
+pub mod netns;

@@ -16,6 +16,7 @@
 //! | `net.nic=N` | with `net`: drive the N-th virtio-net device (default 0) |
 //! | `cidata` | read `network-config` from the `cidata` disk; with `net`, the entry matching the NIC's MAC gives its static address (see [`crate::cidata`]) |
 //! | `net.connect=A.B.C.D:P`, `net.bytes=N` | with `net`: connect to that peer instead of listening, send N bytes (default 65536), read its reply |
+//! | `net.http=A.B.C.D:P/PATH` | with `net`: an HTTP/1.0 `GET /PATH` from that server instead of listening; prints its status line and body |
 //! | `vsock` | echo over virtio-vsock: connect to the host, then serve one host connection (see [`crate::vsock`]) |
 //! | `blkwrite` | write, flush and read back a pattern on every virtio-blk disk (see [`crate::blk`]) |
 //! | `blkbench` | time sequential and random I/O on the first virtio-blk disk (see [`crate::blk`]) |
@@ -74,12 +75,49 @@ pub struct Options {
     pub net_bytes: u64,
     /// Which virtio-net device `net` drives: `net.nic=N`.
     pub net_nic: usize,
+    /// Fetch a page instead of listening: `net.http=A.B.C.D:P/PATH`.
+    pub http: Option<HttpGet>,
     /// Read cloud-init NoCloud `network-config` (`cidata`).
     pub cidata: bool,
 }
 
 /// The default of `net.bytes`.
 pub const DEFAULT_NET_BYTES: u64 = 64 << 10;
+
+/// The longest path `net.http=` takes.
+pub const HTTP_PATH_MAX: usize = 48;
+
+/// An HTTP GET: the server and the path (which starts with `/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpGet {
+    pub server: ([u8; 4], u16),
+    path: [u8; HTTP_PATH_MAX],
+    path_len: usize,
+}
+
+impl HttpGet {
+    /// Parses `A.B.C.D:P/PATH` (the path may be just `/`). The path is printable ASCII
+    /// without spaces, so it fits a request line as it is.
+    fn parse(text: &[u8]) -> Option<HttpGet> {
+        let slash = text.iter().position(|&b| b == b'/')?;
+        let path = &text[slash..];
+        if path.len() > HTTP_PATH_MAX || !path.iter().all(u8::is_ascii_graphic) {
+            return None;
+        }
+        let mut get = HttpGet {
+            server: endpoint(&text[..slash])?,
+            path: [0; HTTP_PATH_MAX],
+            path_len: path.len(),
+        };
+        get.path[..path.len()].copy_from_slice(path);
+        Some(get)
+    }
+
+    /// The path, `/` first.
+    pub fn path(&self) -> &str {
+        core::str::from_utf8(&self.path[..self.path_len]).unwrap_or("/")
+    }
+}
 
 /// Parses `A.B.C.D:P`.
 fn endpoint(text: &[u8]) -> Option<([u8; 4], u16)> {
@@ -128,6 +166,7 @@ impl Options {
             connect: None,
             net_bytes: DEFAULT_NET_BYTES,
             net_nic: 0,
+            http: None,
             cidata: false,
         };
         for word in cmdline.split(|b| b.is_ascii_whitespace()) {
@@ -156,6 +195,7 @@ impl Options {
                 _ if word.starts_with(b"guest.ip=") => options.ip = cidr(&word[9..]),
                 _ if word.starts_with(b"guest.gw=") => options.gateway = ipv4(&word[9..]),
                 _ if word.starts_with(b"net.connect=") => options.connect = endpoint(&word[12..]),
+                _ if word.starts_with(b"net.http=") => options.http = HttpGet::parse(&word[9..]),
                 _ if word.starts_with(b"net.bytes=") => {
                     if let Some(n) = core::str::from_utf8(&word[10..])
                         .ok()
@@ -197,6 +237,7 @@ mod tests {
                 connect: None,
                 net_bytes: DEFAULT_NET_BYTES,
                 net_nic: 0,
+                http: None,
                 cidata: false,
             }
         );
@@ -220,6 +261,7 @@ mod tests {
                 connect: None,
                 net_bytes: DEFAULT_NET_BYTES,
                 net_nic: 0,
+                http: None,
                 cidata: false,
             }
         );
@@ -253,5 +295,24 @@ mod tests {
         assert_eq!(Options::parse(b"net.bytes=x").net_bytes, DEFAULT_NET_BYTES);
         let o = Options::parse(b"net net.nic=1 cidata");
         assert_eq!((o.net_nic, o.cidata), (1, true));
+    }
+
+    #[test]
+    fn http_words() {
+        let get = Options::parse(b"net net.http=198.51.100.1:8000/from-guest?x=1")
+            .http
+            .expect("parsed");
+        assert_eq!(get.server, ([198, 51, 100, 1], 8000));
+        assert_eq!(get.path(), "/from-guest?x=1");
+        assert_eq!(
+            Options::parse(b"net.http=10.0.0.1:80/")
+                .http
+                .map(|g| g.path().len()),
+            Some(1)
+        );
+        assert_eq!(Options::parse(b"net.http=10.0.0.1:80").http, None);
+        assert_eq!(Options::parse(b"net.http=10.0.0.1/x").http, None);
+        let long = [b"net.http=10.0.0.1:80/".as_slice(), &[b'a'; HTTP_PATH_MAX]].concat();
+        assert_eq!(Options::parse(&long).http, None);
     }
 }

@@ -54,7 +54,7 @@
 //! | `virtio.blk.N` | `BB:DD.F,sectors=S,ro=0/1`; `.serial`, `.crc32.0`, `.write` (see [`blk`]) |
 //! | `virtio.rng.N` | `BB:DD.F,ok` (two 64-byte requests filled, non-zero, different) or what failed |
 //! | `virtio.console.N` | `BB:DD.F,wrote 27` after writing [`console::LINE`] to the console |
-//! | `virtio.net.0`, `net.nics`, `net.ip.source`, `net.ip`, `net.gateway`, `net.tcp.listen`, `net.tcp.rx`, `net.tcp`, `net.connect*` | with `net`: see [`net`] |
+//! | `virtio.net.0`, `net.nics`, `net.ip.source`, `net.ip`, `net.gateway`, `net.tcp.listen`, `net.tcp.rx`, `net.tcp`, `net.connect*`, `net.http.*` | with `net`: see [`net`] |
 //! | `cidata`, `cidata.ethernet.N` | with `cidata`: see [`cidata`] |
 //! | `done` | `1`: everything above was printed |
 //! | `tick`, `tick.ns` | in `tick` mode, a counter and kvmclock time about every 100 ms |

@@ -8,6 +8,11 @@
 //! [`CONNECT_SEED`], closes its side, and prints the peer's reply line
 //! (`net.connect.reply`), what it sent (`net.connect.tx=N,0x<crc32>`) and how long
 //! connect-to-reply took on the PIT (`net.connect.us`).
+//!
+//! With `net.http=A.B.C.D:P/PATH` the guest fetches a page instead (a VM reaching a
+//! server outside through the node's NAT): one HTTP/1.0 `GET /PATH`, and it prints the
+//! response's status line (`net.http.status`), its body's first line (`net.http.body`)
+//! and the response's size (`net.http.bytes`).
 
 use crate::cmdline::Options;
 use crate::dma::GuestHal;
@@ -297,8 +302,34 @@ pub fn run<C: ConfigurationAccess>(
         }
         configured = true;
     }
+    if let Some(get) = options.http {
+        let mut request = Request::new();
+        let (a, port) = (Ipv4Address::from(get.server.0), get.server.1);
+        let _ = core::fmt::Write::write_fmt(
+            &mut request,
+            format_args!(
+                "GET {} HTTP/1.0\r\nHost: {a}:{port}\r\nUser-Agent: monovirt-test-guest\r\n\r\n",
+                get.path()
+            ),
+        );
+        if let Some(done) = connect_loop(
+            &mut iface,
+            &mut dev,
+            &mut sockets,
+            tcp,
+            dhcp,
+            configured,
+            get.server,
+            Payload::Bytes(request.as_bytes()),
+            &mut now,
+        ) {
+            print_http(done.reply());
+            kv!("net.tcp", "closed");
+        }
+        return;
+    }
     if let Some(peer) = options.connect {
-        if let Some(_done) = connect_loop(
+        if let Some(done) = connect_loop(
             &mut iface,
             &mut dev,
             &mut sockets,
@@ -306,9 +337,15 @@ pub fn run<C: ConfigurationAccess>(
             dhcp,
             configured,
             peer,
-            options.net_bytes,
+            Payload::Pattern(options.net_bytes),
             &mut now,
         ) {
+            let line = core::str::from_utf8(done.reply())
+                .unwrap_or("(not UTF-8)")
+                .trim_end();
+            kv!("net.connect.tx", "{},{:#010x}", done.sent, done.crc);
+            kv!("net.connect.reply", "{line}");
+            kv!("net.connect.us", "{}", done.us);
             kv!("net.tcp", "closed");
         }
         return;
@@ -389,7 +426,101 @@ pub fn run<C: ConfigurationAccess>(
     }
 }
 
-/// The client side: DHCP (or the static address) first, then one connection to `peer`.
+/// What a connecting guest sends.
+#[derive(Clone, Copy)]
+enum Payload<'a> {
+    /// This many bytes of [`pattern`] with [`CONNECT_SEED`].
+    Pattern(u64),
+    /// These bytes (a request).
+    Bytes(&'a [u8]),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Pattern(n) => *n,
+            Payload::Bytes(b) => b.len() as u64,
+        }
+    }
+
+    /// Byte `i` of the payload.
+    fn at(&self, i: u64) -> u8 {
+        match self {
+            Payload::Pattern(_) => pattern(i, CONNECT_SEED),
+            Payload::Bytes(b) => b[i as usize],
+        }
+    }
+}
+
+/// The most of a peer's reply a connecting guest keeps.
+const REPLY_MAX: usize = 1024;
+
+/// A completed client exchange.
+struct Exchange {
+    /// Bytes sent, and their CRC-32.
+    sent: u64,
+    crc: u32,
+    /// The start of the peer's reply.
+    reply: [u8; REPLY_MAX],
+    reply_len: usize,
+    /// Microseconds from connect to the peer's close (PIT).
+    us: u64,
+}
+
+impl Exchange {
+    fn reply(&self) -> &[u8] {
+        &self.reply[..self.reply_len]
+    }
+}
+
+/// A small request buffer that `core::fmt` writes into.
+struct Request {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Request {
+    fn new() -> Request {
+        Request {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl core::fmt::Write for Request {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(core::fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Prints an HTTP response's status line, its body's first line and its size.
+fn print_http(response: &[u8]) {
+    let text = core::str::from_utf8(response).unwrap_or("");
+    let status = text.lines().next().unwrap_or("").trim_end();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.lines().next().unwrap_or("").trim_end());
+    kv!("net.http.status", "{status}");
+    match body {
+        Some(body) => kv!("net.http.body", "{body}"),
+        None => kv!("net", "error: no HTTP body in {} bytes", response.len()),
+    }
+    kv!("net.http.bytes", "{}", response.len());
+}
+
+/// The client side: DHCP (or the static address) first, then one connection to `peer`
+/// that sends `payload`, closes its side and reads the reply until the peer closes.
 /// `Some` when the exchange completed; failures are printed as `net=` lines.
 #[allow(clippy::too_many_arguments)]
 fn connect_loop(
@@ -400,15 +531,16 @@ fn connect_loop(
     dhcp: Option<smoltcp::iface::SocketHandle>,
     mut configured: bool,
     peer: ([u8; 4], u16),
-    total: u64,
+    payload: Payload<'_>,
     now: &mut impl FnMut() -> Instant,
-) -> Option<()> {
+) -> Option<Exchange> {
     let remote = (Ipv4Address::from(peer.0), peer.1);
+    let total = payload.len();
     let mut started: Option<Instant> = None;
     let mut sent: u64 = 0;
     let mut crc = crc32fast::Hasher::new();
     let mut closed_tx = false;
-    let mut reply = [0u8; 64];
+    let mut reply = [0u8; REPLY_MAX];
     let mut reply_len = 0;
     let mut last_activity = now();
     let mut retry_at = last_activity;
@@ -454,7 +586,7 @@ fn connect_loop(
                     .send(|buf| {
                         let n = buf.len().min((total - sent) as usize);
                         for (i, b) in buf[..n].iter_mut().enumerate() {
-                            *b = pattern(sent + i as u64, CONNECT_SEED);
+                            *b = payload.at(sent + i as u64);
                         }
                         crc.update(&buf[..n]);
                         (n, n)
@@ -494,13 +626,13 @@ fn connect_loop(
                     }
                     iface.poll(t, dev, sockets);
                 }
-                let line = core::str::from_utf8(&reply[..reply_len])
-                    .unwrap_or("(not UTF-8)")
-                    .trim_end();
-                kv!("net.connect.tx", "{sent},{:#010x}", crc.clone().finalize());
-                kv!("net.connect.reply", "{line}");
-                kv!("net.connect.us", "{us}");
-                return Some(());
+                return Some(Exchange {
+                    sent,
+                    crc: crc.clone().finalize(),
+                    reply,
+                    reply_len,
+                    us,
+                });
             }
             if !closed_tx && socket.state() == tcp::State::Closed && sent > 0 {
                 kv!("net", "error: the peer closed the connection early");
