@@ -4,8 +4,10 @@
 //! `virtio-drivers`' `VirtIOBlk`, whose queue has 16 entries; 4 KiB random reads at queue
 //! depth 1 and 32 through the same crate's `VirtQueue` at 128 entries) and streams TCP over
 //! virtio-net and a tap in a network namespace this benchmark creates; the host does the
-//! same disk operations on the same image file (buffered, as the VMM opens it; queue depth
-//! N as N threads), in the same run.
+//! same disk operations on the same image file in the same run, opened as the disk's cache
+//! mode opens it (one table per mode: the guest's `cache=none` against the host's
+//! `O_DIRECT`, `cache=writeback` against the host's page cache), at the same queue depth
+//! (N threads with one read each in flight).
 //!
 //! The network part streams both ways: host -> guest (the guest's TCP service) and
 //! guest -> host (the guest's `net.connect` client to a listener in the namespace).
@@ -14,7 +16,8 @@
 //! development machines' /dev/kvm, ring-0 guest code runs in an instruction emulator.
 //!
 //! Prints min/median/max tables. `MONOVIRT_BENCH_RUNS` sets the run count (default 5),
-//! `MONOVIRT_BENCH_NET_MIB` the stream size (default 16). A benchmark measures; nothing
+//! `MONOVIRT_BENCH_NET_MIB` the stream size (default 16), `MONOVIRT_BENCH_ONLY=disk` or
+//! `net` one half. A benchmark measures; nothing
 //! here asserts a speed.
 
 #[path = "../tests/common/guest.rs"]
@@ -26,7 +29,7 @@ mod vmm_support;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,11 +96,17 @@ fn rate(report: &Report, key: &str) -> Result<f64> {
     Ok(count / (ns / 1e9))
 }
 
-fn guest_disk(image: &Path) -> Result<[f64; 6]> {
+/// The disk cache modes compared, and how the host opens the image for each.
+const MODES: [(&str, &str, libc::c_int); 2] = [
+    ("none", "O_DIRECT", libc::O_DIRECT),
+    ("writeback", "page cache", 0),
+];
+
+fn guest_disk(image: &Path, cache: &str) -> Result<[f64; 6]> {
     let child = boot(
         &[],
         "blkbench poweroff",
-        &[format!("--disk={}", image.display())],
+        &[format!("--disk={},cache={cache}", image.display())],
     )?;
     let out = child.wait_with_output()?;
     ensure!(out.status.success(), "monovirt run: {}", out.status);
@@ -126,6 +135,21 @@ fn random_offsets(count: usize) -> Vec<u64> {
         .collect()
 }
 
+/// A zeroed buffer of `len` bytes at a 4 KiB-aligned address (what O_DIRECT needs).
+struct Aligned(Vec<u8>, usize, usize);
+
+impl Aligned {
+    fn new(len: usize) -> Self {
+        let v = vec![0u8; len + 4096];
+        let start = v.as_ptr().align_offset(4096);
+        Aligned(v, start, len)
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        &mut self.0[self.1..self.1 + self.2]
+    }
+}
+
 /// 4 KiB reads at `offsets` by `depth` threads (the host's queue depth `depth`), in IOPS.
 fn host_random(file: &File, offsets: &[u64], depth: usize) -> Result<f64> {
     let t = Instant::now();
@@ -134,9 +158,9 @@ fn host_random(file: &File, offsets: &[u64], depth: usize) -> Result<f64> {
             .chunks(offsets.len().div_ceil(depth))
             .map(|part| {
                 s.spawn(move || -> std::io::Result<()> {
-                    let mut page = [0u8; 4096];
+                    let mut page = Aligned::new(4096);
                     for &o in part {
-                        file.read_exact_at(&mut page, o)?;
+                        file.read_exact_at(page.get(), o)?;
                     }
                     Ok(())
                 })
@@ -150,17 +174,22 @@ fn host_random(file: &File, offsets: &[u64], depth: usize) -> Result<f64> {
     Ok(offsets.len() as f64 / t.elapsed().as_secs_f64())
 }
 
-fn host_disk(image: &Path) -> Result<[f64; 6]> {
-    let file = OpenOptions::new().read(true).write(true).open(image)?;
-    let mut buf = vec![0u8; SEQ_CHUNK];
+fn host_disk(image: &Path, flags: libc::c_int) -> Result<[f64; 6]> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open(image)?;
+    let mut aligned = Aligned::new(SEQ_CHUNK);
+    let buf = aligned.get();
     let t = Instant::now();
     for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
-        file.read_exact_at(&mut buf, offset as u64)?;
+        file.read_exact_at(buf, offset as u64)?;
     }
     let seq_read = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
     let t = Instant::now();
     for offset in (0..IMAGE).step_by(SEQ_CHUNK) {
-        file.write_all_at(&buf, offset as u64)?;
+        file.write_all_at(buf, offset as u64)?;
     }
     file.sync_data()?;
     let seq_write = IMAGE as f64 / t.elapsed().as_secs_f64() / f64::from(1 << 20);
@@ -185,7 +214,7 @@ fn disk_table(runs: usize) -> Result<()> {
         })
         .collect();
     File::create(&image)?.write_all(&data)?;
-    let names = [
+    let names: [&str; 6] = [
         "sequential read, 64 KiB (MiB/s)",
         "sequential write + flush, 64 KiB (MiB/s)",
         "random read 4 KiB, QD1, VirtIOBlk (IOPS)",
@@ -193,38 +222,49 @@ fn disk_table(runs: usize) -> Result<()> {
         "random read 4 KiB, QD1, 128-entry VirtQueue (IOPS)",
         "random read 4 KiB, QD32, 128-entry VirtQueue (IOPS)",
     ];
-    let mut rows: Vec<Row> = names
+    let mut tables: Vec<Vec<Row>> = MODES
         .iter()
-        .map(|&name| Row {
-            name,
-            guest: Vec::new(),
-            host: Vec::new(),
+        .map(|_| {
+            names
+                .iter()
+                .map(|&name| Row {
+                    name,
+                    guest: Vec::new(),
+                    host: Vec::new(),
+                })
+                .collect()
         })
         .collect();
+    // Runs interleave the modes, so a change in the machine's load hits all alike.
     for _ in 0..runs {
-        let g = guest_disk(&image)?;
-        let h = host_disk(&image)?;
-        for (i, row) in rows.iter_mut().enumerate() {
-            row.guest.push(g[i]);
-            row.host.push(h[i]);
+        for ((cache, _, flags), rows) in MODES.iter().zip(&mut tables) {
+            let g = guest_disk(&image, cache)?;
+            let h = host_disk(&image, *flags)?;
+            for (i, row) in rows.iter_mut().enumerate() {
+                row.guest.push(g[i]);
+                row.host.push(h[i]);
+            }
         }
     }
-    println!(
-        "virtio-blk: test guest (virtio-drivers) vs host on the same {} MiB image, {runs} runs",
-        IMAGE >> 20
-    );
-    println!("| metric | guest min | guest median | guest max | host median | guest/host |");
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for row in &rows {
-        let (a, b, c) = stats(&row.guest);
-        let (_, h, _) = stats(&row.host);
+    for ((cache, host, _), rows) in MODES.iter().zip(&tables) {
         println!(
-            "| {} | {a:.1} | {b:.1} | {c:.1} | {h:.1} | {:.3} |",
-            row.name,
-            b / h
+            "virtio-blk cache={cache}: test guest (virtio-drivers) vs host ({host}) on the same \
+             {} MiB image, {runs} runs",
+            IMAGE >> 20
         );
+        println!("| metric | guest min | guest median | guest max | host median | guest/host |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for row in rows {
+            let (a, b, c) = stats(&row.guest);
+            let (_, h, _) = stats(&row.host);
+            println!(
+                "| {} | {a:.1} | {b:.1} | {c:.1} | {h:.1} | {:.3} |",
+                row.name,
+                b / h
+            );
+        }
+        println!();
     }
-    println!();
     Ok(())
 }
 
@@ -399,6 +439,13 @@ fn main() -> Result<()> {
     let Some(runs) = vmm_support::bench_runs("virtio", 5)? else {
         return Ok(());
     };
-    disk_table(runs)?;
-    net_table(runs)
+    // `MONOVIRT_BENCH_ONLY=disk|net` runs one half.
+    let only = std::env::var("MONOVIRT_BENCH_ONLY").unwrap_or_default();
+    if only != "net" {
+        disk_table(runs)?;
+    }
+    if only != "disk" {
+        net_table(runs)?;
+    }
+    Ok(())
 }

@@ -126,6 +126,7 @@ fn guest_view_of_virtio_pci_devices() -> Result<()> {
         path: image.as_path().to_path_buf(),
         read_only: true,
         serial: Some("SERIAL1".into()),
+        cache: None,
     });
     config.rng = true;
     let hvc0 = vmm_sys_util::tempfile::TempFile::new()?;

@@ -186,6 +186,7 @@ fn disk_for(
         path: file,
         read_only,
         serial: disk.serial.clone(),
+        cache: None,
     })
 }
 
@@ -280,17 +281,21 @@ fn prepare_in(
         ..Prepared::default()
     };
     for disk in &vmi.spec.domain.devices.disks {
-        if let Some(d) = storage.iter().find(|d| d.name == disk.name) {
-            prepared.disks.push(d.to_config());
-            continue;
-        }
-        let volume = vmi
-            .spec
-            .volumes
-            .iter()
-            .find(|v| v.name == disk.name)
-            .ok_or_else(|| PrepareError::NoVolume(disk.name.clone()))?;
-        prepared.disks.push(disk_for(node, &dir, disk, volume)?);
+        let mut config = match storage.iter().find(|d| d.name == disk.name) {
+            Some(d) => d.to_config(),
+            None => {
+                let volume = vmi
+                    .spec
+                    .volumes
+                    .iter()
+                    .find(|v| v.name == disk.name)
+                    .ok_or_else(|| PrepareError::NoVolume(disk.name.clone()))?;
+                disk_for(node, &dir, disk, volume)?
+            }
+        };
+        // KubeVirt's disk `cache` (validated by the API); unset: the VMM's default.
+        config.cache = disk.cache.as_deref().and_then(|c| c.parse().ok());
+        prepared.disks.push(config);
     }
     interfaces(node, vmi, nads, &mut prepared)?;
     Ok(prepared)

@@ -92,6 +92,7 @@ impl PreparedDisk {
             path: self.path.clone(),
             read_only: self.read_only,
             serial: self.serial.clone(),
+            cache: None,
         }
     }
 }

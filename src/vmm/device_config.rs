@@ -1,9 +1,11 @@
 //! The virtio devices of a VM as `monovirt run` and the node agent describe them:
-//! `--disk PATH[,ro][,serial=S]`, `--net tap=NAME[,mac=M]`, `--vsock cid=N,socket=PATH`,
+//! `--disk PATH[,ro][,serial=S][,cache=none|writethrough|writeback]`, `--net tap=NAME[,mac=M]`, `--vsock cid=N,socket=PATH`,
 //! `--virtio-console file:PATH`.
 
 use std::path::PathBuf;
 use std::str::FromStr;
+
+use devices::virtio::block::CacheMode;
 
 /// A virtio-blk disk over a raw image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,12 +16,15 @@ pub struct DiskConfig {
     pub read_only: bool,
     /// Serial the guest reads (KubeVirt's disk `serial`), at most 20 bytes.
     pub serial: Option<String>,
+    /// Host page-cache mode (KubeVirt's disk `cache`); `None`: KubeVirt's default, `none`
+    /// where the file system supports O_DIRECT, else `writethrough`.
+    pub cache: Option<CacheMode>,
 }
 
 impl FromStr for DiskConfig {
     type Err = String;
 
-    /// `PATH[,ro][,serial=S]`.
+    /// `PATH[,ro][,serial=S][,cache=MODE]`.
     fn from_str(s: &str) -> Result<Self, String> {
         let mut parts = s.split(',');
         let path = parts
@@ -30,6 +35,7 @@ impl FromStr for DiskConfig {
             path: PathBuf::from(path),
             read_only: false,
             serial: None,
+            cache: None,
         };
         for opt in parts {
             match opt.split_once('=') {
@@ -37,9 +43,11 @@ impl FromStr for DiskConfig {
                 Some(("serial", v)) if !v.is_empty() && v.len() <= 20 => {
                     disk.serial = Some(v.to_string())
                 }
+                Some(("cache", v)) => disk.cache = Some(v.parse().map_err(|e| format!("{e}"))?),
                 _ => {
                     return Err(format!(
-                        "unknown disk option {opt:?} (ro, serial=S up to 20 bytes)"
+                        "unknown disk option {opt:?} (ro, serial=S up to 20 bytes, \
+                         cache=none|writethrough|writeback)"
                     ))
                 }
             }
@@ -153,6 +161,19 @@ mod tests {
         assert_eq!(d.path, PathBuf::from("/var/disk.img"));
         assert!(d.read_only);
         assert_eq!(d.serial.as_deref(), Some("D23YZ9W6WA5DJ487"));
+        assert_eq!(d.cache, None);
+        let d: DiskConfig = "/d,cache=writeback".parse().expect("valid");
+        assert_eq!(d.cache, Some(CacheMode::Writeback));
+        assert!(!d.read_only);
+        assert_eq!(
+            "/d,ro,cache=none"
+                .parse::<DiskConfig>()
+                .expect("valid")
+                .cache,
+            Some(CacheMode::None)
+        );
+        assert!("/d,cache=unsafe".parse::<DiskConfig>().is_err());
+        assert!("/d,cache=".parse::<DiskConfig>().is_err());
         assert!("".parse::<DiskConfig>().is_err());
         assert!("/d,rw".parse::<DiskConfig>().is_err());
         assert!("/d,serial=123456789012345678901"

@@ -202,10 +202,12 @@ pub fn create(
             path: disk.path.clone(),
             read_only: disk.read_only,
             serial: disk.serial.clone(),
+            cache: disk.cache,
             workers: DEFAULT_WORKERS,
             worker_init: Some(worker_init.clone()),
         })
         .map_err(device_err(format!("disk {}", disk.path.display())))?;
+        tracing::debug!(disk = %name, path = %disk.path.display(), cache = %dev.cache_mode(), "virtio-blk disk");
         stats.add_drive(disk.serial.as_deref().unwrap_or(&name), dev.metrics());
         devices.push((name, Arc::new(Mutex::new(dev))));
     }

@@ -52,7 +52,7 @@ pub struct RunArgs {
     /// repeatable.
     #[arg(long = "cpu-feature", value_parser = parse_feature)]
     pub cpu_features: Vec<(String, FeaturePolicy)>,
-    /// virtio-blk disk as PATH[,ro][,serial=S]; repeatable.
+    /// virtio-blk disk as PATH[,ro][,serial=S][,cache=none|writethrough|writeback]; repeatable.
     #[arg(long = "disk")]
     pub disks: Vec<DiskConfig>,
     /// virtio-net NIC as tap=NAME[,mac=M]; repeatable.

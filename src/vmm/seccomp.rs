@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `Vcpu` | `vcpu-<vm>-<n>` | `KVM_RUN` and the vCPU's other KVM ioctls, eventfd writes, futexes, memory for the exit handlers, the kick signal |
 //! | `Event` | `vmm-<vm>` | the vCPUs' ones, plus epoll, console and command I/O, signalling vCPU threads, joining and tearing down |
-//! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`/`fdatasync`/`fallocate`), tap I/O, irqfd writes |
+//! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`, `RWF_NOWAIT`'s `preadv2`/`pwritev2`, `fdatasync`/`fallocate`), tap I/O, irqfd writes |
 //!
 //! `ioctl` is allowed only with KVM's ioctl type (`0xAE`) in its request number, plus the
 //! few terminal and tap requests a thread needs. Whatever is not listed gets the
@@ -210,8 +210,10 @@ mod filter {
         libc::SYS_lseek,
         libc::SYS_pread64,
         libc::SYS_preadv,
+        libc::SYS_preadv2,
         libc::SYS_pwrite64,
         libc::SYS_pwritev,
+        libc::SYS_pwritev2,
         libc::SYS_recvfrom,
         libc::SYS_sendto,
         libc::SYS_shutdown,

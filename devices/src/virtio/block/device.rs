@@ -8,6 +8,7 @@ use thiserror::Error;
 use virtio_bindings::virtio_blk;
 use vm_memory::GuestAddressSpace;
 
+use super::cache::CacheMode;
 use super::disk::{DiskError, DiskFile};
 use super::metrics::BlockMetrics;
 use super::request::{RequestLimits, ID_BYTES};
@@ -18,8 +19,10 @@ use crate::virtio::{device_type, features, LogLimiter};
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
-/// Worker threads per disk unless configured otherwise.
-pub const DEFAULT_WORKERS: usize = 4;
+/// Worker threads per disk unless configured otherwise: with `cache: none` every request
+/// waits for the host disk on a worker, so this many can be in flight there (a guest's
+/// queue depth of 32 is a common deep queue; QEMU's thread pool allows 64).
+pub const DEFAULT_WORKERS: usize = 32;
 /// Largest discard / write-zeroes range in sectors (2 GiB).
 const MAX_RANGE_SECTORS: u32 = 1 << 22;
 /// Largest number of ranges in one discard / write-zeroes request.
@@ -40,7 +43,9 @@ pub struct BlockConfig {
     pub read_only: bool,
     /// Serial returned by GET_ID (KubeVirt's disk `serial`), at most 20 bytes.
     pub serial: Option<String>,
-    /// I/O worker threads.
+    /// Host page-cache mode; `None` picks KubeVirt's default (see [`DiskFile::open`]).
+    pub cache: Option<CacheMode>,
+    /// I/O worker threads: the most requests in flight at the host disk at once.
     pub workers: usize,
     /// Run first on each worker thread (the VMM's seccomp filter).
     pub worker_init: Option<ThreadInit>,
@@ -75,6 +80,7 @@ pub enum BlockError {
 ///     path: path.clone(),
 ///     read_only: false,
 ///     serial: Some("D23YZ9W6WA5DJ487".into()),
+///     cache: None,
 ///     workers: 1,
 ///     worker_init: None,
 /// })
@@ -121,7 +127,11 @@ where
             }
             serial[..s.len()].copy_from_slice(s.as_bytes());
         }
-        let disk = Arc::new(DiskFile::open(&config.path, config.read_only)?);
+        let disk = Arc::new(DiskFile::open(
+            &config.path,
+            config.read_only,
+            config.cache,
+        )?);
         let capacity = disk.capacity_sectors();
 
         let bit = |b: u32| 1u64 << b;
@@ -151,7 +161,11 @@ where
         put(0x00, &capacity.to_le_bytes());
         // Header and status take two descriptors of a full queue.
         put(0x0c, &u32::from(QUEUE_SIZE - 2).to_le_bytes());
-        put(0x14, &512u32.to_le_bytes());
+        // The logical block size: what O_DIRECT needs, else the sector.
+        let block_size = disk
+            .direct_align()
+            .map_or(512, |a| u32::try_from(a.offset).unwrap_or(u32::MAX));
+        put(0x14, &block_size.to_le_bytes());
         put(0x22, &1u16.to_le_bytes());
         put(0x24, &MAX_RANGE_SECTORS.to_le_bytes());
         put(0x28, &MAX_RANGES.to_le_bytes());
@@ -185,6 +199,11 @@ where
     /// The device's counters.
     pub fn metrics(&self) -> Arc<BlockMetrics> {
         self.metrics.clone()
+    }
+
+    /// The cache mode the image is open with.
+    pub fn cache_mode(&self) -> CacheMode {
+        self.disk.cache_mode()
     }
 
     /// Disk size in sectors.

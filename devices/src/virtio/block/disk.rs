@@ -1,15 +1,24 @@
 //! The raw image backend: a file (or host block device) addressed in bytes, with
 //! positioned vectored I/O so several workers can use it at once, `fdatasync` for flush,
 //! and `fallocate` for discard and write-zeroes.
+//!
+//! The image is opened as its [`CacheMode`] says. With the page cache, a transfer can be
+//! tried without blocking ([`DiskFile::try_read_vectored_at`]: `RWF_NOWAIT`), which is how
+//! the device thread serves cached data itself. With `O_DIRECT` ([`CacheMode::None`]) the
+//! file system's alignment rules ([`DirectAlign`], from `statx`) apply to every transfer;
+//! callers bounce buffers that break them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use thiserror::Error;
 
-use super::request::SECTOR_SHIFT;
+use super::cache::CacheMode;
+use super::request::{SECTOR_SHIFT, SECTOR_SIZE};
 
 /// Most iovecs one `preadv`/`pwritev` takes (Linux IOV_MAX).
 const IOV_MAX: usize = 1024;
@@ -31,6 +40,9 @@ pub enum DiskError {
     /// Another process (or VM) has the image open in a conflicting way.
     #[error("Disk image {0} is in use (locked by another VM)")]
     Locked(String),
+    /// `cache: none` asked for `O_DIRECT`, which the image's file system does not support.
+    #[error("Disk image {0} is on a file system without O_DIRECT (cache mode none)")]
+    DirectUnsupported(String),
     /// The image size could not be determined.
     #[error("Failed to get the size of disk image {path}")]
     Size {
@@ -48,9 +60,11 @@ pub enum DiskError {
 /// use devices::virtio::block::DiskFile;
 /// let dir = std::env::temp_dir().join(format!("disk-doc-{}", std::process::id()));
 /// std::fs::write(&dir, vec![0u8; 4096]).unwrap();
-/// let disk = DiskFile::open(&dir, true).unwrap();
+/// use devices::virtio::block::CacheMode;
+/// let disk = DiskFile::open(&dir, true, Some(CacheMode::Writeback)).unwrap();
 /// assert_eq!(disk.capacity_sectors(), 8);
 /// assert!(disk.read_only());
+/// assert_eq!(disk.cache_mode(), CacheMode::Writeback);
 /// std::fs::remove_file(&dir).unwrap();
 /// ```
 #[derive(Debug)]
@@ -58,21 +72,123 @@ pub struct DiskFile {
     file: File,
     read_only: bool,
     capacity: u64,
+    cache: CacheMode,
+    /// `O_DIRECT`'s alignment rules, with [`CacheMode::None`].
+    direct: Option<DirectAlign>,
+    /// Whether `RWF_NOWAIT` may succeed for reads and for writes (cleared when the file
+    /// system turns it down, so a refused attempt is not paid again per request).
+    nowait_read: AtomicBool,
+    nowait_write: AtomicBool,
+}
+
+/// What `O_DIRECT` demands of a transfer on this file (`statx`'s `STATX_DIOALIGN`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectAlign {
+    /// Every buffer's address and length: a multiple of this (a power of two).
+    pub memory: usize,
+    /// The file offset and total length: a multiple of this (a power of two).
+    pub offset: u64,
+}
+
+impl DirectAlign {
+    /// Whether `iovecs` are buffers `O_DIRECT` accepts as they are.
+    pub fn memory_aligned(&self, iovecs: &[libc::iovec]) -> bool {
+        let mask = self.memory - 1;
+        iovecs
+            .iter()
+            .all(|v| (v.iov_base as usize) & mask == 0 && v.iov_len & mask == 0)
+    }
+
+    /// Whether a transfer of `len` bytes at `offset` is one `O_DIRECT` accepts.
+    pub fn range_aligned(&self, offset: u64, len: u64) -> bool {
+        let mask = self.offset - 1;
+        offset & mask == 0 && len & mask == 0
+    }
+}
+
+/// The file's `O_DIRECT` alignment, or the logical sector size and a page where the
+/// kernel does not say (before Linux 6.1, or a file system that does not report it).
+fn direct_align(file: &File) -> DirectAlign {
+    // SAFETY: statx is plain data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty, NUL-terminated path with AT_EMPTY_PATH names the fd itself; `stx`
+    // is a valid statx buffer for the call.
+    let ret = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    let fallback = DirectAlign {
+        memory: 4096,
+        offset: SECTOR_SIZE,
+    };
+    if ret != 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 {
+        return fallback;
+    }
+    let (memory, offset) = (stx.stx_dio_mem_align, stx.stx_dio_offset_align);
+    if !memory.is_power_of_two() || !offset.is_power_of_two() {
+        return fallback;
+    }
+    DirectAlign {
+        memory: memory as usize,
+        offset: u64::from(offset).max(SECTOR_SIZE),
+    }
+}
+
+fn open_with(path: &Path, read_only: bool, flags: libc::c_int) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .custom_flags(flags)
+        .open(path)
+}
+
+fn flags_of(cache: CacheMode) -> libc::c_int {
+    match cache {
+        CacheMode::None => libc::O_DIRECT,
+        CacheMode::Writethrough => libc::O_DSYNC,
+        CacheMode::Writeback => 0,
+    }
 }
 
 impl DiskFile {
-    /// Opens `path`, read-only or read-write. The capacity is the size rounded down to
-    /// whole sectors (a trailing partial sector is not addressable).
-    pub fn open(path: &Path, read_only: bool) -> Result<Self, DiskError> {
+    /// Opens `path`, read-only or read-write, with the page cache as `cache` says; with
+    /// no mode, as KubeVirt's default: `none` where the file system supports `O_DIRECT`,
+    /// else `writethrough`. The capacity is the size rounded down to whole sectors (a
+    /// trailing partial sector is not addressable).
+    pub fn open(path: &Path, read_only: bool, cache: Option<CacheMode>) -> Result<Self, DiskError> {
         let display = path.display().to_string();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)
-            .map_err(|source| DiskError::Open {
-                path: display.clone(),
-                source,
-            })?;
+        let open_error = |source| DiskError::Open {
+            path: display.clone(),
+            source,
+        };
+        // open(2) answers EINVAL for O_DIRECT on a file system without it (tmpfs before
+        // Linux 6.6, some FUSE and network file systems).
+        let unsupported = |e: &io::Error| e.raw_os_error() == Some(libc::EINVAL);
+        let (mut file, cache) = match cache {
+            Some(CacheMode::None) => match open_with(path, read_only, libc::O_DIRECT) {
+                Ok(f) => (f, CacheMode::None),
+                Err(e) if unsupported(&e) => return Err(DiskError::DirectUnsupported(display)),
+                Err(e) => return Err(open_error(e)),
+            },
+            Some(mode) => (
+                open_with(path, read_only, flags_of(mode)).map_err(open_error)?,
+                mode,
+            ),
+            None => match open_with(path, read_only, libc::O_DIRECT) {
+                Ok(f) => (f, CacheMode::None),
+                Err(e) if unsupported(&e) => (
+                    open_with(path, read_only, flags_of(CacheMode::Writethrough))
+                        .map_err(open_error)?,
+                    CacheMode::Writethrough,
+                ),
+                Err(e) => return Err(open_error(e)),
+            },
+        };
         // Like QEMU's image locking: one writer or several readers, never both, so two
         // VMs cannot corrupt one disk. The lock lives as long as the open file.
         let mode = if read_only {
@@ -99,11 +215,97 @@ impl DiskFile {
                 path: display,
                 source,
             })?;
+        let direct = (cache == CacheMode::None).then(|| direct_align(&file));
         Ok(DiskFile {
             file,
             read_only,
             capacity: size >> SECTOR_SHIFT,
+            cache,
+            direct,
+            nowait_read: AtomicBool::new(cache.uses_page_cache()),
+            // An O_DSYNC write always waits for the disk.
+            nowait_write: AtomicBool::new(cache == CacheMode::Writeback),
         })
+    }
+
+    /// The cache mode the image is open with.
+    pub fn cache_mode(&self) -> CacheMode {
+        self.cache
+    }
+
+    /// `O_DIRECT`'s alignment rules, if the image is open with `O_DIRECT`.
+    pub fn direct_align(&self) -> Option<DirectAlign> {
+        self.direct
+    }
+
+    /// Whether a non-blocking read (or write) may succeed on this image at all.
+    pub fn may_try_nowait(&self, write: bool) -> bool {
+        if write {
+            self.nowait_write.load(Ordering::Relaxed)
+        } else {
+            self.nowait_read.load(Ordering::Relaxed)
+        }
+    }
+
+    /// Tries to read all of `iovecs` from byte `offset` without blocking (`RWF_NOWAIT`):
+    /// true if it did; false if the data is not all in the page cache, the file system
+    /// does not do non-blocking reads, or the read failed (the caller then does the
+    /// blocking read, which reports the error). Never true for an `O_DIRECT` image.
+    ///
+    /// # Safety
+    /// Every iovec must describe memory writable for its whole length for the duration of
+    /// the call.
+    pub unsafe fn try_read_vectored_at(&self, iovecs: &[libc::iovec], offset: u64) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.try_transfer(iovecs, offset, false) }
+    }
+
+    /// Tries to write all of `iovecs` at byte `offset` without blocking, like
+    /// [`Self::try_read_vectored_at`]; only ever true in `writeback` mode. A false after
+    /// a partial write leaves the rest to the caller's blocking write of the whole range.
+    ///
+    /// # Safety
+    /// Every iovec must describe readable memory for its whole length for the duration of
+    /// the call.
+    pub unsafe fn try_write_vectored_at(&self, iovecs: &[libc::iovec], offset: u64) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { self.try_transfer(iovecs, offset, true) }
+    }
+
+    /// # Safety
+    /// See [`Self::try_read_vectored_at`] / [`Self::try_write_vectored_at`].
+    unsafe fn try_transfer(&self, iovecs: &[libc::iovec], offset: u64, write: bool) -> bool {
+        let enabled = if write {
+            &self.nowait_write
+        } else {
+            &self.nowait_read
+        };
+        if !enabled.load(Ordering::Relaxed) || iovecs.is_empty() || iovecs.len() > IOV_MAX {
+            return false;
+        }
+        let Ok(file_offset) = libc::off_t::try_from(offset) else {
+            return false;
+        };
+        let wanted: usize = iovecs.iter().map(|v| v.iov_len).sum();
+        let count = iovecs.len() as libc::c_int;
+        let fd = self.file.as_raw_fd();
+        let done = if write {
+            // SAFETY: `count` iovecs of readable memory (caller's contract); the fd is open
+            // for the lifetime of `self`.
+            unsafe { libc::pwritev2(fd, iovecs.as_ptr(), count, file_offset, libc::RWF_NOWAIT) }
+        } else {
+            // SAFETY: as above, with the iovecs writable.
+            unsafe { libc::preadv2(fd, iovecs.as_ptr(), count, file_offset, libc::RWF_NOWAIT) }
+        };
+        if done < 0 {
+            let errno = io::Error::last_os_error().raw_os_error();
+            if matches!(errno, Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+                // This file system (or kernel) never does it: stop trying.
+                enabled.store(false, Ordering::Relaxed);
+            }
+            return false;
+        }
+        done as usize == wanted
     }
 
     /// Size in 512-byte sectors.
@@ -268,6 +470,7 @@ impl DiskFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
     use vmm_sys_util::tempfile::TempFile;
 
     #[test]
@@ -275,20 +478,21 @@ mod tests {
         let image = TempFile::new().unwrap();
         image.as_file().set_len(4096).unwrap();
         let path = image.as_path();
-        let writer = DiskFile::open(path, false).unwrap();
+        let wb = Some(CacheMode::Writeback);
+        let writer = DiskFile::open(path, false, wb).unwrap();
         assert!(matches!(
-            DiskFile::open(path, false),
+            DiskFile::open(path, false, wb),
             Err(DiskError::Locked(_))
         ));
         assert!(matches!(
-            DiskFile::open(path, true),
+            DiskFile::open(path, true, wb),
             Err(DiskError::Locked(_))
         ));
         drop(writer);
-        let r1 = DiskFile::open(path, true).unwrap();
-        let _r2 = DiskFile::open(path, true).unwrap();
+        let r1 = DiskFile::open(path, true, wb).unwrap();
+        let _r2 = DiskFile::open(path, true, wb).unwrap();
         assert!(matches!(
-            DiskFile::open(path, false),
+            DiskFile::open(path, false, wb),
             Err(DiskError::Locked(_))
         ));
         assert_eq!(r1.capacity_sectors(), 8);
@@ -298,7 +502,7 @@ mod tests {
     fn vectored_io_round_trip_and_zeroing() {
         let image = TempFile::new().unwrap();
         image.as_file().set_len(1 << 20).unwrap();
-        let disk = DiskFile::open(image.as_path(), false).unwrap();
+        let disk = DiskFile::open(image.as_path(), false, Some(CacheMode::Writeback)).unwrap();
         let mut a = vec![7u8; 1000];
         let mut b = vec![9u8; 3000];
         let mut iov = [
@@ -336,5 +540,55 @@ mod tests {
         // SAFETY: as above, for `out`.
         let past = unsafe { disk.read_vectored_at(&mut tail, (1 << 20) - 100) };
         assert!(past.is_err());
+    }
+
+    fn open_flags(disk: &DiskFile) -> libc::c_int {
+        // SAFETY: F_GETFL only reads the flags of an open fd.
+        unsafe { libc::fcntl(disk.file.as_raw_fd(), libc::F_GETFL) }
+    }
+
+    #[test]
+    fn cache_modes_open_the_image_accordingly() {
+        // A disk-backed file system: the temporary directory (ext4 here and in CI).
+        let image = TempFile::new().unwrap();
+        image.as_file().set_len(1 << 20).unwrap();
+        let path = image.as_path();
+        let direct = DiskFile::open(path, false, Some(CacheMode::None)).unwrap();
+        assert_ne!(open_flags(&direct) & libc::O_DIRECT, 0);
+        let align = direct.direct_align().expect("O_DIRECT rules");
+        assert!(align.memory.is_power_of_two() && align.offset >= SECTOR_SIZE);
+        assert!(!direct.may_try_nowait(false) && !direct.may_try_nowait(true));
+        drop(direct);
+        // KubeVirt's default where O_DIRECT works: none.
+        let default = DiskFile::open(path, false, None).unwrap();
+        assert_eq!(default.cache_mode(), CacheMode::None);
+        drop(default);
+        let through = DiskFile::open(path, false, Some(CacheMode::Writethrough)).unwrap();
+        assert_eq!(open_flags(&through) & libc::O_DIRECT, 0);
+        assert_eq!(open_flags(&through) & libc::O_DSYNC, libc::O_DSYNC);
+        assert!(through.direct_align().is_none());
+        assert!(through.may_try_nowait(false) && !through.may_try_nowait(true));
+        drop(through);
+        let back = DiskFile::open(path, false, Some(CacheMode::Writeback)).unwrap();
+        assert_eq!(open_flags(&back) & (libc::O_DIRECT | libc::O_DSYNC), 0);
+        assert!(back.may_try_nowait(false) && back.may_try_nowait(true));
+    }
+
+    #[test]
+    fn nowait_reads_hit_the_page_cache() {
+        let image = TempFile::new().unwrap();
+        image.as_file().write_all_at(&[0xa5; 8192], 0).unwrap();
+        let disk = DiskFile::open(image.as_path(), false, Some(CacheMode::Writeback)).unwrap();
+        let mut out = vec![0u8; 8192];
+        let iov = [libc::iovec {
+            iov_base: out.as_mut_ptr().cast(),
+            iov_len: out.len(),
+        }];
+        // SAFETY: the iovec covers `out`, alive and unaliased for the call.
+        assert!(unsafe { disk.try_read_vectored_at(&iov, 0) });
+        assert_eq!(out, vec![0xa5; 8192]);
+        // Past the end: a short read, left to the blocking path.
+        // SAFETY: as above.
+        assert!(!unsafe { disk.try_read_vectored_at(&iov, 4096) });
     }
 }

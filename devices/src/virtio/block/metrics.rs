@@ -34,6 +34,11 @@ pub struct BlockMetrics {
     pub write_zeroes_ops: Counter,
     /// GET_ID requests completed.
     pub get_id_ops: Counter,
+    /// Reads and writes served on the device thread from the host page cache.
+    pub nowait_hits: Counter,
+    /// Reads and writes tried on the device thread that would have blocked and went to
+    /// the I/O workers.
+    pub nowait_misses: Counter,
     /// Requests that failed in the backend (status IOERR after I/O).
     pub io_errors: Counter,
     /// Malformed requests refused before any I/O.
@@ -61,6 +66,8 @@ impl BlockMetrics {
             ("discard_ops", &self.discard_ops),
             ("write_zeroes_ops", &self.write_zeroes_ops),
             ("get_id_ops", &self.get_id_ops),
+            ("nowait_hits", &self.nowait_hits),
+            ("nowait_misses", &self.nowait_misses),
             ("io_errors", &self.io_errors),
             ("invalid_requests", &self.invalid_requests),
             ("unsupported_requests", &self.unsupported_requests),

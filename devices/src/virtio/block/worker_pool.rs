@@ -1,5 +1,5 @@
-//! Asynchronous disk I/O: a small pool of named threads that execute validated requests
-//! against the image, reading and writing guest memory directly (no bounce buffer), and
+//! Asynchronous disk I/O: a pool of named threads that execute validated requests against
+//! the image ([`super::transfer`]: guest memory is read and written in place), and
 //! hand completions back to the device thread through a channel plus an eventfd the
 //! device thread polls. A slow disk therefore only ever blocks a worker, never the device
 //! loop, and the queue stays owned by the device thread alone.
@@ -14,12 +14,12 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use vm_memory::bitmap::Bitmap;
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemory, Permissions};
+use vm_memory::GuestAddressSpace;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::disk::DiskFile;
-use super::request::{Request, RequestKind, Segment, SECTOR_SHIFT, STATUS_IOERR, STATUS_OK};
+use super::request::Request;
+use super::transfer::{execute, Completion};
 
 /// What each worker runs first, on itself (the VMM installs its seccomp filter there). An
 /// error ends that worker before it takes any job; the hook reports it (and fails its VM).
@@ -39,25 +39,6 @@ impl PartialEq for ThreadInit {
 }
 
 impl Eq for ThreadInit {}
-
-/// A finished request, for the device thread to publish in the used ring.
-#[derive(Debug)]
-pub struct Completion {
-    /// Queue the request came from.
-    pub queue: u16,
-    /// Descriptor chain head.
-    pub head: u16,
-    /// Where the status byte goes.
-    pub status_addr: GuestAddress,
-    /// Request status.
-    pub status: u8,
-    /// Bytes written into the chain (data for reads, plus the status byte).
-    pub used_len: u32,
-    /// The request, for metrics.
-    pub kind: RequestKind,
-    /// Data bytes transferred.
-    pub bytes: u64,
-}
 
 struct Job<M> {
     queue: u16,
@@ -138,7 +119,7 @@ where
                             // The pool was dropped.
                             return;
                         };
-                        let completion = execute(&disk, job);
+                        let completion = execute_job(&disk, job);
                         // The device may be gone; then nobody wants the completion.
                         let _ = done.send(completion);
                         let _ = event.write(1);
@@ -218,113 +199,12 @@ impl<M: GuestAddressSpace> Drop for WorkerPool<M> {
     }
 }
 
-/// Runs `f` with iovecs covering `segments` in guest memory, or fails if any part of them
-/// is not guest memory.
-fn with_iovecs<G, R>(
-    mem: &G,
-    segments: &[Segment],
-    access: Permissions,
-    f: impl FnOnce(&mut [libc::iovec]) -> io::Result<R>,
-) -> io::Result<R>
-where
-    G: GuestMemory + ?Sized,
-{
-    let mut slices = Vec::with_capacity(segments.len());
-    for seg in segments {
-        let iter = mem
-            .get_slices(seg.addr, seg.len as usize, access)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        for slice in iter {
-            slices.push(slice.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?);
-        }
-    }
-    let covered: usize = slices.iter().map(|s| s.len()).sum();
-    let wanted: u64 = segments.iter().map(|s| u64::from(s.len)).sum();
-    if covered as u64 != wanted {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "buffer not entirely in guest memory",
-        ));
-    }
-    let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard_mut()).collect();
-    let mut iovecs: Vec<libc::iovec> = guards
-        .iter()
-        .map(|g| libc::iovec {
-            iov_base: g.as_ptr().cast(),
-            iov_len: g.len(),
-        })
-        .collect();
-    let result = f(&mut iovecs);
-    if access == Permissions::Write && result.is_ok() {
-        for slice in &slices {
-            slice.bitmap().mark_dirty(0, slice.len());
-        }
-    }
-    drop(guards);
-    result
-}
-
-fn run<G: GuestMemory + ?Sized>(disk: &DiskFile, mem: &G, request: &Request) -> io::Result<()> {
-    match &request.kind {
-        RequestKind::In { sector } => with_iovecs(mem, &request.data, Permissions::Write, |iov| {
-            // SAFETY: the iovecs cover guest memory slices that stay mapped while their
-            // guards live (for the whole call); the guest may race on the contents, which
-            // is its own business, but the memory is valid and writable.
-            unsafe { disk.read_vectored_at(iov, sector << SECTOR_SHIFT) }
-        }),
-        RequestKind::Out { sector } => with_iovecs(mem, &request.data, Permissions::Read, |iov| {
-            // SAFETY: as above; pwritev only reads the guest memory.
-            unsafe { disk.write_vectored_at(iov, sector << SECTOR_SHIFT) }
-        }),
-        RequestKind::Flush => disk.flush(),
-        RequestKind::Discard(ranges) => ranges.iter().try_for_each(|r| {
-            disk.discard(
-                r.sector << SECTOR_SHIFT,
-                u64::from(r.sectors) << SECTOR_SHIFT,
-            )
-        }),
-        RequestKind::WriteZeroes(ranges) => ranges.iter().try_for_each(|r| {
-            disk.write_zeroes(
-                r.sector << SECTOR_SHIFT,
-                u64::from(r.sectors) << SECTOR_SHIFT,
-                r.unmap,
-            )
-        }),
-        // Answered by the device thread from memory; never submitted.
-        RequestKind::GetId => Err(io::Error::from(io::ErrorKind::Unsupported)),
-    }
-}
-
-fn execute<M: GuestAddressSpace>(disk: &DiskFile, job: Job<M>) -> Completion {
+fn execute_job<M: GuestAddressSpace>(disk: &DiskFile, job: Job<M>) -> Completion {
     let Job {
         queue,
         request,
         mem,
     } = job;
     let guard = mem.memory();
-    let result = run(disk, &*guard, &request);
-    let (status, used_len, bytes) = match result {
-        Ok(()) => {
-            let written = match request.kind {
-                // Parsing bounded the chain to 4 GiB, and the status byte is part of it.
-                RequestKind::In { .. } => request.data_len as u32,
-                _ => 0,
-            };
-            (STATUS_OK, written.saturating_add(1), request.data_len)
-        }
-        Err(e) => {
-            // Per request, so at trace level; io_errors counts them.
-            tracing::trace!(error = %e, head = request.head, "Block request failed");
-            (STATUS_IOERR, 1, 0)
-        }
-    };
-    Completion {
-        queue,
-        head: request.head,
-        status_addr: request.status,
-        status,
-        used_len,
-        kind: request.kind,
-        bytes,
-    }
+    execute(disk, &*guard, queue, request)
 }
