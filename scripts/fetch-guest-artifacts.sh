@@ -17,7 +17,8 @@
 #                         virtio, vfat and iso9660 modules and tests/linux/l2-init.sh
 #                         as /init
 #   l1-base.cpio          the base of the L1 host's initramfs: busybox, vsock-echo, the
-#                         kernel's kvm and tun modules and tests/linux/l1-init.sh as /init.
+#                         kernel's kvm, tun, bridge, veth and nftables modules and
+#                         tests/linux/l1-init.sh as /init.
 #                         The test appends a second archive with monovirt and the L2 images
 #                         at run time.
 #
@@ -79,12 +80,23 @@ L2_MODULES=(
     nls_ascii
     nls_utf8
 )
-# Modules that give L1 a real kvm_amd /dev/kvm, and the tap devices of its L2 guests.
+# Modules that give L1 a real kvm_amd /dev/kvm, and the tap devices of its L2 guests;
+# then what `monovirt serve --network` needs there: the default network's bridge, the
+# veth of the test's "outside" namespace, and the nftables expressions of monovirt's NAT
+# table (src/network/nat.rs: masquerade, dnat, fib, ct).
 L1_MODULES=(
     irqbypass
     kvm
     kvm_amd
     tun
+    bridge
+    veth
+    nf_tables
+    nft_chain_nat
+    nft_masq
+    nft_nat
+    nft_fib_inet
+    nft_ct
 )
 if [[ $arch == ppc64el ]]; then
     # The ppc64le L2 guests have no virtio devices yet (docs/arches.md).

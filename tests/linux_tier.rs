@@ -194,12 +194,31 @@ struct ServeScenario {
     task: &'static str,
     /// Volumes besides the kernelBoot image, each attached as a virtio disk of its name.
     volumes: Vec<serde_json::Value>,
+    /// On the default network (`serve --network`): before its shell, the L2 guest takes
+    /// a DHCP lease with udhcpc, pings its gateway and fetches pages with wget across the
+    /// node's NAT from a server behind L1's uplink ([`check_serve_network`]).
+    network: bool,
 }
+
+/// The HTTP server l1-serve.sh runs behind L1's uplink, and the uplink's own address
+/// (what the server sees through the masquerade NAT).
+const L1_OUTSIDE_SERVER: &str = "198.51.100.1";
+const L1_UPLINK: &str = "198.51.100.2";
+/// The default network's subnet and gateway (src/network/node.rs's defaults).
+const DEFAULT_SUBNET_PREFIX: &str = "10.0.2.";
+const DEFAULT_GATEWAY: &str = "10.0.2.1";
+/// Where L1's initramfs holds the nft tool (on L1's PATH; monovirt runs it for its NAT).
+const L1_NFT: &str = "/usr/bin/nft";
 
 impl ServeScenario {
     /// The L2 kernel's command line.
     fn cmdline(&self) -> String {
-        format!("{L2_CMDLINE} quiet monovirt.task={}", self.task)
+        let http = if self.network {
+            format!(" monovirt.http={L1_OUTSIDE_SERVER}")
+        } else {
+            String::new()
+        };
+        format!("{L2_CMDLINE} quiet monovirt.task={}{http}", self.task)
     }
 
     /// The VirtualMachine l1-serve.sh applies, as YAML.
@@ -209,7 +228,7 @@ impl ServeScenario {
             .iter()
             .map(|v| serde_json::json!({"name": v["name"], "disk": {"bus": "virtio"}}))
             .collect();
-        let vm = serde_json::json!({
+        let mut vm = serde_json::json!({
             "apiVersion": "kubevirt.io/v1",
             "kind": "VirtualMachine",
             "metadata": {"name": self.name, "namespace": "default"},
@@ -226,6 +245,13 @@ impl ServeScenario {
                     "devices": {"autoattachPodInterface": false, "disks": disks}},
                 "volumes": self.volumes}}},
         });
+        if self.network {
+            let spec = &mut vm["spec"]["template"]["spec"];
+            spec["domain"]["devices"] = serde_json::json!({
+                "disks": spec["domain"]["devices"]["disks"].take(),
+                "interfaces": [{"name": "default", "masquerade": {}}]});
+            spec["networks"] = serde_json::json!([{"name": "default", "pod": {}}]);
+        }
         serde_yaml_ng::to_string(&vm).context("cannot write the VM manifest as YAML")
     }
 
@@ -235,12 +261,13 @@ impl ServeScenario {
         format!(
             r#"echo "MONOVIRT-L1-SCENARIO-BEGIN name={name}"
 start=$(cut -d' ' -f1 /proc/uptime)
-timeout -s KILL "$SCENARIO_TIMEOUT" sh {L1_SERVE_SCRIPT} {name} {L1_SERVE_MANIFESTS}/{name}.yaml </dev/null
+timeout -s KILL "$SCENARIO_TIMEOUT" sh {L1_SERVE_SCRIPT} {name} {L1_SERVE_MANIFESTS}/{name}.yaml {network} </dev/null
 rc=$?
 end=$(cut -d' ' -f1 /proc/uptime)
 printf '\nMONOVIRT-L1-SCENARIO-END name=%s rc=%s start=%s end=%s\n' {name} "$rc" "$start" "$end"
 "#,
             name = self.name,
+            network = if self.network { "network" } else { "" },
         )
     }
 }
@@ -469,6 +496,10 @@ fn check_serve(scenario: &ServeScenario, serial: &str, failures: &mut Vec<String
             None => failures.push(format!("{name}: L1 did not report the VMI's uid")),
         }
     }
+    if scenario.network {
+        let l2: Vec<Marker> = console.iter().filter_map(|l| Marker::parse(l)).collect();
+        check_serve_network(name, &run.markers, &l2, failures);
+    }
     // The typed line echoes as `$((6 * 7))`; only the shell's answer says 42.
     if !console.iter().any(|l| l.contains("MONOVIRT-L2-ECHO-42")) {
         failures.push(format!(
@@ -488,6 +519,75 @@ fn check_serve(scenario: &ServeScenario, serial: &str, failures: &mut Vec<String
             "{name}: did not finish within {SCENARIO_TIMEOUT_SECS} s and was killed"
         )),
         other => failures.push(format!("{name}: ended with rc {other:?}")),
+    }
+}
+
+/// Checks the default network of a serve scenario, from L1's markers and the L2 guest's
+/// (on its console): the lease udhcpc got is in the default subnet, is the address the
+/// VMI's status shows and names the bridge as gateway; the gateway answers pings; the
+/// outside server's page (this run's token) came back through the NAT, and the server saw
+/// the connection from L1's uplink address; deleting the VM released its tap.
+fn check_serve_network(name: &str, l1: &[Marker], l2: &[Marker], failures: &mut Vec<String>) {
+    let mut expect = |what: &str, got: Option<&str>, want: &str| {
+        if got != Some(want) {
+            failures.push(format!("{name}: {what} is {got:?}, expected {want:?}"));
+        }
+    };
+    let lease = find(l2, "MONOVIRT-L2-NET-LEASE");
+    expect("udhcpc's exit code", lease.and_then(|m| m.field("rc")), "0");
+    expect(
+        "the lease's mask",
+        lease.and_then(|m| m.field("mask")),
+        "24",
+    );
+    expect(
+        "the lease's router",
+        lease.and_then(|m| m.field("router")),
+        DEFAULT_GATEWAY,
+    );
+    let status_ip = find(l1, "MONOVIRT-L1-SERVE-RUNNING").and_then(|m| m.field("ip"));
+    expect(
+        "the address udhcpc leased (the VMI status's)",
+        lease.and_then(|m| m.field("ip")),
+        status_ip.unwrap_or("(none in the VMI's status)"),
+    );
+    let token = find(l1, "MONOVIRT-L1-SERVE-NET-OUTSIDE").and_then(|m| m.field("token"));
+    let wget = find(l2, "MONOVIRT-L2-NET-WGET");
+    expect(
+        "the page wget fetched",
+        wget.and_then(|m| m.field("page")),
+        &format!("monovirt-page-{}", token.unwrap_or("(no token from L1)")),
+    );
+    expect(
+        "the client address the outside server saw",
+        wget.and_then(|m| m.field("remote")),
+        L1_UPLINK,
+    );
+    expect(
+        "the VMI's taps left after its deletion",
+        find(l1, "MONOVIRT-L1-SERVE-NET-RELEASED").and_then(|m| m.field("taps")),
+        "0",
+    );
+    if !status_ip.is_some_and(|ip| ip.starts_with(DEFAULT_SUBNET_PREFIX)) {
+        failures.push(format!(
+            "{name}: the VMI's address {status_ip:?} is not in {DEFAULT_SUBNET_PREFIX}0/24"
+        ));
+    }
+    match find(l2, "MONOVIRT-L2-NET-PING") {
+        Some(m) if m.field("received").is_some_and(|n| n != "0") => {}
+        other => failures.push(format!(
+            "{name}: the gateway did not answer pings ({:?})",
+            other.and_then(|m| m.field("received"))
+        )),
+    }
+    if let Some(m) = find(l2, "MONOVIRT-L2-NET-FAILED") {
+        failures.push(format!(
+            "{name}: L2's network checks failed: {:?}",
+            m.field("reason")
+        ));
+    }
+    if find(l2, "MONOVIRT-L2-NET-DONE").is_none() {
+        failures.push(format!("{name}: L2's network checks did not finish"));
     }
 }
 
@@ -511,6 +611,17 @@ fn copy_into(stage: &Path, from: &Path, to: &str) -> Result<()> {
     fs::copy(from, &dst)
         .with_context(|| format!("cannot copy {} to {}", from.display(), dst.display()))?;
     Ok(())
+}
+
+/// Where `tool` is on this host's PATH (or in /usr/sbin and /sbin, which a user's PATH
+/// may lack).
+fn find_tool(tool: &str) -> Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+        .with_context(|| format!("{tool} not found (scripts/setup.sh installs nftables)"))
 }
 
 /// The shared libraries and loader a dynamic executable needs, as `ldd` resolves them.
@@ -600,6 +711,14 @@ fn build_l1_initrd_with(
                 &repo().join("tests/linux/l1-serve.sh"),
                 L1_SERVE_SCRIPT,
             )?;
+        }
+        if served.iter().any(|s| s.network) {
+            // This host's nft tool with its libraries: monovirt writes its NAT table with it.
+            let nft = find_tool("nft")?;
+            copy_into(&stage, &nft, L1_NFT)?;
+            for lib in shared_libraries(&nft)? {
+                copy_into(&stage, &lib, &lib.to_string_lossy())?;
+            }
         }
         for scenario in served {
             let manifest = stage
@@ -1470,7 +1589,11 @@ fn run_l2_scenarios(test: &str, scenarios: &[Scenario]) -> Result<()> {
 /// Running on L1's kvm_amd; its console subresource shows the L2 init's marker and carries
 /// a command to the L2 shell and its answer back. The VM carries a cloudInitNoCloud and a
 /// cloudInitConfigDrive volume: the Debian kernel mounts both disks with its own vfat
-/// module and prints their files, which match the VM's spec ([`check_cloudinit`]).
+/// module and prints their files, which match the VM's spec ([`check_cloudinit`]). The
+/// daemon runs with `--network` and the VM is on the default network: busybox's udhcpc
+/// gets the lease the VMI's status shows, ping reaches the gateway and wget fetches a page
+/// through the masquerade NAT from a server behind L1's uplink, which sees L1's address;
+/// deleting the VM releases its tap ([`check_serve_network`]).
 #[test]
 fn l2_debian_kernel_runs_through_monovirt_serve() -> Result<()> {
     const TEST: &str = "l2_debian_kernel_runs_through_monovirt_serve";
@@ -1480,6 +1603,7 @@ fn l2_debian_kernel_runs_through_monovirt_serve() -> Result<()> {
         memory_mib: 256,
         task: "cloudinit",
         volumes: cloud_init_volumes(),
+        network: true,
     }];
     let Some(tier) = Tier::or_skip(TEST) else {
         return Ok(());

@@ -14,6 +14,10 @@
 #             ConfigDrive `config-2`) read-only and print their files, then a shell
 #   shell     an interactive shell on the console (also for debugging by hand); it
 #             prints MONOVIRT-L2-SHELL-READY just before the shell starts
+#
+# With monovirt.http=A.B.C.D on the command line (a VM on the default network of
+# L1's `monovirt serve --network`), the shell first runs net_checks: DHCP, ping, and
+# pages fetched from that server across the node's NAT.
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -25,9 +29,11 @@ mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 
 task=
+http_server=
 for arg in $(cat /proc/cmdline); do
     case $arg in
     monovirt.task=*) task=${arg#monovirt.task=} ;;
+    monovirt.http=*) http_server=${arg#monovirt.http=} ;;
     esac
 done
 
@@ -239,7 +245,55 @@ cloudinit() {
     echo "MONOVIRT-L2-CLOUDINIT-DONE"
 }
 
+# --- the default network ----------------------------------------------------------------
+# The default network as a KubeVirt guest sees it, with busybox's own tools: udhcpc on
+# the first virtio-net NIC (the lease from monovirt's DHCP server), ping of the gateway
+# it names, and wget of the page and of the CGI (which answers the client address it
+# saw) of the HTTP server at $http_server, behind the node's masquerade NAT. Reports
+# MONOVIRT-L2-NET-* lines, then MONOVIRT-L2-NET-DONE.
+net_checks() {
+    [ -d /sys/module/virtio_net ] || load_modules
+    local nic= net rc router received page remote tries=100
+    while [ -z "$nic" ] && [ $tries -gt 0 ]; do
+        for net in /sys/class/net/*; do
+            case $(readlink "$net/device/driver") in
+            */virtio_net) nic=${net##*/} && break ;;
+            esac
+        done
+        [ -n "$nic" ] || usleep 100000
+        tries=$((tries - 1))
+    done
+    if [ -z "$nic" ]; then
+        echo "MONOVIRT-L2-NET-FAILED reason=no-virtio-net-nic"
+        echo "MONOVIRT-L2-NET-DONE"
+        return
+    fi
+    ip link set lo up
+    ip link set "$nic" up
+    cat >/tmp/udhcpc.sh <<'EOF'
+#!/bin/sh
+[ "$1" = bound ] || exit 0
+ip addr add "$ip/$mask" dev "$interface"
+[ -n "$router" ] && ip route add default via "$router"
+echo "ip=$ip mask=$mask router=$router dns=${dns:-none} lease=$lease" >/tmp/lease
+EOF
+    chmod 755 /tmp/udhcpc.sh
+    udhcpc -i "$nic" -f -q -n -t 10 -T 2 -s /tmp/udhcpc.sh >/tmp/udhcpc.log 2>&1
+    rc=$?
+    echo "MONOVIRT-L2-NET-LEASE nic=$nic mac=$(cat "/sys/class/net/$nic/address")" \
+        "rc=$rc $(cat /tmp/lease 2>/dev/null)"
+    router=$(sed -n 's/.*router=\([0-9.]*\).*/\1/p' /tmp/lease 2>/dev/null)
+    received=$(ping -c 3 -W 5 "${router:-0.0.0.0}" | sed -n 's/.* \([0-9]*\) packets received.*/\1/p')
+    echo "MONOVIRT-L2-NET-PING gateway=${router:-none} received=${received:-0}"
+    # (`timeout` rather than wget's own -T, which crashes some busybox builds.)
+    page=$(timeout 60 wget -q -O - "http://$http_server/" 2>/dev/null)
+    remote=$(timeout 60 wget -q -O - "http://$http_server/cgi-bin/remote" 2>/dev/null)
+    echo "MONOVIRT-L2-NET-WGET server=$http_server page=${page:-none} remote=${remote:-none}"
+    echo "MONOVIRT-L2-NET-DONE"
+}
+
 shell() {
+    [ -n "$http_server" ] && net_checks
     echo "MONOVIRT-L2-SHELL-READY"
     exec setsid cttyhack sh
 }
