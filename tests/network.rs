@@ -3,9 +3,10 @@
 //! which also gives it the namespace's own /sys), where the inner half sets up the
 //! default network (bridge, DHCP, nftables NAT), plugs taps and boots the test guest with
 //! `monovirt run` on /dev/kvm. Peers are further namespaces joined by veth pairs: an
-//! "outside" network behind the node's uplink, a DHCP client (busybox udhcpc) on the
-//! default bridge, an L2 peer on a bridge NetworkAttachmentDefinition and on a macvtap's
-//! master. Nothing touches the host's own interfaces, routes or nftables.
+//! "outside" network behind the node's uplink (with the HTTP servers the guests and busybox
+//! wget reach through the NAT), a DHCP client (busybox udhcpc) on the default bridge, an
+//! L2 peer on a bridge NetworkAttachmentDefinition (also one with an access VLAN) and on a
+//! macvtap's master. Nothing touches the host's own interfaces, routes or nftables.
 //!
 //! With MONOVIRT_REQUIRE_KVM=1 a missing /dev/kvm, `ip`, `nft` or `busybox` fails the
 //! test instead of skipping it.
@@ -15,8 +16,8 @@ mod vmm_support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use anyhow::{ensure, Context, Result};
 use api::kubevirt::virtualmachineinstance::VirtualMachineInstance;
 use api::network::attachment::NetworkAttachmentDefinition;
 use common::guest::guest_elf;
-use common::guest_vm::{connect_reply, GuestVm};
+use common::guest_vm::{connect_reply, send_to_guest, GuestVm};
 use common::netns::{ip, run, serve_http_once, tool_present, veth_to, Netns};
 use monovirt::network::mac::Mac;
 use monovirt::network::nat;
@@ -152,23 +153,7 @@ fn stream_to_guest(addr: SocketAddr, seed: u8, len: usize) -> Result<()> {
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect();
     let want = format!("bytes={len} crc32={:#010x}\n", crc32fast::hash(&data));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut s = loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("connect {addr}: {e}; retrying");
-                thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e).context(format!("connecting to {addr}")),
-        }
-    };
-    s.set_read_timeout(Some(WAIT))?;
-    s.set_write_timeout(Some(WAIT))?;
-    s.write_all(&data)?;
-    s.shutdown(Shutdown::Write)?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply)?;
+    let reply = send_to_guest(addr, &data)?;
     ensure!(
         reply == want,
         "guest at {addr} replied {reply:?}, expected {want:?}"
@@ -1019,6 +1004,7 @@ fn inner_node_network_policy() -> Result<()> {
 
 // ---------------------------------------------------------------- guest to guest
 
+/// Also a bridge network with an access VLAN: see [`vlan_bridge_network`].
 #[test]
 fn vm_connects_to_vm_on_the_default_network_and_across_a_bridge() -> Result<()> {
     outer("v", "inner_vm_to_vm")
@@ -1067,9 +1053,9 @@ fn guest_to_guest(
 #[test]
 #[ignore = "the inner half of vm_connects_to_vm_on_the_default_network_and_across_a_bridge"]
 fn inner_vm_to_vm() -> Result<()> {
-    if inner_node()?.is_none() {
+    let Some(node) = inner_node()? else {
         return Ok(());
-    }
+    };
     let rt = runtime()?;
     let dir = tempfile::tempdir()?;
     let network = rt.block_on(NodeNetwork::start(NodeNetworkConfig::new(dir.path())))?;
@@ -1114,7 +1100,121 @@ fn inner_vm_to_vm() -> Result<()> {
         rt.block_on(network.release(uid))?;
     }
     ensure!(our_links()?.is_empty(), "left behind: {:?}", our_links()?);
+
+    vlan_bridge_network(&rt, &network, &node)?;
     rt.block_on(network.teardown())?;
+    Ok(())
+}
+
+/// Whether this kernel's bridges filter VLANs (CONFIG_BRIDGE_VLAN_FILTERING).
+fn kernel_bridge_vlans() -> Result<bool> {
+    ip(&["link", "add", "mvprobebr", "type", "bridge"])?;
+    let filtering = Command::new("ip")
+        .args([
+            "link",
+            "set",
+            "mvprobebr",
+            "type",
+            "bridge",
+            "vlan_filtering",
+            "1",
+        ])
+        .stderr(Stdio::null())
+        .status()?
+        .success();
+    ip(&["link", "del", "mvprobebr"])?;
+    Ok(filtering)
+}
+
+/// A bridge network with an access VLAN (the CNI bridge plugin's `vlan`), without any
+/// 802.1Q interface: the bridge filters VLANs and each VM's tap is an untagged member of
+/// its network's VLAN only. Two networks share the bridge `br-vlan` with VLANs 100 and
+/// 200; a peer namespace's port is an untagged member of VLAN 100. The peer reaches the
+/// guest on VLAN 100 and cannot reach the one on VLAN 200. On a kernel whose bridges
+/// cannot filter VLANs, the VMI's network set-up must fail and leave no tap behind.
+fn vlan_bridge_network(
+    rt: &tokio::runtime::Runtime,
+    network: &NodeNetwork,
+    node: &str,
+) -> Result<()> {
+    let lan = lan_peer(node, "vlanport", "192.0.2.1/24")?;
+    let bridge_nad = |name: &str, vlan: u16| {
+        nad(
+            name,
+            json!({"cniVersion": "0.3.1", "type": "bridge", "bridge": "br-vlan",
+                   "vlan": vlan, "ipam": {}}),
+        )
+    };
+    let nads: BTreeMap<_, _> = [bridge_nad("v100", 100)?, bridge_nad("v200", 200)?].into();
+    let on = |name: &str, net: &str| {
+        vmi(
+            name,
+            json!({"domain": {"devices": {"interfaces": [{"name": net, "bridge": {}}]}},
+                   "networks": [{"name": net, "multus": {"networkName": net}}]}),
+        )
+    };
+    if !kernel_bridge_vlans()? {
+        eprintln!("NOTICE: this kernel's bridges cannot filter VLANs; checking the refusal");
+        let refused = rt.block_on(network.prepare(&on("v1", "v100")?, &nads));
+        ensure!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("vlan_filtering")),
+            "a VLAN network without bridge VLAN filtering: {refused:?}"
+        );
+        ensure!(our_links()?.is_empty(), "left behind: {:?}", our_links()?);
+        return Ok(());
+    }
+    let p100 = rt.block_on(network.prepare(&on("v1", "v100")?, &nads))?;
+    let p200 = rt.block_on(network.prepare(&on("v2", "v200")?, &nads))?;
+    ip(&["link", "set", "vlanport", "master", "br-vlan"])?;
+    run(
+        "bridge",
+        &[
+            "vlan", "add", "dev", "vlanport", "vid", "100", "pvid", "untagged",
+        ],
+    )?;
+    run("bridge", &["vlan", "del", "dev", "vlanport", "vid", "1"])?;
+    ensure!(
+        fs::read_to_string("/sys/class/net/br-vlan/bridge/vlan_filtering")?.trim() == "1",
+        "br-vlan does not filter VLANs"
+    );
+    // Each tap: exactly its VLAN, as the port VLAN ID, sent untagged.
+    let vlans: serde_json::Value = serde_json::from_str(&run("bridge", &["-j", "vlan", "show"])?)?;
+    for (p, vid) in [(&p100, 100), (&p200, 200)] {
+        let tap = &p.nics[0].tap;
+        let port = vlans
+            .as_array()
+            .and_then(|ports| ports.iter().find(|v| v["ifname"] == tap.as_str()))
+            .with_context(|| format!("{tap} is in no VLAN: {vlans}"))?;
+        ensure!(
+            port["vlans"] == json!([{"vlan": vid, "flags": ["PVID", "Egress Untagged"]}]),
+            "{tap}: {port}"
+        );
+    }
+
+    let mut in100 = GuestVm::boot_on("net guest.ip=192.0.2.21/24 poweroff", &p100, &[])?;
+    let mut in200 = GuestVm::boot_on("net guest.ip=192.0.2.22/24 poweroff", &p200, &[])?;
+    in100.wait_for("net.tcp.listen")?;
+    in200.wait_for("net.tcp.listen")?;
+    lan.run_inside(|| stream_to_guest("192.0.2.21:7777".parse()?, 8, 64 << 10))?;
+    ensure!(in100.finish()?.get("net.tcp") == Some("closed"));
+    // The guest answers pings (smoltcp); across VLANs no frame gets there.
+    let across = Command::new("ip")
+        .args(["netns", "exec", &lan.name])
+        .args(["busybox", "ping", "-c", "2", "-W", "2", "192.0.2.22"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    ensure!(
+        !across.success(),
+        "the peer in VLAN 100 reached the guest in VLAN 200"
+    );
+    drop(in200);
+    for uid in ["uid-v1", "uid-v2"] {
+        rt.block_on(network.release(uid))?;
+    }
+    ensure!(our_links()?.is_empty(), "left behind: {:?}", our_links()?);
     Ok(())
 }
 

@@ -14,15 +14,15 @@ mod vmm_support;
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::guest_vm::{GuestVm, GUEST_WAIT as WAIT};
+use common::guest_vm::{send_to_guest, GuestVm, GUEST_WAIT as WAIT};
+use common::netns::tool_present;
 use vmm_support::kvm_available;
 use vmm_support::netns::Netns;
 
@@ -183,22 +183,6 @@ fn rng_and_virtio_console() -> Result<()> {
     Ok(())
 }
 
-fn tool_present(name: &str) -> bool {
-    let found = Command::new(name)
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        if std::env::var("MONOVIRT_REQUIRE_KVM").as_deref() == Ok("1") {
-            panic!("MONOVIRT_REQUIRE_KVM=1 but `{name}` is not installed");
-        }
-        eprintln!("NOTICE: skipping: `{name}` is not installed");
-    }
-    found
-}
-
 /// MiB streamed to the guest: the 16 MiB of issue 4. The guest's network loop runs at
 /// CPL 3 (`tests/guest/src/user.rs`), which PVM runs natively: a few seconds. (From ring 0,
 /// which PVM emulates, the same stream moved at tens of KiB/s.) MONOVIRT_NET_TEST_MIB
@@ -207,7 +191,7 @@ const DEFAULT_STREAM_MIB: usize = 16;
 
 #[test]
 fn net_arp_ping_and_tcp_stream_in_a_namespace() -> Result<()> {
-    if !kvm_available() || !tool_present("ip") || !tool_present("ping") {
+    if !kvm_available() || !tool_present("ip", "-V") || !tool_present("ping", "-V") {
         return Ok(());
     }
     const MAC: &str = "52:54:00:12:34:56";
@@ -262,14 +246,7 @@ fn net_arp_ping_and_tcp_stream_in_a_namespace() -> Result<()> {
     let want = format!("bytes={len} crc32={:#010x}\n", crc32fast::hash(&data));
     let reply = ns.run_inside(move || {
         let addr: SocketAddr = format!("{}:7777", Netns::GUEST_IP).parse()?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(30))?;
-        s.set_read_timeout(Some(WAIT))?;
-        s.set_write_timeout(Some(WAIT))?;
-        s.write_all(&data)?;
-        s.shutdown(Shutdown::Write)?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)?;
-        Ok(reply)
+        send_to_guest(addr, &data)
     })?;
     ensure!(
         reply == want,

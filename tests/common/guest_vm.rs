@@ -8,7 +8,8 @@
 //! let report = vm.finish()?;
 //! ```
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -182,6 +183,30 @@ impl GuestVm {
         self.child.wait().context("reaping monovirt")?;
         Ok(())
     }
+}
+
+/// Sends `data` to a listening guest's TCP service at `addr` (`net`: port 7777), retrying
+/// the connection for up to a minute while the guest comes up, closes the sending side
+/// and returns the guest's reply (`bytes=N crc32=0x…\n`).
+pub fn send_to_guest(addr: SocketAddr, data: &[u8]) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut s = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("connect {addr}: {e}; retrying");
+                thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).context(format!("connecting to {addr}")),
+        }
+    };
+    s.set_read_timeout(Some(GUEST_WAIT))?;
+    s.set_write_timeout(Some(GUEST_WAIT))?;
+    s.write_all(data)?;
+    s.shutdown(Shutdown::Write)?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)?;
+    Ok(reply)
 }
 
 /// The reply a listening guest (or a host server imitating one) gives to `len` bytes
