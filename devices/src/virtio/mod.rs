@@ -1,7 +1,10 @@
 //! Virtio devices and their PCI transport.
 //!
 //! Layout: [`device`] is the [`VirtioDevice`] trait every device implements and its
-//! [`DeviceState`] lifecycle; `active_queues` the state of an activated device and the
+//! [`DeviceState`] lifecycle; [`queue_device`] the plumbing every device here shares (type,
+//! features, queue sizes, configuration space, activation and reset: [`DeviceCore`]) and
+//! the one [`VirtioDevice`] implementation over it; `active_queues` the state of an
+//! activated device and the
 //! queue loop all devices share (notification suppression, used ring, interrupts,
 //! DEVICE_NEEDS_RESET); [`interrupt`] how a device signals the driver; [`transport`] the
 //! modern virtio-pci transport; one folder per device ([`block`], [`net`], [`console`],
@@ -21,6 +24,7 @@ pub mod interrupt;
 pub mod iovec;
 pub mod log_limiter;
 pub mod net;
+pub mod queue_device;
 pub mod rng;
 #[cfg(test)]
 pub(crate) mod test_driver;
@@ -31,6 +35,7 @@ pub use counter::Counter;
 pub use device::{ActivateError, Activation, DeviceState, VirtioDevice};
 pub use interrupt::{VirtioInterrupt, VirtioInterruptType};
 pub use log_limiter::LogLimiter;
+pub use queue_device::{DeviceCore, QueueDevice};
 
 /// Virtio device types (`VIRTIO_ID_*`).
 pub mod device_type {

@@ -12,6 +12,8 @@ use virtio_queue::desc::RawDescriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::device::{Activation, VirtioDevice};
+use super::features;
 use super::interrupt::{VirtioInterrupt, VirtioInterruptType};
 
 /// Guest memory size used by device tests.
@@ -20,6 +22,43 @@ pub(crate) const TEST_MEMORY: u64 = 0x40_0000;
 /// Guest memory for a test.
 pub(crate) fn test_memory() -> Arc<GuestMemoryMmap> {
     Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), TEST_MEMORY as usize)]).unwrap())
+}
+
+/// The driver's side of an activated device under test.
+pub(crate) struct TestSetup {
+    /// Guest memory ([`test_memory`]).
+    pub(crate) mem: Arc<GuestMemoryMmap>,
+    /// One driver per queue; queue `i`'s rings start at `0x1_0000 * i`.
+    pub(crate) queues: Vec<TestDriver>,
+    /// What the device signalled.
+    pub(crate) interrupt: Arc<RecordingInterrupt>,
+}
+
+/// Activates `device` as a driver accepting only VERSION_1 would, with `count` queues of
+/// `size` entries (EVENT_IDX on each if `event_idx`).
+pub(crate) fn activate<D>(device: &mut D, count: usize, size: u16, event_idx: bool) -> TestSetup
+where
+    D: VirtioDevice<Arc<GuestMemoryMmap>>,
+{
+    let mem = test_memory();
+    let queues: Vec<TestDriver> = (0..count)
+        .map(|i| TestDriver::new(&mem, size, 0x1_0000 * i as u64))
+        .collect();
+    let interrupt = Arc::new(RecordingInterrupt::default());
+    let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
+    device
+        .activate(Activation {
+            mem: mem.clone(),
+            interrupt: irq,
+            queues: queues.iter().map(|q| q.queue(event_idx)).collect(),
+            acked_features: features::VERSION_1,
+        })
+        .unwrap();
+    TestSetup {
+        mem,
+        queues,
+        interrupt,
+    }
 }
 
 /// One queue, driver side.

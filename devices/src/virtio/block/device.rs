@@ -13,9 +13,8 @@ use super::disk::{DiskError, DiskFile};
 use super::metrics::BlockMetrics;
 use super::request::{RequestLimits, ID_BYTES};
 use super::worker_pool::{ThreadInit, WorkerPool};
-use crate::virtio::active_queues::ActiveQueues;
-use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::{device_type, features, LogLimiter};
+use crate::virtio::device_type;
+use crate::virtio::queue_device::{DeviceCore, QueueDevice};
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -94,14 +93,10 @@ pub struct BlockDevice<M: GuestAddressSpace> {
     pub(super) id: String,
     pub(super) disk: Arc<DiskFile>,
     pub(super) serial: [u8; ID_BYTES],
-    features: u64,
-    config_space: [u8; CONFIG_SIZE],
     pub(super) limits: RequestLimits,
-    queue_sizes: [u16; 1],
     pub(super) pool: WorkerPool<M>,
-    pub(super) state: DeviceState<ActiveQueues<M>>,
+    pub(super) core: DeviceCore<M>,
     pub(super) metrics: Arc<BlockMetrics>,
-    pub(super) log: LogLimiter,
 }
 
 impl<M: GuestAddressSpace> std::fmt::Debug for BlockDevice<M> {
@@ -109,7 +104,7 @@ impl<M: GuestAddressSpace> std::fmt::Debug for BlockDevice<M> {
         f.debug_struct("BlockDevice")
             .field("id", &self.id)
             .field("disk", &self.disk)
-            .field("active", &self.state.is_activated())
+            .field("active", &self.core.is_activated())
             .finish_non_exhaustive()
     }
 }
@@ -135,10 +130,7 @@ where
         let capacity = disk.capacity_sectors();
 
         let bit = |b: u32| 1u64 << b;
-        let mut offered = features::VERSION_1
-            | features::RING_INDIRECT_DESC
-            | features::RING_EVENT_IDX
-            | bit(virtio_blk::VIRTIO_BLK_F_SEG_MAX)
+        let mut offered = bit(virtio_blk::VIRTIO_BLK_F_SEG_MAX)
             | bit(virtio_blk::VIRTIO_BLK_F_BLK_SIZE)
             | bit(virtio_blk::VIRTIO_BLK_F_FLUSH);
         if config.read_only {
@@ -185,14 +177,17 @@ where
             id: config.id,
             disk,
             serial,
-            features: offered,
-            config_space: cs,
             limits,
-            queue_sizes: [QUEUE_SIZE],
             pool,
-            state: DeviceState::Inactive,
+            // Nothing in it is writable (no VIRTIO_BLK_F_CONFIG_WCE).
+            core: DeviceCore::new(
+                "virtio-blk",
+                device_type::BLOCK,
+                offered,
+                &[QUEUE_SIZE],
+                cs.to_vec(),
+            ),
             metrics: Arc::new(BlockMetrics::default()),
-            log: LogLimiter::default(),
         })
     }
 
@@ -212,66 +207,32 @@ where
     }
 }
 
-impl<M> VirtioDevice<M> for BlockDevice<M>
+impl<M> QueueDevice<M> for BlockDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
 {
-    fn device_type(&self) -> u32 {
-        device_type::BLOCK
+    fn core(&self) -> &DeviceCore<M> {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn core_mut(&mut self) -> &mut DeviceCore<M> {
+        &mut self.core
     }
 
-    fn features(&self) -> u64 {
-        self.features
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(src) = start
-            .checked_add(data.len())
-            .and_then(|end| self.config_space.get(start..end))
-        {
-            data.copy_from_slice(src);
-        }
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // Nothing is writable (no VIRTIO_BLK_F_CONFIG_WCE).
-        if let Some(suppressed) = self.log.allow() {
-            tracing::debug!(disk = %self.id, offset, len = data.len(), suppressed, "Dropped virtio-blk config write");
-        }
-    }
-
-    fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        self.state
-            .activate(activation, self.queue_sizes.len(), "virtio-blk")
-    }
-
-    fn reset(&mut self) {
+    fn resetting(&mut self) {
         // Wait for requests at the disk: they write guest memory the driver may reuse.
         self.pool.drain();
-        self.state = DeviceState::Inactive;
     }
 
-    fn is_activated(&self) -> bool {
-        self.state.is_activated()
-    }
-
-    fn event_fds(&self) -> Vec<RawFd> {
+    fn own_fds(&self) -> Vec<RawFd> {
         vec![self.pool.completion_event().as_raw_fd()]
     }
 
-    fn process_queue(&mut self, index: usize) {
+    fn queue_notified(&mut self, index: usize) {
         self.handle_queue(index);
     }
 
-    fn process_event(&mut self, index: usize) {
+    fn fd_ready(&mut self, index: usize) {
         if index == 0 {
             self.handle_completions();
         }

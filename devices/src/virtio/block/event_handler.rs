@@ -118,7 +118,7 @@ where
             metrics: &self.metrics,
             pool: &self.pool,
         };
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let space = active.mem.clone();
@@ -131,7 +131,7 @@ where
                 },
                 Err(failure) => {
                     count_refusal(&self.metrics, &failure.error);
-                    if let Some(suppressed) = self.log.allow() {
+                    if let Some(suppressed) = self.core.log.allow() {
                         tracing::warn!(disk = %self.id, head, error = %failure.error, suppressed, "Refusing virtio-blk request");
                     }
                     let used_len = u32::from(failure.status.is_some());
@@ -141,14 +141,14 @@ where
             write_status(mem, status_addr, status);
             ChainOutcome::Used(used_len)
         });
-        active.settle(index, drained, &*self.metrics, &mut self.log);
+        active.settle(index, drained, &*self.metrics, &mut self.core.log);
     }
 
     /// Publishes finished requests and signals the queues that got some.
     pub(super) fn handle_completions(&mut self) {
         let _ = self.pool.completion_event().read();
         let metrics: Arc<BlockMetrics> = self.metrics.clone();
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             // Reset raced with the workers: drain() already discarded their results.
             while self.pool.next_completion().is_some() {}
             return;
@@ -175,11 +175,11 @@ where
             }
         }
         if corrupted {
-            active.needs_reset("used ring unwritable", &*metrics, &mut self.log);
+            active.needs_reset("used ring unwritable", &*metrics, &mut self.core.log);
             return;
         }
         for (index, _) in signal.iter().enumerate().filter(|(_, s)| **s) {
-            active.notify(index, &*metrics, &mut self.log);
+            active.notify(index, &*metrics, &mut self.core.log);
         }
     }
 }

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use vm_memory::GuestAddressSpace;
 
 use super::metrics::ConsoleMetrics;
-use crate::virtio::active_queues::ActiveQueues;
-use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::{device_type, features, LogLimiter};
+use crate::virtio::device_type;
+use crate::virtio::queue_device::{DeviceCore, QueueDevice};
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -45,17 +44,15 @@ pub struct ConsoleDevice<M: GuestAddressSpace> {
     pub(super) output: OwnedFd,
     /// The input reached end of file: stop reading it.
     pub(super) input_closed: bool,
-    queue_sizes: [u16; 2],
-    pub(super) state: DeviceState<ActiveQueues<M>>,
+    pub(super) core: DeviceCore<M>,
     pub(super) metrics: Arc<ConsoleMetrics>,
-    pub(super) log: LogLimiter,
 }
 
 impl<M: GuestAddressSpace> std::fmt::Debug for ConsoleDevice<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsoleDevice")
             .field("id", &self.id)
-            .field("active", &self.state.is_activated())
+            .field("active", &self.core.is_activated())
             .finish_non_exhaustive()
     }
 }
@@ -68,10 +65,15 @@ impl<M: GuestAddressSpace> ConsoleDevice<M> {
             input,
             output,
             input_closed: false,
-            queue_sizes: [QUEUE_SIZE; 2],
-            state: DeviceState::Inactive,
+            // cols/rows/max_nr_ports/emerg_wr exist only with features we do not offer.
+            core: DeviceCore::new(
+                "virtio-console",
+                device_type::CONSOLE,
+                0,
+                &[QUEUE_SIZE; 2],
+                Vec::new(),
+            ),
             metrics: Arc::new(ConsoleMetrics::default()),
-            log: LogLimiter::default(),
         }
     }
 
@@ -81,46 +83,23 @@ impl<M: GuestAddressSpace> ConsoleDevice<M> {
     }
 }
 
-impl<M> VirtioDevice<M> for ConsoleDevice<M>
+impl<M> QueueDevice<M> for ConsoleDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
 {
-    fn device_type(&self) -> u32 {
-        device_type::CONSOLE
+    fn core(&self) -> &DeviceCore<M> {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn core_mut(&mut self) -> &mut DeviceCore<M> {
+        &mut self.core
     }
 
-    fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
-    }
-
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        // cols/rows/max_nr_ports/emerg_wr exist only with features we do not offer.
-        data.fill(0);
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-
-    fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        self.state.activate(activation, 2, "virtio-console")
-    }
-
-    fn reset(&mut self) {
-        self.state = DeviceState::Inactive;
-    }
-
-    fn is_activated(&self) -> bool {
-        self.state.is_activated()
-    }
-
-    fn event_fds(&self) -> Vec<RawFd> {
+    fn own_fds(&self) -> Vec<RawFd> {
         self.input.iter().map(|fd| fd.as_raw_fd()).collect()
     }
 
-    fn process_queue(&mut self, index: usize) {
+    fn queue_notified(&mut self, index: usize) {
         match index {
             RX_QUEUE => self.process_input(),
             TX_QUEUE => self.process_output(),
@@ -128,7 +107,7 @@ where
         }
     }
 
-    fn process_event(&mut self, index: usize) {
+    fn fd_ready(&mut self, index: usize) {
         if index == 0 {
             self.process_input();
         }

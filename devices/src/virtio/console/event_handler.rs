@@ -25,7 +25,7 @@ where
         if self.input_closed {
             return;
         }
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let mut buffers = GuestIoVecs::new();
@@ -44,7 +44,7 @@ where
                     }
                     Err(e) => {
                         if e.kind() != io::ErrorKind::WouldBlock {
-                            if let Some(suppressed) = self.log.allow() {
+                            if let Some(suppressed) = self.core.log.allow() {
                                 tracing::warn!(console = %self.id, error = %e, suppressed, "Console input failed");
                             }
                         }
@@ -58,13 +58,13 @@ where
             buffers.clear();
             outcome
         });
-        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.log);
+        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.core.log);
     }
 
     /// Guest output to the host.
     pub(super) fn process_output(&mut self) {
         let fd = self.output.as_raw_fd();
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let mut buffers = GuestIoVecs::new();
@@ -81,14 +81,14 @@ where
                     .add(buffers.len().saturating_sub(written));
             } else {
                 self.metrics.invalid_requests.inc();
-                if let Some(suppressed) = self.log.allow() {
+                if let Some(suppressed) = self.core.log.allow() {
                     tracing::warn!(console = %self.id, head, suppressed, "Dropping malformed virtio-console output");
                 }
             }
             buffers.clear();
             ChainOutcome::Used(0)
         });
-        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.log);
+        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.core.log);
     }
 }
 
@@ -100,8 +100,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
-    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+    use crate::virtio::test_driver::{activate, RecordingInterrupt, TestDriver};
+    use crate::virtio::VirtioDevice;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     type Mem = Arc<GuestMemoryMmap>;
@@ -116,30 +116,21 @@ mod tests {
     }
 
     fn harness() -> Harness {
-        let mem = test_memory();
         let (ours, host) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         host.set_nonblocking(true).unwrap();
         let input = OwnedFd::from(ours.try_clone().unwrap());
         let mut console = ConsoleDevice::new("hvc0", Some(input), OwnedFd::from(ours));
-        let rx = TestDriver::new(&mem, 16, 0);
-        let tx = TestDriver::new(&mem, 16, 0x1_0000);
-        let interrupt = Arc::new(RecordingInterrupt::default());
-        let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
-        console
-            .activate(Activation {
-                mem: mem.clone(),
-                interrupt: irq,
-                queues: vec![rx.queue(false), tx.queue(false)],
-                acked_features: features::VERSION_1,
-            })
-            .unwrap();
+        let setup = activate(&mut console, 2, 16, false);
+        let Ok([rx, tx]) = <[TestDriver; 2]>::try_from(setup.queues) else {
+            unreachable!("two queues")
+        };
         Harness {
             console,
             rx,
             tx,
-            interrupt,
-            mem,
+            interrupt: setup.interrupt,
+            mem: setup.mem,
             host,
         }
     }

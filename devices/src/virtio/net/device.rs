@@ -10,10 +10,10 @@ use vm_memory::GuestAddressSpace;
 use super::backend::NetBackend;
 use super::metrics::NetMetrics;
 use super::tap::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6};
-use crate::virtio::active_queues::ActiveQueues;
-use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
+use crate::virtio::device::ActivateError;
+use crate::virtio::device_type;
 use crate::virtio::interrupt::VirtioInterruptType;
-use crate::virtio::{device_type, features, LogLimiter};
+use crate::virtio::queue_device::{DeviceCore, QueueDevice};
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -28,11 +28,9 @@ const fn bit(b: u32) -> u64 {
     1 << b
 }
 
-/// Features offered: checksum offload and TSO both ways, MAC, link status.
-const OFFERED: u64 = features::VERSION_1
-    | features::RING_EVENT_IDX
-    | features::RING_INDIRECT_DESC
-    | bit(virtio_net::VIRTIO_NET_F_MAC)
+/// Features offered besides the ring's: checksum offload and TSO both ways, MAC, link
+/// status.
+const OFFERED: u64 = bit(virtio_net::VIRTIO_NET_F_MAC)
     | bit(virtio_net::VIRTIO_NET_F_STATUS)
     | bit(virtio_net::VIRTIO_NET_F_CSUM)
     | bit(virtio_net::VIRTIO_NET_F_GUEST_CSUM)
@@ -76,11 +74,8 @@ pub struct NetConfig {
 pub struct NetDevice<M: GuestAddressSpace> {
     pub(super) id: String,
     pub(super) backend: NetBackend,
-    config_space: [u8; CONFIG_SIZE],
-    queue_sizes: [u16; 2],
-    pub(super) state: DeviceState<ActiveQueues<M>>,
+    pub(super) core: DeviceCore<M>,
     pub(super) metrics: Arc<NetMetrics>,
-    pub(super) log: LogLimiter,
 }
 
 impl<M: GuestAddressSpace> std::fmt::Debug for NetDevice<M> {
@@ -88,7 +83,7 @@ impl<M: GuestAddressSpace> std::fmt::Debug for NetDevice<M> {
         f.debug_struct("NetDevice")
             .field("id", &self.id)
             .field("backend", &self.backend)
-            .field("active", &self.state.is_activated())
+            .field("active", &self.core.is_activated())
             .finish_non_exhaustive()
     }
 }
@@ -101,14 +96,18 @@ impl<M: GuestAddressSpace> NetDevice<M> {
         config_space[6..8]
             .copy_from_slice(&(virtio_net::VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
         config_space[8..10].copy_from_slice(&1u16.to_le_bytes());
+        // The MAC is read-only without VIRTIO_NET_F_CTRL_MAC_ADDR; so is the rest.
         NetDevice {
             id: config.id,
             backend: config.backend,
-            config_space,
-            queue_sizes: [QUEUE_SIZE; 2],
-            state: DeviceState::Inactive,
+            core: DeviceCore::new(
+                "virtio-net",
+                device_type::NET,
+                OFFERED,
+                &[QUEUE_SIZE; 2],
+                config_space.to_vec(),
+            ),
             metrics: Arc::new(NetMetrics::default()),
-            log: LogLimiter::default(),
         }
     }
 
@@ -124,8 +123,8 @@ impl<M: GuestAddressSpace> NetDevice<M> {
         } else {
             0
         };
-        self.config_space[6..8].copy_from_slice(&status.to_le_bytes());
-        if let Some(active) = self.state.active_mut() {
+        self.core.config_mut()[6..8].copy_from_slice(&status.to_le_bytes());
+        if let Some(active) = self.core.state.active_mut() {
             if let Err(e) = active.interrupt.trigger(VirtioInterruptType::Config) {
                 tracing::warn!(nic = %self.id, error = %e, "Failed to signal link change");
             }
@@ -149,68 +148,35 @@ fn tap_offloads(acked: u64) -> u32 {
     flags
 }
 
-impl<M> VirtioDevice<M> for NetDevice<M>
+impl<M> QueueDevice<M> for NetDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
 {
-    fn device_type(&self) -> u32 {
-        device_type::NET
+    fn core(&self) -> &DeviceCore<M> {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn core_mut(&mut self) -> &mut DeviceCore<M> {
+        &mut self.core
     }
 
-    fn features(&self) -> u64 {
-        OFFERED
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(src) = start
-            .checked_add(data.len())
-            .and_then(|end| self.config_space.get(start..end))
-        {
-            data.copy_from_slice(src);
-        }
-    }
-
-    fn write_config(&mut self, offset: u64, data: &[u8]) {
-        // The MAC is read-only without VIRTIO_NET_F_CTRL_MAC_ADDR; so is the rest.
-        if let Some(suppressed) = self.log.allow() {
-            tracing::debug!(nic = %self.id, offset, len = data.len(), suppressed, "Dropped virtio-net config write");
-        }
-    }
-
-    fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        let offloads = tap_offloads(activation.acked_features);
-        self.state.activate(activation, 2, "virtio-net")?;
-        if let Err(e) = self.backend.set_offload(offloads) {
-            self.state = DeviceState::Inactive;
-            return Err(ActivateError::Backend(std::io::Error::other(e)));
-        }
+    fn activated(&mut self, acked_features: u64) -> Result<(), ActivateError> {
+        self.backend
+            .set_offload(tap_offloads(acked_features))
+            .map_err(|e| ActivateError::Backend(std::io::Error::other(e)))?;
         // Frames may have queued up in the backend before the driver was ready.
         self.process_rx();
         Ok(())
     }
 
-    fn reset(&mut self) {
-        // Frames are moved synchronously on the device thread: nothing is in flight.
-        self.state = DeviceState::Inactive;
-    }
+    // Frames are moved synchronously on the device thread: nothing is in flight at a
+    // reset.
 
-    fn is_activated(&self) -> bool {
-        self.state.is_activated()
-    }
-
-    fn event_fds(&self) -> Vec<RawFd> {
+    fn own_fds(&self) -> Vec<RawFd> {
         vec![self.backend.as_raw_fd()]
     }
 
-    fn process_queue(&mut self, index: usize) {
+    fn queue_notified(&mut self, index: usize) {
         match index {
             RX_QUEUE => self.process_rx(),
             TX_QUEUE => self.process_tx(),
@@ -218,7 +184,7 @@ where
         }
     }
 
-    fn process_event(&mut self, index: usize) {
+    fn fd_ready(&mut self, index: usize) {
         if index == 0 {
             self.process_rx();
         }

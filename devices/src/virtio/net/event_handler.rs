@@ -38,7 +38,7 @@ where
     /// Moves frames from the backend into the guest's receive buffers.
     pub(super) fn process_rx(&mut self) {
         let fd = self.backend.as_raw_fd();
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let mut frame = GuestIoVecs::new();
@@ -58,7 +58,7 @@ where
                         // The buffers go back to the ring for the next frame.
                         if e.kind() != io::ErrorKind::WouldBlock {
                             self.metrics.rx_errors.inc();
-                            if let Some(suppressed) = self.log.allow() {
+                            if let Some(suppressed) = self.core.log.allow() {
                                 tracing::warn!(nic = %self.id, error = %e, suppressed, "virtio-net backend read failed");
                             }
                         }
@@ -67,7 +67,7 @@ where
                 }
             } else {
                 self.metrics.rx_invalid.inc();
-                if let Some(suppressed) = self.log.allow() {
+                if let Some(suppressed) = self.core.log.allow() {
                     tracing::warn!(nic = %self.id, head, suppressed, "Returning malformed virtio-net receive chain empty");
                 }
                 ChainOutcome::Used(0)
@@ -78,13 +78,13 @@ where
         if drained.corrupted.is_none() && drained.starved && readable(fd) {
             self.metrics.rx_no_buffers.inc();
         }
-        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.log);
+        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.core.log);
     }
 
     /// Sends every frame the guest made available on the transmit queue.
     pub(super) fn process_tx(&mut self) {
         let fd = self.backend.as_raw_fd();
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let mut frame = GuestIoVecs::new();
@@ -100,21 +100,21 @@ where
                         // Full backend or a header the kernel refuses: the frame is
                         // dropped, as a congested or picky link would.
                         self.metrics.tx_errors.inc();
-                        if let Some(suppressed) = self.log.allow() {
+                        if let Some(suppressed) = self.core.log.allow() {
                             tracing::debug!(nic = %self.id, error = %e, suppressed, "virtio-net frame dropped");
                         }
                     }
                 }
             } else {
                 self.metrics.tx_invalid.inc();
-                if let Some(suppressed) = self.log.allow() {
+                if let Some(suppressed) = self.core.log.allow() {
                     tracing::warn!(nic = %self.id, head, suppressed, "Dropping malformed virtio-net transmit chain");
                 }
             }
             frame.clear();
             ChainOutcome::Used(0)
         });
-        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.log);
+        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.core.log);
     }
 }
 
@@ -126,8 +126,8 @@ mod tests {
 
     use super::*;
     use crate::virtio::net::{NetBackend, NetConfig, Tap};
-    use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
-    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+    use crate::virtio::test_driver::{activate, RecordingInterrupt, TestDriver};
+    use crate::virtio::VirtioDevice;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     type Mem = Arc<GuestMemoryMmap>;
@@ -142,29 +142,21 @@ mod tests {
     }
 
     fn harness(backend: NetBackend) -> Harness {
-        let mem = test_memory();
-        let rx = TestDriver::new(&mem, 16, 0);
-        let tx = TestDriver::new(&mem, 16, 0x1_0000);
-        let interrupt = Arc::new(RecordingInterrupt::default());
         let mut net = NetDevice::new(NetConfig {
             id: "test".into(),
             mac: MAC,
             backend,
         });
-        let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
-        net.activate(Activation {
-            mem: mem.clone(),
-            interrupt: irq,
-            queues: vec![rx.queue(false), tx.queue(false)],
-            acked_features: features::VERSION_1,
-        })
-        .unwrap();
+        let setup = activate(&mut net, 2, 16, false);
+        let Ok([rx, tx]) = <[TestDriver; 2]>::try_from(setup.queues) else {
+            unreachable!("two queues")
+        };
         Harness {
             net,
             rx,
             tx,
-            interrupt,
-            mem,
+            interrupt: setup.interrupt,
+            mem: setup.mem,
         }
     }
 

@@ -5,9 +5,8 @@ use std::sync::Arc;
 use vm_memory::GuestAddressSpace;
 
 use super::metrics::RngMetrics;
-use crate::virtio::active_queues::ActiveQueues;
-use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::{device_type, features, LogLimiter};
+use crate::virtio::device_type;
+use crate::virtio::queue_device::{DeviceCore, QueueDevice};
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -28,16 +27,14 @@ pub const MAX_REQUEST_BYTES: u32 = 64 * 1024;
 /// assert_eq!(rng.queue_max_sizes(), &[256]);
 /// ```
 pub struct RngDevice<M: GuestAddressSpace> {
-    queue_sizes: [u16; 1],
-    pub(super) state: DeviceState<ActiveQueues<M>>,
+    pub(super) core: DeviceCore<M>,
     pub(super) metrics: Arc<RngMetrics>,
-    pub(super) log: LogLimiter,
 }
 
 impl<M: GuestAddressSpace> std::fmt::Debug for RngDevice<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RngDevice")
-            .field("active", &self.state.is_activated())
+            .field("active", &self.core.is_activated())
             .finish_non_exhaustive()
     }
 }
@@ -52,10 +49,9 @@ impl<M: GuestAddressSpace> RngDevice<M> {
     /// An inactive entropy device.
     pub fn new() -> Self {
         RngDevice {
-            queue_sizes: [QUEUE_SIZE],
-            state: DeviceState::Inactive,
+            // virtio-rng has no configuration space.
+            core: DeviceCore::new("virtio-rng", device_type::RNG, 0, &[QUEUE_SIZE], Vec::new()),
             metrics: Arc::new(RngMetrics::default()),
-            log: LogLimiter::default(),
         }
     }
 
@@ -65,43 +61,20 @@ impl<M: GuestAddressSpace> RngDevice<M> {
     }
 }
 
-impl<M> VirtioDevice<M> for RngDevice<M>
+impl<M> QueueDevice<M> for RngDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
 {
-    fn device_type(&self) -> u32 {
-        device_type::RNG
+    fn core(&self) -> &DeviceCore<M> {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn core_mut(&mut self) -> &mut DeviceCore<M> {
+        &mut self.core
     }
 
-    fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
-    }
-
-    fn read_config(&self, _offset: u64, data: &mut [u8]) {
-        // virtio-rng has no configuration space.
-        data.fill(0);
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-
-    fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        self.state.activate(activation, 1, "virtio-rng")
-    }
-
-    fn reset(&mut self) {
-        // Requests are served synchronously: nothing is in flight.
-        self.state = DeviceState::Inactive;
-    }
-
-    fn is_activated(&self) -> bool {
-        self.state.is_activated()
-    }
-
-    fn process_queue(&mut self, index: usize) {
+    // Requests are served synchronously: nothing is in flight at a reset.
+    fn queue_notified(&mut self, index: usize) {
         self.handle_queue(index);
     }
 }

@@ -62,7 +62,7 @@ where
     /// Serves every request the driver made available on queue `index`.
     pub(super) fn handle_queue(&mut self, index: usize) {
         self.metrics.queue_events.inc();
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let mut chunk = [0u8; CHUNK];
@@ -72,7 +72,7 @@ where
             match buffers(mem, chain) {
                 None => {
                     self.metrics.invalid_requests.inc();
-                    if let Some(suppressed) = self.log.allow() {
+                    if let Some(suppressed) = self.core.log.allow() {
                         tracing::warn!(
                             head,
                             suppressed,
@@ -109,7 +109,7 @@ where
             }
             ChainOutcome::Used(written)
         });
-        active.settle(index, drained, &*self.metrics, &mut self.log);
+        active.settle(index, drained, &*self.metrics, &mut self.core.log);
     }
 }
 
@@ -118,8 +118,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
-    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+    use crate::virtio::test_driver::{activate, RecordingInterrupt, TestDriver};
+    use crate::virtio::VirtioDevice;
     use vm_memory::GuestMemoryMmap;
 
     type Mem = Arc<GuestMemoryMmap>;
@@ -129,19 +129,12 @@ mod tests {
     }
 
     fn setup_with(event_idx: bool) -> (RngDevice<Mem>, TestDriver, Arc<RecordingInterrupt>, Mem) {
-        let mem = test_memory();
-        let driver = TestDriver::new(&mem, 16, 0);
-        let interrupt = Arc::new(RecordingInterrupt::default());
         let mut rng = RngDevice::new();
-        let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
-        rng.activate(Activation {
-            mem: mem.clone(),
-            interrupt: irq,
-            queues: vec![driver.queue(event_idx)],
-            acked_features: features::VERSION_1,
-        })
-        .unwrap();
-        (rng, driver, interrupt, mem)
+        let setup = activate(&mut rng, 1, 16, event_idx);
+        let Ok([driver]) = <[TestDriver; 1]>::try_from(setup.queues) else {
+            unreachable!("one queue")
+        };
+        (rng, driver, setup.interrupt, setup.mem)
     }
 
     #[test]

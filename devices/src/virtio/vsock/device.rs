@@ -10,9 +10,8 @@ use vm_memory::GuestAddressSpace;
 use super::metrics::VsockMetrics;
 use super::muxer::Muxer;
 use super::packet::HDR_LEN;
-use crate::virtio::active_queues::ActiveQueues;
-use crate::virtio::device::{ActivateError, Activation, DeviceState, VirtioDevice};
-use crate::virtio::{device_type, features, LogLimiter};
+use crate::virtio::device_type;
+use crate::virtio::queue_device::{DeviceCore, QueueDevice};
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -62,19 +61,17 @@ pub enum VsockError {
 pub struct VsockDevice<M: GuestAddressSpace> {
     pub(super) cid: u64,
     pub(super) muxer: Muxer,
-    queue_sizes: [u16; 3],
     /// One packet, header and payload: reused, never reallocated.
     pub(super) scratch: Vec<u8>,
-    pub(super) state: DeviceState<ActiveQueues<M>>,
+    pub(super) core: DeviceCore<M>,
     pub(super) metrics: Arc<VsockMetrics>,
-    pub(super) log: LogLimiter,
 }
 
 impl<M: GuestAddressSpace> std::fmt::Debug for VsockDevice<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VsockDevice")
             .field("cid", &self.cid)
-            .field("active", &self.state.is_activated())
+            .field("active", &self.core.is_activated())
             .finish_non_exhaustive()
     }
 }
@@ -91,11 +88,16 @@ impl<M: GuestAddressSpace> VsockDevice<M> {
         Ok(VsockDevice {
             cid: config.cid,
             muxer,
-            queue_sizes: [QUEUE_SIZE; 3],
             scratch: vec![0; HDR_LEN + MAX_PAYLOAD],
-            state: DeviceState::Inactive,
+            // The configuration space is the guest CID.
+            core: DeviceCore::new(
+                "virtio-vsock",
+                device_type::VSOCK,
+                0,
+                &[QUEUE_SIZE; 3],
+                config.cid.to_le_bytes().to_vec(),
+            ),
             metrics: Arc::new(VsockMetrics::default()),
-            log: LogLimiter::default(),
         })
     }
 
@@ -105,57 +107,28 @@ impl<M: GuestAddressSpace> VsockDevice<M> {
     }
 }
 
-impl<M> VirtioDevice<M> for VsockDevice<M>
+impl<M> QueueDevice<M> for VsockDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
 {
-    fn device_type(&self) -> u32 {
-        device_type::VSOCK
+    fn core(&self) -> &DeviceCore<M> {
+        &self.core
     }
 
-    fn queue_max_sizes(&self) -> &[u16] {
-        &self.queue_sizes
+    fn core_mut(&mut self) -> &mut DeviceCore<M> {
+        &mut self.core
     }
 
-    fn features(&self) -> u64 {
-        features::VERSION_1 | features::RING_INDIRECT_DESC | features::RING_EVENT_IDX
-    }
-
-    fn read_config(&self, offset: u64, data: &mut [u8]) {
-        data.fill(0);
-        let config = self.cid.to_le_bytes();
-        let Ok(start) = usize::try_from(offset) else {
-            return;
-        };
-        if let Some(src) = start
-            .checked_add(data.len())
-            .and_then(|end| config.get(start..end))
-        {
-            data.copy_from_slice(src);
-        }
-    }
-
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-
-    fn activate(&mut self, activation: Activation<M>) -> Result<(), ActivateError> {
-        self.state.activate(activation, 3, "virtio-vsock")
-    }
-
-    fn reset(&mut self) {
+    fn resetting(&mut self) {
         // The guest's sockets are gone with its driver: so are the host streams.
         self.muxer.reset();
-        self.state = DeviceState::Inactive;
     }
 
-    fn is_activated(&self) -> bool {
-        self.state.is_activated()
-    }
-
-    fn event_fds(&self) -> Vec<RawFd> {
+    fn own_fds(&self) -> Vec<RawFd> {
         vec![self.muxer.epoll_fd()]
     }
 
-    fn process_queue(&mut self, index: usize) {
+    fn queue_notified(&mut self, index: usize) {
         match index {
             RX_QUEUE => self.process_rx(),
             TX_QUEUE => self.process_tx(),
@@ -163,7 +136,7 @@ where
         }
     }
 
-    fn process_event(&mut self, index: usize) {
+    fn fd_ready(&mut self, index: usize) {
         if index == 0 {
             self.muxer.handle_host_events();
             self.process_rx();

@@ -84,7 +84,7 @@ where
 {
     /// Packets from the guest.
     pub(super) fn process_tx(&mut self) {
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let drained = active.drain(TX_QUEUE, |mem, chain| {
@@ -106,14 +106,14 @@ where
                 }
                 None => {
                     self.metrics.invalid_packets.inc();
-                    if let Some(suppressed) = self.log.allow() {
+                    if let Some(suppressed) = self.core.log.allow() {
                         tracing::warn!(head, suppressed, "Dropping malformed vsock packet");
                     }
                 }
             }
             ChainOutcome::Used(0)
         });
-        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.log);
+        active.settle(TX_QUEUE, drained, &*self.metrics, &mut self.core.log);
         // Replies (RESPONSE, RST, credit) go out at once (nothing happens on a device the
         // pass found broken).
         self.process_rx();
@@ -122,7 +122,7 @@ where
     /// Packets to the guest: the muxer's next packet goes into the next receive chain, as
     /// long as there are both.
     pub(super) fn process_rx(&mut self) {
-        let Some(active) = self.state.active_mut() else {
+        let Some(active) = self.core.state.active_mut() else {
             return;
         };
         let drained = active.drain(RX_QUEUE, |mem, chain| {
@@ -177,7 +177,7 @@ where
             // A packet is at most HDR_LEN + MAX_PAYLOAD bytes.
             ChainOutcome::Used(len as u32)
         });
-        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.log);
+        active.settle(RX_QUEUE, drained, &*self.metrics, &mut self.core.log);
     }
 }
 
@@ -191,11 +191,11 @@ mod tests {
     use vmm_sys_util::tempdir::TempDir;
 
     use super::*;
-    use crate::virtio::test_driver::{test_memory, RecordingInterrupt, TestDriver};
+    use crate::virtio::test_driver::{activate, RecordingInterrupt, TestDriver};
     use crate::virtio::vsock::connection::BUF_ALLOC;
     use crate::virtio::vsock::packet::*;
     use crate::virtio::vsock::{VsockConfig, VsockDevice};
-    use crate::virtio::{features, Activation, VirtioDevice, VirtioInterrupt};
+    use crate::virtio::VirtioDevice;
 
     type Mem = Arc<GuestMemoryMmap>;
     const CID: u64 = 3;
@@ -215,31 +215,21 @@ mod tests {
     fn harness() -> Harness {
         let dir = TempDir::new_with_prefix("/tmp/vsock-test").unwrap();
         let socket = dir.as_path().join("vm.sock");
-        let mem = test_memory();
         let mut vsock = VsockDevice::new(VsockConfig {
             cid: CID,
             socket: socket.clone(),
         })
         .unwrap();
-        let rx = TestDriver::new(&mem, 64, 0);
-        let tx = TestDriver::new(&mem, 64, 0x1_0000);
-        let ev = TestDriver::new(&mem, 64, 0x2_0000);
-        let interrupt = Arc::new(RecordingInterrupt::default());
-        let irq: Arc<dyn VirtioInterrupt> = interrupt.clone();
-        vsock
-            .activate(Activation {
-                mem: mem.clone(),
-                interrupt: irq,
-                queues: vec![rx.queue(false), tx.queue(false), ev.queue(false)],
-                acked_features: features::VERSION_1,
-            })
-            .unwrap();
+        let setup = activate(&mut vsock, 3, 64, false);
+        let Ok([rx, tx, _event]) = <[TestDriver; 3]>::try_from(setup.queues) else {
+            unreachable!("three queues")
+        };
         Harness {
             vsock,
             rx,
             tx,
-            mem,
-            interrupt,
+            mem: setup.mem,
+            interrupt: setup.interrupt,
             socket,
             seen: 0,
             rx_slot: 0,
