@@ -17,8 +17,7 @@
 //!
 //! Prints min/median/max tables. `MONOVIRT_BENCH_RUNS` sets the run count (default 5),
 //! `MONOVIRT_BENCH_NET_MIB` the stream size (default 16), `MONOVIRT_BENCH_ONLY=disk` or
-//! `net` one half. A benchmark measures; nothing
-//! here asserts a speed.
+//! `net` one half. A benchmark measures; nothing here asserts a speed.
 
 #[path = "../tests/common/guest.rs"]
 #[allow(dead_code, unused_imports)]
