@@ -3,8 +3,9 @@
 //! `disk.img`, raw and sparse.
 //!
 //! Raw and ISO images are written straight into a temporary file beside `disk.img`; other
-//! formats land in a scratch file that `qemu-img` checks, measures and converts. The image
-//! then grows to the volume's size and is renamed to `disk.img` only when everything
+//! formats land in a scratch file that `qemu-img` measures (refusing an image that names
+//! another file: a backing or external data file), then checks while it converts it. The
+//! image then grows to the volume's size and is renamed to `disk.img` only when everything
 //! succeeded, so a half-imported disk never exists under the name VMs attach. Nothing is
 //! held in memory beyond one buffer.
 
@@ -89,6 +90,8 @@ pub enum ImportError {
     DiskFull(PathBuf),
     #[error("Writing {0} failed")]
     Write(PathBuf, #[source] io::Error),
+    #[error("The image refers to another file ({0}); an imported image must hold all its data")]
+    ExternalFile(String),
     #[error("The {0} image is damaged or unreadable")]
     Damaged(Format, #[source] QemuImgError),
     #[error("Converting the {0} image to raw failed")]
@@ -375,28 +378,34 @@ async fn run<R: AsyncRead + Unpin + Send + 'static>(
         }
         written
     } else {
-        qemu_img::check(&dest, format)
-            .await
-            .map_err(|e| ImportError::Damaged(format, e))?;
         let info = qemu_img::info(&dest, format)
             .await
             .map_err(|e| ImportError::Damaged(format, e))?;
+        if let Some(file) = info.external_file() {
+            return Err(ImportError::ExternalFile(file.to_string()));
+        }
         if info.virtual_size > target.capacity {
             return Err(ImportError::TooLarge {
                 size: info.virtual_size,
                 capacity: target.capacity,
             });
         }
+        // The check and the conversion only read the image: the conversion runs while the
+        // check does, and its output is kept only if the image passes the check (a
+        // truncated qcow2 converts without an error, its missing clusters read as zeros).
         let partial = target.partial();
-        qemu_img::convert_to_raw(&dest, format, &partial)
-            .await
-            .map_err(|e| {
-                if e.is_disk_full() {
-                    ImportError::DiskFull(partial.clone())
-                } else {
-                    ImportError::Convert(format, e)
-                }
-            })?;
+        let (checked, converted) = tokio::join!(
+            qemu_img::check(&dest, format),
+            qemu_img::convert_to_raw(&dest, format, &partial)
+        );
+        checked.map_err(|e| ImportError::Damaged(format, e))?;
+        converted.map_err(|e| {
+            if e.is_disk_full() {
+                ImportError::DiskFull(partial.clone())
+            } else {
+                ImportError::Convert(format, e)
+            }
+        })?;
         if let Err(e) = tokio::fs::remove_file(&dest).await {
             tracing::warn!(path = %dest.display(), "cannot remove the scratch image: {e}");
         }
@@ -522,6 +531,38 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ImportError::Checksum { .. }), "{err}");
         assert!(!t.partial().exists());
+    }
+
+    #[tokio::test]
+    async fn an_image_naming_a_host_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A qcow2 whose backing file is a file of this host: converting it would copy the
+        // host's file into the volume.
+        let secret = dir.path().join("host-secret.raw");
+        std::fs::write(&secret, pattern(1 << 20)).unwrap();
+        let top = dir.path().join("top.qcow2");
+        let st = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(&secret)
+            .arg(&top)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let vol = dir.path().join("vol");
+        std::fs::create_dir(&vol).unwrap();
+        let err = import(
+            std::io::Cursor::new(std::fs::read(&top).unwrap()),
+            &target(&vol, 4 << 20),
+            None,
+            Arc::new(Progress::default()),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, ImportError::ExternalFile(f) if Path::new(f) == secret),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(&vol).unwrap().count(), 0);
     }
 
     #[tokio::test]

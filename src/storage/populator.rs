@@ -135,7 +135,11 @@ impl PopulateError {
             Self::Import(ImportError::TooLarge { .. } | ImportError::DiskFull(_)) => {
                 "InsufficientStorage"
             }
-            Self::Import(ImportError::NotAnImage(_) | ImportError::Damaged(..)) => "InvalidImage",
+            Self::Import(
+                ImportError::NotAnImage(_)
+                | ImportError::Damaged(..)
+                | ImportError::ExternalFile(_),
+            ) => "InvalidImage",
             _ => "Error",
         }
     }

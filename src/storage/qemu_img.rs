@@ -31,6 +31,41 @@ pub struct ImageInfo {
     pub format: String,
     #[serde(rename = "virtual-size")]
     pub virtual_size: u64,
+    /// The backing file a copy-on-write image names, if any.
+    #[serde(rename = "backing-filename")]
+    pub backing_filename: Option<String>,
+    #[serde(rename = "format-specific")]
+    pub format_specific: Option<FormatSpecific>,
+}
+
+/// The format-specific part of `qemu-img info`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FormatSpecific {
+    pub data: Option<FormatSpecificData>,
+}
+
+/// The format-specific fields the importer looks at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct FormatSpecificData {
+    /// A qcow2 image's external data file, if it keeps its data in another file.
+    #[serde(rename = "data-file")]
+    pub data_file: Option<String>,
+}
+
+impl ImageInfo {
+    /// Another file the image would read when converted: its backing file or its external
+    /// data file. An imported image must not name one: `qemu-img` would read that path on
+    /// this host into the volume.
+    pub fn external_file(&self) -> Option<&str> {
+        self.backing_filename.as_deref().or_else(|| {
+            self.format_specific
+                .as_ref()?
+                .data
+                .as_ref()?
+                .data_file
+                .as_deref()
+        })
+    }
 }
 
 async fn run(verb: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, QemuImgError> {
@@ -51,7 +86,7 @@ async fn run(verb: &'static str, args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, Q
     Err(QemuImgError::Failed(verb, msg))
 }
 
-/// `qemu-img info` of `path` read as `format`.
+/// `qemu-img info` of `path` read as `format` (which does not open its backing file).
 pub async fn info(path: &Path, format: Format) -> Result<ImageInfo, QemuImgError> {
     let out = run(
         "info",
