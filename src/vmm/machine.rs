@@ -62,6 +62,8 @@ pub struct MachineParts {
     pub exit: Arc<ExitSlot>,
     /// Written when `exit` gets a reason from outside the vCPU threads.
     pub exit_evt: Arc<EventFd>,
+    /// The VM's statistics (device metrics registered by the machine).
+    pub stats: Arc<super::stats::VmStats>,
 }
 
 thread_local! {
@@ -179,6 +181,7 @@ pub fn start(parts: MachineParts) -> io::Result<VmHandle> {
     let (exit_tx, exit_rx) = watch::channel(None);
     let name = parts.name.clone();
     let exit = parts.exit.clone();
+    let stats = parts.stats.clone();
     let event = EventParts {
         name: parts.name,
         vcpus: parts.vcpus,
@@ -197,8 +200,6 @@ pub fn start(parts: MachineParts) -> io::Result<VmHandle> {
     std::thread::Builder::new()
         .name(format!("vmm-{name}"))
         .spawn(move || event_thread(event))?;
-    // The IBM machines do not publish per-vCPU or device statistics yet.
-    let stats = Arc::new(super::stats::VmStats::new(None));
     Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx, stats))
 }
 
@@ -509,6 +510,7 @@ mod tests {
             console_ring: None,
             exit: Arc::new(ExitSlot::default()),
             exit_evt: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
+            stats: Arc::new(crate::vmm::stats::VmStats::new(None)),
         })
         .expect("machine");
         Some((handle, platform))

@@ -35,6 +35,7 @@ pub mod seccomp;
 pub mod stats;
 pub mod terminal;
 pub mod vcpu_control;
+pub mod virtio_devices;
 
 // The machine: how a VM is built on KVM and how its vCPUs' exits are served, per
 // architecture. This is the one place in the VMM that names an architecture (as

@@ -9,6 +9,7 @@
 //! transport is `devices::virtio::transport::ccw`: see docs/arches.md.
 
 pub mod boot;
+pub mod flic;
 pub mod kvm;
 pub mod layout;
 pub mod lowcore;

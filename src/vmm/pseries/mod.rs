@@ -242,6 +242,7 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
         },
         exit: Arc::new(ExitSlot::default()),
         exit_evt,
+        stats: Arc::new(super::stats::VmStats::new(None)),
     })
     .map_err(|e| VmError::Io("the VM threads", e))
 }

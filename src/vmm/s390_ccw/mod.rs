@@ -5,12 +5,14 @@
 //! serves every exit.
 //!
 //! Channel I/O is intercepted (`KVM_CAP_S390_CSS_SUPPORT`) and served by the VM's
-//! `devices::virtio::transport::ccw::ChannelSubsystem`. Not yet offered
-//! (docs/arches.md): virtio-ccw devices on it (they need the device event thread and
-//! the notification ioeventfds), Read SCP Info, secondary vCPUs (user
-//! controlled CPU state), the power button (SCLP signal quiesce).
+//! `devices::virtio::transport::ccw::ChannelSubsystem`, whose subchannels are the
+//! VM's virtio devices ([`virtio_ccw`]: notify ioeventfds, the device thread, adapter
+//! interrupts through irqfds on S390 adapter routes). Not yet offered
+//! (docs/arches.md): Read SCP Info, secondary vCPUs (user controlled CPU state), the
+//! power button (SCLP signal quiesce).
 
 pub mod service;
+pub mod virtio_ccw;
 
 use std::fs::File;
 use std::io::Read;
@@ -29,6 +31,8 @@ use super::exit::ExitSlot;
 use super::handle::VmHandle;
 use super::machine::{self, MachineParts};
 use super::memory::{self, Memory};
+use super::stats::VmStats;
+use super::virtio_devices::{self, Crash, DeviceThread, VirtioDevicesError};
 
 /// Errors creating an s390x VM. Each names what the operator must fix.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,12 @@ pub enum VmError {
     /// Console output, eventfds, threads.
     #[error("Cannot set up {0}")]
     Io(&'static str, #[source] std::io::Error),
+    /// The virtio device models or their thread.
+    #[error(transparent)]
+    Devices(#[from] VirtioDevicesError),
+    /// Wiring the devices to KVM.
+    #[error(transparent)]
+    Ccw(#[from] virtio_ccw::CcwDevicesError),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
@@ -74,8 +84,10 @@ fn read(path: &Path) -> Result<Vec<u8>, VmError> {
     Ok(data)
 }
 
-/// Everything that must outlive the vCPUs.
+/// Everything that must outlive the vCPUs, dropped in this order: the device thread
+/// stops before the VM and its memory go.
 struct KeepAlive {
+    _devices: DeviceThread,
     _vm: Arc<VmFd>,
     _memory: Memory,
 }
@@ -87,16 +99,6 @@ pub fn validate(config: &VmConfig) -> Result<u64, VmError> {
             "{} vCPUs: s390x guests run with 1 vCPU until user-controlled CPU state is offered",
             config.vcpus
         )));
-    }
-    if !config.disks.is_empty()
-        || !config.nics.is_empty()
-        || config.vsock.is_some()
-        || config.rng
-        || config.virtio_console.is_some()
-    {
-        return Err(VmError::Config(
-            "virtio devices are not offered on s390x yet (virtio-ccw channel I/O)".into(),
-        ));
     }
     // KVM on Z maps guest memory in 1 MiB segments; sizes are whole MiB already.
     config
@@ -184,14 +186,28 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     )
     .map_err(kvm_err("set vCPU registers"))?;
 
-    // Channel I/O instructions come to us: the VM's channel subsystem serves them (no
-    // subchannels until virtio devices are offered here, so every STORE SUBCHANNEL
-    // answers "not operational", as KVM itself would).
+    // The virtio devices, each on a subchannel of the channel subsystem that serves the
+    // channel I/O instructions KVM passes to us.
+    let exit = Arc::new(ExitSlot::default());
+    let exit_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| VmError::Io("an eventfd", e))?);
+    let crash: Crash = {
+        let (exit, exit_evt) = (exit.clone(), exit_evt.clone());
+        Arc::new(move |detail| {
+            exit.report(super::exit::ExitReason::Crash { detail });
+            let _ = exit_evt.write(1);
+        })
+    };
+    let stats = Arc::new(VmStats::new(None));
+    let models = virtio_devices::build(&config, &stats, crash.clone())?;
     s390::enable_css_support(&vm).map_err(kvm_err("intercept channel I/O"))?;
-    let css = ChannelSubsystem::new(
-        Arc::new(memory.guest.clone()),
-        Arc::new(service::KvmIoInterrupts::new(vm.clone())),
-    );
+    let sink = if models.is_empty() {
+        virtio_ccw::KvmIoInterrupts::new(vm.clone())
+    } else {
+        virtio_ccw::KvmIoInterrupts::with_adapter_routes(vm.clone())?
+    };
+    let mut css = ChannelSubsystem::new(Arc::new(memory.guest.clone()), Arc::new(sink));
+    let polled = virtio_ccw::attach(&mut css, &*vm, models)?;
+    let device_thread = virtio_devices::spawn(&config.name, polled, crash)?;
 
     let out = console::output(&config.console).map_err(|e| VmError::Io("the console", e))?;
     let platform = service::S390::new(
@@ -199,12 +215,12 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
         vm.clone(),
         css,
     );
-    let exit_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| VmError::Io("an eventfd", e))?);
     machine::start(MachineParts {
         name: config.name.as_str().into(),
         vcpus: vec![vcpu],
         platform: Arc::new(platform),
         keep_alive: Box::new(KeepAlive {
+            _devices: device_thread,
             _vm: vm,
             _memory: memory,
         }),
@@ -213,8 +229,9 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
             ConsoleConfig::Ring(ring) => Some(ring.clone()),
             _ => None,
         },
-        exit: Arc::new(ExitSlot::default()),
+        exit,
         exit_evt,
+        stats,
     })
     .map_err(|e| VmError::Io("the VM threads", e))
 }
@@ -233,6 +250,12 @@ mod tests {
         assert!(matches!(validate(&c), Err(VmError::Config(_))));
         c.vcpus = 1;
         c.disks.push("/dev/null".parse().unwrap());
-        assert!(matches!(validate(&c), Err(VmError::Config(m)) if m.contains("virtio-ccw")));
+        c.rng = true;
+        assert!(
+            validate(&c).is_ok(),
+            "virtio devices are virtio-ccw devices"
+        );
+        c.memory_mib = 1;
+        assert!(matches!(validate(&c), Err(VmError::Config(_))));
     }
 }

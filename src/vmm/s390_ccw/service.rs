@@ -14,9 +14,7 @@ use arch::kvm::{self, VcpuFd, VmFd};
 use arch::s390x::kvm::{self as s390, Access, Instruction, Sieic, Tsch};
 use arch::s390x::sclp;
 use devices::virtio::transport::ccw::css::{AccessFault, Operands};
-use devices::virtio::transport::ccw::{
-    ChannelSubsystem, IoInstruction, IoInterruptSink, Outcome, PendingInterrupt,
-};
+use devices::virtio::transport::ccw::{ChannelSubsystem, IoInstruction, Outcome};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::vmm::exit::ExitReason;
@@ -36,6 +34,8 @@ pub const ICPT_STOP: u8 = 0x28;
 pub const ICPT_WAIT: u8 = 0x1c;
 /// DIAGNOSE 0x308: re-IPL and reset.
 pub const DIAG_IPL: u16 = 0x308;
+/// DIAGNOSE 0x500 subcode `KVM_S390_VIRTIO_CCW_NOTIFY`.
+pub const VIRTIO_CCW_NOTIFY: u64 = 3;
 
 /// The outcome of a SERVICE CALL: its condition code and the service-signal parameter
 /// to deliver (the SCCB address, bit 31 set if more console input is waiting).
@@ -133,42 +133,6 @@ impl Sclp {
 
 /// Guest memory as the channel subsystem holds it.
 pub type CssMemory = Arc<GuestMemoryMmap>;
-
-/// I/O and adapter interruptions made pending with KVM_S390_INTERRUPT.
-pub struct KvmIoInterrupts {
-    vm: Arc<VmFd>,
-}
-
-impl KvmIoInterrupts {
-    /// For VM `vm`.
-    pub fn new(vm: Arc<VmFd>) -> Self {
-        Self { vm }
-    }
-}
-
-impl IoInterruptSink for KvmIoInterrupts {
-    fn subchannel(&self, irq: PendingInterrupt) -> std::io::Result<()> {
-        let id = irq.id;
-        let ty = s390::int_io(
-            false,
-            u32::from(id.cssid),
-            u32::from(id.ssid),
-            u32::from(id.number),
-        );
-        let word = s390::io_interruption_word(irq.isc, false);
-        s390::inject(
-            &self.vm,
-            ty,
-            id.word(),
-            (u64::from(irq.intparm) << 32) | u64::from(word),
-        )
-    }
-
-    fn adapter(&self, isc: u8) -> std::io::Result<()> {
-        let word = s390::io_interruption_word(isc, true);
-        s390::inject(&self.vm, s390::int_io(true, 0, 0, 0), 0, u64::from(word))
-    }
-}
 
 /// Instruction operands as the vCPU sees storage.
 struct VcpuOperands<'a>(&'a VcpuFd);
@@ -285,10 +249,17 @@ impl S390 {
                 let code = s390::effective_address(&regs.gprs, b2, d2) as u16;
                 match code {
                     s390::DIAG_KVM_HYPERCALL => {
-                        // No virtio-ccw devices: every notification is for a subchannel
-                        // that does not exist.
+                        // A virtio-ccw notification no ioeventfd took (r1 = 3, the
+                        // subchannel ID in r2, the queue in r3): 0, or -EINVAL for a
+                        // subchannel or queue that does not exist (or another subcode).
                         let mut regs = regs;
-                        regs.gprs[2] = (-i64::from(libc::EINVAL)) as u64;
+                        let done = regs.gprs[1] == VIRTIO_CCW_NOTIFY
+                            && self.css.notify(regs.gprs[2] as u32, regs.gprs[3]);
+                        regs.gprs[2] = if done {
+                            0
+                        } else {
+                            (-i64::from(libc::EINVAL)) as u64
+                        };
                         s390::set_regs(vcpu, &regs)
                             .err()
                             .and_then(|e| crash(index, &format!("cannot set registers: {e}")))

@@ -175,24 +175,51 @@ where
         let id = SubchannelId::new(0, number);
         let subchannel = Arc::new(Mutex::new(Subchannel::new(id, number)));
         let device = make(subchannel.clone());
+        self.attach_subchannel(subchannel, device)
+    }
+
+    /// Adds a subchannel for the virtio device `device`: its ID and its virtio-ccw side
+    /// (whose queue eventfds the VMM registers and polls).
+    pub fn attach_virtio(
+        &mut self,
+        device: SharedVirtioDevice<M>,
+    ) -> std::io::Result<(SubchannelId, Arc<Mutex<VirtioCcwDevice<M>>>)> {
+        let number = u16::try_from(self.subchannels.len()).expect("at most 65536 subchannels");
+        let subchannel = Arc::new(Mutex::new(Subchannel::new(
+            SubchannelId::new(0, number),
+            number,
+        )));
+        let interrupt = Arc::new(CcwInterrupt::new(
+            self.mem.clone(),
+            subchannel.clone(),
+            self.sink.clone(),
+        ));
+        let ccw = Arc::new(Mutex::new(VirtioCcwDevice::new(
+            device,
+            self.mem.clone(),
+            interrupt,
+        )?));
+        let id = self.attach_subchannel(subchannel, ccw.clone());
+        Ok((id, ccw))
+    }
+
+    fn attach_subchannel(
+        &mut self,
+        subchannel: Arc<Mutex<Subchannel>>,
+        device: Arc<Mutex<dyn CcwDevice>>,
+    ) -> SubchannelId {
+        let id = lock(&subchannel).id();
         self.subchannels.push(Entry { subchannel, device });
         id
     }
 
-    /// Adds a subchannel for the virtio device `device`: its ID and its virtio-ccw side.
-    pub fn attach_virtio(
-        &mut self,
-        device: SharedVirtioDevice<M>,
-    ) -> (SubchannelId, Arc<Mutex<VirtioCcwDevice<M>>>) {
-        let mut out = None;
-        let (mem, sink) = (self.mem.clone(), self.sink.clone());
-        let id = self.attach(|subchannel| {
-            let interrupt = Arc::new(CcwInterrupt::new(mem.clone(), subchannel, sink));
-            let ccw = Arc::new(Mutex::new(VirtioCcwDevice::new(device, mem, interrupt)));
-            out = Some(ccw.clone());
-            ccw
-        });
-        (id, out.expect("attach calls its constructor"))
+    /// A virtio-ccw notification that reached the VMM (DIAGNOSE 0x500 subcode 3 with the
+    /// subchannel ID in general register 2 and the queue index in register 3, when no
+    /// ioeventfd took it): whether that subchannel and queue exist (the guest gets 0,
+    /// else a negative errno, in register 2).
+    pub fn notify(&self, subchannel: u32, queue: u64) -> bool {
+        self.entry(subchannel)
+            .is_some_and(|e| lock(&e.device).notify(queue))
     }
 
     /// The subchannel with register form `word`, if it exists.
@@ -384,6 +411,7 @@ mod tests {
     use crate::virtio::interrupt::{VirtioInterrupt, VirtioInterruptType};
     use crate::virtio::rng::RngDevice;
     use crate::virtio::test_driver::{test_memory, TestDriver};
+    use crate::virtio::transport::ccw::command::ThinintArea;
     use crate::virtio::transport::ccw::interrupt::tests::RecordingSink;
     use crate::virtio::transport::ccw::test_driver::{Driver, Identity, Mem, SCHIB_AT};
     use crate::virtio::{device_type, features};
@@ -395,7 +423,7 @@ mod tests {
         let sink = Arc::new(RecordingSink::default());
         let mut css = ChannelSubsystem::new(mem.clone(), sink.clone());
         for d in devices {
-            css.attach_virtio(d);
+            css.attach_virtio(d).unwrap();
         }
         (css, mem, sink)
     }
@@ -564,6 +592,88 @@ mod tests {
         d.ok(0x31, &[0]);
         assert!(!rng.lock().unwrap().is_activated());
         assert_eq!(d.ok(0x72, &[0]), vec![0]);
+    }
+
+    /// The machine's fast paths: adapter indicators handed to the VMM (irqfd routes on
+    /// KVM on Z) and queue notifications through the device's queue eventfds, which a
+    /// DIAGNOSE 0x500 that reaches the VMM also writes.
+    #[test]
+    fn routed_adapter_indicators_and_notifications_bypass_guest_memory() {
+        let rng: SharedVirtioDevice<Mem> = Arc::new(Mutex::new(RngDevice::<Mem>::new()));
+        let mem = test_memory();
+        let sink = Arc::new(RecordingSink {
+            route: true,
+            ..RecordingSink::default()
+        });
+        let mut css = ChannelSubsystem::new(mem.clone(), sink.clone());
+        let (id, ccw) = css.attach_virtio(rng.clone()).unwrap();
+        assert_eq!(id.word(), 0x0001_0000);
+        let mut d = driver(&css, &mem, &sink, 0);
+        d.enable(2, 1);
+        d.ok(0x83, &[0, 2, 0, 0]);
+        d.ok(0x31, &[0x03]);
+        d.ok(0x11, &[0x01, 0x00, 0x00, 0x00, 1]); // VERSION_1
+        d.ok(0x31, &[0x0b]);
+        // Summary byte at 0x6000, indicators at 0x6100 from bit 3, ISC 2.
+        let mut thinint = Vec::new();
+        thinint.extend_from_slice(&be64(0x6000));
+        thinint.extend_from_slice(&be64(0x6100));
+        thinint.extend_from_slice(&be64(3));
+        thinint.push(2);
+        d.ok(0x73, &thinint);
+        {
+            let routes = sink.routes.lock().unwrap();
+            assert_eq!(routes.len(), 1);
+            assert_eq!(routes[0].0, id);
+            assert_eq!(
+                routes[0].1,
+                ThinintArea {
+                    summary_indicator: 0x6000,
+                    indicator: 0x6100,
+                    bit_nr: 3,
+                    isc: 2
+                }
+            );
+            assert_eq!(routes[0].2.len(), 1, "virtio-rng has one queue");
+        }
+        let mut vq = Vec::new();
+        vq.extend_from_slice(&be64(0x10_0000));
+        vq.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 16]);
+        vq.extend_from_slice(&be64(0x10_1000));
+        vq.extend_from_slice(&be64(0x10_2000));
+        d.ok(0x13, &vq);
+        d.ok(0x31, &[0x0f]);
+
+        // DIAGNOSE 0x500 subcode 3 for queue 0 of this subchannel reaches its eventfd;
+        // another queue or subchannel does not exist.
+        let queue_event = ccw.lock().unwrap().queue_events()[0].try_clone().unwrap();
+        assert!(queue_event.read().is_err(), "no kick yet");
+        assert!(css.notify(0x0001_0000, 0));
+        assert!(
+            queue_event.read().is_ok(),
+            "the kick reached the queue eventfd"
+        );
+        assert!(!css.notify(0x0001_0000, 1));
+        assert!(!css.notify(0x0001_0001, 0));
+        assert!(!css.notify(0x0000_0000, 0), "not a subchannel ID");
+
+        // The used buffer signals through the route's notifier, not guest memory.
+        let mut ring = TestDriver::new(&mem, 16, 0x10_0000);
+        ring.add_chain(&[(0x20_0000, 32, true)]);
+        rng.lock().unwrap().process_queue(0);
+        assert_eq!(ring.used_idx(), 1);
+        let notifier = sink.routes.lock().unwrap()[0].2[0].try_clone().unwrap();
+        assert!(notifier.read().is_ok(), "queue 0's notifier written");
+        assert_eq!(
+            mem.read_obj::<[u8; 2]>(GuestAddress(0x6000)).unwrap(),
+            [0, 0]
+        );
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x6100)).unwrap(), 0);
+        assert!(sink.adapter.lock().unwrap().is_empty());
+
+        // A reset gives the routes back.
+        d.ok(0x31, &[0]);
+        assert_eq!(*sink.unrouted.lock().unwrap(), vec![id]);
     }
 
     #[test]

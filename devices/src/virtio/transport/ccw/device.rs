@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestAddressSpace;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::command::*;
 use super::interrupt::{CcwInterrupt, QueueIndicators};
@@ -36,6 +37,7 @@ pub struct VirtioCcwDevice<M: GuestAddressSpace> {
     revision: Option<u16>,
     driver_features: u64,
     queues: Vec<Queue>,
+    queue_events: Vec<EventFd>,
     interrupt: Arc<CcwInterrupt<M>>,
     log: LogLimiter,
 }
@@ -63,8 +65,13 @@ impl<M> VirtioCcwDevice<M>
 where
     M: GuestAddressSpace + Send + Sync + 'static,
 {
-    /// Puts `device` behind a subchannel whose interrupts go through `interrupt`.
-    pub fn new(device: SharedVirtioDevice<M>, mem: M, interrupt: Arc<CcwInterrupt<M>>) -> Self {
+    /// Puts `device` behind a subchannel whose interrupts go through `interrupt`, with
+    /// one notification eventfd per queue.
+    pub fn new(
+        device: SharedVirtioDevice<M>,
+        mem: M,
+        interrupt: Arc<CcwInterrupt<M>>,
+    ) -> std::io::Result<Self> {
         let (device_type, max_sizes, offered) = {
             let d = device
                 .lock()
@@ -72,7 +79,11 @@ where
             (d.device_type(), d.queue_max_sizes().to_vec(), d.features())
         };
         let queues = Self::fresh_queues(&max_sizes);
-        Self {
+        let queue_events = max_sizes
+            .iter()
+            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self {
             device,
             mem,
             device_type,
@@ -81,8 +92,29 @@ where
             revision: None,
             driver_features: 0,
             queues,
+            queue_events,
             interrupt,
             log: LogLimiter::default(),
+        })
+    }
+
+    /// The queue notification eventfds, by queue index: the VMM registers them as
+    /// virtio-ccw notify ioeventfds and its device thread polls them.
+    pub fn queue_events(&self) -> &[EventFd] {
+        &self.queue_events
+    }
+
+    fn notify_queue(&self, index: u64) -> bool {
+        let evt = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.queue_events.get(i));
+        match evt {
+            Some(evt) => {
+                // A full counter already means "notified".
+                let _ = evt.write(1);
+                true
+            }
+            None => false,
         }
     }
 
@@ -217,6 +249,10 @@ impl<M> CcwDevice for VirtioCcwDevice<M>
 where
     M: GuestAddressSpace + Send + Sync + 'static,
 {
+    fn notify(&self, queue: u64) -> bool {
+        self.notify_queue(queue)
+    }
+
     fn sense_id(&self) -> [u8; 8] {
         // Device types are small numbers (< 64).
         sense_id(self.device_type as u8)
@@ -325,8 +361,10 @@ where
                 if let QueueIndicators::Adapter(_) = self.interrupt.queue_indicators() {
                     return Err(CommandError::Reject);
                 }
-                self.interrupt
-                    .set_queue_indicators(QueueIndicators::Classic(be64(data, 0)));
+                self.interrupt.set_queue_indicators(
+                    QueueIndicators::Classic(be64(data, 0)),
+                    self.queue_count(),
+                );
                 Ok(Transfer::FromGuest(8))
             }
             CCW_CMD_SET_CONF_IND => {
@@ -344,7 +382,7 @@ where
                     return Err(CommandError::ProgramCheck);
                 }
                 self.interrupt
-                    .set_queue_indicators(QueueIndicators::Adapter(area));
+                    .set_queue_indicators(QueueIndicators::Adapter(area), self.queue_count());
                 Ok(Transfer::FromGuest(ThinintArea::SIZE))
             }
             _ => Err(CommandError::Reject),

@@ -10,16 +10,20 @@
 //!
 //! The bits are set with atomic ORs, indicator first and summary after it, so a driver
 //! that clears the summary and then scans never misses a bit. The interruptions
-//! themselves are the VMM's: [`IoInterruptSink`] (KVM_S390_INTERRUPT on KVM on Z).
+//! themselves are the VMM's: [`IoInterruptSink`]. A sink may also take adapter
+//! indicators over entirely ([`IoInterruptSink::route_adapter`]): on KVM on Z each queue
+//! then gets an irqfd on a `KVM_IRQ_ROUTING_S390_ADAPTER` route, and the kernel sets the
+//! indicator and summary bits and makes the adapter interruption pending itself.
 
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemory, Permissions, VolatileMemory};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::command::ThinintArea;
-use super::subchannel::{PendingInterrupt, Subchannel};
+use super::subchannel::{PendingInterrupt, Subchannel, SubchannelId};
 use crate::virtio::interrupt::{VirtioInterrupt, VirtioInterruptType};
 use crate::virtio::status;
 
@@ -30,6 +34,26 @@ pub trait IoInterruptSink: Send + Sync {
 
     /// An adapter interruption on interruption subclass `isc`.
     fn adapter(&self, isc: u8) -> io::Result<()>;
+
+    /// The driver of `subchannel` registered adapter indicators `area` for its `queues`
+    /// queues. A sink that can signal them without the transport (KVM: an irqfd per
+    /// queue on an S390 adapter route) returns one notifier per queue: writing the
+    /// notifier of queue `n` must set indicator bit `area.bit_nr + n` (most significant
+    /// bit first), then the summary byte, and make an adapter interruption on `area.isc`
+    /// pending if the summary byte was clear. `None` (the default) leaves that to the
+    /// transport, which then calls [`Self::adapter`].
+    fn route_adapter(
+        &self,
+        _subchannel: SubchannelId,
+        _area: &ThinintArea,
+        _queues: usize,
+    ) -> io::Result<Option<Vec<EventFd>>> {
+        Ok(None)
+    }
+
+    /// The routes [`Self::route_adapter`] made for `subchannel` are no longer used (the
+    /// device was reset).
+    fn unroute_adapter(&self, _subchannel: SubchannelId) {}
 }
 
 /// Where a device's queue indicators are.
@@ -49,6 +73,8 @@ pub enum QueueIndicators {
 struct Indicators {
     queues: QueueIndicators,
     config: Option<u64>,
+    /// One notifier per queue when the sink routes the adapter indicators.
+    routed: Vec<EventFd>,
 }
 
 /// The virtio-ccw side of [`VirtioInterrupt`] for one device, and its status byte.
@@ -105,9 +131,29 @@ impl<M: GuestAddressSpace> CcwInterrupt<M> {
         lock(&self.indicators).queues
     }
 
-    /// Registers the queue indicators.
-    pub fn set_queue_indicators(&self, queues: QueueIndicators) {
-        lock(&self.indicators).queues = queues;
+    /// Registers the queue indicators of a device with `count` queues. Adapter
+    /// indicators are offered to the sink's [`IoInterruptSink::route_adapter`]; if it
+    /// cannot route them, the transport signals them itself.
+    pub fn set_queue_indicators(&self, queues: QueueIndicators, count: usize) {
+        let routed = match &queues {
+            QueueIndicators::Adapter(area) => {
+                let id = lock(&self.subchannel).id();
+                match self.sink.route_adapter(id, area, count) {
+                    Ok(Some(notifiers)) if notifiers.len() == count => notifiers,
+                    Ok(Some(_)) | Ok(None) => Vec::new(),
+                    Err(e) => {
+                        tracing::warn!(
+                            "Cannot route adapter indicators, signalling them from the VMM: {e}"
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        let mut i = lock(&self.indicators);
+        i.queues = queues;
+        i.routed = routed;
     }
 
     /// Registers the configuration-change indicator.
@@ -115,9 +161,17 @@ impl<M: GuestAddressSpace> CcwInterrupt<M> {
         lock(&self.indicators).config = Some(addr);
     }
 
+    /// Whether the sink signals the adapter indicators (one notifier per queue).
+    pub fn adapter_routed(&self) -> bool {
+        !lock(&self.indicators).routed.is_empty()
+    }
+
     /// Forgets the indicators and the status (a device reset).
     pub fn reset(&self) {
-        *lock(&self.indicators) = Indicators::default();
+        let routed = std::mem::take(&mut *lock(&self.indicators)).routed;
+        if !routed.is_empty() {
+            self.sink.unroute_adapter(lock(&self.subchannel).id());
+        }
         self.set_status(0);
     }
 
@@ -158,6 +212,11 @@ impl<M: GuestAddressSpace + Send + Sync> VirtioInterrupt for CcwInterrupt<M> {
     fn trigger(&self, kind: VirtioInterruptType) -> io::Result<()> {
         let indicators = {
             let i = lock(&self.indicators);
+            if let (VirtioInterruptType::Queue(n), QueueIndicators::Adapter(_)) = (kind, i.queues) {
+                if let Some(notifier) = i.routed.get(usize::from(n)) {
+                    return notifier.write(1);
+                }
+            }
             (i.queues, i.config)
         };
         match (kind, indicators) {
@@ -206,11 +265,16 @@ pub(crate) mod tests {
     use crate::virtio::transport::ccw::subchannel::SubchannelId;
     use vm_memory::{Bytes, GuestMemoryMmap};
 
-    /// Records the interruptions the transport asks for.
+    /// Records the interruptions the transport asks for; with `route` set it also takes
+    /// adapter indicators over as a VMM with irqfd routes does, keeping a second handle
+    /// of each queue's notifier.
     #[derive(Default)]
     pub(crate) struct RecordingSink {
         pub(crate) subchannel: Mutex<Vec<PendingInterrupt>>,
         pub(crate) adapter: Mutex<Vec<u8>>,
+        pub(crate) route: bool,
+        pub(crate) routes: Mutex<Vec<(SubchannelId, ThinintArea, Vec<EventFd>)>>,
+        pub(crate) unrouted: Mutex<Vec<SubchannelId>>,
     }
 
     impl IoInterruptSink for RecordingSink {
@@ -221,6 +285,25 @@ pub(crate) mod tests {
         fn adapter(&self, isc: u8) -> io::Result<()> {
             self.adapter.lock().unwrap().push(isc);
             Ok(())
+        }
+        fn route_adapter(
+            &self,
+            subchannel: SubchannelId,
+            area: &ThinintArea,
+            queues: usize,
+        ) -> io::Result<Option<Vec<EventFd>>> {
+            if !self.route {
+                return Ok(None);
+            }
+            let notifiers: Vec<EventFd> = (0..queues)
+                .map(|_| EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap())
+                .collect();
+            let kept = notifiers.iter().map(|e| e.try_clone().unwrap()).collect();
+            self.routes.lock().unwrap().push((subchannel, *area, kept));
+            Ok(Some(notifiers))
+        }
+        fn unroute_adapter(&self, subchannel: SubchannelId) {
+            self.unrouted.lock().unwrap().push(subchannel);
         }
     }
 
@@ -249,7 +332,7 @@ pub(crate) mod tests {
     #[test]
     fn classic_indicators_set_bits_and_alert_the_subchannel() {
         let (mem, sub, sink, irq) = setup();
-        irq.set_queue_indicators(QueueIndicators::Classic(0x100));
+        irq.set_queue_indicators(QueueIndicators::Classic(0x100), 16);
         irq.set_config_indicator(0x200);
         irq.trigger(VirtioInterruptType::Queue(1)).unwrap();
         irq.trigger(VirtioInterruptType::Queue(9)).unwrap();
@@ -278,12 +361,15 @@ pub(crate) mod tests {
     #[test]
     fn adapter_indicators_set_msb_first_bits_and_the_summary() {
         let (mem, _sub, sink, irq) = setup();
-        irq.set_queue_indicators(QueueIndicators::Adapter(ThinintArea {
-            summary_indicator: 0x300,
-            indicator: 0x400,
-            bit_nr: 10,
-            isc: 6,
-        }));
+        irq.set_queue_indicators(
+            QueueIndicators::Adapter(ThinintArea {
+                summary_indicator: 0x300,
+                indicator: 0x400,
+                bit_nr: 10,
+                isc: 6,
+            }),
+            4,
+        );
         irq.trigger(VirtioInterruptType::Queue(0)).unwrap();
         irq.trigger(VirtioInterruptType::Queue(3)).unwrap();
         // Bits 10 and 13 counted from the most significant bit of byte 0x400.
@@ -311,7 +397,7 @@ pub(crate) mod tests {
         assert_ne!(irq.status() & status::DEVICE_NEEDS_RESET, 0);
         assert!(sink.subchannel.lock().unwrap().is_empty());
         // An indicator outside guest memory is an error for the device, not the host.
-        irq.set_queue_indicators(QueueIndicators::Classic(0xffff_0000));
+        irq.set_queue_indicators(QueueIndicators::Classic(0xffff_0000), 1);
         assert!(irq.trigger(VirtioInterruptType::Queue(0)).is_err());
         irq.reset();
         assert_eq!(irq.queue_indicators(), QueueIndicators::None);

@@ -61,6 +61,13 @@ pub trait CcwDevice: Send {
     /// Executes `ccw` with its data area `data` (`ccw.count` bytes read from guest
     /// memory); returns what it transferred.
     fn execute(&mut self, ccw: &Ccw1, data: &mut [u8]) -> Result<Transfer, CommandError>;
+
+    /// A virtio-ccw queue notification (DIAGNOSE 0x500 subcode 3) for `queue`, outside
+    /// any channel program: whether the device has that queue. Devices without queues
+    /// have none.
+    fn notify(&self, _queue: u64) -> bool {
+        false
+    }
 }
 
 /// How a channel program ended: its completion and, when it changed, the subchannel's

@@ -1,0 +1,271 @@
+//! The virtio devices of a VM, whatever their transport: [`build`] makes the device
+//! models a [`VmConfig`] names (disks, NICs, vsock, rng, console), and [`spawn`] runs
+//! them on one thread `virtio-<vm>` that polls every queue eventfd and device fd and
+//! calls the device, until its [`DeviceThread`] is dropped. The x86_64 machine puts the
+//! devices on PCI (`device_manager`), the s390x machine on channel-subsystem subchannels
+//! (`s390_ccw::virtio_ccw`); both hand the transports' queue eventfds to this thread.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use devices::virtio::block::{BlockConfig, BlockDevice, ThreadInit, DEFAULT_WORKERS};
+use devices::virtio::console::ConsoleDevice;
+use devices::virtio::net::{NetBackend, NetConfig, NetDevice, Tap};
+use devices::virtio::rng::RngDevice;
+use devices::virtio::transport::SharedVirtioDevice;
+use devices::virtio::vsock::VsockDevice;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::config::VmConfig;
+use super::device_config::VirtioConsoleConfig;
+use super::stats::VmStats;
+
+/// Guest memory as the devices hold it.
+pub type Mem = Arc<GuestMemoryMmap>;
+
+/// Reports a failure of a device thread (the VM then ends with a crash).
+pub type Crash = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Errors creating the devices or their thread.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioDevicesError {
+    /// A virtio device could not be created.
+    #[error("Cannot create {0}")]
+    Device(String, #[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Eventfd, epoll or thread set-up.
+    #[error("Cannot set up {0}")]
+    Io(&'static str, #[source] std::io::Error),
+}
+
+fn device_err<E: std::error::Error + Send + Sync + 'static>(
+    what: String,
+) -> impl FnOnce(E) -> VirtioDevicesError {
+    move |e| VirtioDevicesError::Device(what, Box::new(e))
+}
+
+/// Builds the virtio device models `config` asks for, named `disk0`, `net0`, `vsock`,
+/// `rng`, `console`, registering their metrics with `stats`. `crash` reports a failure
+/// of a disk I/O worker.
+pub fn build(
+    config: &VmConfig,
+    stats: &VmStats,
+    crash: Crash,
+) -> Result<Vec<(String, SharedVirtioDevice<Mem>)>, VirtioDevicesError> {
+    let mut devices: Vec<(String, SharedVirtioDevice<Mem>)> = Vec::new();
+    // Disk I/O workers are device threads: the same filter, installed on each as it starts.
+    let worker_init = ThreadInit(Arc::new(move || {
+        super::seccomp::apply(super::seccomp::ThreadKind::Device).map_err(|e| {
+            crash(e.to_string());
+            e.to_string()
+        })
+    }));
+    for (i, disk) in config.disks.iter().enumerate() {
+        let name = format!("disk{i}");
+        let dev = BlockDevice::<Mem>::new(BlockConfig {
+            id: name.clone(),
+            path: disk.path.clone(),
+            read_only: disk.read_only,
+            serial: disk.serial.clone(),
+            cache: disk.cache,
+            workers: DEFAULT_WORKERS,
+            worker_init: Some(worker_init.clone()),
+        })
+        .map_err(device_err(format!("disk {}", disk.path.display())))?;
+        tracing::debug!(disk = %name, path = %disk.path.display(), cache = %dev.cache_mode(), "virtio-blk disk");
+        stats.add_drive(disk.serial.as_deref().unwrap_or(&name), dev.metrics());
+        devices.push((name, Arc::new(Mutex::new(dev))));
+    }
+    for (i, nic) in config.nics.iter().enumerate() {
+        let tap = if nic.tap.starts_with('/') {
+            Tap::open_macvtap(std::path::Path::new(&nic.tap))
+        } else {
+            Tap::open(&nic.tap)
+        }
+        .map_err(device_err(format!("tap {}", nic.tap)))?;
+        let mac = match nic.mac {
+            Some(m) => m,
+            None => random_mac().map_err(|e| VirtioDevicesError::Io("a MAC address", e))?,
+        };
+        let dev = NetDevice::<Mem>::new(NetConfig {
+            id: format!("net{i}"),
+            mac,
+            backend: NetBackend::Tap(tap),
+        });
+        stats.add_net(&format!("net{i}"), dev.metrics());
+        devices.push((format!("net{i}"), Arc::new(Mutex::new(dev))));
+    }
+    if let Some(v) = &config.vsock {
+        let dev = VsockDevice::<Mem>::new(devices::virtio::vsock::VsockConfig {
+            cid: v.cid,
+            socket: v.socket.clone(),
+        })
+        .map_err(device_err(format!("vsock {}", v.socket.display())))?;
+        devices.push(("vsock".into(), Arc::new(Mutex::new(dev))));
+    }
+    if config.rng {
+        devices.push(("rng".into(), Arc::new(Mutex::new(RngDevice::<Mem>::new()))));
+    }
+    if let Some(VirtioConsoleConfig::File(path)) = &config.virtio_console {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(device_err(format!("virtio console {}", path.display())))?;
+        let dev = ConsoleDevice::<Mem>::new("hvc0", None, OwnedFd::from(file));
+        devices.push(("console".into(), Arc::new(Mutex::new(dev))));
+    }
+    Ok(devices)
+}
+
+/// What the device thread polls for one device.
+pub struct Polled {
+    /// The device model.
+    pub device: SharedVirtioDevice<Mem>,
+    /// Its queue notification eventfds, by queue index (the transport's, cloned).
+    pub queue_events: Vec<EventFd>,
+}
+
+/// The device thread of a VM; dropping it stops and joins the thread.
+pub struct DeviceThread {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for DeviceThread {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            // A panic in it was caught and reported already.
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the thread `virtio-<vm>` over `polled` (none if there are no devices).
+pub fn spawn(
+    vm: &str,
+    polled: Vec<Polled>,
+    crash: Crash,
+) -> Result<DeviceThread, VirtioDevicesError> {
+    let stop = EventFd::new(EFD_NONBLOCK).map_err(|e| VirtioDevicesError::Io("an eventfd", e))?;
+    if polled.is_empty() {
+        return Ok(DeviceThread { stop, thread: None });
+    }
+    let epoll =
+        build_epoll(&polled, &stop).map_err(|e| VirtioDevicesError::Io("the device epoll", e))?;
+    let thread = std::thread::Builder::new()
+        .name(format!("virtio-{vm}"))
+        .spawn(move || {
+            if let Err(e) = super::seccomp::apply(super::seccomp::ThreadKind::Device) {
+                crash(e.to_string());
+                return;
+            }
+            match catch_unwind(AssertUnwindSafe(|| device_loop(&epoll, &polled))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => crash(format!("virtio device loop failed: {e}")),
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    crash(format!("virtio device thread panicked: {msg}"));
+                }
+            }
+        })
+        .map_err(|e| VirtioDevicesError::Io("the device thread", e))?;
+    Ok(DeviceThread {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Token of the stop eventfd.
+const STOP: u64 = u64::MAX;
+/// Token bit marking a device's own fd (else a queue eventfd).
+const DEVICE_FD: u64 = 1 << 31;
+
+fn token(device: usize, fd: u64) -> u64 {
+    (device as u64) << 32 | fd
+}
+
+fn build_epoll(polled: &[Polled], stop: &EventFd) -> std::io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    epoll.ctl(
+        ControlOperation::Add,
+        stop.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, STOP),
+    )?;
+    for (i, p) in polled.iter().enumerate() {
+        for (q, evt) in p.queue_events.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                evt.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, token(i, q as u64)),
+            )?;
+        }
+        let fds = p
+            .device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .event_fds();
+        for (k, fd) in fds.into_iter().enumerate() {
+            // Devices drain their fds until they would block (or cannot progress and
+            // wait for a queue kick): edge-triggered, so a stalled one does not spin.
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(
+                    EventSet::IN | EventSet::EDGE_TRIGGERED,
+                    token(i, DEVICE_FD | k as u64),
+                ),
+            )?;
+        }
+    }
+    Ok(epoll)
+}
+
+/// Runs until the stop eventfd fires.
+fn device_loop(epoll: &Epoll, polled: &[Polled]) -> std::io::Result<()> {
+    let mut events = vec![EpollEvent::default(); 64];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        for ev in &events[..n] {
+            let data = ev.data();
+            if data == STOP {
+                return Ok(());
+            }
+            let Some(p) = polled.get((data >> 32) as usize) else {
+                continue;
+            };
+            let low = data & 0xffff_ffff;
+            let mut device = p.device.lock().unwrap_or_else(|e| e.into_inner());
+            if low & DEVICE_FD != 0 {
+                device.process_event((low & !DEVICE_FD) as usize);
+            } else if let Some(evt) = p.queue_events.get(low as usize) {
+                // Consume the kick before processing: a kick arriving meanwhile is seen.
+                let _ = evt.read();
+                device.process_queue(low as usize);
+            }
+        }
+    }
+}
+
+/// A random locally administered unicast MAC in QEMU's 52:54:00 prefix.
+fn random_mac() -> std::io::Result<[u8; 6]> {
+    let mut tail = [0u8; 3];
+    // SAFETY: getrandom writes at most 3 bytes into `tail`.
+    let n = unsafe { libc::getrandom(tail.as_mut_ptr().cast(), tail.len(), 0) };
+    if n != 3 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok([0x52, 0x54, 0x00, tail[0], tail[1], tail[2]])
+}
