@@ -31,6 +31,16 @@ impl fmt::Display for ExitReason {
     }
 }
 
+/// The message a panic carried (`panic!` with a literal or a formatted string), for a
+/// crash's detail.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// Where the first exit reason is recorded. Later reports are ignored: the first cause
 /// is the true one (a crash on one vCPU makes the others stop, not crash).
 #[derive(Default)]

@@ -127,7 +127,7 @@ pub fn run(args: &RunArgs) -> Result<ExitReason, VmError> {
     // Blocked before the VM's threads exist, so they inherit the mask and only the
     // watcher takes these signals.
     let signals = StopSignals::block().map_err(|e| VmError::Io("the signal mask", e))?;
-    let handle = super::create(args.config())?;
+    // Raw before the guest runs, so its first keystrokes already reach it unchanged.
     let _raw = match args.console {
         ConsoleConfig::Stdio => RawMode::enable(libc::STDIN_FILENO, Keys::SignalsStay)
             .unwrap_or_else(|e| {
@@ -136,8 +136,7 @@ pub fn run(args: &RunArgs) -> Result<ExitReason, VmError> {
             }),
         _ => None,
     };
-    // A VM that ends before it starts (it cannot here) still yields a reason below.
-    let _ = handle.start();
+    let handle = super::create_running(args.config())?;
     signals
         .watch(handle.clone(), Duration::from_secs(args.stop_timeout))
         .map_err(|e| VmError::Io("the signal watcher", e))?;

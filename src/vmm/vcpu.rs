@@ -19,7 +19,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::exit::{ExitReason, ExitSlot};
+use super::exit::{panic_message, ExitReason, ExitSlot};
 
 pub use super::vcpu_control::{RunState, VcpuControl};
 
@@ -103,11 +103,7 @@ pub fn spawn(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHan
             let result = catch_unwind(AssertUnwindSafe(|| run_loop(index, &mut fd, &ctx)));
             KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
             if let Err(panic) = result {
-                let msg = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let msg = panic_message(&*panic);
                 tracing::error!(vm = %ctx.vm, vcpu = index, "vCPU thread panicked: {msg}");
                 ctx.exit.report(ExitReason::Crash {
                     detail: format!("vCPU {index} thread panicked: {msg}"),

@@ -39,6 +39,18 @@ impl Default for VcpuControl {
 }
 
 impl VcpuControl {
+    /// vCPUs that park as soon as they start, until set [`RunState::Running`]: threads
+    /// created ahead of a VM's start.
+    pub fn parked() -> Self {
+        let control = Self::default();
+        control
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state = RunState::Paused;
+        control
+    }
+
     /// Sets the state; parked vCPUs re-check it.
     pub fn set(&self, state: RunState) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).state = state;

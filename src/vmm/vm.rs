@@ -31,7 +31,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::config::VmConfig;
 use super::console::{self, ConsoleConfig};
 use super::device_manager::{self, DeviceError, DeviceManager};
-use super::exit::{ExitReason, ExitSlot};
+use super::exit::{panic_message, ExitReason, ExitSlot};
 use super::handle::{Command, CommandError, Request, VmHandle};
 use super::memory::{self, Memory};
 use super::vcpu::{self, RunState, VcpuContext, VcpuControl};
@@ -102,14 +102,14 @@ type Pm = AcpiPm<SciLine>;
 /// Everything the event thread owns.
 struct VmParts {
     name: Arc<str>,
-    // Field order is drop order: vCPU fds and the VM fd go before guest memory is unmapped.
-    vcpu_fds: Vec<VcpuFd>,
+    /// Created (vCPUs parked) or already Running.
+    initial: Lifecycle,
+    // The vCPU threads own their fds; they are joined (Drop) before the fields go, and
+    // the VM fd goes before guest memory is unmapped (field order is drop order).
     vcpu_threads: Vec<JoinHandle<()>>,
     _devices: DeviceManager,
     _vm: Arc<VmFd>,
     _memory: Memory,
-    pio: Arc<Bus>,
-    mmio: Arc<Bus>,
     serial: Arc<Mutex<Serial>>,
     pm: Arc<Mutex<Pm>>,
     control: Arc<VcpuControl>,
@@ -121,7 +121,13 @@ struct VmParts {
     cmd_evt: Arc<EventFd>,
     rx: mpsc::Receiver<Request>,
     console: ConsoleConfig,
-    stats: Arc<super::stats::VmStats>,
+}
+
+impl Drop for VmParts {
+    fn drop(&mut self) {
+        // Only when the event thread never ran; `teardown` has joined them otherwise.
+        stop_vcpus(&self.control, &mut self.vcpu_threads);
+    }
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -143,6 +149,18 @@ fn open(path: &Path) -> std::io::Result<File> {
 /// Creates a VM from `config` and its event thread; the vCPUs start on
 /// [`VmHandle::start`].
 pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
+    build(config, Lifecycle::Created)
+}
+
+/// Creates a VM from `config` that runs at once: [`create`] and [`VmHandle::start`]
+/// without the round trip through the event thread, so the guest's first instruction
+/// does not wait for that thread to be scheduled (`monovirt run`).
+pub fn create_running(config: VmConfig) -> Result<VmHandle, VmError> {
+    build(config, Lifecycle::Running)
+}
+
+/// Builds the VM; its vCPU threads park until Start (`Created`) or run (`Running`).
+fn build(config: VmConfig, initial: Lifecycle) -> Result<VmHandle, VmError> {
     let topo = config.topology();
     if config.vcpus == 0 || config.vcpus as usize > layout::MAX_VCPUS {
         return Err(VmError::Config(format!(
@@ -167,8 +185,7 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
                 arch::boot::MIN_MEMORY >> 20
             ))
         })?;
-    let mut kernel =
-        open(&config.kernel).map_err(|e| VmError::KernelOpen(config.kernel.clone(), e))?;
+    let kernel = open(&config.kernel).map_err(|e| VmError::KernelOpen(config.kernel.clone(), e))?;
     let initrd = match &config.initrd {
         Some(p) => Some(open(p).map_err(|e| VmError::InitrdOpen(p.clone(), e))?),
         None => None,
@@ -187,20 +204,129 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
         }
     }
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create a VM"))?);
-    vm.set_tss_address(layout::KVM_TSS_START as usize)
-        .map_err(kvm_err("set the TSS address"))?;
-    if kvm.check_extension(Cap::SetIdentityMapAddr) {
-        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
-            .map_err(kvm_err("set the identity map address"))?;
-    }
-    vm.create_irq_chip()
-        .map_err(kvm_err("create the irqchip"))?;
-    vm.create_pit2(kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    })
-    .map_err(kvm_err("create the PIT"))?;
+    let apic_ids: Vec<u32> = (0..config.vcpus).map(|i| topo.apic_id(i)).collect();
 
+    // Two halves that wait on different KVM locks run at once: guest memory, its
+    // memory slots and the kernel on a `boot-<vm>` thread (KVM's slots_lock and
+    // SRCU grace periods, file reads), the irqchip, vCPUs and PIT here (kvm->lock;
+    // KVM_CREATE_PIT2 waits for its kernel thread to be scheduled). Both mostly
+    // wait in the kernel, so the VM is ready after the longer half, not after both.
+    let (memory, entry, built) = std::thread::scope(|scope| {
+        let boot = std::thread::Builder::new()
+            .name(format!("boot-{name}"))
+            .stack_size(HELPER_STACK)
+            .spawn_scoped(scope, || {
+                load_guest(&vm, &config, mem_size, kernel, initrd, &apic_ids)
+            })
+            .map_err(io_err("the boot thread"))?;
+        let built = build_platform(&kvm, &vm, &config, &topo)?;
+        let (memory, entry) = boot.join().map_err(|panic| {
+            let msg = format!("it panicked: {}", panic_message(&*panic));
+            VmError::Io("the boot thread", std::io::Error::other(msg))
+        })??;
+        Ok::<_, VmError>((memory, entry, built))
+    })?;
+    let Platform {
+        base_cpuid,
+        vcpu_fds,
+        pio,
+        mmio,
+        serial,
+        pm,
+        reset_evt,
+        shutdown_evt,
+    } = built;
+    // The boot vCPU's entry is known now; the others were configured meanwhile.
+    if let Some(bsp) = vcpu_fds.first() {
+        let cpuid = arch::cpuid::for_vcpu(&base_cpuid, 0, &topo)?;
+        arch::regs::configure_vcpu(bsp, &cpuid, Some(&entry))?;
+    }
+
+    // The PCI root complex and virtio devices; their thread reports a failure as a crash.
+    let exit = Arc::new(ExitSlot::default());
+    let exit_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("exit event"))?);
+    let crash = {
+        let exit = exit.clone();
+        let exit_evt = exit_evt.clone();
+        Arc::new(move |detail: String| {
+            exit.report(ExitReason::Crash { detail });
+            let _ = exit_evt.write(1);
+        })
+    };
+    // Read-only statistics for /metrics: vCPU threads, the memfd, device counters.
+    let stats = Arc::new(super::stats::VmStats::new(memory.file.try_clone().ok()));
+    let devices = device_manager::create(&vm, &memory.guest, &pio, &mmio, &config, crash, &stats)?;
+
+    // The vCPU threads start now; for a VM that is only created they park until Start,
+    // with their thread creation and seccomp set-up done before the guest is asked to run.
+    vcpu::install_kick_handler().map_err(io_err("the vCPU kick signal"))?;
+    let (tx, rx) = mpsc::channel();
+    let cmd_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("command event"))?);
+    let (exit_tx, exit_rx) = watch::channel(None);
+    // Nothing fails after the vCPU threads start but the event thread's spawn, and
+    // dropping its parts then stops and joins them.
+    let control = Arc::new(match initial {
+        Lifecycle::Created => VcpuControl::parked(),
+        _ => VcpuControl::default(),
+    });
+    let ctx = VcpuContext {
+        vm: name.clone(),
+        pio: pio.clone(),
+        mmio: mmio.clone(),
+        control: control.clone(),
+        exit: exit.clone(),
+        exit_evt: exit_evt.clone(),
+        stats: stats.clone(),
+    };
+    let mut vcpu_threads = Vec::with_capacity(vcpu_fds.len());
+    for (i, fd) in vcpu_fds.into_iter().enumerate() {
+        match vcpu::spawn(i as u32, fd, ctx.clone()) {
+            Ok(t) => vcpu_threads.push(t),
+            Err(e) => {
+                stop_vcpus(&control, &mut vcpu_threads);
+                return Err(VmError::Io("a vCPU thread", e));
+            }
+        }
+    }
+    let parts = VmParts {
+        name: name.clone(),
+        initial,
+        vcpu_threads,
+        _devices: devices,
+        _vm: vm,
+        _memory: memory,
+        serial,
+        pm,
+        control,
+        exit: exit.clone(),
+        exit_tx,
+        exit_evt,
+        shutdown_evt,
+        reset_evt,
+        cmd_evt: cmd_evt.clone(),
+        rx,
+        console: config.console.clone(),
+    };
+    std::thread::Builder::new()
+        .name(format!("vmm-{name}"))
+        .spawn(move || event_thread(parts))
+        .map_err(io_err("the VM event thread"))?;
+    Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx, stats))
+}
+
+/// Stack of the short-lived `boot-<vm>` thread: ELF headers, boot tables on the heap.
+const HELPER_STACK: usize = 256 << 10;
+
+/// Guest memory registered with KVM, the kernel and initrd in it, and the boot hand-off
+/// (e820, ACPI tables, boot_params or PVH start_info) written: the `boot-<vm>` thread.
+fn load_guest(
+    vm: &VmFd,
+    config: &VmConfig,
+    mem_size: u64,
+    mut kernel: File,
+    initrd: Option<File>,
+    apic_ids: &[u32],
+) -> Result<(Memory, BootEntry), VmError> {
     let memory = memory::create(&config.name, mem_size, config.hugepages)?;
     for (slot, region) in memory.guest.iter().enumerate() {
         let host = region
@@ -213,12 +339,93 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
             memory_size: region.len(),
             userspace_addr: host as u64,
         };
-        // SAFETY: the region is a live mapping of `memory.guest`, which the event thread
-        // keeps until after the VM fd (and so KVM's use of it) is dropped.
+        // SAFETY: the region is a live mapping of `memory.guest`. vCPUs run only while
+        // the event thread owns it, and it drops the VM fd before the memory; until they
+        // run KVM does not touch guest memory (and its MMU notifier forgets a mapping
+        // that goes away, as on an error return from `create`).
         unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("register guest memory"))?;
     }
+    let boot_err = |e| VmError::Boot(config.kernel.clone(), e);
+    let loaded = arch::boot::load_kernel(&memory.guest, &mut kernel).map_err(boot_err)?;
+    let initrd = match initrd {
+        Some(mut f) => {
+            let path = config.initrd.clone().unwrap_or_default();
+            let size = f
+                .metadata()
+                .map_err(|e| VmError::InitrdOpen(path.clone(), e))?
+                .len();
+            let addr = arch::boot::load_initrd(&memory.guest, &mut f, size, &loaded, mem_size)
+                .map_err(|e| VmError::Boot(path, e))?;
+            Some((addr, size))
+        }
+        None => None,
+    };
+    let entry = arch::boot::configure_system(
+        &memory.guest,
+        &loaded,
+        &BootConfig {
+            cmdline: &config.cmdline,
+            initrd,
+            mem_size,
+            apic_ids,
+            protocol: config.boot,
+        },
+    )
+    .map_err(boot_err)?;
+    Ok((memory, entry))
+}
 
-    // Devices.
+/// The VM's platform apart from guest memory: what [`create`] builds while the
+/// `boot-<vm>` thread loads the guest.
+struct Platform {
+    base_cpuid: Vec<arch::cpuid::CpuidEntry>,
+    /// Every vCPU; all but the boot vCPU are configured.
+    vcpu_fds: Vec<VcpuFd>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    serial: Arc<Mutex<Serial>>,
+    pm: Arc<Mutex<Pm>>,
+    reset_evt: EventFd,
+    shutdown_evt: EventFd,
+}
+
+/// The in-kernel irqchip, the vCPUs with their CPUID and registers (but the boot vCPU's
+/// entry), the PIT, and the legacy devices on the port bus.
+fn build_platform(
+    kvm: &Kvm,
+    vm: &Arc<VmFd>,
+    config: &VmConfig,
+    topo: &arch::cpu::Topology,
+) -> Result<Platform, VmError> {
+    vm.set_tss_address(layout::KVM_TSS_START as usize)
+        .map_err(kvm_err("set the TSS address"))?;
+    if kvm.check_extension(Cap::SetIdentityMapAddr) {
+        vm.set_identity_map_address(layout::KVM_IDENTITY_MAP_START)
+            .map_err(kvm_err("set the identity map address"))?;
+    }
+    vm.create_irq_chip()
+        .map_err(kvm_err("create the irqchip"))?;
+    // vCPUs before the PIT: both take kvm->lock, which KVM_CREATE_PIT2 holds while it
+    // waits for its kernel thread to be scheduled (QEMU orders them the same way).
+    let mut vcpu_fds = Vec::with_capacity(config.vcpus as usize);
+    for i in 0..config.vcpus {
+        vcpu_fds.push(
+            vm.create_vcpu(u64::from(i))
+                .map_err(kvm_err("create a vCPU"))?,
+        );
+    }
+    vm.create_pit2(kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    })
+    .map_err(kvm_err("create the PIT"))?;
+    let mut base_cpuid = arch::regs::supported_cpuid(kvm)?;
+    arch::cpuid::apply_template(&mut base_cpuid, &config.cpu)?;
+    for (i, fd) in vcpu_fds.iter().enumerate().skip(1) {
+        let cpuid = arch::cpuid::for_vcpu(&base_cpuid, i as u32, topo)?;
+        arch::regs::configure_vcpu(fd, &cpuid, None)?;
+    }
+
     let pio = Arc::new(Bus::new());
     let mmio = Arc::new(Bus::new());
     let com1_evt = EventFd::new(EFD_NONBLOCK).map_err(io_err("COM1 irqfd"))?;
@@ -260,100 +467,28 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     )));
     pio.insert(pm.clone(), u64::from(layout::PM1A_EVT_PORT), ACPI_PM_LEN)
         .map_err(|e| VmError::Bus("ACPI PM", e))?;
-
-    // The PCI root complex and virtio devices; their thread reports a failure as a crash.
-    let exit = Arc::new(ExitSlot::default());
-    let exit_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("exit event"))?);
-    let crash = {
-        let exit = exit.clone();
-        let exit_evt = exit_evt.clone();
-        Arc::new(move |detail: String| {
-            exit.report(ExitReason::Crash { detail });
-            let _ = exit_evt.write(1);
-        })
-    };
-    // Read-only statistics for /metrics: vCPU threads, the memfd, device counters.
-    let stats = Arc::new(super::stats::VmStats::new(memory.file.try_clone().ok()));
-    let devices = device_manager::create(&vm, &memory.guest, &pio, &mmio, &config, crash, &stats)?;
-
-    // vCPUs and their CPUID.
-    let mut base_cpuid = arch::regs::supported_cpuid(&kvm)?;
-    arch::cpuid::apply_template(&mut base_cpuid, &config.cpu)?;
-    let mut vcpu_fds = Vec::with_capacity(config.vcpus as usize);
-    let mut apic_ids = Vec::with_capacity(config.vcpus as usize);
-    for i in 0..config.vcpus {
-        vcpu_fds.push(
-            vm.create_vcpu(u64::from(i))
-                .map_err(kvm_err("create a vCPU"))?,
-        );
-        apic_ids.push(topo.apic_id(i));
-    }
-
-    // Kernel and hand-off.
-    let boot_err = |e| VmError::Boot(config.kernel.clone(), e);
-    let loaded = arch::boot::load_kernel(&memory.guest, &mut kernel).map_err(boot_err)?;
-    let initrd = match initrd {
-        Some(mut f) => {
-            let path = config.initrd.clone().unwrap_or_default();
-            let size = f
-                .metadata()
-                .map_err(|e| VmError::InitrdOpen(path.clone(), e))?
-                .len();
-            let addr = arch::boot::load_initrd(&memory.guest, &mut f, size, &loaded, mem_size)
-                .map_err(|e| VmError::Boot(path, e))?;
-            Some((addr, size))
-        }
-        None => None,
-    };
-    let entry: BootEntry = arch::boot::configure_system(
-        &memory.guest,
-        &loaded,
-        &BootConfig {
-            cmdline: &config.cmdline,
-            initrd,
-            mem_size,
-            apic_ids: &apic_ids,
-            protocol: config.boot,
-        },
-    )
-    .map_err(boot_err)?;
-    for (i, fd) in vcpu_fds.iter().enumerate() {
-        let cpuid = arch::cpuid::for_vcpu(&base_cpuid, i as u32, &topo)?;
-        arch::regs::configure_vcpu(fd, &cpuid, (i == 0).then_some(&entry))?;
-    }
-    drop(kernel);
-
-    vcpu::install_kick_handler().map_err(io_err("the vCPU kick signal"))?;
-    let (tx, rx) = mpsc::channel();
-    let cmd_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(io_err("command event"))?);
-    let (exit_tx, exit_rx) = watch::channel(None);
-    let parts = VmParts {
-        name: name.clone(),
+    Ok(Platform {
+        base_cpuid,
         vcpu_fds,
-        vcpu_threads: Vec::new(),
-        _devices: devices,
-        _vm: vm,
-        _memory: memory,
         pio,
         mmio,
         serial,
         pm,
-        control: Arc::new(VcpuControl::default()),
-        exit: exit.clone(),
-        exit_tx,
-        exit_evt,
-        shutdown_evt,
         reset_evt,
-        cmd_evt: cmd_evt.clone(),
-        rx,
-        console: config.console.clone(),
-        stats: stats.clone(),
-    };
-    std::thread::Builder::new()
-        .name(format!("vmm-{name}"))
-        .spawn(move || event_thread(parts))
-        .map_err(io_err("the VM event thread"))?;
-    Ok(VmHandle::new(name, tx, cmd_evt, exit, exit_rx, stats))
+        shutdown_evt,
+    })
+}
+
+/// Stops the vCPU threads (parked or running) and joins them.
+fn stop_vcpus(control: &VcpuControl, threads: &mut Vec<JoinHandle<()>>) {
+    control.set(RunState::Stopping);
+    for t in threads.iter() {
+        vcpu::kick(t);
+    }
+    for t in threads.drain(..) {
+        // A vCPU thread's panic is caught inside it; a join error cannot carry news.
+        let _ = t.join();
+    }
 }
 
 const TOKEN_CMD: u64 = 0;
@@ -398,11 +533,7 @@ fn event_thread(mut parts: VmParts) {
     }
     let result = catch_unwind(AssertUnwindSafe(|| event_loop(&mut parts)));
     if let Err(panic) = result {
-        let msg = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
+        let msg = panic_message(&*panic);
         tracing::error!(vm = %parts.name, "VM event thread panicked: {msg}");
         parts.exit.report(ExitReason::Crash {
             detail: format!("VM event thread panicked: {msg}"),
@@ -412,14 +543,7 @@ fn event_thread(mut parts: VmParts) {
 }
 
 fn teardown(parts: &mut VmParts) {
-    parts.control.set(RunState::Stopping);
-    for t in &parts.vcpu_threads {
-        vcpu::kick(t);
-    }
-    for t in parts.vcpu_threads.drain(..) {
-        // A vCPU thread's panic is caught inside it; a join error cannot carry news.
-        let _ = t.join();
-    }
+    stop_vcpus(&parts.control, &mut parts.vcpu_threads);
     // Commands that raced with the end get a clear answer.
     while let Ok(req) = parts.rx.try_recv() {
         let _ = req.reply.send(Err(CommandError::Exited));
@@ -471,7 +595,7 @@ fn event_loop(parts: &mut VmParts) {
             return;
         }
     };
-    let mut state = Lifecycle::Created;
+    let mut state = parts.initial;
     let mut stop_deadline: Option<Instant> = None;
     let mut events = vec![EpollEvent::default(); 8];
     let mut input_pending = false;
@@ -578,26 +702,8 @@ fn command(
     };
     match (cmd, *state) {
         (Command::Start, Lifecycle::Created) => {
-            let ctx = VcpuContext {
-                vm: parts.name.clone(),
-                pio: parts.pio.clone(),
-                mmio: parts.mmio.clone(),
-                control: parts.control.clone(),
-                exit: parts.exit.clone(),
-                exit_evt: parts.exit_evt.clone(),
-                stats: parts.stats.clone(),
-            };
-            for (i, fd) in parts.vcpu_fds.drain(..).enumerate() {
-                match vcpu::spawn(i as u32, fd, ctx.clone()) {
-                    Ok(t) => parts.vcpu_threads.push(t),
-                    Err(e) => {
-                        parts.exit.report(ExitReason::Crash {
-                            detail: format!("cannot start vCPU {i}: {e}"),
-                        });
-                        return (Err(CommandError::Failed(e.to_string())), true);
-                    }
-                }
-            }
+            // The vCPU threads are parked since `create`.
+            parts.control.set(RunState::Running);
             *state = Lifecycle::Running;
             (Ok(()), false)
         }

@@ -1,0 +1,254 @@
+//! `run-order OUT -- PROGRAM ARGS…`: runs PROGRAM under ptrace with a one-shot breakpoint
+//! (`int3`) on the entry of every function in its symbol table and writes the functions
+//! it executed, in the order of their first call, to OUT: a symbol-ordering file for
+//! lld's `--symbol-ordering-file`.
+//!
+//! Linked in that order, the code one run executes sits together instead of spread over
+//! the whole text segment, so it is paged in through a few fault-around windows instead
+//! of one per function cluster (scripts/run-order.sh, build.rs). Every thread is traced
+//! (`PTRACE_O_TRACECLONE`); a breakpoint is removed at its first hit, so each function
+//! costs one stop. Symbols that share an address (folded identical code) are all
+//! listed. PROGRAM must be a position-independent or fixed-address ELF executable with
+//! its symbol table (`nm` reads it).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+
+/// Function symbols by address (relative to the executable's load base).
+fn functions(program: &Path) -> Result<HashMap<u64, Vec<String>>> {
+    let out = Command::new("nm")
+        .args(["-P", "--defined-only"])
+        .arg(program)
+        .output()
+        .context("cannot run nm")?;
+    ensure!(out.status.success(), "nm {} failed", program.display());
+    let mut by_addr: HashMap<u64, Vec<String>> = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "name type value [size]"
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(kind), Some(value)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T" | "w" | "W") {
+            continue;
+        }
+        let addr = u64::from_str_radix(value, 16).with_context(|| format!("nm line {line:?}"))?;
+        by_addr.entry(addr).or_default().push(name.to_string());
+    }
+    ensure!(
+        !by_addr.is_empty(),
+        "{} has no function symbols",
+        program.display()
+    );
+    Ok(by_addr)
+}
+
+/// The executable's mappings in the stopped child: (load base, text start, text end).
+fn text_mapping(pid: libc::pid_t, program: &Path) -> Result<(u64, u64, u64)> {
+    let program = fs::canonicalize(program)?;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let mut base = None;
+    let mut text = None;
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || Path::new(f[5]) != program {
+            continue;
+        }
+        let (start, end) = f[0].split_once('-').context("maps range")?;
+        let start = u64::from_str_radix(start, 16)?;
+        let end = u64::from_str_radix(end, 16)?;
+        let offset = u64::from_str_radix(f[2], 16)?;
+        if offset == 0 && base.is_none() {
+            base = Some(start);
+        }
+        if f[1].contains('x') {
+            ensure!(
+                text.is_none(),
+                "more than one executable mapping of the program"
+            );
+            text = Some((start, end));
+        }
+    }
+    let base = base.context("the program's first mapping")?;
+    let (start, end) = text.context("the program's text mapping")?;
+    // A fixed-address executable is linked at its load address: nm's values are absolute.
+    let pie = fs::read(&program)?.get(16..18) == Some(&[3, 0][..]); // e_type == ET_DYN
+    Ok((if pie { base } else { 0 }, start, end))
+}
+
+fn ptrace(req: libc::c_uint, pid: libc::pid_t, data: usize) -> Result<()> {
+    // SAFETY: the requests used here take no pointer in `addr`, and `data` is either a
+    // number or a pointer to a live `user_regs_struct` for GETREGS/SETREGS.
+    let rc = unsafe { libc::ptrace(req, pid, std::ptr::null_mut::<libc::c_void>(), data) };
+    if rc < 0 {
+        bail!("ptrace({req}, {pid}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn regs(pid: libc::pid_t) -> Result<libc::user_regs_struct> {
+    // SAFETY: all-zero is a valid user_regs_struct; GETREGS fills it.
+    let mut r: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    ptrace(
+        libc::PTRACE_GETREGS,
+        pid,
+        &mut r as *mut libc::user_regs_struct as usize,
+    )?;
+    Ok(r)
+}
+
+struct Breakpoint {
+    original: u8,
+    armed: bool,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let (out, program, program_args) = match args.as_slice() {
+        [out, sep, program, rest @ ..] if sep == "--" => (PathBuf::from(out), program, rest),
+        _ => bail!("usage: run-order OUT -- PROGRAM [ARGS...]"),
+    };
+    let program = PathBuf::from(program);
+    let functions = functions(&program)?;
+
+    let mut cmd = Command::new(&program);
+    cmd.args(program_args);
+    // SAFETY: PTRACE_TRACEME is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: waiting for our own child; `status` is a valid out-pointer.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    ensure!(waited == pid, "waitpid");
+    ensure!(
+        libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP,
+        "the child did not stop at exec"
+    );
+
+    // Plant the breakpoints through /proc/PID/mem: the whole text in one read and write.
+    let (base, start, end) = text_mapping(pid, &program)?;
+    let mem = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))?;
+    let mut text = vec![0u8; (end - start) as usize];
+    mem.read_exact_at(&mut text, start)?;
+    let mut bps: HashMap<u64, Breakpoint> = HashMap::new();
+    for &addr in functions.keys() {
+        let at = base + addr;
+        if (start..end).contains(&at) {
+            let i = (at - start) as usize;
+            bps.insert(
+                at,
+                Breakpoint {
+                    original: text[i],
+                    armed: true,
+                },
+            );
+            text[i] = 0xcc;
+        }
+    }
+    mem.write_all_at(&text, start)?;
+    drop(text);
+    eprintln!("run-order: {} breakpoints", bps.len());
+
+    ptrace(
+        libc::PTRACE_SETOPTIONS,
+        pid,
+        (libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL) as usize,
+    )?;
+    ptrace(libc::PTRACE_CONT, pid, 0)?;
+    let mut order: Vec<u64> = Vec::new();
+    let mut exit_status = None;
+    loop {
+        // SAFETY: waiting for any traced thread; `status` is a valid out-pointer.
+        let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        if tid < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ECHILD) {
+                break;
+            }
+            bail!("waitpid: {e}");
+        }
+        if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            if tid == pid {
+                exit_status = Some(status);
+            }
+            continue;
+        }
+        if !libc::WIFSTOPPED(status) {
+            continue;
+        }
+        let sig = libc::WSTOPSIG(status);
+        let mut deliver = 0;
+        if status >> 16 != 0 {
+            // A clone event: the new thread is traced and reports its own stop.
+        } else if sig == libc::SIGTRAP {
+            let mut r = regs(tid)?;
+            let at = r.rip - 1;
+            match bps.get_mut(&at) {
+                Some(bp) => {
+                    if bp.armed {
+                        bp.armed = false;
+                        mem.write_all_at(&[bp.original], at)?;
+                        order.push(at - base);
+                    }
+                    // Another thread may have hit it before it was removed: rewind too.
+                    r.rip = at;
+                    ptrace(
+                        libc::PTRACE_SETREGS,
+                        tid,
+                        &mut r as *mut libc::user_regs_struct as usize,
+                    )?;
+                }
+                None => deliver = sig,
+            }
+        } else if sig != libc::SIGSTOP {
+            // The program's own signals (vCPU kicks, SIGCHLD...) go on to it.
+            deliver = sig;
+        }
+        // A thread that exited meanwhile cannot be continued; nothing to do then.
+        let _ = ptrace(libc::PTRACE_CONT, tid, deliver as usize);
+    }
+    let status = exit_status.context("the program's exit was not seen")?;
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{} failed (wait status {status:#x})",
+        program.display()
+    );
+
+    let mut file =
+        File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut names = 0;
+    for addr in &order {
+        let mut aliases = functions[addr].clone();
+        aliases.sort();
+        for name in aliases {
+            writeln!(file, "{name}")?;
+            names += 1;
+        }
+    }
+    eprintln!(
+        "run-order: {} functions executed ({names} symbols) written to {}",
+        order.len(),
+        out.display()
+    );
+    Ok(())
+}
