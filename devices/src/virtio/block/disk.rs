@@ -575,6 +575,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        any(target_arch = "s390x", target_arch = "powerpc64"),
+        ignore = "qemu-user 7.2 does not pass preadv2(RWF_NOWAIT) through; run with --include-ignored on real hardware"
+    )]
     fn nowait_reads_hit_the_page_cache() {
         let image = TempFile::new().unwrap();
         image.as_file().write_all_at(&[0xa5; 8192], 0).unwrap();

@@ -782,6 +782,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        any(target_arch = "s390x", target_arch = "powerpc64"),
+        ignore = "qemu-user 7.2 does not pass preadv2(RWF_NOWAIT) through; run with --include-ignored on real hardware"
+    )]
     fn page_cache_hits_are_served_on_the_device_thread_in_one_batch() {
         let mut h = Harness::with_cache(false, false, CacheMode::Writeback);
         let data = pattern((DISK_SECTORS * SECTOR_SIZE) as usize, 5);
@@ -799,6 +803,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        any(target_arch = "s390x", target_arch = "powerpc64"),
+        ignore = "qemu-user 7.2 does not pass preadv2(RWF_NOWAIT) through; run with --include-ignored on real hardware"
+    )]
     fn uncached_reads_fall_back_to_the_workers() {
         let mut h = Harness::with_cache(false, false, CacheMode::Writethrough);
         let data = pattern(4096, 13);
