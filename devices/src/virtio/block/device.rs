@@ -18,7 +18,8 @@ use crate::virtio::queue_device::{DeviceCore, QueueDevice};
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
-/// Worker threads per disk unless configured otherwise: with `cache: none` every request
+/// The most worker threads a disk's pool grows to unless configured otherwise (it starts
+/// with one and adds one only while requests wait): with `cache: none` every request
 /// waits for the host disk on a worker, so this many can be in flight there (a guest's
 /// queue depth of 32 is a common deep queue; QEMU's thread pool allows 64).
 pub const DEFAULT_WORKERS: usize = 32;
