@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `Vcpu` | `vcpu-<vm>-<n>` | `KVM_RUN` and the vCPU's other KVM ioctls, eventfd writes, futexes, memory for the exit handlers, the kick signal |
 //! | `Event` | `vmm-<vm>` | the vCPUs' ones, plus epoll, console and command I/O, signalling vCPU threads, joining and tearing down |
-//! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`, `RWF_NOWAIT`'s `preadv2`/`pwritev2`, `fdatasync`/`fallocate`), tap I/O, irqfd writes |
+//! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`, `RWF_NOWAIT`'s `preadv2`/`pwritev2`, `fdatasync`/`fallocate`), tap I/O, irqfd writes, starting more disk I/O workers (`clone` with exactly a thread's flags) |
 //!
 //! `ioctl` is allowed only with KVM's ioctl type (`0xAE`) in its request number, plus the
 //! few terminal and tap requests a thread needs. Whatever is not listed gets the
@@ -15,6 +15,11 @@
 //! an error and its VM fails, the daemon and its other VMs go on), `kill` kills the
 //! process with SIGSYS (Firecracker's stance: systemd restarts the daemon), `log` allows
 //! it and has the kernel log it (to find what a list misses), `off` installs nothing.
+//!
+//! A `Device` thread also gets a second filter that answers `clone3` with `ENOSYS`: its
+//! flags sit in a struct a filter cannot read, and glibc's `pthread_create` then falls
+//! back to `clone`, whose flags the first filter checks (a disk's worker pool grows from
+//! its device thread as requests queue up).
 //!
 //! seccompiler builds filters for x86_64, aarch64 and riscv64 only. monovirt's VMM on
 //! s390x and ppc64le runs without filters: [`apply`] logs that once and returns `Ok`.
@@ -200,6 +205,8 @@ mod filter {
     /// vsock muxer's Unix sockets (`socket` for `AF_UNIX` only).
     const DEVICE: &[libc::c_long] = &[
         libc::SYS_accept4,
+        // Only ever ENOSYS: see `CLONE3_GUARD`.
+        libc::SYS_clone3,
         libc::SYS_connect,
         libc::SYS_epoll_ctl,
         libc::SYS_epoll_pwait,
@@ -215,9 +222,24 @@ mod filter {
         libc::SYS_pwritev,
         libc::SYS_pwritev2,
         libc::SYS_recvfrom,
+        // The disk I/O workers a device thread starts install their own filter (seccomp
+        // can only narrow what a thread may do).
+        libc::SYS_seccomp,
         libc::SYS_sendto,
         libc::SYS_shutdown,
     ];
+
+    /// The flags glibc's `pthread_create` passes to `clone`: a thread of this process
+    /// (the only `clone` a `Device` thread may make).
+    const THREAD_CLONE_FLAGS: u64 = (libc::CLONE_VM
+        | libc::CLONE_FS
+        | libc::CLONE_FILES
+        | libc::CLONE_SIGHAND
+        | libc::CLONE_THREAD
+        | libc::CLONE_SYSVSEM
+        | libc::CLONE_SETTLS
+        | libc::CLONE_PARENT_SETTID
+        | libc::CLONE_CHILD_CLEARTID) as u64;
 
     /// `TUNSETOFFLOAD` (`_IOW('T', 208, unsigned int)`): a virtio-net device is activated
     /// on the vCPU thread that wrote DRIVER_OK, and tells its tap the offloads then.
@@ -258,6 +280,15 @@ mod filter {
         map.insert(libc::SYS_ioctl, ioctl);
         if kind == ThreadKind::Device {
             map.insert(
+                libc::SYS_clone,
+                vec![SeccompRule::new(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Qword,
+                    SeccompCmpOp::Eq,
+                    THREAD_CLONE_FLAGS,
+                )?])?],
+            );
+            map.insert(
                 libc::SYS_socket,
                 vec![SeccompRule::new(vec![SeccompCondition::new(
                     0,
@@ -293,11 +324,38 @@ mod filter {
         BpfProgram::try_from(filter).map_err(|e| SeccompError::Build(kind, e))
     }
 
+    /// The `Device` threads' second filter: `clone3` fails with `ENOSYS` (so that glibc
+    /// uses `clone`, whose flags the first filter checks); everything else is left to the
+    /// first filter.
+    pub fn clone3_guard() -> Result<BpfProgram, SeccompError> {
+        let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+        let filter = SeccompFilter::new(
+            rules,
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            TargetArch::x86_64,
+        )
+        .map_err(|e| SeccompError::Build(ThreadKind::Device, e))?;
+        BpfProgram::try_from(filter).map_err(|e| SeccompError::Build(ThreadKind::Device, e))
+    }
+
     /// Installs the filter of `kind` in `mode` on the calling thread (nothing for
-    /// [`Mode::Off`]). Programs are built once per kind and mode.
+    /// [`Mode::Off`]), for `Device` threads with [`clone3_guard`] on top. Programs are
+    /// built once per kind and mode.
     pub fn apply_mode(kind: ThreadKind, mode: Mode) -> Result<(), SeccompError> {
         if mode == Mode::Off {
             return Ok(());
+        }
+        if kind == ThreadKind::Device {
+            static GUARD: OnceLock<BpfProgram> = OnceLock::new();
+            let guard = match GUARD.get() {
+                Some(g) => g,
+                None => {
+                    let g = clone3_guard()?;
+                    GUARD.get_or_init(|| g)
+                }
+            };
+            seccompiler::apply_filter(guard).map_err(|e| SeccompError::Install(kind, e))?;
         }
         type Cache = std::sync::Mutex<BTreeMap<(u8, u8), std::sync::Arc<BpfProgram>>>;
         static PROGRAMS: OnceLock<Cache> = OnceLock::new();
@@ -395,6 +453,35 @@ mod tests {
         };
         assert_eq!(pwrite(ThreadKind::Device), (16, 0));
         assert_eq!(pwrite(ThreadKind::Vcpu), (-1, libc::EPERM));
+    }
+
+    #[test]
+    fn device_threads_may_start_threads_and_nothing_else() {
+        let (spawned, clone3, fork) = filtered(ThreadKind::Device, Mode::Deny, || {
+            // What a disk's worker pool does when it grows (pthread_create: clone3, then
+            // clone with a thread's flags); the worker installs its own filter.
+            let spawned =
+                std::thread::spawn(|| apply_mode(ThreadKind::Device, Mode::Deny).map(|()| 7).ok())
+                    .join()
+                    .ok()
+                    .flatten();
+            // SAFETY: clone3 with a null argument; the filter answers before the kernel
+            // would read it.
+            let clone3 = unsafe { libc::syscall(libc::SYS_clone3, std::ptr::null::<u8>(), 0) };
+            let clone3 = (clone3, errno());
+            // A new process (fork's flags) is not a thread: refused. The child would
+            // exit at once if the call were allowed.
+            // SAFETY: a plain clone with SIGCHLD and no new stack: fork.
+            let fork = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as u64, 0, 0, 0, 0) };
+            if fork == 0 {
+                // SAFETY: the child of an allowed fork leaves at once.
+                unsafe { libc::_exit(0) };
+            }
+            (spawned, clone3, (fork, errno()))
+        });
+        assert_eq!(spawned, Some(7));
+        assert_eq!(clone3, (-1, libc::ENOSYS));
+        assert_eq!(fork, (-1, libc::EPERM));
     }
 
     #[test]

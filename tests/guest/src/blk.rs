@@ -15,11 +15,13 @@
 
 use crate::bootinfo::Escaped;
 use crate::dma::GuestHal;
+use crate::doorbell::Doorbell;
 use crate::kv;
 use crate::kvmclock::KvmClock;
-use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
+use virtio_drivers::device::blk::{VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::PciTransport;
+use virtio_drivers::transport::Transport;
 
 /// First byte and length of the pattern `blkwrite` writes.
 pub const PATTERN_OFFSET: usize = 4096;
@@ -32,8 +34,13 @@ pub fn pattern_byte(offset: usize) -> u8 {
 
 /// Checks one virtio-blk function; prints `virtio.blk.<index>*` keys. With `cidata`, a
 /// disk holding cloud-init's `network-config` returns it parsed (`cidata=` keys).
-pub fn check<C: ConfigurationAccess>(
+///
+/// With `bench_it` the disk is driven through a [`Doorbell`] (`cam` reads its
+/// capabilities) and timed ([`bench`]).
+#[allow(clippy::too_many_arguments)]
+pub fn check<C: ConfigurationAccess, A: ConfigurationAccess>(
     root: &mut PciRoot<C>,
+    cam: &A,
     df: DeviceFunction,
     index: usize,
     write: bool,
@@ -51,87 +58,126 @@ pub fn check<C: ConfigurationAccess>(
             return None;
         }
     };
-    let mut blk = match VirtIOBlk::<GuestHal, _>::new(transport) {
-        Ok(b) => b,
-        Err(e) => {
-            kv!(
-                core::format_args!("virtio.blk.{index}"),
-                "{df},init error: {e}"
-            );
+    let checks = Checks {
+        index,
+        write,
+        cidata,
+        crc_len,
+    };
+    if !bench_it {
+        return checks.run(transport, df, |_| {});
+    }
+    match Doorbell::new(transport, cam, df) {
+        Some(doorbell) => checks.run(doorbell, df, bench),
+        None => {
+            kv!("blkbench", "no notification capability");
+            None
+        }
+    }
+}
+
+/// What [`check`] does with a disk besides its set-up.
+struct Checks {
+    index: usize,
+    write: bool,
+    cidata: bool,
+    crc_len: Option<u64>,
+}
+
+impl Checks {
+    /// Sets the disk up over `transport`, checks it, and runs `bench` on it.
+    fn run<T: Transport>(
+        self,
+        transport: T,
+        df: DeviceFunction,
+        bench: impl FnOnce(&mut VirtIOBlk<GuestHal, T>),
+    ) -> Option<crate::cidata::NetworkConfig> {
+        let Checks {
+            index,
+            write,
+            cidata,
+            crc_len,
+        } = self;
+        let mut blk = match VirtIOBlk::<GuestHal, _>::new(transport) {
+            Ok(b) => b,
+            Err(e) => {
+                kv!(
+                    core::format_args!("virtio.blk.{index}"),
+                    "{df},init error: {e}"
+                );
+                return None;
+            }
+        };
+        let readonly = blk.readonly();
+        kv!(
+            core::format_args!("virtio.blk.{index}"),
+            "{df},sectors={},ro={}",
+            blk.capacity(),
+            u8::from(readonly)
+        );
+        let mut id = [0u8; 20];
+        match blk.device_id(&mut id) {
+            Ok(len) => kv!(
+                core::format_args!("virtio.blk.{index}.serial"),
+                "{}",
+                Escaped(&id[..len])
+            ),
+            Err(e) => kv!(
+                core::format_args!("virtio.blk.{index}.serial"),
+                "error: {e}"
+            ),
+        }
+        let mut buf = [0u8; PATTERN_LEN];
+        match blk.read_blocks(0, &mut buf) {
+            Ok(()) => kv!(
+                core::format_args!("virtio.blk.{index}.crc32.0"),
+                "{:#010x}",
+                crc32fast::hash(&buf)
+            ),
+            Err(e) => kv!(
+                core::format_args!("virtio.blk.{index}.crc32.0"),
+                "error: {e}"
+            ),
+        }
+        if let Some(len) = crc_len {
+            crc32(&mut blk, index, len);
+        }
+        bench(&mut blk);
+        let network = if cidata {
+            read_cidata(&mut blk, index)
+        } else {
+            None
+        };
+        if !write {
+            return network;
+        }
+        if blk.capacity() < ((PATTERN_OFFSET + PATTERN_LEN) / SECTOR_SIZE) as u64 {
+            kv!(core::format_args!("virtio.blk.{index}.write"), "too-small");
             return None;
         }
-    };
-    let readonly = blk.readonly();
-    kv!(
-        core::format_args!("virtio.blk.{index}"),
-        "{df},sectors={},ro={}",
-        blk.capacity(),
-        u8::from(readonly)
-    );
-    let mut id = [0u8; 20];
-    match blk.device_id(&mut id) {
-        Ok(len) => kv!(
-            core::format_args!("virtio.blk.{index}.serial"),
-            "{}",
-            Escaped(&id[..len])
-        ),
-        Err(e) => kv!(
-            core::format_args!("virtio.blk.{index}.serial"),
-            "error: {e}"
-        ),
-    }
-    let mut buf = [0u8; PATTERN_LEN];
-    match blk.read_blocks(0, &mut buf) {
-        Ok(()) => kv!(
-            core::format_args!("virtio.blk.{index}.crc32.0"),
-            "{:#010x}",
-            crc32fast::hash(&buf)
-        ),
-        Err(e) => kv!(
-            core::format_args!("virtio.blk.{index}.crc32.0"),
-            "error: {e}"
-        ),
-    }
-    if let Some(len) = crc_len {
-        crc32(&mut blk, index, len);
-    }
-    if bench_it {
-        bench(&mut blk);
-    }
-    let network = if cidata {
-        read_cidata(&mut blk, index)
-    } else {
-        None
-    };
-    if !write {
-        return network;
-    }
-    if blk.capacity() < ((PATTERN_OFFSET + PATTERN_LEN) / SECTOR_SIZE) as u64 {
-        kv!(core::format_args!("virtio.blk.{index}.write"), "too-small");
-        return None;
-    }
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = pattern_byte(PATTERN_OFFSET + i);
-    }
-    let sector = PATTERN_OFFSET / SECTOR_SIZE;
-    let result = match blk.write_blocks(sector, &buf) {
-        Err(_) if readonly => "refused",
-        Ok(()) if readonly => "accepted-on-readonly",
-        Err(virtio_drivers::Error::IoError) => "io-error",
-        Err(_) => "error",
-        Ok(()) => {
-            let flushed = blk.flush().is_ok();
-            let mut back = [0u8; PATTERN_LEN];
-            match blk.read_blocks(sector, &mut back) {
-                Ok(()) if back == buf && flushed => "ok",
-                Ok(()) if back == buf => "ok-flush-failed",
-                Ok(()) => "mismatch",
-                Err(_) => "read-back-error",
-            }
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = pattern_byte(PATTERN_OFFSET + i);
         }
-    };
-    kv!(core::format_args!("virtio.blk.{index}.write"), "{result}");
-    network
+        let sector = PATTERN_OFFSET / SECTOR_SIZE;
+        let result = match blk.write_blocks(sector, &buf) {
+            Err(_) if readonly => "refused",
+            Ok(()) if readonly => "accepted-on-readonly",
+            Err(virtio_drivers::Error::IoError) => "io-error",
+            Err(_) => "error",
+            Ok(()) => {
+                let flushed = blk.flush().is_ok();
+                let mut back = [0u8; PATTERN_LEN];
+                match blk.read_blocks(sector, &mut back) {
+                    Ok(()) if back == buf && flushed => "ok",
+                    Ok(()) if back == buf => "ok-flush-failed",
+                    Ok(()) => "mismatch",
+                    Err(_) => "read-back-error",
+                }
+            }
+        };
+        kv!(core::format_args!("virtio.blk.{index}.write"), "{result}");
+        network
+    }
 }
 
 /// `network-config` of a `cidata` volume, parsed; `None` (quietly) for other disks.
@@ -254,9 +300,6 @@ const SEQ_CHUNK: usize = 64 << 10;
 const SEQ_MAX: u64 = 64 << 20;
 /// Random 4 KiB reads per queue depth.
 const RANDOM_OPS: usize = 2048;
-/// The deepest queue `virtio-drivers` can keep (its virtio-blk queue has 16 entries, one
-/// per request with indirect descriptors).
-const MAX_DEPTH: usize = 16;
 
 /// Random block numbers (xorshift64*): the same sequence on every run.
 struct Blocks(u64, u64);
@@ -271,10 +314,10 @@ impl Blocks {
     }
 }
 
-/// Prints `blkbench.seqread`, `blkbench.seqwrite` (`bytes,ns`), `blkbench.randread.qd1`
-/// and `blkbench.randread.qd16` (`ops,ns`), or `blkbench=` and what failed. Writes go
-/// over the data already there (the benchmark's scratch image).
-fn bench<T: virtio_drivers::transport::Transport>(blk: &mut VirtIOBlk<GuestHal, T>) {
+/// Prints `blkbench.seqread`, `blkbench.seqwrite` (`bytes,ns`) and `blkbench.randread.qd1`
+/// (`ops,ns`), one request at a time through `VirtIOBlk`, or `blkbench=` and what failed.
+/// Writes go over the data already there (the benchmark's scratch image).
+fn bench<T: Transport>(blk: &mut VirtIOBlk<GuestHal, T>) {
     let Some(clock) = KvmClock::enable() else {
         kv!("blkbench", "no kvmclock");
         return;
@@ -312,56 +355,15 @@ fn bench<T: virtio_drivers::transport::Transport>(blk: &mut VirtIOBlk<GuestHal, 
         }
     }
     let blocks = span as u64 / 4096;
-    for depth in [1, MAX_DEPTH] {
-        let mut rng = Blocks(0x9e37_79b9_7f4a_7c15, blocks);
-        let mut reqs: [BlkReq; MAX_DEPTH] = core::array::from_fn(|_| BlkReq::default());
-        let mut resps: [BlkResp; MAX_DEPTH] = core::array::from_fn(|_| BlkResp::default());
-        let mut tokens = [None::<u16>; MAX_DEPTH];
-        let (mut submitted, mut done) = (0, 0);
-        let t = now();
-        while done < RANDOM_OPS {
-            for slot in 0..depth {
-                if tokens[slot].is_none() && submitted < RANDOM_OPS {
-                    let chunk = &mut buf[slot * 4096..(slot + 1) * 4096];
-                    // SAFETY: the request, its 4 KiB of `buf` and its response are this
-                    // slot's alone until `complete_read_blocks` below.
-                    match unsafe {
-                        blk.read_blocks_nb(rng.next(), &mut reqs[slot], chunk, &mut resps[slot])
-                    } {
-                        Ok(token) => tokens[slot] = Some(token),
-                        Err(e) => {
-                            kv!("blkbench", "submit error: {e}");
-                            return;
-                        }
-                    }
-                    submitted += 1;
-                }
-            }
-            let Some(token) = blk.peek_used() else {
-                core::hint::spin_loop();
-                continue;
-            };
-            let Some(slot) = tokens.iter().position(|t| *t == Some(token)) else {
-                kv!("blkbench", "unknown completion {token}");
-                return;
-            };
-            tokens[slot] = None;
-            let chunk = &mut buf[slot * 4096..(slot + 1) * 4096];
-            // SAFETY: the same request, buffer and response `read_blocks_nb` got for `token`.
-            let completed =
-                unsafe { blk.complete_read_blocks(token, &reqs[slot], chunk, &mut resps[slot]) };
-            if let Err(e) = completed {
-                kv!("blkbench", "read error: {e}");
-                return;
-            }
-            done += 1;
+    let mut rng = Blocks(0x9e37_79b9_7f4a_7c15, blocks);
+    let t = now();
+    for _ in 0..RANDOM_OPS {
+        if let Err(e) = blk.read_blocks(rng.next(), &mut buf[..4096]) {
+            kv!("blkbench", "read error: {e}");
+            return;
         }
-        kv!(
-            core::format_args!("blkbench.randread.qd{depth}"),
-            "{RANDOM_OPS},{}",
-            now() - t
-        );
     }
+    kv!("blkbench.randread.qd1", "{RANDOM_OPS},{}", now() - t);
 }
 
 /// Requests in flight in [`bench_deep`].
@@ -378,41 +380,49 @@ fn read_header(sector: u64) -> [u8; 16] {
 }
 
 /// Random 4 KiB reads at queue depth 1 and [`DEEP_DEPTH`]: `blkbench.deep.qd1` and
-/// `blkbench.deep.qd32` (`ops,ns`). `VirtIOBlk` keeps its queue at 16 entries (a private
-/// constant in virtio-drivers 0.13), so this drives the same device with the same crate's
-/// PCI transport and `VirtQueue` at [`DEEP_QUEUE`] entries and writes only the 16-byte
-/// request header itself. The transport resets the device when it is dropped, so
-/// [`check`] can set it up again afterwards.
-pub fn bench_deep<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunction) {
+/// `blkbench.deep.qd32` (`ops,ns,notifications`). `VirtIOBlk` keeps its queue at 16
+/// entries (a private constant in virtio-drivers 0.13), so this drives the same device with
+/// the same crate's PCI transport (behind a [`Doorbell`]) and `VirtQueue` at [`DEEP_QUEUE`]
+/// entries and writes only the 16-byte request header itself. Each pass refills every free
+/// slot, notifies the device once if it asked to hear (EVENT_IDX, spec rules), waits for a
+/// completion and takes every completion there is, as a polling driver with a deep queue
+/// does. The transport resets the device when it is dropped, so [`check`] can set it up
+/// again afterwards.
+pub fn bench_deep<C: ConfigurationAccess, A: ConfigurationAccess>(
+    root: &mut PciRoot<C>,
+    cam: &A,
+    df: DeviceFunction,
+) {
     use virtio_drivers::device::common::Feature;
     use virtio_drivers::queue::VirtQueue;
-    use virtio_drivers::transport::Transport;
 
     let Some(clock) = KvmClock::enable() else {
         kv!("blkbench.deep", "no kvmclock");
         return;
     };
     let now = || clock.now_ns().0;
-    let mut transport = match PciTransport::new::<GuestHal, C>(root, df) {
+    let transport = match PciTransport::new::<GuestHal, C>(root, df) {
         Ok(t) => t,
         Err(e) => {
             kv!("blkbench.deep", "transport error: {e}");
             return;
         }
     };
-    let features = transport.begin_init(Feature::VERSION_1 | Feature::RING_EVENT_IDX);
-    let mut queue = match VirtQueue::<GuestHal, DEEP_QUEUE>::new(
-        &mut transport,
-        0,
-        false,
-        features.contains(Feature::RING_EVENT_IDX),
-    ) {
-        Ok(q) => q,
-        Err(e) => {
-            kv!("blkbench.deep", "queue error: {e}");
-            return;
-        }
+    let Some(mut transport) = Doorbell::new(transport, cam, df) else {
+        kv!("blkbench.deep", "no notification capability");
+        return;
     };
+    let features = transport.begin_init(Feature::VERSION_1 | Feature::RING_EVENT_IDX);
+    let event_idx = features.contains(Feature::RING_EVENT_IDX);
+    transport.set_event_idx(event_idx);
+    let mut queue =
+        match VirtQueue::<GuestHal, DEEP_QUEUE>::new(&mut transport, 0, false, event_idx) {
+            Ok(q) => q,
+            Err(e) => {
+                kv!("blkbench.deep", "queue error: {e}");
+                return;
+            }
+        };
     transport.finish_init();
     // virtio-blk's capacity: the first 8 bytes of its configuration space, in sectors, read
     // as two 32-bit halves (the transport guarantees only 4-byte alignment).
@@ -442,14 +452,13 @@ pub fn bench_deep<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunct
     for depth in [1, DEEP_DEPTH] {
         let mut rng = Blocks(0x9e37_79b9_7f4a_7c15, blocks);
         let mut tokens = [None::<u16>; DEEP_DEPTH];
-        let (mut submitted, mut done) = (0, 0);
+        let (mut submitted, mut done, mut kicks) = (0, 0, 0);
         let chunks: [&mut [u8]; DEEP_DEPTH] = {
             let mut it = data.chunks_mut(4096);
             core::array::from_fn(|_| it.next().expect("DEEP_DEPTH chunks of 4 KiB"))
         };
         let t = now();
         while done < RANDOM_OPS {
-            let mut added = false;
             for slot in 0..depth {
                 if tokens[slot].is_some() || submitted >= RANDOM_OPS {
                     continue;
@@ -472,47 +481,46 @@ pub fn bench_deep<C: ConfigurationAccess>(root: &mut PciRoot<C>, df: DeviceFunct
                     }
                 }
                 submitted += 1;
-                added = true;
             }
-            // One notification for every request added in this pass, as a driver with
-            // a deep queue batches them.
-            if added && queue.should_notify() {
-                transport.notify(0);
+            // One notification for every request added in this pass, if the device asked.
+            if transport.kick(0) {
+                kicks += 1;
             }
-            let Some(token) = queue.peek_used() else {
+            while !queue.can_pop() {
                 core::hint::spin_loop();
-                continue;
-            };
-            let Some(slot) = tokens.iter().position(|t| *t == Some(token)) else {
-                kv!("blkbench.deep", "unknown completion {token}");
-                return;
-            };
-            tokens[slot] = None;
-            // SAFETY: the same buffers `add` got for `token`.
-            let popped = unsafe {
-                queue.pop_used(
-                    token,
-                    &[&headers[slot]],
-                    &mut [&mut *chunks[slot], &mut status[slot]],
-                )
-            };
-            if let Err(e) = popped {
-                kv!("blkbench.deep", "completion error: {e}");
-                return;
             }
-            if status[slot][0] != 0 {
-                kv!(
-                    "blkbench.deep",
-                    "read failed with status {}",
-                    status[slot][0]
-                );
-                return;
+            while let Some(token) = queue.peek_used() {
+                let Some(slot) = tokens.iter().position(|t| *t == Some(token)) else {
+                    kv!("blkbench.deep", "unknown completion {token}");
+                    return;
+                };
+                tokens[slot] = None;
+                // SAFETY: the same buffers `add` got for `token`.
+                let popped = unsafe {
+                    queue.pop_used(
+                        token,
+                        &[&headers[slot]],
+                        &mut [&mut *chunks[slot], &mut status[slot]],
+                    )
+                };
+                if let Err(e) = popped {
+                    kv!("blkbench.deep", "completion error: {e}");
+                    return;
+                }
+                if status[slot][0] != 0 {
+                    kv!(
+                        "blkbench.deep",
+                        "read failed with status {}",
+                        status[slot][0]
+                    );
+                    return;
+                }
+                done += 1;
             }
-            done += 1;
         }
         kv!(
             core::format_args!("blkbench.deep.qd{depth}"),
-            "{RANDOM_OPS},{}",
+            "{RANDOM_OPS},{},{kicks}",
             now() - t
         );
     }

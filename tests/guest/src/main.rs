@@ -86,6 +86,8 @@ pub mod console;
 #[cfg(not(test))]
 pub mod dma;
 #[cfg(not(test))]
+pub mod doorbell;
+#[cfg(not(test))]
 pub mod events;
 #[cfg(not(test))]
 pub mod heap;

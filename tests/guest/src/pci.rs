@@ -25,6 +25,9 @@ pub fn report(platform: &Platform, options: &Options) {
     // identity-mapped (uncached) and nothing else in the guest touches it.
     let cam = unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) };
     let mut root = PciRoot::new(cam);
+    // SAFETY: the same window; this handle only reads configuration space (capabilities
+    // and BARs for `blk`'s doorbells), on this CPU, between the root's own accesses.
+    let reader = unsafe { MmioCam::new(base as *mut u8, Cam::Ecam) };
     let mut blk_devices = [None::<DeviceFunction>; MAX_BLK];
     let mut count = 0;
     let mut blk_count = 0;
@@ -78,11 +81,12 @@ pub fn report(platform: &Platform, options: &Options) {
             // Timed at CPL 3, where PVM runs the guest natively (see `user`); the clock's
             // MSR is written here, in ring 0.
             let _ = crate::kvmclock::KvmClock::enable();
-            user::run(|| blk::bench_deep(&mut root, *df));
+            user::run(|| blk::bench_deep(&mut root, &reader, *df));
         }
         let mut check = || {
             blk::check(
                 &mut root,
+                &reader,
                 *df,
                 index,
                 options.blk_write,
