@@ -386,8 +386,7 @@ fn read_header(sector: u64) -> [u8; 16] {
 /// entries and writes only the 16-byte request header itself. Each pass refills every free
 /// slot, notifies the device once if it asked to hear (EVENT_IDX, spec rules), waits for a
 /// completion and takes every completion there is, as a polling driver with a deep queue
-/// does. The transport resets the device when it is dropped, so [`check`] can set it up
-/// again afterwards.
+/// does. It runs after [`check`], whose transport reset the device when it was dropped.
 pub fn bench_deep<C: ConfigurationAccess, A: ConfigurationAccess>(
     root: &mut PciRoot<C>,
     cam: &A,
