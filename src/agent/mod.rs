@@ -9,6 +9,7 @@
 //! - [`vmi`]: the reconcile of one VMI (start, report, stop, finalizer);
 //! - [`endpoint`]: the node endpoint (pause, unpause, console WebSocket);
 //! - [`policy`]: NodeNetworkConfigurationPolicies applied to this node (with `--network`);
+//! - [`rollout`]: their `maxUnavailable` limit across nodes;
 //! - [`event`]: Events about VMIs.
 //!
 //! The same code runs in `monovirt serve` (an in-process client) and in
@@ -24,6 +25,7 @@ pub mod event;
 pub mod node;
 pub mod policy;
 pub mod prepare;
+pub mod rollout;
 pub mod vmi;
 
 use crate::client::{Api, Client, ClientError};

@@ -3,6 +3,8 @@
 //! [`PolicyApplier`] (with rollback on failure), reports the outcome in the
 //! NodeNetworkConfigurationEnactment `<node>.<policy>`, and keeps the policy's summary
 //! conditions (`Available`, `Degraded`, `Progressing`) current from all enactments.
+//! At most `spec.maxUnavailable` of the selected nodes apply a policy at once ([`rollout`]);
+//! the others wait with their enactment `Pending` (`MaxUnavailableLimitReached`).
 //! When a policy is deleted or stops selecting the node, what it did here is reverted and
 //! the enactment removed — also for a policy deleted while the agent was down (its record
 //! on disk names it at start). Each enactment carries the agent's finalizer, so that the
@@ -13,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::rollout::{self, Claim};
 use crate::client::{Api, Client, ClientError};
 use crate::controller::clock;
 use crate::controller::reflector::{reflect, Cache};
@@ -21,7 +24,8 @@ use crate::network::policy::{PolicyApplier, PolicyError};
 use crate::store::{DeleteOptions, ListOptions, WriteOptions};
 use api::core::node::Node;
 use api::network::policy::{
-    enactment_name, NmstateCondition, NodeNetworkConfigurationPolicy, NODE_LABEL, POLICY_LABEL,
+    enactment_name, NmstateCondition, NodeNetworkConfigurationPolicy,
+    MAX_UNAVAILABLE_LIMIT_REACHED, NODE_LABEL, POLICY_LABEL,
 };
 use api::resource::ResourceDef;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -34,6 +38,10 @@ pub const FINALIZER: &str = "monovirt.io/node-network-revert";
 
 /// How often every policy is re-applied without changes (drift is repaired then).
 pub const RESYNC: Duration = Duration::from_secs(60);
+
+/// How soon a node waiting for a place under `maxUnavailable` asks again (it also asks
+/// whenever the policy changes, which a node giving its place back does).
+const PENDING_RETRY: Duration = Duration::from_secs(3);
 
 /// Errors of one policy reconcile (retried with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -219,57 +227,41 @@ fn same(a: &[NmstateCondition], b: &[NmstateCondition]) -> bool {
 
 /// The enactment conditions kubernetes-nmstate writes for each outcome.
 enum Outcome<'a> {
+    /// Waiting for a place under the policy's `maxUnavailable` (that many nodes).
+    Pending(usize),
     Progressing,
     Available,
     Failing(&'a str),
 }
 
 fn enactment_conditions(outcome: Outcome<'_>) -> Vec<NmstateCondition> {
-    let (available, failing, progressing, reason, message) = match outcome {
+    // (condition true for this outcome, reason, message)
+    let (on, reason, message) = match outcome {
+        Outcome::Pending(max) => (
+            "Pending",
+            MAX_UNAVAILABLE_LIMIT_REACHED,
+            format!("maximal number of {max} nodes are already processing policy configuration"),
+        ),
         Outcome::Progressing => (
-            false,
-            false,
-            true,
+            "Progressing",
             "ConfigurationProgressing",
             "Applying desired state".to_string(),
         ),
         Outcome::Available => (
-            true,
-            false,
-            false,
+            "Available",
             "SuccessfullyConfigured",
             "successfully reconciled".to_string(),
         ),
         Outcome::Failing(e) => (
-            false,
-            true,
-            false,
+            "Failing",
             "FailedToConfigure",
             format!("error reconciling NodeNetworkConfigurationPolicy on node: {e}; rolled back"),
         ),
     };
-    vec![
-        condition(
-            "Failing",
-            failing,
-            reason,
-            if failing { &message } else { "" },
-        ),
-        condition(
-            "Available",
-            available,
-            reason,
-            if available { &message } else { "" },
-        ),
-        condition(
-            "Progressing",
-            progressing,
-            reason,
-            if progressing { &message } else { "" },
-        ),
-        condition("Pending", false, reason, ""),
-        condition("Aborted", false, reason, ""),
-    ]
+    ["Failing", "Available", "Progressing", "Pending", "Aborted"]
+        .into_iter()
+        .map(|t| condition(t, t == on, reason, if t == on { &message } else { "" }))
+        .collect()
 }
 
 async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, PolicyReconcileError> {
@@ -337,8 +329,26 @@ async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, Poli
     };
     let old: Vec<NmstateCondition> =
         serde_json::from_value(current["status"]["conditions"].clone()).unwrap_or_default();
+    let policies: Api<Value> = Api::all(ctx.client.clone(), ctx.policy_def);
+    let matching = matching_nodes(&ctx, policy).await?.len();
+    if let Claim::LimitReached { max } = rollout::claim(&policies, &name, matching).await? {
+        write_enactment(
+            &enactments,
+            &current,
+            &desired,
+            generation,
+            Outcome::Pending(max),
+            &old,
+        )
+        .await?;
+        update_policy_status(&ctx, &name).await?;
+        return Ok(Action::Requeue(PENDING_RETRY));
+    }
     let applied_generation = current["status"]["policyGeneration"].as_i64();
-    if applied_generation != Some(generation) {
+    let was_pending = old
+        .iter()
+        .any(|c| c.type_ == "Pending" && c.status == "True");
+    if applied_generation != Some(generation) || was_pending {
         write_enactment(
             &enactments,
             &current,
@@ -368,6 +378,10 @@ async fn reconcile(ctx: Arc<PolicyContext>, name: String) -> Result<Action, Poli
             },
         )
         .await;
+    // Give the place back whatever happened: a failed apply has been rolled back.
+    if let Err(e) = rollout::release(&policies, &name).await {
+        tracing::warn!(policy = %name, "giving back the rollout place failed (it expires): {e}");
+    }
     let current = enactments.get(&enactment).await?;
     let old: Vec<NmstateCondition> =
         serde_json::from_value(current["status"]["conditions"].clone()).unwrap_or_default();
@@ -456,6 +470,27 @@ async fn write_enactment(
     Ok(())
 }
 
+/// The names of the nodes `policy` selects.
+async fn matching_nodes(
+    ctx: &PolicyContext,
+    policy: &NodeNetworkConfigurationPolicy,
+) -> Result<Vec<String>, ClientError> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone(), ctx.node_def);
+    Ok(nodes
+        .list(&ListOptions::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|n| {
+            selects(
+                policy,
+                n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+            )
+        })
+        .filter_map(|n| n.metadata.name)
+        .collect())
+}
+
 /// Recomputes the policy's conditions from the enactments of the nodes it selects.
 async fn update_policy_status(ctx: &PolicyContext, name: &str) -> Result<(), ClientError> {
     // Read and written as JSON: the typed struct would drop what it does not model.
@@ -471,20 +506,7 @@ async fn update_policy_status(ctx: &PolicyContext, name: &str) -> Result<(), Cli
         }
     };
     let generation = policy.metadata.generation.unwrap_or(1);
-    let nodes: Api<Node> = Api::all(ctx.client.clone(), ctx.node_def);
-    let matching: Vec<String> = nodes
-        .list(&ListOptions::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|n| {
-            selects(
-                &policy,
-                n.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
-            )
-        })
-        .filter_map(|n| n.metadata.name)
-        .collect();
+    let matching = matching_nodes(ctx, &policy).await?;
     let enactments: Api<Value> = Api::all(ctx.client.clone(), ctx.enactment_def);
     let list = enactments
         .list(&ListOptions {
@@ -553,7 +575,11 @@ async fn update_policy_status(ctx: &PolicyContext, name: &str) -> Result<(), Cli
     }
     stamp(&mut conditions, &old);
     let mut updated = raw;
-    updated["status"] = json!({ "conditions": conditions });
+    // Only the conditions: the rollout count beside them belongs to [`rollout`].
+    if !updated["status"].is_object() {
+        updated["status"] = json!({});
+    }
+    updated["status"]["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
     // The resourceVersion read above guards against another node's concurrent write: a
     // 409 retries this reconcile with a fresh count.
     policies.replace_status(name, &updated).await?;

@@ -34,6 +34,49 @@ pub const POLICY_LABEL: &str = "nmstate.io/policy";
 /// The label on an enactment naming its node.
 pub const NODE_LABEL: &str = "nmstate.io/node";
 
+/// kubernetes-nmstate's default rollout limit: half of the selected nodes at once.
+pub const DEFAULT_MAX_UNAVAILABLE: &str = "50%";
+
+/// The enactment condition reason of a node waiting for its turn under `maxUnavailable`.
+pub const MAX_UNAVAILABLE_LIMIT_REACHED: &str = "MaxUnavailableLimitReached";
+
+/// How many of `matching` selected nodes may apply a policy at once, from its
+/// `spec.maxUnavailable` (an integer, or a percentage string rounded up as Kubernetes
+/// rounds an IntOrString of unavailable replicas); never less than one, so a rollout
+/// always moves.
+///
+/// ```
+/// use api::network::policy::max_unavailable_nodes;
+/// use serde_json::json;
+/// assert_eq!(max_unavailable_nodes(None, 5), Ok(3));
+/// assert_eq!(max_unavailable_nodes(Some(&json!("10%")), 5), Ok(1));
+/// assert_eq!(max_unavailable_nodes(Some(&json!(2)), 5), Ok(2));
+/// assert!(max_unavailable_nodes(Some(&json!("two")), 5).is_err());
+/// ```
+pub fn max_unavailable_nodes(value: Option<&Value>, matching: usize) -> Result<usize, String> {
+    let scaled = match value {
+        None | Some(Value::Null) => percent_of(DEFAULT_MAX_UNAVAILABLE, matching)?,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => return Err("must be a non-negative integer or a percentage".to_string()),
+        },
+        Some(Value::String(s)) => percent_of(s, matching)?,
+        Some(_) => return Err("must be an integer or a percentage string".to_string()),
+    };
+    Ok(scaled.max(1))
+}
+
+fn percent_of(s: &str, matching: usize) -> Result<usize, String> {
+    let digits = s
+        .strip_suffix('%')
+        .ok_or_else(|| format!("a string must be a percentage like \"50%\", not {s:?}"))?;
+    let percent: usize =
+        digits.parse().ok().filter(|p| *p <= 100).ok_or_else(|| {
+            format!("the percentage must be a whole number from 0 to 100, not {s:?}")
+        })?;
+    Ok((percent * matching).div_ceil(100))
+}
+
 /// The interface types monovirt applies.
 pub const INTERFACE_TYPES: &[&str] = &["linux-bridge", "vlan", "ethernet"];
 /// The interface states.
@@ -78,7 +121,9 @@ pub struct PolicySpec {
     pub node_selector: Option<BTreeMap<String, String>>,
     /// nmstate's desired state document.
     pub desired_state: State,
-    /// kubernetes-nmstate's rollout limit; accepted and reported, every node applies at once.
+    /// kubernetes-nmstate's rollout limit: how many of the selected nodes may apply the
+    /// policy at once, a count (`2`) or a share of them (`"30%"`, rounded up); at least
+    /// one, [`DEFAULT_MAX_UNAVAILABLE`] when unset. See [`max_unavailable_nodes`].
     pub max_unavailable: Option<Value>,
 }
 
@@ -209,6 +254,11 @@ pub struct NmstateCondition {
 pub struct PolicyStatus {
     /// `Available`, `Degraded`, `Progressing`.
     pub conditions: Vec<NmstateCondition>,
+    /// How many nodes are applying the policy right now (the `maxUnavailable` count).
+    pub unavailable_node_count: Option<u64>,
+    /// When that count last changed: a count left behind by a node that died while
+    /// applying expires after a while.
+    pub last_unavailable_node_count_update: Option<Time>,
 }
 
 /// One node's application of one policy, named `<node>.<policy>`.
@@ -295,6 +345,11 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
         causes.push(required("spec", "a desiredState is required"));
         return causes;
     };
+    if let Some(v) = spec.get("maxUnavailable") {
+        if let Err(e) = max_unavailable_nodes(Some(v), 1) {
+            causes.push(invalid("spec.maxUnavailable", v, &e));
+        }
+    }
     let state: State = match spec.get("desiredState") {
         None => {
             causes.push(required("spec.desiredState", "is required"));
@@ -499,5 +554,35 @@ mod tests {
             assert!(fields.iter().any(|x| x == f), "{f} missing from {fields:?}");
         }
         assert_eq!(validate(&json!({"spec": {}}))[0].field, "spec.desiredState");
+    }
+
+    #[test]
+    fn max_unavailable_is_a_count_or_a_rounded_up_share_and_at_least_one() {
+        let m = |v: Value, n| max_unavailable_nodes(Some(&v), n);
+        assert_eq!(max_unavailable_nodes(None, 4), Ok(2));
+        assert_eq!(max_unavailable_nodes(None, 3), Ok(2));
+        assert_eq!(max_unavailable_nodes(None, 0), Ok(1));
+        assert_eq!(m(json!("50%"), 1), Ok(1));
+        assert_eq!(m(json!("30%"), 10), Ok(3));
+        assert_eq!(m(json!("31%"), 10), Ok(4));
+        assert_eq!(m(json!("100%"), 7), Ok(7));
+        assert_eq!(m(json!("0%"), 7), Ok(1));
+        assert_eq!(m(json!(0), 7), Ok(1));
+        assert_eq!(m(json!(3), 2), Ok(3));
+        for bad in [
+            json!("101%"),
+            json!("-5%"),
+            json!("5"),
+            json!("x%"),
+            json!(-1),
+            json!(1.5),
+            json!(true),
+        ] {
+            assert!(m(bad.clone(), 4).is_err(), "{bad} accepted");
+            let p = json!({"spec": {"maxUnavailable": bad, "desiredState": {"interfaces": []}}});
+            let causes = validate(&p);
+            assert_eq!(causes.len(), 1, "{causes:?}");
+            assert_eq!(causes[0].field, "spec.maxUnavailable");
+        }
     }
 }
