@@ -6,7 +6,7 @@
 //! | [`ThreadKind`] | thread | needs |
 //! | --- | --- | --- |
 //! | `Vcpu` | `vcpu-<vm>-<n>` | `KVM_RUN` and the vCPU's other KVM ioctls, eventfd writes, futexes, memory for the exit handlers, the kick signal |
-//! | `Event` | `vmm-<vm>` | the vCPUs' ones, plus epoll, console and command I/O, signalling vCPU threads, joining and tearing down |
+//! | `Event` | `vmm-<vm>` | the vCPUs' ones, plus epoll, console and command I/O, signalling vCPU threads, joining and tearing down; no thread creation |
 //! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`, `RWF_NOWAIT`'s `preadv2`/`pwritev2`, `fdatasync`/`fallocate`), tap I/O, irqfd writes, starting more disk I/O workers (`clone` with exactly a thread's flags) |
 //!
 //! `ioctl` is allowed only with KVM's ioctl type (`0xAE`) in its request number, plus the
@@ -183,11 +183,11 @@ mod filter {
     /// on guest memory and device state already in place.
     const VCPU: &[libc::c_long] = &[];
 
-    /// The event thread, beside [`COMMON`] and KVM ioctls: its epoll, starting the vCPU
-    /// threads and kicking them (`tgkill`), console sockets.
+    /// The event thread, beside [`COMMON`] and KVM ioctls: its epoll, kicking the vCPU
+    /// threads (`tgkill`), console sockets. It starts no threads (the vCPU threads are
+    /// started by the thread that creates the VM, before the event thread) and installs
+    /// no filters, so `clone`, `clone3` and `seccomp` fail in it.
     const EVENT: &[libc::c_long] = &[
-        libc::SYS_clone,
-        libc::SYS_clone3,
         libc::SYS_epoll_create1,
         libc::SYS_epoll_ctl,
         libc::SYS_epoll_pwait,
@@ -195,8 +195,6 @@ mod filter {
         libc::SYS_eventfd2,
         libc::SYS_getpid,
         libc::SYS_recvfrom,
-        // The vCPU threads it starts install their own (stricter) filter on top.
-        libc::SYS_seccomp,
         libc::SYS_sendto,
         libc::SYS_tgkill,
     ];
@@ -482,6 +480,19 @@ mod tests {
         assert_eq!(spawned, Some(7));
         assert_eq!(clone3, (-1, libc::ENOSYS));
         assert_eq!(fork, (-1, libc::EPERM));
+    }
+
+    #[test]
+    fn event_and_vcpu_threads_cannot_start_threads() {
+        for kind in [ThreadKind::Event, ThreadKind::Vcpu] {
+            let spawned = filtered(kind, Mode::Deny, || {
+                std::thread::Builder::new()
+                    .spawn(|| ())
+                    .map(|t| t.join().is_ok())
+                    .map_err(|e| e.raw_os_error())
+            });
+            assert_eq!(spawned, Err(Some(libc::EPERM)), "{kind:?}");
+        }
     }
 
     #[test]

@@ -206,25 +206,30 @@ fn build(config: VmConfig, initial: Lifecycle) -> Result<VmHandle, VmError> {
     let vm = Arc::new(kvm.create_vm().map_err(kvm_err("create a VM"))?);
     let apic_ids: Vec<u32> = (0..config.vcpus).map(|i| topo.apic_id(i)).collect();
 
-    // Two halves that wait on different KVM locks run at once: guest memory, its
-    // memory slots and the kernel on a `boot-<vm>` thread (KVM's slots_lock and
-    // SRCU grace periods, file reads), the irqchip, vCPUs and PIT here (kvm->lock;
-    // KVM_CREATE_PIT2 waits for its kernel thread to be scheduled). Both mostly
-    // wait in the kernel, so the VM is ready after the longer half, not after both.
-    let (memory, entry, built) = std::thread::scope(|scope| {
+    // Guest memory and its slots first: KVM's first memslot, registered before any
+    // irqchip, PIT or vCPU exists, ends on an expedited SRCU grace period that is over
+    // in ~0.2 ms; registered after them (or concurrently), the same ioctl waits one or
+    // two timer ticks (4-8 ms at HZ=250) for its grace period, and KVM_CREATE_PIT2
+    // waits for it on kvm->slots_lock (ftrace of `monovirt run`; benches/boot.rs).
+    let memory = memory::create(&config.name, mem_size, config.hugepages)?;
+    register_memory(&vm, &memory)?;
+    // Then two halves at once: the kernel, initrd and boot hand-off written into guest
+    // memory on a `boot-<vm>` thread (file reads), the irqchip, vCPUs and PIT here
+    // (kvm->lock; KVM_CREATE_PIT2 waits for its kernel thread to be created).
+    let (entry, built) = std::thread::scope(|scope| {
         let boot = std::thread::Builder::new()
             .name(format!("boot-{name}"))
             .stack_size(HELPER_STACK)
             .spawn_scoped(scope, || {
-                load_guest(&vm, &config, mem_size, kernel, initrd, &apic_ids)
+                load_guest(&memory, &config, mem_size, kernel, initrd, &apic_ids)
             })
             .map_err(io_err("the boot thread"))?;
         let built = build_platform(&kvm, &vm, &config, &topo)?;
-        let (memory, entry) = boot.join().map_err(|panic| {
+        let entry = boot.join().map_err(|panic| {
             let msg = format!("it panicked: {}", panic_message(&*panic));
             VmError::Io("the boot thread", std::io::Error::other(msg))
         })??;
-        Ok::<_, VmError>((memory, entry, built))
+        Ok::<_, VmError>((entry, built))
     })?;
     let Platform {
         base_cpuid,
@@ -317,17 +322,8 @@ fn build(config: VmConfig, initial: Lifecycle) -> Result<VmHandle, VmError> {
 /// Stack of the short-lived `boot-<vm>` thread: ELF headers, boot tables on the heap.
 const HELPER_STACK: usize = 256 << 10;
 
-/// Guest memory registered with KVM, the kernel and initrd in it, and the boot hand-off
-/// (e820, ACPI tables, boot_params or PVH start_info) written: the `boot-<vm>` thread.
-fn load_guest(
-    vm: &VmFd,
-    config: &VmConfig,
-    mem_size: u64,
-    mut kernel: File,
-    initrd: Option<File>,
-    apic_ids: &[u32],
-) -> Result<(Memory, BootEntry), VmError> {
-    let memory = memory::create(&config.name, mem_size, config.hugepages)?;
+/// Registers every region of `memory` as a KVM memory slot of `vm`.
+fn register_memory(vm: &VmFd, memory: &Memory) -> Result<(), VmError> {
     for (slot, region) in memory.guest.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -345,6 +341,19 @@ fn load_guest(
         // that goes away, as on an error return from `create`).
         unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("register guest memory"))?;
     }
+    Ok(())
+}
+
+/// The kernel and initrd loaded into guest memory and the boot hand-off (e820, ACPI
+/// tables, boot_params or PVH start_info) written: the `boot-<vm>` thread.
+fn load_guest(
+    memory: &Memory,
+    config: &VmConfig,
+    mem_size: u64,
+    mut kernel: File,
+    initrd: Option<File>,
+    apic_ids: &[u32],
+) -> Result<BootEntry, VmError> {
     let boot_err = |e| VmError::Boot(config.kernel.clone(), e);
     let loaded = arch::boot::load_kernel(&memory.guest, &mut kernel).map_err(boot_err)?;
     let initrd = match initrd {
@@ -360,7 +369,7 @@ fn load_guest(
         }
         None => None,
     };
-    let entry = arch::boot::configure_system(
+    arch::boot::configure_system(
         &memory.guest,
         &loaded,
         &BootConfig {
@@ -371,8 +380,7 @@ fn load_guest(
             protocol: config.boot,
         },
     )
-    .map_err(boot_err)?;
-    Ok((memory, entry))
+    .map_err(boot_err)
 }
 
 /// The VM's platform apart from guest memory: what [`create`] builds while the
