@@ -9,7 +9,7 @@
 //! reported to its lease, on COM1 timestamps); and TCP streams VM→VM on the default
 //! network and across the bridge, host→VM and VM→host on the default network, with the
 //! packets/s the receiving side's tap carried. VM→VM and VM→host times are the sending
-//! guest's own (PIT) connect-to-reply; host→VM is the host's.
+//! guest's own (kvmclock) connect-to-reply; host→VM is the host's.
 //!
 //! Prints min/median/max tables. `MONOVIRT_BENCH_RUNS` sets the run count (default 5),
 //! `MONOVIRT_BENCH_NET_MIB` the stream size (default 4). A benchmark measures; nothing
@@ -291,12 +291,15 @@ fn inner(runs: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let network = rt.block_on(NodeNetwork::start(NodeNetworkConfig::new(dir.path())))?;
     let mut table = Table::default();
+    let load_before = vmm_support::load_average();
     for _ in 0..runs {
         one_run(&rt, &network, mib << 20, &mut table)?;
     }
     rt.block_on(network.teardown())?;
     println!(
-        "node networking: test guests (smoltcp) on /dev/kvm, {mib} MiB TCP streams, {runs} runs"
+        "node networking: test guests (smoltcp) on /dev/kvm, {mib} MiB TCP streams, {runs} runs \
+         (load average {load_before} before, {} after)",
+        vmm_support::load_average()
     );
     println!("| metric | min | median | max |");
     println!("| --- | --- | --- | --- |");

@@ -439,6 +439,7 @@ fn net_table(runs: usize) -> Result<()> {
         .max(1);
     let (mut rates, mut packets) = (Vec::new(), Vec::new());
     let (mut out_rates, mut out_packets) = (Vec::new(), Vec::new());
+    let load_before = vmm_support::load_average();
     for _ in 0..runs {
         let (r, p) = net_once(mib)?;
         rates.push(r);
@@ -449,7 +450,8 @@ fn net_table(runs: usize) -> Result<()> {
     }
     println!(
         "virtio-net: {mib} MiB TCP streams between the host and the test guest (smoltcp) over \
-         a tap, {runs} runs"
+         a tap, {runs} runs (load average {load_before} before, {} after)",
+        vmm_support::load_average()
     );
     println!("| metric | min | median | max |");
     println!("| --- | --- | --- | --- |");

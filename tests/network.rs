@@ -16,15 +16,16 @@ mod vmm_support;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use api::kubevirt::virtualmachineinstance::VirtualMachineInstance;
 use api::network::attachment::NetworkAttachmentDefinition;
+use common::api::{BinaryServer, ServeOptions};
 use common::guest::guest_elf;
 use common::guest_vm::{connect_reply, send_to_guest, GuestVm};
 use common::netns::{ip, run, serve_http_once, tool_present, veth_to, Netns};
@@ -634,7 +635,8 @@ fn inner_serve_with_network() -> Result<()> {
         .args(["--dest", "/boot/vmlinux"])
         .output()?;
     ensure!(import.status.success(), "image import: {import:?}");
-    let (mut serve, serve_guard, server) = start_serve(dir.path(), &[])?;
+    let mut serve = BinaryServer::launch(dir, serve_options(None));
+    let server = serve.base();
 
     let vmi = json!({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
@@ -696,24 +698,8 @@ fn inner_serve_with_network() -> Result<()> {
         );
         thread::sleep(Duration::from_millis(200));
     }
-    drop(serve_guard);
-    let _ = serve.wait();
+    serve.terminate();
     Ok(())
-}
-
-/// SIGTERMs a process on drop (also when the test fails).
-struct Terminate(u32);
-
-fn scopeguard(pid: u32) -> Terminate {
-    Terminate(pid)
-}
-
-impl Drop for Terminate {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.to_string()])
-            .status();
-    }
 }
 
 #[test]
@@ -732,8 +718,7 @@ fn inner_configured_default_subnet() -> Result<()> {
     // 10.0.2.0/24: the bridge gets the subnet's first host, masquerade covers the subnet.
     let config = dir.path().join("config.toml");
     fs::write(&config, "[network]\ndefault_subnet = \"10.77.8.0/24\"\n")?;
-    let config = config.to_string_lossy().into_owned();
-    let (mut serve, guard, _) = start_serve(dir.path(), &["--config", &config])?;
+    let mut serve = BinaryServer::launch(dir, serve_options(Some(config.as_path())));
     let deadline = Instant::now() + WAIT;
     loop {
         let addrs = ip(&["-o", "addr", "show", "dev", "mvbr0"]).unwrap_or_default();
@@ -750,8 +735,7 @@ fn inner_configured_default_subnet() -> Result<()> {
     let rules = run("nft", &["list", "ruleset"])?;
     ensure!(rules.contains("10.77.8.0/24"), "{rules}");
     ensure!(!rules.contains("10.0.2.0/24"), "{rules}");
-    drop(guard);
-    let _ = serve.wait();
+    serve.terminate();
     Ok(())
 }
 
@@ -762,35 +746,14 @@ fn node_network_policy_applies_rolls_back_reverts_and_survives_restart() -> Resu
     outer("p", "inner_node_network_policy")
 }
 
-/// `monovirt serve --network` on `dir` as node `net-node`, with `extra` arguments: the
-/// child, its terminator and its URL.
-fn start_serve(dir: &std::path::Path, extra: &[&str]) -> Result<(Child, Terminate, String)> {
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-name",
-            "net-node",
-            "--network",
-        ])
-        .args(extra)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let guard = scopeguard(serve.id());
-    let mut line = String::new();
-    BufReader::new(serve.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let server = format!(
-        "http://{}",
-        line.trim()
-            .strip_prefix("listening on http://")
-            .context("serve's first line")?
-    );
-    Ok((serve, guard, server))
+/// How the tests start `monovirt serve`: with the node network, as node `net-node`, and
+/// `config` as its config file (an empty one by default).
+fn serve_options(config: Option<&std::path::Path>) -> ServeOptions<'_> {
+    ServeOptions {
+        args: &["--node-name", "net-node", "--network"],
+        config,
+        ..ServeOptions::default()
+    }
 }
 
 /// Waits until `kind/name` satisfies `ok` (or is gone, with `ok(None)`).
@@ -849,7 +812,8 @@ fn inner_node_network_policy() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // The node's second NIC, eth1, cabled to a peer namespace.
     let lan = lan_peer(&node, "eth1", "192.0.2.2/24")?;
-    let (mut serve, guard, server) = start_serve(dir.path(), &[])?;
+    let mut serve = BinaryServer::launch(dir, serve_options(None));
+    let server = serve.base();
 
     // 1. A bridge with eth1 as its port and a static address, on the nodes named.
     let policy = |address: &str| {
@@ -974,9 +938,8 @@ fn inner_node_network_policy() -> Result<()> {
     );
 
     // 5. A daemon restart re-applies without duplicating anything.
-    drop(guard);
-    let _ = serve.wait();
-    let (mut serve, guard, server) = start_serve(dir.path(), &[])?;
+    serve.restart(serve_options(None));
+    let server = serve.base();
     wait_object(&server, "nnce", "net-node.br1-eth1", "Available", |o| {
         condition_is(o, "Available", "True")
     })?;
@@ -995,10 +958,9 @@ fn inner_node_network_policy() -> Result<()> {
     ensure!(!links.contains("br1"), "bridge left behind: {links}");
     let eth1 = ip(&["-o", "link", "show", "eth1"])?;
     ensure!(!eth1.contains("master"), "{eth1}");
-    let record = fs::read_to_string(dir.path().join("network/policies.json"))?;
+    let record = fs::read_to_string(serve.dir.path().join("network/policies.json"))?;
     ensure!(record.trim() == "{}", "record not emptied: {record}");
-    drop(guard);
-    let _ = serve.wait();
+    serve.terminate();
     Ok(())
 }
 

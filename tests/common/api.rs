@@ -136,6 +136,30 @@ impl BinaryServer {
 
     /// `monovirt serve` on `dir` as `options` say; returns once it listens.
     pub fn launch(dir: tempfile::TempDir, options: ServeOptions) -> Self {
+        let (child, addr, https) = Self::spawn(dir.path(), options);
+        Self {
+            child,
+            addr,
+            https,
+            dir,
+        }
+    }
+
+    /// A daemon restart: SIGTERMs this server, waits for it, and starts `monovirt serve`
+    /// again on the same data dir as `options` say (the new addresses replace the old);
+    /// returns once it listens.
+    pub fn restart(&mut self, options: ServeOptions) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+        let (child, addr, https) = Self::spawn(self.dir.path(), options);
+        self.child = child;
+        self.addr = addr;
+        self.https = https;
+    }
+
+    /// Starts `monovirt serve` on `dir` and reads the addresses it listens on.
+    fn spawn(dir: &Path, options: ServeOptions) -> (Child, SocketAddr, Option<SocketAddr>) {
         let config = options.config.unwrap_or(Path::new("/dev/null"));
         // MONOVIRT_TEST_LOG=info shows the server's log while debugging a test.
         let log = options.log.map(str::to_string).unwrap_or_else(|| {
@@ -148,7 +172,7 @@ impl BinaryServer {
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
+            .arg(dir)
             .args(options.args)
             .env("RUST_LOG", log)
             .stdout(Stdio::piped())
@@ -170,12 +194,7 @@ impl BinaryServer {
             .args
             .contains(&"--tls-listen")
             .then(|| listening("https"));
-        Self {
-            child,
-            addr,
-            https,
-            dir,
-        }
+        (child, addr, https)
     }
 
     /// `monovirt serve` with its local agent as node `node-a` and the test guest imported

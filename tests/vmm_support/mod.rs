@@ -22,6 +22,14 @@ pub fn kvm_available() -> bool {
     }
 }
 
+/// The host's 1-, 5- and 15-minute load averages, for a benchmark table's title: the
+/// machines benchmarks run on are shared.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 /// For a benchmark harness: the run count to use (MONOVIRT_BENCH_RUNS, else `default`),
 /// or None when the harness has nothing to do (`--list` discovery, or no usable /dev/kvm
 /// without MONOVIRT_REQUIRE_KVM=1, which makes that an error instead).

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestAddressSpace;
+use vm_memory::{Address, Bytes, GuestAddress, GuestAddressSpace, GuestMemory};
 
 use super::counter::Counter;
 use super::device::{ActivateError, Activation, DeviceState};
@@ -38,6 +38,12 @@ pub(crate) enum ChainOutcome {
     /// Not consumed by this piece of work: back to the ring, and the next piece of work
     /// tries again.
     Retry,
+    /// Not consumed: back to the ring, and the device has nothing to put into it now; its
+    /// own event source (a backend fd) wakes it when it has. The driver's notifications
+    /// stay suppressed: a device that still holds buffers needs no kick when more arrive
+    /// (a receive queue: vhost-net's rule). Only a pass that runs out of chains asks for
+    /// one.
+    Idle,
 }
 
 /// How a pass over a queue ended.
@@ -48,6 +54,8 @@ pub(crate) struct Drained {
     /// The pass ended because the driver had no more chains (not because the device had
     /// no more work).
     pub(crate) starved: bool,
+    /// The pass ended on [`ChainOutcome::Idle`]: notifications stay suppressed.
+    pub(crate) idle: bool,
     /// The ring turned out corrupted: what was wrong.
     pub(crate) corrupted: Option<&'static str>,
 }
@@ -61,6 +69,32 @@ pub(crate) struct ActiveQueues<M: GuestAddressSpace> {
     pub(crate) broken: bool,
     /// The device's name in log lines (`virtio-blk`).
     device: &'static str,
+}
+
+/// Keeps the driver from notifying `queue` while the device holds its chains: the used
+/// ring's NO_NOTIFY flag, which `disable_notification` set at the start of the
+/// pass, or with EVENT_IDX an `avail_event` one ring ahead of the next chain the device
+/// takes. A driver cannot make that entry available before the device takes more chains
+/// (the ring holds `size` of them), so the driver's `vring_need_event` never fires, and a
+/// driver that compares indices without wrapping (virtio-drivers) sees an event above its
+/// index except near the wrap (a spurious kick is harmless). The next pass that runs out
+/// of chains writes the real `next_avail` back.
+fn suppress_notifications<G: GuestMemory>(
+    queue: &mut Queue,
+    mem: &G,
+) -> Result<(), vm_memory::GuestMemoryError> {
+    if !queue.event_idx_enabled() {
+        return Ok(());
+    }
+    let size = queue.size();
+    let event = queue.next_avail().wrapping_add(size);
+    // The used ring: flags, idx, `size` elements of 8 bytes, then avail_event. The
+    // transport checked the ring lies in guest memory (virtio-queue's `is_valid`).
+    let offset = 4 + 8 * u64::from(size);
+    let addr = GuestAddress(queue.used_ring()).checked_add(offset).ok_or(
+        vm_memory::GuestMemoryError::InvalidGuestAddress(GuestAddress(queue.used_ring())),
+    )?;
+    mem.store(event.to_le(), addr, std::sync::atomic::Ordering::Release)
 }
 
 impl<M: GuestAddressSpace> DeviceState<ActiveQueues<M>> {
@@ -95,8 +129,8 @@ impl<M: GuestAddressSpace> DeviceState<ActiveQueues<M>> {
 impl<M: GuestAddressSpace> ActiveQueues<M> {
     /// Pops every chain the driver made available on queue `index` and hands it to
     /// `handle` with guest memory, until the ring is empty or `handle` says
-    /// [`ChainOutcome::Stop`]. Nothing happens on a broken device or a missing or unready
-    /// queue. The caller then calls [`ActiveQueues::settle`].
+    /// [`ChainOutcome::Stop`] or [`ChainOutcome::Idle`]. Nothing happens on a broken device
+    /// or a missing or unready queue. The caller then calls [`ActiveQueues::settle`].
     pub(crate) fn drain<F>(&mut self, index: usize, mut handle: F) -> Drained
     where
         F: FnMut(&M::M, DescriptorChain<&M::M>) -> ChainOutcome,
@@ -145,7 +179,18 @@ impl<M: GuestAddressSpace> ActiveQueues<M> {
                         queue.go_to_previous_position();
                         break;
                     }
+                    ChainOutcome::Idle => {
+                        queue.go_to_previous_position();
+                        drained.idle = true;
+                        break;
+                    }
                 }
+            }
+            if drained.idle {
+                if suppress_notifications(queue, &*mem).is_err() {
+                    drained.corrupted = Some("avail_event unwritable");
+                }
+                break;
             }
             match queue.enable_notification(&*mem) {
                 // New chains arrived while the device still has work.
@@ -299,6 +344,7 @@ mod tests {
             Drained {
                 used: true,
                 starved: true,
+                idle: false,
                 corrupted: None
             }
         );
@@ -350,6 +396,50 @@ mod tests {
         // Taken chains are not offered again.
         let drained = active.drain(0, |_, _| ChainOutcome::Used(0));
         assert!(!drained.used);
+    }
+
+    #[test]
+    fn idle_passes_keep_kicks_suppressed_until_the_chains_run_out() {
+        for event_idx in [false, true] {
+            let mem = test_memory();
+            let mut driver = TestDriver::new(&mem, 16, 0);
+            let mut active = ActiveQueues {
+                mem: mem.clone(),
+                interrupt: Arc::new(RecordingInterrupt::default()),
+                queues: vec![driver.queue(event_idx)],
+                broken: false,
+                device: "virtio-test",
+            };
+            for i in 0..3 {
+                driver.add_chain(&[(0x10_0000 + i * 0x1000, 8, true)]);
+            }
+            // One chain used per pass, then nothing more to do: the next goes back to the
+            // ring. Meanwhile the driver adds chains without kicking.
+            for pass in 0..40 {
+                let mut first = true;
+                let drained = active.drain(0, |_, _| {
+                    if std::mem::take(&mut first) {
+                        ChainOutcome::Used(1)
+                    } else {
+                        ChainOutcome::Idle
+                    }
+                });
+                assert!(drained.used && drained.idle && !drained.starved);
+                let old = driver.avail_idx();
+                driver.add_chain(&[(0x20_0000, 8, true)]);
+                assert!(
+                    !driver.kick_needed(old, event_idx),
+                    "event_idx {event_idx}, pass {pass}"
+                );
+            }
+            // Every chain used: the next one the driver adds needs a kick.
+            let drained = active.drain(0, |_, _| ChainOutcome::Used(1));
+            assert!(drained.starved && !drained.idle);
+            assert_eq!(driver.used_idx(), 43);
+            let old = driver.avail_idx();
+            driver.add_chain(&[(0x20_0000, 8, true)]);
+            assert!(driver.kick_needed(old, event_idx), "event_idx {event_idx}");
+        }
     }
 
     #[test]

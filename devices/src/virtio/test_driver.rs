@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY};
 use virtio_queue::desc::split::{Descriptor, VirtqUsedElem};
 use virtio_queue::desc::RawDescriptor;
 use virtio_queue::{Queue, QueueT};
@@ -150,6 +150,23 @@ impl TestDriver {
             .read_obj(GuestAddress(self.used + 4 + 8 * slot))
             .unwrap();
         (e.id(), e.len())
+    }
+
+    /// Whether a driver that made chains available from index `old` up to now must notify
+    /// the device (virtio 1.x, "Driver notifications"): with EVENT_IDX, `vring_need_event`
+    /// over the device's `avail_event`, else the used ring's NO_NOTIFY flag clear.
+    pub(crate) fn kick_needed(&self, old: u16, event_idx: bool) -> bool {
+        if event_idx {
+            let event = u16::from_le(
+                self.mem
+                    .read_obj(GuestAddress(self.used + 4 + 8 * u64::from(self.size)))
+                    .unwrap(),
+            );
+            self.submitted.wrapping_sub(event).wrapping_sub(1) < self.submitted.wrapping_sub(old)
+        } else {
+            let flags = u16::from_le(self.mem.read_obj(GuestAddress(self.used)).unwrap());
+            flags & VRING_USED_F_NO_NOTIFY as u16 == 0
+        }
     }
 
     /// Sets `used_event` (EVENT_IDX): interrupt once the used index passes `value`.

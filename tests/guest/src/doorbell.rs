@@ -14,6 +14,13 @@
 //! spec's `vring_need_event` kicks only when the device asked for exactly the requests
 //! just published.
 //!
+//! Drivers that notify through [`Transport::notify`] (`VirtIOBlk`, `VirtIONetRaw`, which
+//! call it whenever `should_notify` says so) get the same test: a set-up queue's `notify`
+//! is [`Doorbell::kick`], which only ever drops notifications `should_notify` asked for,
+//! never adds one (for one request added at a time, `vring_need_event` implies
+//! `avail_idx >= avail_event + 1`). Whether EVENT_IDX is on is taken from the features the
+//! driver writes (or [`Doorbell::set_event_idx`]).
+//!
 //! Everything else is passed to the wrapped transport unchanged.
 
 use core::ptr::NonNull;
@@ -176,6 +183,9 @@ impl<T: Transport> Transport for Doorbell<T> {
     }
 
     fn write_driver_features(&mut self, driver_features: u64) {
+        /// `VIRTIO_F_RING_EVENT_IDX`.
+        const RING_EVENT_IDX: u64 = 1 << 29;
+        self.event_idx = driver_features & RING_EVENT_IDX != 0;
         self.inner.write_driver_features(driver_features)
     }
 
@@ -184,10 +194,10 @@ impl<T: Transport> Transport for Doorbell<T> {
     }
 
     fn notify(&mut self, queue: u16) {
-        match self.queues.get(usize::from(queue)).copied().flatten() {
-            // SAFETY: the queue's notification address in the device's BAR (identity-mapped).
-            Some(q) => unsafe { q.doorbell.as_ptr().write_volatile(queue) },
-            None => self.inner.notify(queue),
+        if matches!(self.queues.get(usize::from(queue)), Some(Some(_))) {
+            self.kick(queue);
+        } else {
+            self.inner.notify(queue);
         }
     }
 

@@ -7,7 +7,7 @@
 //! connects to that peer, sends `net.bytes` bytes of [`pattern`] with seed
 //! [`CONNECT_SEED`], closes its side, and prints the peer's reply line
 //! (`net.connect.reply`), what it sent (`net.connect.tx=N,0x<crc32>`) and how long
-//! connect-to-reply took on the PIT (`net.connect.us`).
+//! connect-to-reply took on kvmclock, else the PIT (`net.connect.us`).
 //!
 //! With `net.http=A.B.C.D:P/PATH` the guest fetches a page instead (a VM reaching a
 //! server outside through the node's NAT): one HTTP/1.0 `GET /PATH`, and it prints the
@@ -16,9 +16,13 @@
 
 use crate::cmdline::Options;
 use crate::dma::GuestHal;
+use crate::doorbell::Doorbell;
 use crate::kv;
+use crate::kvmclock::KvmClock;
 use crate::pit::Stopwatch;
+use core::arch::global_asm;
 use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
 use smoltcp::iface::{Config, Interface, SocketSet, SocketStorage};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::{dhcpv4, tcp};
@@ -30,8 +34,9 @@ use virtio_drivers::transport::pci::PciTransport;
 
 /// The TCP port the guest listens on.
 pub const TCP_PORT: u16 = 7777;
-/// Receive buffers posted to the device (and the transmit queue's size).
-const QUEUE: usize = 64;
+/// Entries of each queue (the device's maximum): as many receive buffers posted, and
+/// transmit buffers in flight.
+const QUEUE: usize = 256;
 const BUF: usize = 2048;
 const MTU: usize = 1514;
 
@@ -54,14 +59,21 @@ pub fn pattern(i: u64, seed: u8) -> u8 {
     (i as u8).wrapping_mul(31).wrapping_add(seed)
 }
 
-/// TCP receive window and send buffer (64 KiB each, so a stream is not throttled by the
-/// guest in either direction).
-struct TcpBuffers(UnsafeCell<([u8; 65535], [u8; 65535])>);
+/// TCP receive window and send buffer. 256 KiB each, with window scaling (smoltcp scales
+/// by what the receive buffer needs), so neither direction waits for a window while the
+/// other end's ACKs cross the device threads: at 64 KiB a stream stalled on every round
+/// trip. The window stays below the receive ring (QUEUE full-sized segments), so the
+/// peer never sends more than the guest has buffers posted for.
+const TCP_BUFFER: usize = 256 << 10;
+struct TcpBuffers(UnsafeCell<([u8; TCP_BUFFER], [u8; TCP_BUFFER])>);
 
 // SAFETY: only `run`, on the boot processor, borrows them, once.
 unsafe impl Sync for TcpBuffers {}
 
-static TCP: TcpBuffers = TcpBuffers(UnsafeCell::new(([0; 65535], [0; 65535])));
+// Not cleared at entry (see link.ld): smoltcp's ring buffers never read a byte before
+// writing it.
+#[link_section = ".noinit"]
+static TCP: TcpBuffers = TcpBuffers(UnsafeCell::new(([0; TCP_BUFFER], [0; TCP_BUFFER])));
 
 /// Transmit buffers (virtio-net header + frame), one per transmit queue entry.
 struct TxBuffers(UnsafeCell<[[u8; BUF]; QUEUE]>);
@@ -73,73 +85,184 @@ unsafe impl Sync for TxBuffers {}
 #[link_section = ".noinit"]
 static TX: TxBuffers = TxBuffers(UnsafeCell::new([[0; BUF]; QUEUE]));
 
-type Raw = VirtIONetRaw<GuestHal, PciTransport, QUEUE>;
+type Raw = VirtIONetRaw<GuestHal, Doorbell<PciTransport>, QUEUE>;
+
+/// The time base of the stack's loop: kvmclock where the hypervisor has it (RDTSC and a
+/// page the hypervisor keeps: no VM exit per reading), else the PIT (three port accesses,
+/// each a VM exit, per reading: once per turn of the loop, they were most of its cost).
+enum Clock {
+    Kvm { clock: KvmClock, start_ns: u64 },
+    Pit(Stopwatch),
+}
+
+impl Clock {
+    /// kvmclock if registered (see [`KvmClock::enable`], called in ring 0 before the loop
+    /// runs at CPL 3), else the PIT.
+    fn start() -> Clock {
+        match KvmClock::enable() {
+            Some(clock) => {
+                let start_ns = clock.now_ns().0;
+                Clock::Kvm { clock, start_ns }
+            }
+            None => Clock::Pit(Stopwatch::start()),
+        }
+    }
+
+    fn now(&mut self) -> Instant {
+        let us = match self {
+            Clock::Kvm { clock, start_ns } => clock.now_ns().0.saturating_sub(*start_ns) / 1000,
+            Clock::Pit(watch) => watch.elapsed_us(),
+        };
+        Instant::from_micros(us as i64)
+    }
+}
+
+/// The buffer a descriptor token (the index of the chain's head descriptor, below
+/// QUEUE) was posted with.
+type Slots = [Option<u16>; QUEUE];
 
 /// Frames in flight on the transmit queue: sending does not wait for the device (a
 /// synchronous send made every ACK a round trip through the VMM's device thread while
 /// the vCPU spun); completed buffers are taken back before a buffer is needed.
 struct TxRing {
     bufs: &'static mut [[u8; BUF]; QUEUE],
-    /// The token and length of each buffer the device has not completed yet.
-    pending: [Option<(u16, usize)>; QUEUE],
+    /// The buffer and frame length of each token the device has not completed yet.
+    pending: [Option<(u16, u16)>; QUEUE],
+    /// Buffers the device does not hold.
+    free: [u16; QUEUE],
+    free_len: usize,
 }
 
 impl TxRing {
     /// Takes back every buffer the device has finished with.
     fn reclaim(&mut self, raw: &mut Raw) {
         while let Some(token) = raw.poll_transmit() {
-            let Some(i) = self
+            let Some((slot, len)) = self
                 .pending
-                .iter()
-                .position(|p| p.is_some_and(|(t, _)| t == token))
+                .get_mut(usize::from(token))
+                .and_then(Option::take)
             else {
                 kv!("net.tx_error", "unknown completion {token}");
                 return;
             };
-            let (_, len) = self.pending[i].take().unwrap_or_default();
-            // SAFETY: `bufs[i][..len]` is the buffer `transmit_begin` returned `token` for.
-            if let Err(e) = unsafe { raw.transmit_complete(token, &self.bufs[i][..len]) } {
+            let buf = &self.bufs[usize::from(slot)][..usize::from(len)];
+            // SAFETY: `buf` is the buffer `transmit_begin` returned `token` for.
+            if let Err(e) = unsafe { raw.transmit_complete(token, buf) } {
                 kv!("net.tx_error", "{e}");
             }
+            self.free[self.free_len] = slot;
+            self.free_len += 1;
         }
     }
 
     /// A buffer the device does not hold, after taking back completed ones.
     fn free_slot(&mut self, raw: &mut Raw) -> Option<usize> {
-        self.reclaim(raw);
-        self.pending.iter().position(Option::is_none)
+        if self.free_len == 0 {
+            self.reclaim(raw);
+        }
+        self.free_len
+            .checked_sub(1)
+            .map(|top| usize::from(self.free[top]))
+    }
+
+    /// Hands `slot`'s first `len` bytes to the device.
+    fn send(&mut self, raw: &mut Raw, slot: usize, len: usize) {
+        // SAFETY: the buffer stays untouched in `bufs` until `reclaim` completes its token.
+        match unsafe { raw.transmit_begin(&self.bufs[slot][..len]) } {
+            Ok(token) => {
+                self.free_len -= 1;
+                // A slot and a frame length are below QUEUE and BUF.
+                self.pending[usize::from(token)] = Some((slot as u16, len as u16));
+            }
+            Err(e) => kv!("net.tx_error", "{e}"),
+        }
     }
 }
 
 struct NetDevice {
     raw: Raw,
     rx: &'static mut [[u8; BUF]; QUEUE],
-    tokens: [Option<u16>; QUEUE],
+    /// Which receive buffer each posted token holds.
+    rx_slots: Slots,
     packet: [u8; BUF],
     tx: TxRing,
 }
 
+/// Where the device lives: with QUEUE-entry queues it is too big to be moved around on
+/// the 64 KiB boot stack.
+struct DeviceSlot(UnsafeCell<MaybeUninit<NetDevice>>);
+
+// SAFETY: only `NetDevice::install`, on the boot processor, touches it, once.
+unsafe impl Sync for DeviceSlot {}
+
+// Not cleared at entry (see link.ld): written before it is read.
+#[link_section = ".noinit"]
+static DEVICE: DeviceSlot = DeviceSlot(UnsafeCell::new(MaybeUninit::uninit()));
+
 impl NetDevice {
-    fn new(raw: VirtIONetRaw<GuestHal, PciTransport, QUEUE>) -> Option<NetDevice> {
-        // SAFETY: called once; the buffers are static and owned by this device from now on.
+    /// Initialises the virtio-net function `df` into [`DEVICE`] (once per boot); prints
+    /// `virtio.net.0` if that fails. Not inlined: the driver's queues pass through this
+    /// frame, which is gone before the stack runs.
+    #[inline(never)]
+    fn install<C: ConfigurationAccess>(
+        root: &mut PciRoot<C>,
+        config: &C,
+        df: DeviceFunction,
+    ) -> Option<&'static mut NetDevice> {
+        let transport = match PciTransport::new::<GuestHal, C>(root, df) {
+            Ok(t) => t,
+            Err(e) => {
+                kv!("virtio.net.0", "{df},transport error: {e}");
+                return None;
+            }
+        };
+        let Some(transport) = Doorbell::new(transport, config, df) else {
+            kv!("virtio.net.0", "{df},transport error: no notify capability");
+            return None;
+        };
+        let raw = match VirtIONetRaw::<GuestHal, _, QUEUE>::new(transport) {
+            Ok(r) => r,
+            Err(e) => {
+                kv!("virtio.net.0", "{df},init error: {e}");
+                return None;
+            }
+        };
+        // SAFETY: called once per boot (one NIC is driven); the buffers are static and
+        // owned by this device from now on.
         let rx = unsafe { &mut *RX.0.get() };
         // SAFETY: as above, for the transmit buffers.
         let bufs = unsafe { &mut *TX.0.get() };
-        let mut dev = NetDevice {
+        // SAFETY: as above, for the device's own slot.
+        let slot = unsafe { &mut *DEVICE.0.get() };
+        let mut free = [0u16; QUEUE];
+        for (i, f) in free.iter_mut().enumerate() {
+            *f = i as u16;
+        }
+        Some(slot.write(NetDevice {
             raw,
             rx,
-            tokens: [None; QUEUE],
+            rx_slots: [None; QUEUE],
             packet: [0; BUF],
             tx: TxRing {
                 bufs,
                 pending: [None; QUEUE],
+                free,
+                free_len: QUEUE,
             },
-        };
-        for i in 0..QUEUE {
-            // SAFETY: each buffer is static and handed to the device until its completion.
-            dev.tokens[i] = Some(unsafe { dev.raw.receive_begin(&mut dev.rx[i]) }.ok()?);
-        }
-        Some(dev)
+        }))
+    }
+
+    /// Posts every receive buffer.
+    fn post_all(&mut self) -> Option<()> {
+        (0..QUEUE).try_for_each(|i| self.post(i))
+    }
+
+    /// Posts receive buffer `i`.
+    fn post(&mut self, i: usize) -> Option<()> {
+        // SAFETY: each buffer is static and handed to the device until its completion.
+        let token = unsafe { self.raw.receive_begin(&mut self.rx[i]) }.ok()?;
+        *self.rx_slots.get_mut(usize::from(token))? = Some(i as u16);
+        Some(())
     }
 }
 
@@ -170,11 +293,7 @@ impl TxToken for Tx<'_> {
         };
         let len = len.min(BUF - hdr);
         let r = f(&mut buf[hdr..hdr + len]);
-        // SAFETY: the buffer stays untouched in `ring` until `reclaim` completes its token.
-        match unsafe { self.raw.transmit_begin(&buf[..hdr + len]) } {
-            Ok(token) => self.ring.pending[self.slot] = Some((token, hdr + len)),
-            Err(e) => kv!("net.tx_error", "{e}"),
-        }
+        self.ring.send(self.raw, self.slot, hdr + len);
         r
     }
 }
@@ -187,13 +306,14 @@ impl Device for NetDevice {
         // A reply may be needed: take a frame only when a transmit buffer is free.
         let slot = self.tx.free_slot(&mut self.raw)?;
         let token = self.raw.poll_receive()?;
-        let i = self.tokens.iter().position(|&t| t == Some(token))?;
+        let i = usize::from(self.rx_slots.get_mut(usize::from(token))?.take()?);
         // SAFETY: `rx[i]` is the buffer posted with `token`, which the device just completed.
         let (hdr, len) = unsafe { self.raw.receive_complete(token, &mut self.rx[i]) }.ok()?;
-        let len = len.min(BUF);
+        let len = len.min(BUF - hdr);
         self.packet[..len].copy_from_slice(&self.rx[i][hdr..hdr + len]);
-        // SAFETY: as in `new`: re-post the same static buffer.
-        self.tokens[i] = unsafe { self.raw.receive_begin(&mut self.rx[i]) }.ok();
+        // Re-post the same static buffer at once: the device keeps a full ring, and with
+        // buffers in hand it asks for no kick (see devices/src/virtio/net).
+        self.post(i)?;
         Some((
             Rx(&self.packet[..len]),
             Tx {
@@ -220,34 +340,91 @@ impl Device for NetDevice {
         // The device can hold one frame per posted receive buffer. smoltcp caps the TCP
         // window it advertises at this many segments: at 1 it was one segment, which made
         // every stream stop-and-wait (tens of KiB/s); QUEUE segments are more than the
-        // 64 KiB window.
+        // TCP_BUFFER window.
         caps.max_burst_size = Some(QUEUE);
         caps
     }
 }
 
+/// The stack [`run`] runs on: the driver's 256-entry queues and the stack's state do not
+/// fit the 64 KiB boot stack next to everything that called in.
+#[repr(align(16))]
+struct NetStack(UnsafeCell<[u8; NET_STACK]>);
+const NET_STACK: usize = 256 << 10;
+
+// SAFETY: only `run`, on the boot processor, uses it, and never re-entrantly.
+unsafe impl Sync for NetStack {}
+
+// Not cleared at entry (see link.ld): a stack is written before it is read.
+#[link_section = ".noinit"]
+static STACK: NetStack = NetStack(UnsafeCell::new([0; NET_STACK]));
+
+extern "C" {
+    fn net_on_stack(entry: extern "C" fn(*mut u8), arg: *mut u8, stack_top: *mut u8);
+}
+
+global_asm!(
+    r#"
+    .text
+    /* net_on_stack(entry: %rdi, arg: %rsi, stack_top: %rdx): entry(arg) on that stack. */
+net_on_stack:
+    push %rbp
+    mov %rsp, %rbp
+    mov %rdx, %rsp                 /* 16-byte aligned: the call pushes the return address */
+    mov %rdi, %rax
+    mov %rsi, %rdi
+    call *%rax
+    mov %rbp, %rsp
+    pop %rbp
+    ret
+"#,
+    options(att_syntax)
+);
+
 /// Brings the interface up with DHCP and serves one TCP connection. Prints `net.*` keys.
+/// Runs on its own stack ([`STACK`]).
+/// `config` reads the function's capabilities (see [`Doorbell::new`]).
 pub fn run<C: ConfigurationAccess>(
     root: &mut PciRoot<C>,
+    config: &C,
     df: DeviceFunction,
     options: &Options,
     cidata: Option<&crate::cidata::NetworkConfig>,
 ) {
-    let transport = match PciTransport::new::<GuestHal, C>(root, df) {
-        Ok(t) => t,
-        Err(e) => {
-            kv!("virtio.net.0", "{df},transport error: {e}");
-            return;
-        }
+    let mut call = || serve(root, config, df, options, cidata);
+    let mut dynamic: &mut dyn FnMut() = &mut call;
+
+    extern "C" fn trampoline(arg: *mut u8) {
+        // SAFETY: `arg` is `&mut dynamic` below, alive for the whole `net_on_stack` call.
+        let f = unsafe { &mut *arg.cast::<&mut dyn FnMut()>() };
+        f();
+    }
+
+    let top = STACK.0.get().cast::<u8>().wrapping_add(NET_STACK);
+    // SAFETY: `net_on_stack` calls `trampoline` with %rsp at the top of STACK, which
+    // nothing else uses (boot processor, not re-entered), and restores the caller's
+    // stack pointer before it returns; callee-saved registers are preserved by the call.
+    unsafe {
+        net_on_stack(
+            trampoline,
+            core::ptr::addr_of_mut!(dynamic).cast::<u8>(),
+            top,
+        )
     };
-    let raw = match VirtIONetRaw::<GuestHal, _, QUEUE>::new(transport) {
-        Ok(r) => r,
-        Err(e) => {
-            kv!("virtio.net.0", "{df},init error: {e}");
-            return;
-        }
+}
+
+/// [`run`], on whatever stack it is called.
+fn serve<C: ConfigurationAccess>(
+    root: &mut PciRoot<C>,
+    config: &C,
+    df: DeviceFunction,
+    options: &Options,
+    cidata: Option<&crate::cidata::NetworkConfig>,
+) {
+    let Some(dev) = NetDevice::install(root, config, df) else {
+        return;
     };
-    let mac = EthernetAddress(raw.mac_address());
+    let mac = EthernetAddress(dev.raw.mac_address());
     kv!("virtio.net.0", "{df},mac={mac}");
     // The address: the command line's, else cloud-init's entry for this MAC, else DHCP.
     let mut options = *options;
@@ -268,13 +445,17 @@ pub fn run<C: ConfigurationAccess>(
         }
     );
     let options = &options;
-    let Some(mut dev) = NetDevice::new(raw) else {
+    if dev.post_all().is_none() {
         kv!("net", "error: could not post receive buffers");
         return;
-    };
-    let mut clock = Stopwatch::start();
-    let mut now = || Instant::from_micros(clock.elapsed_us() as i64);
-    let mut iface = Interface::new(Config::new(HardwareAddress::Ethernet(mac)), &mut dev, now());
+    }
+    let mut clock = Clock::start();
+    let mut now = || clock.now();
+    let mut iface = Interface::new(
+        Config::new(HardwareAddress::Ethernet(mac)),
+        &mut *dev,
+        now(),
+    );
     let mut storage = [SocketStorage::EMPTY; 2];
     let mut sockets = SocketSet::new(&mut storage[..]);
     let dhcp = options
@@ -314,7 +495,7 @@ pub fn run<C: ConfigurationAccess>(
         );
         if let Some(done) = connect_loop(
             &mut iface,
-            &mut dev,
+            &mut *dev,
             &mut sockets,
             tcp,
             dhcp,
@@ -331,7 +512,7 @@ pub fn run<C: ConfigurationAccess>(
     if let Some(peer) = options.connect {
         if let Some(done) = connect_loop(
             &mut iface,
-            &mut dev,
+            &mut *dev,
             &mut sockets,
             tcp,
             dhcp,
@@ -359,7 +540,7 @@ pub fn run<C: ConfigurationAccess>(
     let mut last_activity = now();
     loop {
         let t = now();
-        iface.poll(t, &mut dev, &mut sockets);
+        iface.poll(t, &mut *dev, &mut sockets);
         let dhcp_event = match dhcp {
             Some(handle) => sockets.get_mut::<dhcpv4::Socket>(handle).poll(),
             None => None,
@@ -463,7 +644,7 @@ struct Exchange {
     /// The start of the peer's reply.
     reply: [u8; REPLY_MAX],
     reply_len: usize,
-    /// Microseconds from connect to the peer's close (PIT).
+    /// Microseconds from connect to the peer's close (kvmclock, else the PIT).
     us: u64,
 }
 

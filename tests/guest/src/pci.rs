@@ -125,8 +125,12 @@ pub fn report(platform: &Platform, options: &Options) {
     if options.net {
         kv!("net.nics", "{net_count}");
         match net_devices.get(options.net_nic).copied().flatten() {
-            // At CPL 3 (see `user`): the guest's TCP/IP stack polls the device there.
-            Some(df) => user::run(|| net::run(&mut root, df, options, network_config.as_ref())),
+            // At CPL 3 (see `user`): the guest's TCP/IP stack polls the device there, on
+            // kvmclock, whose MSR is written here, in ring 0.
+            Some(df) => {
+                let _ = crate::kvmclock::KvmClock::enable();
+                user::run(|| net::run(&mut root, &reader, df, options, network_config.as_ref()))
+            }
             None => kv!("net", "none: no virtio-net device {}", options.net_nic),
         }
     }

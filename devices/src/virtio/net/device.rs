@@ -178,8 +178,14 @@ where
 
     fn queue_notified(&mut self, index: usize) {
         match index {
-            RX_QUEUE => self.process_rx(),
-            TX_QUEUE => self.process_tx(),
+            RX_QUEUE => {
+                self.metrics.rx_kicks.inc();
+                self.process_rx();
+            }
+            TX_QUEUE => {
+                self.metrics.tx_kicks.inc();
+                self.process_tx();
+            }
             _ => {}
         }
     }

@@ -1,11 +1,15 @@
 //! Moving frames between the rings and the backend, on the device thread.
 //!
 //! Frames go straight between guest memory and the backend with `readv`/`writev` over the
-//! descriptor buffers ([`GuestIoVecs`]): no copy and no allocation per packet. The virtio-net header is the tap's vnet header, passed through unchanged.
+//! descriptor buffers ([`GuestIoVecs`]): no copy and no allocation per packet. The
+//! virtio-net header is the tap's vnet header, passed through unchanged.
 //!
 //! The backend fd is meant to be polled edge-triggered: receive drains it until it would
 //! block or the guest runs out of buffers; in the latter case the frames wait in the
-//! backend until the driver adds buffers and kicks the receive queue.
+//! backend until the driver adds buffers and kicks the receive queue. While the device
+//! still holds receive buffers the driver's kicks stay suppressed (vhost-net's rule): the
+//! backend's readiness, not the driver's refill, is what the device waits for, and each
+//! kick is a VM exit.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -54,13 +58,14 @@ where
                         // A frame fits in the chain, whose length is below 4 GiB.
                         ChainOutcome::Used(n as u32)
                     }
+                    // Nothing waiting: the buffers go back to the ring for the next frame,
+                    // and the driver need not kick when it adds more (the backend's
+                    // readiness wakes the device).
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => ChainOutcome::Idle,
                     Err(e) => {
-                        // The buffers go back to the ring for the next frame.
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            self.metrics.rx_errors.inc();
-                            if let Some(suppressed) = self.core.log.allow() {
-                                tracing::warn!(nic = %self.id, error = %e, suppressed, "virtio-net backend read failed");
-                            }
+                        self.metrics.rx_errors.inc();
+                        if let Some(suppressed) = self.core.log.allow() {
+                            tracing::warn!(nic = %self.id, error = %e, suppressed, "virtio-net backend read failed");
                         }
                         ChainOutcome::Stop
                     }
@@ -142,12 +147,16 @@ mod tests {
     }
 
     fn harness(backend: NetBackend) -> Harness {
+        harness_with(backend, false)
+    }
+
+    fn harness_with(backend: NetBackend, event_idx: bool) -> Harness {
         let mut net = NetDevice::new(NetConfig {
             id: "test".into(),
             mac: MAC,
             backend,
         });
-        let setup = activate(&mut net, 2, 16, false);
+        let setup = activate(&mut net, 2, 16, event_idx);
         let Ok([rx, tx]) = <[TestDriver; 2]>::try_from(setup.queues) else {
             unreachable!("two queues")
         };
@@ -161,10 +170,17 @@ mod tests {
     }
 
     fn socket_harness() -> (Harness, UnixDatagram) {
+        socket_harness_with(false)
+    }
+
+    fn socket_harness_with(event_idx: bool) -> (Harness, UnixDatagram) {
         let (ours, peer) = UnixDatagram::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         peer.set_nonblocking(true).unwrap();
-        (harness(NetBackend::Datagram(OwnedFd::from(ours))), peer)
+        (
+            harness_with(NetBackend::Datagram(OwnedFd::from(ours)), event_idx),
+            peer,
+        )
     }
 
     /// An Ethernet frame of an experimental ethertype, `len` bytes in all.
@@ -240,11 +256,60 @@ mod tests {
         h.rx.add_chain(&[(0x30_1000, 1526, true)]);
         h.net.process_queue(RX_QUEUE);
         assert_eq!(h.rx.used_idx(), 2);
+        assert_eq!(seed_at(&h, 0x30_0000), 2);
+    }
+
+    /// The seed of the [`ethernet`] frame the device delivered into the buffer at `addr`
+    /// (its first byte after the virtio-net and Ethernet headers).
+    fn seed_at(h: &Harness, addr: u64) -> u8 {
         let mut b = [0u8; 1];
         h.mem
-            .read_slice(&mut b, GuestAddress(0x30_0000 + 12 + 14))
+            .read_slice(&mut b, GuestAddress(addr + 12 + 14))
             .unwrap();
-        assert_eq!(b[0], 2);
+        b[0]
+    }
+
+    #[test]
+    fn the_driver_kicks_receive_only_after_the_device_ran_out_of_buffers() {
+        for event_idx in [false, true] {
+            let (mut h, peer) = socket_harness_with(event_idx);
+            let send = |seed| {
+                let mut d = vec![0u8; VNET_HDR_LEN];
+                d.extend(ethernet(64, seed));
+                peer.send(&d).unwrap();
+            };
+            // Buffers but no frames: refills need no kick.
+            for i in 0..4 {
+                h.rx.add_chain(&[(0x20_0000 + i * 0x1000, 1526, true)]);
+            }
+            h.net.process_queue(RX_QUEUE);
+            assert_eq!(h.rx.used_idx(), 0);
+            let old = h.rx.avail_idx();
+            h.rx.add_chain(&[(0x24_0000, 1526, true)]);
+            assert!(!h.rx.kick_needed(old, event_idx), "event_idx {event_idx}");
+            // Frames as they arrive, buffers left over: still none.
+            send(1);
+            h.net.process_event(0);
+            assert_eq!(h.rx.used_idx(), 1);
+            let old = h.rx.avail_idx();
+            h.rx.add_chain(&[(0x25_0000, 1526, true)]);
+            assert!(!h.rx.kick_needed(old, event_idx), "event_idx {event_idx}");
+            // More frames than buffers: the device asks for the next refill, which
+            // delivers the frame that waited.
+            for seed in 2..8 {
+                send(seed);
+            }
+            h.net.process_event(0);
+            assert_eq!(h.rx.used_idx(), 6);
+            assert_eq!(h.net.metrics().rx_no_buffers.get(), 1);
+            let old = h.rx.avail_idx();
+            h.rx.add_chain(&[(0x26_0000, 1526, true)]);
+            assert!(h.rx.kick_needed(old, event_idx), "event_idx {event_idx}");
+            h.net.process_queue(RX_QUEUE);
+            assert_eq!(h.rx.used_idx(), 7);
+            assert_eq!(seed_at(&h, 0x26_0000), 7);
+            assert_eq!(h.net.metrics().rx_kicks.get(), 2);
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct NetMetrics {
     pub rx_no_buffers: Counter,
     /// Malformed receive chains returned empty.
     pub rx_invalid: Counter,
+    /// Notifications (kicks) of the receive queue by the driver: it added buffers while
+    /// the device had run out.
+    pub rx_kicks: Counter,
     /// Backend read errors.
     pub rx_errors: Counter,
     /// Frames sent by the guest.
@@ -33,6 +36,8 @@ pub struct NetMetrics {
     pub tx_invalid: Counter,
     /// Frames the backend refused (full, or a bad offload header).
     pub tx_errors: Counter,
+    /// Notifications (kicks) of the transmit queue by the driver.
+    pub tx_kicks: Counter,
     /// Times the device flagged DEVICE_NEEDS_RESET.
     pub needs_reset: Counter,
     /// Interrupts sent to the driver.
@@ -47,11 +52,13 @@ impl NetMetrics {
             ("rx_bytes", &self.rx_bytes),
             ("rx_no_buffers", &self.rx_no_buffers),
             ("rx_invalid", &self.rx_invalid),
+            ("rx_kicks", &self.rx_kicks),
             ("rx_errors", &self.rx_errors),
             ("tx_packets", &self.tx_packets),
             ("tx_bytes", &self.tx_bytes),
             ("tx_invalid", &self.tx_invalid),
             ("tx_errors", &self.tx_errors),
+            ("tx_kicks", &self.tx_kicks),
             ("needs_reset", &self.needs_reset),
             ("interrupts", &self.interrupts),
         ] {
