@@ -18,16 +18,21 @@
 //! Without QEMU or the artifacts the tests print why and skip; with
 //! `MONOVIRT_REQUIRE_KVM=1` they fail instead.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+
+mod l1_support;
+use l1_support::{
+    check_l1, copy_into, fail_if_any, find, run_qemu, scenario_run, work_dir, Marker, QemuRun,
+};
+
+/// The tier's name in logs and its work folder under target/tmp.
+const TIER: &str = "linux-tier";
 
 /// A QEMU boot without scenarios must end within this (L1 takes 5 to 10 s).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,8 +47,6 @@ const SCENARIO_TIMED_OUT_RC: i32 = 137;
 /// map reserves and what the kernel keeps for its image, page structs and early
 /// allocations (about 42 MiB for this kernel under QEMU, at 384 and 512 MiB alike).
 const MEMTOTAL_SLACK_MIB: u64 = 64;
-/// Lines of the serial log quoted in a failure message.
-const LOG_TAIL_LINES: usize = 80;
 
 /// The kernel command line of every L2 guest, before `quiet` (unless the scenario wants
 /// the boot log) and its `monovirt.task=`.
@@ -592,28 +595,6 @@ fn check_serve_network(name: &str, l1: &[Marker], l2: &[Marker], failures: &mut 
     }
 }
 
-/// A work folder of one test under target/tmp, emptied first.
-fn work_dir(test: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("linux-tier")
-        .join(test);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
-    }
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn copy_into(stage: &Path, from: &Path, to: &str) -> Result<()> {
-    let dst = stage.join(to.trim_start_matches('/'));
-    if let Some(parent) = dst.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    fs::copy(from, &dst)
-        .with_context(|| format!("cannot copy {} to {}", from.display(), dst.display()))?;
-    Ok(())
-}
-
 /// Where `tool` is on this host's PATH (or in /usr/sbin and /sbin, which a user's PATH
 /// may lack).
 fn find_tool(tool: &str) -> Result<PathBuf> {
@@ -757,46 +738,6 @@ fn build_l1_initrd_with(
     Ok(initrd)
 }
 
-/// Kills QEMU when a test ends early.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// What one QEMU boot left behind.
-struct QemuRun {
-    /// QEMU's exit status, or `None` when it was stopped at the timeout.
-    status: Option<ExitStatus>,
-    timeout: Duration,
-    elapsed: Duration,
-    log_path: PathBuf,
-    /// The serial console, with carriage returns removed.
-    serial: String,
-}
-
-impl QemuRun {
-    fn markers(&self) -> Vec<Marker> {
-        self.serial.lines().filter_map(Marker::parse).collect()
-    }
-
-    fn tail(&self) -> String {
-        let lines: Vec<&str> = self.serial.lines().collect();
-        let start = lines.len().saturating_sub(LOG_TAIL_LINES);
-        format!(
-            "--- last {} lines of {} ---\n{}",
-            lines.len() - start,
-            self.log_path.display(),
-            lines[start..].join("\n")
-        )
-    }
-}
-
 /// A QEMU boot of a Debian kernel under TCG.
 struct Boot<'a> {
     kernel: &'a Path,
@@ -826,10 +767,8 @@ fn boot_l1(tier: &Tier, work: &Path, initrd: &Path, scenarios: usize) -> Result<
 /// Runs QEMU (TCG) bounded by its timeout; the serial console goes to `work/log_name`,
 /// QEMU's own messages to `work/log_name.qemu`.
 fn boot_qemu(boot: &Boot, work: &Path, log_name: &str) -> Result<QemuRun> {
-    let log_path = work.join(log_name);
-    let start = Instant::now();
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "EPYC-v3,+svm,+npt"])
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "EPYC-v3,+svm,+npt"])
         .args([
             "-smp",
             &boot.cpus.to_string(),
@@ -841,126 +780,30 @@ fn boot_qemu(boot: &Boot, work: &Path, log_name: &str) -> Result<QemuRun> {
         .arg(boot.kernel)
         .arg("-initrd")
         .arg(boot.initrd)
-        .args(["-append", boot.cmdline])
-        .stdin(Stdio::null())
-        .stdout(File::create(&log_path)?)
-        .stderr(File::create(work.join(format!("{log_name}.qemu")))?)
-        .spawn()
-        .context("cannot start qemu-system-x86_64")?;
-    let mut qemu = Guard(child);
-    let status = loop {
-        if let Some(status) = qemu.0.try_wait()? {
-            break Some(status);
-        }
-        if start.elapsed() > boot.timeout {
-            qemu.0.kill()?;
-            qemu.0.wait()?;
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let elapsed = start.elapsed();
-    let serial = String::from_utf8_lossy(&fs::read(&log_path)?).replace('\r', "");
-    let run = QemuRun {
-        status,
-        timeout: boot.timeout,
-        elapsed,
-        log_path,
-        serial,
-    };
-    println!(
-        "linux tier: QEMU ran {} {:.1} s ({}); serial log {}",
-        boot.kernel.display(),
-        run.elapsed.as_secs_f64(),
-        match run.status {
-            Some(status) => status.to_string(),
-            None => format!("stopped after the {} s timeout", boot.timeout.as_secs()),
-        },
-        run.log_path.display()
-    );
-    Ok(run)
-}
-
-/// One `MONOVIRT-…` line: its name and its `key=value` fields.
-#[derive(Debug)]
-struct Marker {
-    name: String,
-    fields: BTreeMap<String, String>,
-}
-
-impl Marker {
-    /// The marker in a line, which may carry other output (terminal escapes, a kernel
-    /// message) before it.
-    fn parse(line: &str) -> Option<Self> {
-        let at = line.find("MONOVIRT-")?;
-        let mut words = line[at..].split_whitespace();
-        let name = words.next()?.to_string();
-        let fields = words
-            .filter_map(|word| word.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Some(Marker { name, fields })
-    }
-
-    fn field(&self, key: &str) -> Option<&str> {
-        self.fields.get(key).map(String::as_str)
-    }
-}
-
-fn find<'a>(markers: &'a [Marker], name: &str) -> Option<&'a Marker> {
-    markers.iter().find(|m| m.name == name)
+        .args(["-append", boot.cmdline]);
+    run_qemu(TIER, qemu, work, log_name, boot.timeout)
 }
 
 /// Checks what every L1 boot must show: its init ran on every CPU, kvm_amd gave a
 /// `/dev/kvm` with nested paging, and the monovirt binary runs there.
-fn check_l1(run: &QemuRun, markers: &[Marker], failures: &mut Vec<String>) {
-    match find(markers, "MONOVIRT-L1-INIT-OK") {
-        None => failures.push("L1's init did not start (no MONOVIRT-L1-INIT-OK)".into()),
-        Some(m) if m.field("cpus") != Some(&L1_CPUS.to_string()) => failures.push(format!(
-            "L1 sees {:?} CPUs, expected {L1_CPUS}",
-            m.field("cpus")
-        )),
-        Some(_) => {}
+fn check_x86_l1(run: &QemuRun, markers: &[Marker], failures: &mut Vec<String>) {
+    check_l1(run, markers, "kvm_amd", failures);
+    if let Some(m) = find(markers, "MONOVIRT-L1-INIT-OK") {
+        if m.field("cpus") != Some(&L1_CPUS.to_string()) {
+            failures.push(format!(
+                "L1 sees {:?} CPUs, expected {L1_CPUS}",
+                m.field("cpus")
+            ));
+        }
     }
-    for m in markers
-        .iter()
-        .filter(|m| m.name == "MONOVIRT-L1-INSMOD-FAILED")
-    {
-        failures.push(format!("L1 could not load module {:?}", m.field("module")));
+    if let Some(m) = find(markers, "MONOVIRT-L1-KVM-OK") {
+        if m.field("npt") != Some("Y") {
+            failures.push(format!(
+                "kvm_amd in L1 runs without nested paging (npt={:?})",
+                m.field("npt")
+            ));
+        }
     }
-    match find(markers, "MONOVIRT-L1-KVM-OK") {
-        None => failures.push("L1 has no kvm_amd /dev/kvm (no MONOVIRT-L1-KVM-OK)".into()),
-        Some(m) if m.field("npt") != Some("Y") => failures.push(format!(
-            "kvm_amd in L1 runs without nested paging (npt={:?})",
-            m.field("npt")
-        )),
-        Some(_) => {}
-    }
-    if find(markers, "MONOVIRT-L1-MONOVIRT-OK").is_none() {
-        failures.push("monovirt does not run in L1 (no MONOVIRT-L1-MONOVIRT-OK)".into());
-    }
-    if find(markers, "MONOVIRT-L1-DONE").is_none() {
-        failures.push("L1's init did not finish (no MONOVIRT-L1-DONE)".into());
-    }
-    match run.status {
-        None => failures.push(format!(
-            "L1 did not power off within {} s",
-            run.timeout.as_secs()
-        )),
-        Some(status) if !status.success() => failures.push(format!("QEMU exited with {status}")),
-        Some(_) => {}
-    }
-}
-
-fn fail_if_any(test: &str, run: &QemuRun, failures: &[String]) {
-    if failures.is_empty() {
-        return;
-    }
-    let mut msg = format!("{test}: {} check(s) failed:\n", failures.len());
-    for failure in failures {
-        let _ = writeln!(msg, "  - {failure}");
-    }
-    panic!("{msg}{}", run.tail());
 }
 
 /// L1 (the Debian cloud kernel under TCG) loads its own kvm modules, has a kvm_amd
@@ -971,56 +814,14 @@ fn l1_host_has_kvm_amd_and_runs_monovirt() -> Result<()> {
     let Some(tier) = Tier::or_skip(TEST) else {
         return Ok(());
     };
-    let work = work_dir(TEST)?;
+    let work = work_dir(TIER, TEST)?;
     let initrd = build_l1_initrd(&tier, &work, &[])?;
     let run = boot_l1(&tier, &work, &initrd, 0)?;
     let markers = run.markers();
     let mut failures = Vec::new();
-    check_l1(&run, &markers, &mut failures);
+    check_x86_l1(&run, &markers, &mut failures);
     fail_if_any(TEST, &run, &failures);
     Ok(())
-}
-
-/// The serial output of one scenario: between its BEGIN and END lines.
-struct ScenarioRun<'a> {
-    /// `monovirt run`'s exit code, or `None` when L1 never reached the END line.
-    rc: Option<i32>,
-    text: Vec<&'a str>,
-    markers: Vec<Marker>,
-    /// Seconds on L1's clock (emulated time, for the log only).
-    seconds: Option<f64>,
-}
-
-fn scenario_run<'a>(serial: &'a str, name: &str) -> Option<ScenarioRun<'a>> {
-    let mut lines = serial.lines().skip_while(|line| {
-        Marker::parse(line)
-            .is_none_or(|m| m.name != "MONOVIRT-L1-SCENARIO-BEGIN" || m.field("name") != Some(name))
-    });
-    lines.next()?;
-    let mut text = Vec::new();
-    let mut end = None;
-    for line in lines {
-        match Marker::parse(line) {
-            Some(m) if m.name == "MONOVIRT-L1-SCENARIO-END" => {
-                end = Some(m);
-                break;
-            }
-            _ => text.push(line),
-        }
-    }
-    let markers = text.iter().filter_map(|line| Marker::parse(line)).collect();
-    let rc = end.as_ref().and_then(|m| m.field("rc")?.parse().ok());
-    let seconds = end.as_ref().and_then(|m| {
-        let start: f64 = m.field("start")?.parse().ok()?;
-        let end: f64 = m.field("end")?.parse().ok()?;
-        Some(end - start)
-    });
-    Some(ScenarioRun {
-        rc,
-        text,
-        markers,
-        seconds,
-    })
 }
 
 /// Checks an L2 guest's own report: it reached its init with the right task, saw every
@@ -1465,7 +1266,7 @@ fn l2_images_boot_under_qemu() -> Result<()> {
     let Some(tier) = Tier::or_skip(TEST) else {
         return Ok(());
     };
-    let work = work_dir(TEST)?;
+    let work = work_dir(TIER, TEST)?;
     let references = [
         (
             Scenario {
@@ -1572,12 +1373,12 @@ fn run_l2_scenarios(test: &str, scenarios: &[Scenario]) -> Result<()> {
     let Some(tier) = Tier::or_skip(test) else {
         return Ok(());
     };
-    let work = work_dir(test)?;
+    let work = work_dir(TIER, test)?;
     let initrd = build_l1_initrd(&tier, &work, scenarios)?;
     let run = boot_l1(&tier, &work, &initrd, scenarios.len())?;
     let markers = run.markers();
     let mut failures = Vec::new();
-    check_l1(&run, &markers, &mut failures);
+    check_x86_l1(&run, &markers, &mut failures);
     for scenario in scenarios {
         check_scenario(scenario, &run.serial, &mut failures);
     }
@@ -1609,12 +1410,12 @@ fn l2_debian_kernel_runs_through_monovirt_serve() -> Result<()> {
     let Some(tier) = Tier::or_skip(TEST) else {
         return Ok(());
     };
-    let work = work_dir(TEST)?;
+    let work = work_dir(TIER, TEST)?;
     let initrd = build_l1_initrd_with(&tier, &work, &[], &served)?;
     let run = boot_l1(&tier, &work, &initrd, served.len())?;
     let markers = run.markers();
     let mut failures = Vec::new();
-    check_l1(&run, &markers, &mut failures);
+    check_x86_l1(&run, &markers, &mut failures);
     for scenario in &served {
         check_serve(scenario, &run.serial, &mut failures);
     }

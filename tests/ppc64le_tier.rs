@@ -24,16 +24,22 @@
 //! `MONOVIRT_REQUIRE_KVM=1` it fails instead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context, Result};
 
+mod l1_support;
+use l1_support::{
+    check_l1, copy_into, fail_if_any, find, run_qemu, scenario_run, work_dir, Marker, QemuRun,
+    ScenarioRun,
+};
+
+/// The tier's name in logs and its work folder under target/tmp.
+const TIER: &str = "ppc64le-tier";
 /// The cross target of monovirt and of the test guest.
 const TARGET: &str = "powerpc64le-unknown-linux-gnu";
 /// The cross C library (package libc6-dev-ppc64el-cross): monovirt's shared libraries.
@@ -47,8 +53,6 @@ const SCENARIO_TIMED_OUT_RC: i32 = 137;
 /// How far below its configured memory an L2 Linux's MemTotal may be (its image, page
 /// structs and early allocations; 64 KiB pages make ppc64le's larger than x86's).
 const MEMTOTAL_SLACK_MIB: u64 = 96;
-/// Lines of the serial log quoted in a failure message.
-const LOG_TAIL_LINES: usize = 80;
 /// What L1 is given (`-m`).
 const L1_MEMORY_MIB: u64 = 2048;
 
@@ -270,28 +274,6 @@ impl Scenario {
     }
 }
 
-/// A work folder of one test under target/tmp, emptied first.
-fn work_dir(test: &str) -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("ppc64le-tier")
-        .join(test);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).with_context(|| format!("cannot empty {}", dir.display()))?;
-    }
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(dir)
-}
-
-fn copy_into(stage: &Path, from: &Path, to: &str) -> Result<()> {
-    let dst = stage.join(to.trim_start_matches('/'));
-    if let Some(parent) = dst.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    fs::copy(from, &dst)
-        .with_context(|| format!("cannot copy {} to {}", from.display(), dst.display()))?;
-    Ok(())
-}
-
 /// `readelf` output of `args` on `file`.
 fn readelf(args: &[&str], file: &Path) -> Result<String> {
     let out = Command::new("readelf")
@@ -441,122 +423,27 @@ fn build_l1_initrd(tier: &Tier, work: &Path, scenarios: &[Scenario]) -> Result<P
     Ok(initrd)
 }
 
-/// Kills QEMU when a test ends early.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// What the L1 boot left behind.
-struct QemuRun {
-    status: Option<ExitStatus>,
-    timeout: Duration,
-    log_path: PathBuf,
-    serial: String,
-}
-
-impl QemuRun {
-    fn tail(&self) -> String {
-        let lines: Vec<&str> = self.serial.lines().collect();
-        let start = lines.len().saturating_sub(LOG_TAIL_LINES);
-        format!(
-            "--- last {} lines of {} ---\n{}",
-            lines.len() - start,
-            self.log_path.display(),
-            lines[start..].join("\n")
-        )
-    }
-}
-
 /// Boots L1 (QEMU pseries, TCG, POWER9 with nested KVM-HV) with `initrd`, bounded by the
 /// boot timeout plus `scenarios` scenario timeouts.
 fn boot_l1(tier: &Tier, work: &Path, initrd: &Path, scenarios: usize) -> Result<QemuRun> {
     let timeout = BOOT_TIMEOUT + Duration::from_secs(SCENARIO_TIMEOUT_SECS) * scenarios as u32;
-    let log_path = work.join("serial.log");
-    let start = Instant::now();
-    let child = Command::new("qemu-system-ppc64")
-        .args([
-            "-M",
-            "pseries,cap-nested-hv=on",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "POWER9",
-        ])
-        .args(["-smp", "1", "-m", &L1_MEMORY_MIB.to_string()])
-        .args(["-nographic", "-net", "none", "-no-reboot"])
-        .arg("-kernel")
-        .arg(&tier.vmlinux)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", "console=hvc0 quiet panic=-1"])
-        .stdin(Stdio::null())
-        .stdout(File::create(&log_path)?)
-        .stderr(File::create(work.join("serial.log.qemu"))?)
-        .spawn()
-        .context("cannot start qemu-system-ppc64")?;
-    let mut qemu = Guard(child);
-    let status = loop {
-        if let Some(status) = qemu.0.try_wait()? {
-            break Some(status);
-        }
-        if start.elapsed() > timeout {
-            qemu.0.kill()?;
-            qemu.0.wait()?;
-            break None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
-    let serial = String::from_utf8_lossy(&fs::read(&log_path)?).replace('\r', "");
-    println!(
-        "ppc64le tier: L1 ran {:.1} s ({}); serial log {}",
-        start.elapsed().as_secs_f64(),
-        match status {
-            Some(status) => status.to_string(),
-            None => format!("stopped after the {} s timeout", timeout.as_secs()),
-        },
-        log_path.display()
-    );
-    Ok(QemuRun {
-        status,
-        timeout,
-        log_path,
-        serial,
-    })
-}
-
-/// One `MONOVIRT-…` line: its name and its `key=value` fields.
-#[derive(Debug)]
-struct Marker {
-    name: String,
-    fields: BTreeMap<String, String>,
-}
-
-impl Marker {
-    fn parse(line: &str) -> Option<Self> {
-        let at = line.find("MONOVIRT-")?;
-        let mut words = line[at..].split_whitespace();
-        let name = words.next()?.to_string();
-        let fields = words
-            .filter_map(|word| word.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Some(Marker { name, fields })
-    }
-
-    fn field(&self, key: &str) -> Option<&str> {
-        self.fields.get(key).map(String::as_str)
-    }
-}
-
-fn find<'a>(markers: &'a [Marker], name: &str) -> Option<&'a Marker> {
-    markers.iter().find(|m| m.name == name)
+    let mut qemu = Command::new("qemu-system-ppc64");
+    qemu.args([
+        "-M",
+        "pseries,cap-nested-hv=on",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "POWER9",
+    ])
+    .args(["-smp", "1", "-m", &L1_MEMORY_MIB.to_string()])
+    .args(["-nographic", "-net", "none", "-no-reboot"])
+    .arg("-kernel")
+    .arg(&tier.vmlinux)
+    .arg("-initrd")
+    .arg(initrd)
+    .args(["-append", "console=hvc0 quiet panic=-1"]);
+    run_qemu(TIER, qemu, work, "serial.log", timeout)
 }
 
 /// The test guest's `key=value` report lines (the first value of each key).
@@ -572,65 +459,15 @@ fn guest_report(text: &[&str]) -> BTreeMap<String, String> {
     report
 }
 
-/// The serial output of one scenario: between its BEGIN and END lines.
-struct ScenarioRun<'a> {
-    rc: Option<i32>,
-    text: Vec<&'a str>,
-}
-
-fn scenario_run<'a>(serial: &'a str, name: &str) -> Option<ScenarioRun<'a>> {
-    let mut lines = serial.lines().skip_while(|line| {
-        Marker::parse(line)
-            .is_none_or(|m| m.name != "MONOVIRT-L1-SCENARIO-BEGIN" || m.field("name") != Some(name))
-    });
-    lines.next()?;
-    let mut text = Vec::new();
-    let mut end = None;
-    for line in lines {
-        match Marker::parse(line) {
-            Some(m) if m.name == "MONOVIRT-L1-SCENARIO-END" => {
-                end = Some(m);
-                break;
-            }
-            _ => text.push(line),
+/// Checks what the L1 boot must show: init ran on a ppc64le L1, kvm_hv gave a /dev/kvm,
+/// monovirt runs.
+fn check_ppc64le_l1(run: &QemuRun, failures: &mut Vec<String>) {
+    let markers = run.markers();
+    check_l1(run, &markers, "kvm_hv", failures);
+    if let Some(m) = find(&markers, "MONOVIRT-L1-INIT-OK") {
+        if m.field("machine") != Some("ppc64le") {
+            failures.push(format!("L1 is {:?}, not ppc64le", m.field("machine")));
         }
-    }
-    let rc = end.as_ref().and_then(|m| m.field("rc")?.parse().ok());
-    Some(ScenarioRun { rc, text })
-}
-
-/// Checks what the L1 boot must show: init ran, kvm_hv gave a /dev/kvm, monovirt runs.
-fn check_l1(run: &QemuRun, failures: &mut Vec<String>) {
-    let markers: Vec<Marker> = run.serial.lines().filter_map(Marker::parse).collect();
-    match find(&markers, "MONOVIRT-L1-INIT-OK") {
-        None => failures.push("L1's init did not start (no MONOVIRT-L1-INIT-OK)".into()),
-        Some(m) if m.field("machine") != Some("ppc64le") => {
-            failures.push(format!("L1 is {:?}, not ppc64le", m.field("machine")))
-        }
-        Some(_) => {}
-    }
-    for m in markers
-        .iter()
-        .filter(|m| m.name == "MONOVIRT-L1-INSMOD-FAILED")
-    {
-        failures.push(format!("L1 could not load module {:?}", m.field("module")));
-    }
-    if find(&markers, "MONOVIRT-L1-KVM-OK").is_none() {
-        failures.push("L1 has no kvm_hv /dev/kvm (no MONOVIRT-L1-KVM-OK)".into());
-    }
-    if find(&markers, "MONOVIRT-L1-MONOVIRT-OK").is_none() {
-        failures.push("monovirt does not run in L1 (no MONOVIRT-L1-MONOVIRT-OK)".into());
-    }
-    if find(&markers, "MONOVIRT-L1-DONE").is_none() {
-        failures.push("L1's init did not finish (no MONOVIRT-L1-DONE)".into());
-    }
-    match run.status {
-        None => failures.push(format!(
-            "L1 did not power off within {} s",
-            run.timeout.as_secs()
-        )),
-        Some(status) if !status.success() => failures.push(format!("QEMU exited with {status}")),
-        Some(_) => {}
     }
 }
 
@@ -825,17 +662,6 @@ fn check_debian(scenario: &Scenario, run: &ScenarioRun, failures: &mut Vec<Strin
     }
 }
 
-fn fail_if_any(test: &str, run: &QemuRun, failures: &[String]) {
-    if failures.is_empty() {
-        return;
-    }
-    let mut msg = format!("{test}: {} check(s) failed:\n", failures.len());
-    for failure in failures {
-        let _ = writeln!(msg, "  - {failure}");
-    }
-    panic!("{msg}{}", run.tail());
-}
-
 /// On a nested KVM-HV, `monovirt run` boots the ppc64le test guest (which checks the
 /// device tree, hcalls and RTAS and powers off or reboots through RTAS) and the Debian
 /// ppc64el kernel to its init marker.
@@ -862,11 +688,11 @@ fn ppc64le_guests_boot_under_monovirt_on_nested_kvm_hv() -> Result<()> {
     let Some(tier) = Tier::or_skip(TEST) else {
         return Ok(());
     };
-    let work = work_dir(TEST)?;
+    let work = work_dir(TIER, TEST)?;
     let initrd = build_l1_initrd(&tier, &work, &scenarios)?;
     let run = boot_l1(&tier, &work, &initrd, scenarios.len())?;
     let mut failures = Vec::new();
-    check_l1(&run, &mut failures);
+    check_ppc64le_l1(&run, &mut failures);
     for scenario in &scenarios {
         let Some(srun) = scenario_run(&run.serial, scenario.name) else {
             failures.push(format!("{}: L1 never started it", scenario.name));

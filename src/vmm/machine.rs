@@ -1,33 +1,34 @@
-//! The lifecycle of a VM built on our own KVM layer (`arch::kvm`), shared by the IBM
-//! machines ([`super::pseries`], [`super::s390_ccw`]): one `vcpu-<vm>-<n>` thread per
-//! vCPU running `KVM_RUN` and handing each exit to the machine's [`Platform`], and the
-//! `vmm-<vm>` event thread that owns them, serves [`Command`]s from the [`VmHandle`],
-//! feeds console input and tears everything down when the VM ends.
+//! The runtime of a VM built on our own KVM layer (`arch::kvm`), shared by the IBM
+//! machines ([`super::pseries`], [`super::s390_ccw`], built through [`super::builder`]):
+//! one `vcpu-<vm>-<n>` thread per vCPU running `KVM_RUN` and handing each exit to the
+//! machine's [`Platform`] (with [`other_exit`] for the exits every machine ends alike),
+//! and the `vmm-<vm>` event thread that owns them, serves the [`VmHandle`]'s commands
+//! through [`super::lifecycle`], feeds console input and tears everything down when the
+//! VM ends.
 //!
-//! The behaviour matches the x86_64 machine (`vm.rs`/`vcpu.rs` on kvm-ioctls): the same
-//! commands in the same states, kicks through `kvm_run.immediate_exit` set by a
-//! real-time signal so none is lost between the state check and `KVM_RUN`, panics caught
-//! per thread and reported as a crash.
+//! The x86_64 machine (`vm.rs`/`vcpu.rs` on kvm-ioctls) shares the command state machine
+//! ([`super::lifecycle`]) and the pause, stop and `immediate_exit` kick
+//! ([`super::vcpu_control`]), so both behave alike: the same commands in the same
+//! states, no kick lost between the state check and `KVM_RUN`, panics caught per thread
+//! and reported as a crash.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{mpsc, Arc, Once};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use arch::kvm::{self, VcpuFd};
 use tokio::sync::watch;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use super::console::ConsoleRing;
-use super::exit::{ExitReason, ExitSlot};
-use super::handle::{Command, CommandError, Request, VmHandle};
-use super::vcpu_control::{RunState, VcpuControl};
+use super::console::{ConsoleConfig, ConsoleRing};
+use super::exit::{panic_message, ExitReason, ExitSlot};
+use super::handle::{CommandError, Request, VmHandle};
+use super::lifecycle::{self, Commanded, Commands, Lifecycle};
+use super::vcpu_control::{self, install_kick_handler, VcpuControl};
 
 /// What a machine does with its vCPUs' exits and the host's requests.
 pub trait Platform: Send + Sync + 'static {
@@ -43,6 +44,32 @@ pub trait Platform: Send + Sync + 'static {
     fn console_input(&self, bytes: &[u8]);
 }
 
+/// A crash of vCPU `index` because of `what`, as [`Platform::handle_exit`] returns it.
+pub fn crash(index: u32, what: &str) -> Option<ExitReason> {
+    Some(ExitReason::Crash {
+        detail: format!("{what} on vCPU {index}"),
+    })
+}
+
+/// The exits every machine serves alike, for [`Platform::handle_exit`] to hand on what
+/// it does not serve itself: a system event (power off, reset; any other is a crash), a
+/// failed VM entry, KVM's internal error, and an exit the machine does not expect. Each
+/// ends the VM.
+pub fn other_exit(index: u32, vcpu: &VcpuFd, exit_reason: u32) -> Option<ExitReason> {
+    match exit_reason {
+        kvm::EXIT_SYSTEM_EVENT => Some(match kvm::system_event_type(vcpu.exit_data()) {
+            Some(kvm::SYSTEM_EVENT_SHUTDOWN) => ExitReason::Shutdown,
+            Some(kvm::SYSTEM_EVENT_RESET) => ExitReason::Reboot,
+            other => ExitReason::Crash {
+                detail: format!("system event {other:?} on vCPU {index}"),
+            },
+        }),
+        kvm::EXIT_FAIL_ENTRY => crash(index, "VM entry failed"),
+        kvm::EXIT_INTERNAL_ERROR => crash(index, "KVM internal error"),
+        other => crash(index, &format!("unexpected exit {other}")),
+    }
+}
+
 /// Everything a built VM hands to [`start`].
 pub struct MachineParts {
     /// VM name.
@@ -54,61 +81,15 @@ pub struct MachineParts {
     /// What must outlive the vCPUs (the VM fd, guest memory, device fds), dropped after
     /// every vCPU thread has been joined.
     pub keep_alive: Box<dyn Any + Send>,
-    /// Read stdin into [`Platform::console_input`].
-    pub console_input: bool,
-    /// A ring console whose queued input goes to [`Platform::console_input`].
-    pub console_ring: Option<ConsoleRing>,
+    /// Where the console goes: input read from stdin or queued on a ring goes to
+    /// [`Platform::console_input`].
+    pub console: ConsoleConfig,
     /// Where the machine's own threads report how the VM ended.
     pub exit: Arc<ExitSlot>,
     /// Written when `exit` gets a reason from outside the vCPU threads.
     pub exit_evt: Arc<EventFd>,
     /// The VM's statistics (device metrics registered by the machine).
     pub stats: Arc<super::stats::VmStats>,
-}
-
-thread_local! {
-    /// This thread's `kvm_run.immediate_exit` byte while it runs a vCPU.
-    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    IMMEDIATE_EXIT.with(|p| {
-        let byte = p.get();
-        if !byte.is_null() {
-            // SAFETY: `byte` points into this thread's mapped kvm_run page, set by
-            // `vcpu_loop` for exactly as long as the VcpuFd that owns the mapping lives on
-            // this thread; a volatile byte store is async-signal-safe.
-            unsafe { std::ptr::write_volatile(byte, 1) };
-        }
-    });
-}
-
-/// The kick signal: one above the x86_64 machine's, so both can live in one process.
-fn kick_signal() -> libc::c_int {
-    SIGRTMIN() + 1
-}
-
-fn install_kick_handler() -> io::Result<()> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = register_signal_handler(kick_signal(), kick_handler)
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()));
-    });
-    result
-}
-
-fn kick(thread: &JoinHandle<()>) {
-    // A thread that already ended cannot be signalled; nothing to kick then.
-    let _ = thread.kill(kick_signal());
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[derive(Clone)]
@@ -125,7 +106,7 @@ fn spawn_vcpu(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHa
         .name(format!("vcpu-{}-{index}", ctx.vm))
         .spawn(move || {
             let result = catch_unwind(AssertUnwindSafe(|| vcpu_loop(index, &mut fd, &ctx)));
-            IMMEDIATE_EXIT.with(|p| p.set(std::ptr::null_mut()));
+            vcpu_control::clear_kick_target();
             if let Err(panic) = result {
                 let msg = panic_message(panic.as_ref());
                 tracing::error!(vm = %ctx.vm, vcpu = index, "vCPU thread panicked: {msg}");
@@ -139,7 +120,9 @@ fn spawn_vcpu(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHa
 }
 
 fn vcpu_loop(index: u32, fd: &mut VcpuFd, ctx: &VcpuContext) {
-    IMMEDIATE_EXIT.with(|p| p.set(fd.immediate_exit_ptr()));
+    // SAFETY: the kvm_run page is mapped while `fd` lives; `spawn_vcpu` clears the
+    // target before the fd goes.
+    unsafe { vcpu_control::set_kick_target(fd.immediate_exit_ptr()) };
     while ctx.control.wait_runnable() {
         let outcome = match fd.run() {
             Ok(kvm::EXIT_INTR) => None,
@@ -188,8 +171,11 @@ pub fn start(parts: MachineParts) -> io::Result<VmHandle> {
         threads: Vec::new(),
         platform: parts.platform,
         keep_alive: Some(parts.keep_alive),
-        console_input: parts.console_input,
-        console_ring: parts.console_ring,
+        console_input: matches!(parts.console, ConsoleConfig::Stdio),
+        console_ring: match parts.console {
+            ConsoleConfig::Ring(ring) => Some(ring),
+            _ => None,
+        },
         control: Arc::new(VcpuControl::default()),
         exit: parts.exit,
         exit_tx,
@@ -204,56 +190,18 @@ pub fn start(parts: MachineParts) -> io::Result<VmHandle> {
 }
 
 fn event_thread(mut parts: EventParts) {
-    let result = catch_unwind(AssertUnwindSafe(|| event_loop(&mut parts)));
-    if let Err(panic) = result {
-        let msg = panic_message(panic.as_ref());
-        tracing::error!(vm = %parts.name, "VM event thread panicked: {msg}");
-        parts.exit.report(ExitReason::Crash {
-            detail: format!("VM event thread panicked: {msg}"),
-        });
-    }
-    parts.control.set(RunState::Stopping);
-    for t in &parts.threads {
-        kick(t);
-    }
-    for t in parts.threads.drain(..) {
-        // A vCPU thread's panic is caught inside it; a join error cannot carry news.
-        let _ = t.join();
-    }
+    let (name, exit) = (parts.name.clone(), parts.exit.clone());
+    lifecycle::run_guarded(&name, &exit, || event_loop(&mut parts));
+    parts.control.stop(&mut parts.threads);
     parts.vcpus.clear();
     parts.keep_alive.take();
-    while let Ok(req) = parts.rx.try_recv() {
-        let _ = req.reply.send(Err(CommandError::Exited));
-    }
-    let reason = parts.exit.reason().unwrap_or(ExitReason::Killed);
-    tracing::debug!(vm = %parts.name, %reason, "VM ended");
-    parts.exit.finish();
-    parts.exit_tx.send_replace(Some(reason));
+    lifecycle::finish(&parts.name, &parts.exit, &parts.exit_tx, &parts.rx);
 }
 
 const TOKEN_CMD: u64 = 0;
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_STDIN: u64 = 2;
 const TOKEN_RING: u64 = 3;
-/// How long a pause waits for every vCPU to park.
-const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lifecycle {
-    Created,
-    Running,
-    Paused,
-}
-
-impl Lifecycle {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Running => "running",
-            Self::Paused => "paused",
-        }
-    }
-}
 
 fn event_loop(parts: &mut EventParts) {
     let setup = || -> io::Result<Epoll> {
@@ -290,16 +238,10 @@ fn event_loop(parts: &mut EventParts) {
             return;
         }
     };
-    let mut state = Lifecycle::Created;
-    let mut stop_deadline: Option<Instant> = None;
+    let mut commands = Commands::new(Lifecycle::Created, &parts.name, &parts.control, &parts.exit);
     let mut events = vec![EpollEvent::default(); 8];
     loop {
-        let timeout = stop_deadline.map_or(-1, |d| {
-            d.saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(i32::MAX as u128) as i32
-        });
-        let n = match epoll.wait(timeout, &mut events) {
+        let n = match epoll.wait(commands.timeout_ms(), &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -309,9 +251,7 @@ fn event_loop(parts: &mut EventParts) {
                 return;
             }
         };
-        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
-            tracing::info!(vm = %parts.name, "guest did not power off in time; stopping it");
-            parts.exit.report(ExitReason::Killed);
+        if commands.overdue() {
             return;
         }
         for ev in &events[..n] {
@@ -319,8 +259,7 @@ fn event_loop(parts: &mut EventParts) {
                 TOKEN_CMD => {
                     let _ = parts.cmd_evt.read();
                     while let Ok(req) = parts.rx.try_recv() {
-                        let (result, end) =
-                            command(parts, &mut state, &mut stop_deadline, req.command);
+                        let (result, end) = commands.apply(parts, req.command);
                         let _ = req.reply.send(result);
                         if end {
                             return;
@@ -355,86 +294,35 @@ fn event_loop(parts: &mut EventParts) {
     }
 }
 
-/// Applies one command; returns its answer and whether the VM ends.
-fn command(
-    parts: &mut EventParts,
-    state: &mut Lifecycle,
-    stop_deadline: &mut Option<Instant>,
-    cmd: Command,
-) -> (Result<(), CommandError>, bool) {
-    match (cmd, *state) {
-        (Command::Start, Lifecycle::Created) => {
-            let ctx = VcpuContext {
-                vm: parts.name.clone(),
-                platform: parts.platform.clone(),
-                control: parts.control.clone(),
-                exit: parts.exit.clone(),
-                exit_evt: parts.exit_evt.clone(),
-            };
-            for (i, fd) in parts.vcpus.drain(..).enumerate() {
-                match spawn_vcpu(i as u32, fd, ctx.clone()) {
-                    Ok(t) => parts.threads.push(t),
-                    Err(e) => {
-                        parts.exit.report(ExitReason::Crash {
-                            detail: format!("cannot start vCPU {i}: {e}"),
-                        });
-                        return (Err(CommandError::Failed(e.to_string())), true);
-                    }
+impl Commanded for EventParts {
+    fn vcpu_threads(&self) -> &[JoinHandle<()>] {
+        &self.threads
+    }
+
+    fn start_vcpus(&mut self) -> Result<(), CommandError> {
+        let ctx = VcpuContext {
+            vm: self.name.clone(),
+            platform: self.platform.clone(),
+            control: self.control.clone(),
+            exit: self.exit.clone(),
+            exit_evt: self.exit_evt.clone(),
+        };
+        for (i, fd) in self.vcpus.drain(..).enumerate() {
+            match spawn_vcpu(i as u32, fd, ctx.clone()) {
+                Ok(t) => self.threads.push(t),
+                Err(e) => {
+                    self.exit.report(ExitReason::Crash {
+                        detail: format!("cannot start vCPU {i}: {e}"),
+                    });
+                    return Err(CommandError::Failed(e.to_string()));
                 }
             }
-            *state = Lifecycle::Running;
-            (Ok(()), false)
         }
-        (Command::Pause, Lifecycle::Running) => {
-            parts.control.set(RunState::Paused);
-            for t in &parts.threads {
-                kick(t);
-            }
-            if parts
-                .control
-                .wait_parked(parts.threads.len(), PAUSE_TIMEOUT)
-            {
-                *state = Lifecycle::Paused;
-                (Ok(()), false)
-            } else {
-                parts.control.set(RunState::Running);
-                (Err(CommandError::PauseTimeout), false)
-            }
-        }
-        (Command::Resume, Lifecycle::Paused) => {
-            parts.control.set(RunState::Running);
-            *state = Lifecycle::Running;
-            (Ok(()), false)
-        }
-        (Command::Stop { .. } | Command::Kill, Lifecycle::Created) | (Command::Kill, _) => {
-            parts.exit.report(ExitReason::Killed);
-            (Ok(()), true)
-        }
-        (Command::Stop { .. } | Command::PowerButton, _) => {
-            if *state == Lifecycle::Paused {
-                parts.control.set(RunState::Running);
-                *state = Lifecycle::Running;
-            }
-            match parts.platform.power_button() {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::debug!(vm = %parts.name, "the guest cannot hear the power button")
-                }
-                Err(e) => return (Err(CommandError::Failed(e.to_string())), false),
-            }
-            if let Command::Stop { timeout } = cmd {
-                let deadline = Instant::now() + timeout;
-                *stop_deadline = Some(stop_deadline.map_or(deadline, |d| d.min(deadline)));
-            }
-            (Ok(()), false)
-        }
-        (_, s) => (
-            Err(CommandError::InvalidState {
-                command: cmd,
-                state: s.name(),
-            }),
-            false,
-        ),
+        Ok(())
+    }
+
+    fn power_button(&self) -> io::Result<bool> {
+        self.platform.power_button()
     }
 }
 
@@ -442,6 +330,7 @@ fn command(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, Instant};
 
     /// A platform for a real-mode x86 test guest: port 0x10 writes count, port 0x11 ends
     /// the VM with Shutdown.
@@ -506,8 +395,7 @@ mod tests {
             vcpus: vec![vcpu],
             platform: platform.clone(),
             keep_alive: Box::new((vm, mem)),
-            console_input: false,
-            console_ring: None,
+            console: ConsoleConfig::Null,
             exit: Arc::new(ExitSlot::default()),
             exit_evt: Arc::new(EventFd::new(EFD_NONBLOCK).expect("eventfd")),
             stats: Arc::new(crate::vmm::stats::VmStats::new(None)),

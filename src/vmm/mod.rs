@@ -5,15 +5,17 @@
 //!   thread `vmm-<vm>`;
 //! - [`vcpu`]: the `vcpu-<vm>-<n>` threads (blocking `KVM_RUN`, pause and kick);
 //! - [`handle`]: the cloneable command handle (start, pause, resume, stop, kill) and
-//!   the exit await; [`exit`]: why a VM ended;
+//!   the exit await; [`lifecycle`]: what every machine's event thread does with its
+//!   commands; [`exit`]: why a VM ended;
 //! - [`console`]: where COM1 goes; [`config`]: what a VM is made of;
 //! - [`device_manager`]: the PCI root complex and virtio devices (configured by
 //!   [`device_config`]), with MSI-X through KVM irqfds and GSI routes ([`msi`]);
 //! - [`run`]: `monovirt run`, one VM in the foreground; [`terminal`]: its raw-mode stdin;
 //! - [`stats`]: read-only vCPU, memory and device statistics for `/metrics`;
 //! - [`pseries`] (ppc64le, KVM-HV) and [`s390_ccw`] (s390x, KVM on Z): the IBM machines
-//!   on our own KVM layer, with [`machine`] (vCPU threads and the event thread) and
-//!   [`vcpu_control`] (pause/stop) shared with every architecture. Only the machine of
+//!   on our own KVM layer, built through [`builder`], with [`machine`] (vCPU threads
+//!   and the event thread), and [`vcpu_control`] (pause, stop, the kick) shared with
+//!   every architecture. Only the machine of
 //!   the target architecture is exported as [`create`]; docs/arches.md says what runs
 //!   where;
 //! - [`seccomp`]: the per-thread seccomp filters of vCPU, event and device threads.
@@ -23,11 +25,13 @@
 //! input; guest-triggered logging is at `trace` level. A panic in a VM's threads is
 //! caught and ends that VM with [`ExitReason::Crash`].
 
+pub mod builder;
 pub mod config;
 pub mod console;
 pub mod device_config;
 pub mod exit;
 pub mod handle;
+pub mod lifecycle;
 pub mod machine;
 pub mod memory;
 pub mod run;

@@ -1,70 +1,23 @@
 //! vCPU threads: one named `vcpu-<vm>-<n>` per vCPU, each a blocking `KVM_RUN` loop that
 //! emulates port and MMIO accesses on the I/O buses in place. The event thread pauses
-//! and stops them through [`VcpuControl`] plus a kick: a real-time signal whose handler
-//! sets the thread's `kvm_run.immediate_exit`, so a kick is never lost between the
-//! state check and entering the guest.
+//! and stops them through [`VcpuControl`] plus a [`kick`] (`super::vcpu_control`).
 
-use std::cell::Cell;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use devices::bus::Bus;
 use kvm_bindings::{
-    kvm_run, KVM_EXIT_INTERNAL_ERROR, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
+    KVM_EXIT_INTERNAL_ERROR, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
     KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::exit::{panic_message, ExitReason, ExitSlot};
 
-pub use super::vcpu_control::{RunState, VcpuControl};
-
-thread_local! {
-    /// This thread's `kvm_run` page while it runs a vCPU (null otherwise).
-    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
-}
-
-extern "C" fn kick_handler(
-    _num: libc::c_int,
-    _info: *mut libc::siginfo_t,
-    _ctx: *mut libc::c_void,
-) {
-    KVM_RUN.with(|p| {
-        let run = p.get();
-        if !run.is_null() {
-            // SAFETY: `run` is this thread's mapped kvm_run page, set by `run_loop` for
-            // exactly as long as the VcpuFd that owns the mapping is alive on this
-            // thread; a volatile byte store is async-signal-safe.
-            unsafe { std::ptr::write_volatile(&mut (*run).immediate_exit, 1) };
-        }
-    });
-}
-
-/// The signal used to kick vCPU threads out of `KVM_RUN`.
-pub fn kick_signal() -> libc::c_int {
-    SIGRTMIN()
-}
-
-/// Installs the kick handler once per process.
-pub fn install_kick_handler() -> io::Result<()> {
-    static ONCE: Once = Once::new();
-    let mut result = Ok(());
-    ONCE.call_once(|| {
-        result = register_signal_handler(kick_signal(), kick_handler)
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()));
-    });
-    result
-}
-
-/// Kicks a vCPU thread out of the guest.
-pub fn kick(thread: &JoinHandle<()>) {
-    // A thread that already ended cannot be signalled; nothing to kick then.
-    let _ = thread.kill(kick_signal());
-}
+pub use super::vcpu_control::{install_kick_handler, kick, RunState, VcpuControl};
 
 /// What a vCPU thread needs besides its fd.
 #[derive(Clone)]
@@ -101,7 +54,7 @@ pub fn spawn(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHan
             }
             ctx.stats.vcpu_started(index);
             let result = catch_unwind(AssertUnwindSafe(|| run_loop(index, &mut fd, &ctx)));
-            KVM_RUN.with(|p| p.set(std::ptr::null_mut()));
+            super::vcpu_control::clear_kick_target();
             if let Err(panic) = result {
                 let msg = panic_message(&*panic);
                 tracing::error!(vm = %ctx.vm, vcpu = index, "vCPU thread panicked: {msg}");
@@ -115,7 +68,9 @@ pub fn spawn(index: u32, mut fd: VcpuFd, ctx: VcpuContext) -> io::Result<JoinHan
 }
 
 fn run_loop(index: u32, fd: &mut VcpuFd, ctx: &VcpuContext) {
-    KVM_RUN.with(|p| p.set(fd.get_kvm_run() as *mut kvm_run));
+    // SAFETY: the kvm_run page is mapped while `fd` lives; `spawn` clears the target
+    // before the fd goes.
+    unsafe { super::vcpu_control::set_kick_target(&mut fd.get_kvm_run().immediate_exit) };
     while ctx.control.wait_runnable() {
         let outcome = match fd.run() {
             Ok(exit) => handle_exit(index, exit, ctx),

@@ -1,8 +1,68 @@
 //! Pause, resume and stop of a VM's vCPU threads: the state they check before each
-//! `KVM_RUN` and park on while paused. Shared by every architecture's vCPU loop.
+//! `KVM_RUN` and park on while paused, and the kick that gets them out of `KVM_RUN`: a
+//! real-time signal whose handler sets the thread's `kvm_run.immediate_exit`, so a kick
+//! is never lost between the state check and entering the guest. Shared by every
+//! architecture's vCPU loop (kvm-ioctls' on x86_64, `arch::kvm`'s on the IBM machines).
 
-use std::sync::{Condvar, Mutex};
+use std::cell::Cell;
+use std::io;
+use std::sync::{Condvar, Mutex, Once};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+thread_local! {
+    /// This thread's `kvm_run.immediate_exit` byte while it runs a vCPU (null otherwise).
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    IMMEDIATE_EXIT.with(|p| {
+        let byte = p.get();
+        if !byte.is_null() {
+            // SAFETY: `byte` points into this thread's mapped kvm_run page, set by
+            // `set_kick_target` for exactly as long as the vCPU fd that owns the mapping
+            // lives on this thread; a volatile byte store is async-signal-safe.
+            unsafe { std::ptr::write_volatile(byte, 1) };
+        }
+    });
+}
+
+/// The signal used to kick vCPU threads out of `KVM_RUN`.
+pub fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+/// Installs the kick handler once per process.
+pub fn install_kick_handler() -> io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = register_signal_handler(kick_signal(), kick_handler)
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()));
+    });
+    result
+}
+
+/// Kicks a vCPU thread out of the guest.
+pub fn kick(thread: &JoinHandle<()>) {
+    // A thread that already ended cannot be signalled; nothing to kick then.
+    let _ = thread.kill(kick_signal());
+}
+
+/// Makes a kick of this thread set `immediate_exit`, the byte of its vCPU's `kvm_run`.
+///
+/// # Safety
+/// `immediate_exit` must stay mapped until [`clear_kick_target`] runs on this thread.
+pub unsafe fn set_kick_target(immediate_exit: *mut u8) {
+    IMMEDIATE_EXIT.with(|p| p.set(immediate_exit));
+}
+
+/// Forgets this thread's kick target (before its vCPU fd goes).
+pub fn clear_kick_target() {
+    IMMEDIATE_EXIT.with(|p| p.set(std::ptr::null_mut()));
+}
 
 /// What the vCPUs should be doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +134,32 @@ impl VcpuControl {
                     g.parked -= 1;
                 }
             }
+        }
+    }
+
+    /// Pauses the vCPUs on `threads`: parks them, kicking each out of `KVM_RUN`. False
+    /// (and running again) if not all parked within `timeout`.
+    pub fn pause(&self, threads: &[JoinHandle<()>], timeout: Duration) -> bool {
+        self.set(RunState::Paused);
+        for t in threads {
+            kick(t);
+        }
+        let parked = self.wait_parked(threads.len(), timeout);
+        if !parked {
+            self.set(RunState::Running);
+        }
+        parked
+    }
+
+    /// Stops the vCPU threads (parked or running) and joins them.
+    pub fn stop(&self, threads: &mut Vec<JoinHandle<()>>) {
+        self.set(RunState::Stopping);
+        for t in threads.iter() {
+            kick(t);
+        }
+        for t in threads.drain(..) {
+            // A vCPU thread's panic is caught inside it; a join error cannot carry news.
+            let _ = t.join();
         }
     }
 

@@ -7,11 +7,10 @@
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, RawFd};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arch::boot::{BootConfig, BootEntry};
 use arch::layout;
@@ -32,7 +31,8 @@ use super::config::VmConfig;
 use super::console::{self, ConsoleConfig};
 use super::device_manager::{self, DeviceError, DeviceManager};
 use super::exit::{panic_message, ExitReason, ExitSlot};
-use super::handle::{Command, CommandError, Request, VmHandle};
+use super::handle::{CommandError, Request, VmHandle};
+use super::lifecycle::{self, Commanded, Commands, Lifecycle};
 use super::memory::{self, Memory};
 use super::vcpu::{self, RunState, VcpuContext, VcpuControl};
 
@@ -126,7 +126,7 @@ struct VmParts {
 impl Drop for VmParts {
     fn drop(&mut self) {
         // Only when the event thread never ran; `teardown` has joined them otherwise.
-        stop_vcpus(&self.control, &mut self.vcpu_threads);
+        self.control.stop(&mut self.vcpu_threads);
     }
 }
 
@@ -288,7 +288,7 @@ fn build(config: VmConfig, initial: Lifecycle) -> Result<VmHandle, VmError> {
         match vcpu::spawn(i as u32, fd, ctx.clone()) {
             Ok(t) => vcpu_threads.push(t),
             Err(e) => {
-                stop_vcpus(&control, &mut vcpu_threads);
+                control.stop(&mut vcpu_threads);
                 return Err(VmError::Io("a vCPU thread", e));
             }
         }
@@ -487,18 +487,6 @@ fn build_platform(
     })
 }
 
-/// Stops the vCPU threads (parked or running) and joins them.
-fn stop_vcpus(control: &VcpuControl, threads: &mut Vec<JoinHandle<()>>) {
-    control.set(RunState::Stopping);
-    for t in threads.iter() {
-        vcpu::kick(t);
-    }
-    for t in threads.drain(..) {
-        // A vCPU thread's panic is caught inside it; a join error cannot carry news.
-        let _ = t.join();
-    }
-}
-
 const TOKEN_CMD: u64 = 0;
 const TOKEN_EXIT: u64 = 1;
 const TOKEN_SHUTDOWN: u64 = 2;
@@ -508,26 +496,6 @@ const TOKEN_RING_INPUT: u64 = 5;
 
 /// How soon input that did not fit the COM1 FIFO is offered again.
 const INPUT_RETRY: Duration = Duration::from_millis(5);
-
-/// How long a pause waits for every vCPU to park.
-const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lifecycle {
-    Created,
-    Running,
-    Paused,
-}
-
-impl Lifecycle {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Created => "created",
-            Self::Running => "running",
-            Self::Paused => "paused",
-        }
-    }
-}
 
 fn event_thread(mut parts: VmParts) {
     // Its seccomp filter first; the vCPU threads it starts inherit it and add their own.
@@ -539,27 +507,14 @@ fn event_thread(mut parts: VmParts) {
         teardown(&mut parts);
         return;
     }
-    let result = catch_unwind(AssertUnwindSafe(|| event_loop(&mut parts)));
-    if let Err(panic) = result {
-        let msg = panic_message(&*panic);
-        tracing::error!(vm = %parts.name, "VM event thread panicked: {msg}");
-        parts.exit.report(ExitReason::Crash {
-            detail: format!("VM event thread panicked: {msg}"),
-        });
-    }
+    let (name, exit) = (parts.name.clone(), parts.exit.clone());
+    lifecycle::run_guarded(&name, &exit, || event_loop(&mut parts));
     teardown(&mut parts);
 }
 
 fn teardown(parts: &mut VmParts) {
-    stop_vcpus(&parts.control, &mut parts.vcpu_threads);
-    // Commands that raced with the end get a clear answer.
-    while let Ok(req) = parts.rx.try_recv() {
-        let _ = req.reply.send(Err(CommandError::Exited));
-    }
-    let reason = parts.exit.reason().unwrap_or(ExitReason::Killed);
-    tracing::debug!(vm = %parts.name, %reason, "VM ended");
-    parts.exit.finish();
-    parts.exit_tx.send_replace(Some(reason));
+    parts.control.stop(&mut parts.vcpu_threads);
+    lifecycle::finish(&parts.name, &parts.exit, &parts.exit_tx, &parts.rx);
 }
 
 fn add(epoll: &Epoll, fd: RawFd, token: u64) -> std::io::Result<()> {
@@ -603,18 +558,11 @@ fn event_loop(parts: &mut VmParts) {
             return;
         }
     };
-    let mut state = parts.initial;
-    let mut stop_deadline: Option<Instant> = None;
+    let mut commands = Commands::new(parts.initial, &parts.name, &parts.control, &parts.exit);
     let mut events = vec![EpollEvent::default(); 8];
     let mut input_pending = false;
     loop {
-        let mut timeout = match stop_deadline {
-            Some(d) => d
-                .saturating_duration_since(Instant::now())
-                .as_millis()
-                .min(i32::MAX as u128) as i32,
-            None => -1,
-        };
+        let mut timeout = commands.timeout_ms();
         if input_pending {
             let retry = INPUT_RETRY.as_millis() as i32;
             timeout = if timeout < 0 {
@@ -639,9 +587,7 @@ fn event_loop(parts: &mut VmParts) {
                 serial.enqueue_input(bytes).unwrap_or(0)
             });
         }
-        if stop_deadline.is_some_and(|d| Instant::now() >= d) {
-            tracing::info!(vm = %parts.name, "guest did not power off in time; stopping it");
-            parts.exit.report(ExitReason::Killed);
+        if commands.overdue() {
             return;
         }
         for ev in &events[..n] {
@@ -649,8 +595,7 @@ fn event_loop(parts: &mut VmParts) {
                 TOKEN_CMD => {
                     let _ = parts.cmd_evt.read();
                     while let Ok(req) = parts.rx.try_recv() {
-                        let (result, end) =
-                            command(parts, &mut state, &mut stop_deadline, req.command);
+                        let (result, end) = commands.apply(parts, req.command);
                         let _ = req.reply.send(result);
                         if end {
                             return;
@@ -692,78 +637,19 @@ fn event_loop(parts: &mut VmParts) {
     }
 }
 
-/// Applies one command; returns its answer and whether the VM ends.
-fn command(
-    parts: &mut VmParts,
-    state: &mut Lifecycle,
-    stop_deadline: &mut Option<Instant>,
-    cmd: Command,
-) -> (Result<(), CommandError>, bool) {
-    let invalid = |state: Lifecycle| {
-        (
-            Err(CommandError::InvalidState {
-                command: cmd,
-                state: state.name(),
-            }),
-            false,
-        )
-    };
-    match (cmd, *state) {
-        (Command::Start, Lifecycle::Created) => {
-            // The vCPU threads are parked since `create`.
-            parts.control.set(RunState::Running);
-            *state = Lifecycle::Running;
-            (Ok(()), false)
-        }
-        (Command::Pause, Lifecycle::Running) => {
-            parts.control.set(RunState::Paused);
-            for t in &parts.vcpu_threads {
-                vcpu::kick(t);
-            }
-            if parts
-                .control
-                .wait_parked(parts.vcpu_threads.len(), PAUSE_TIMEOUT)
-            {
-                *state = Lifecycle::Paused;
-                (Ok(()), false)
-            } else {
-                parts.control.set(RunState::Running);
-                (Err(CommandError::PauseTimeout), false)
-            }
-        }
-        (Command::Resume, Lifecycle::Paused) => {
-            parts.control.set(RunState::Running);
-            *state = Lifecycle::Running;
-            (Ok(()), false)
-        }
-        (Command::Stop { .. } | Command::Kill, Lifecycle::Created) | (Command::Kill, _) => {
-            parts.exit.report(ExitReason::Killed);
-            (Ok(()), true)
-        }
-        (Command::Stop { .. } | Command::PowerButton, _) => {
-            if *state == Lifecycle::Paused {
-                parts.control.set(RunState::Running);
-                *state = Lifecycle::Running;
-            }
-            let pressed = parts
-                .pm
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .press_power_button();
-            match pressed {
-                Ok(enabled) => {
-                    if !enabled {
-                        tracing::debug!(vm = %parts.name, "power button pressed before the guest enabled it");
-                    }
-                }
-                Err(e) => return (Err(CommandError::Failed(e.to_string())), false),
-            }
-            if let Command::Stop { timeout } = cmd {
-                let deadline = Instant::now() + timeout;
-                *stop_deadline = Some(stop_deadline.map_or(deadline, |d| d.min(deadline)));
-            }
-            (Ok(()), false)
-        }
-        (_, s) => invalid(s),
+impl Commanded for VmParts {
+    fn vcpu_threads(&self) -> &[JoinHandle<()>] {
+        &self.vcpu_threads
+    }
+
+    fn start_vcpus(&mut self) -> Result<(), CommandError> {
+        // The vCPU threads are parked since `create`.
+        self.control.set(RunState::Running);
+        Ok(())
+    }
+
+    fn power_button(&self) -> std::io::Result<bool> {
+        let mut pm = self.pm.lock().unwrap_or_else(|e| e.into_inner());
+        pm.press_power_button()
     }
 }

@@ -11,45 +11,29 @@
 
 pub mod papr;
 
-use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use arch::kvm::{self, Kvm, UserMemoryRegion, VmFd};
+use arch::kvm::VmFd;
 use arch::ppc64le::{boot, fdt, kvm as ppc, layout, regs, rtas};
 use devices::pci::PciBus;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vm_memory::{Bytes, GuestAddress};
 
+use super::builder::{self, kvm_err, BuildError, Reporting};
 use super::config::VmConfig;
-use super::console::{self, ConsoleConfig};
-use super::exit::ExitSlot;
+use super::console;
 use super::handle::VmHandle;
-use super::machine::{self, MachineParts};
-use super::memory::{self, Memory};
+use super::memory::Memory;
 
 /// Errors creating a pseries VM. Each names what the operator must fix.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    /// Invalid configuration.
-    #[error("Invalid VM configuration: {0}")]
-    Config(String),
-    /// Kernel or initrd file.
-    #[error("Cannot read {}", .0.display())]
-    Read(PathBuf, #[source] std::io::Error),
-    /// /dev/kvm.
-    #[error("Cannot open /dev/kvm")]
-    KvmOpen(#[source] std::io::Error),
-    /// A KVM capability we need.
-    #[error("KVM lacks {0}")]
-    KvmCap(&'static str),
-    /// A KVM ioctl.
-    #[error("KVM failed to {0}")]
-    Kvm(&'static str, #[source] std::io::Error),
-    /// Guest memory.
-    #[error("Cannot create guest memory")]
-    Memory(#[from] memory::MemoryError),
+    /// A step every machine takes.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// Virtio devices are not offered yet.
+    #[error("Invalid VM configuration: virtio devices are not offered on ppc64le yet (they need MSIs through RTAS)")]
+    VirtioDevices,
     /// Kernel image.
     #[error("Cannot load kernel {}", .0.display())]
     Boot(PathBuf, #[source] boot::BootError),
@@ -59,110 +43,50 @@ pub enum VmError {
     /// Boot data does not fit the real mode area.
     #[error("{0} does not fit guest memory")]
     Placement(&'static str),
-    /// Console output, eventfds, threads.
-    #[error("Cannot set up {0}")]
-    Io(&'static str, #[source] std::io::Error),
-}
-
-fn kvm_err(what: &'static str) -> impl FnOnce(std::io::Error) -> VmError {
-    move |e| VmError::Kvm(what, e)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, VmError> {
-    let mut data = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut data))
-        .map_err(|e| VmError::Read(path.to_path_buf(), e))?;
-    Ok(data)
 }
 
 /// Everything that must outlive the vCPUs.
 struct KeepAlive {
     _vm: Arc<VmFd>,
-    _xics: File,
+    _xics: std::fs::File,
     _memory: Memory,
 }
 
-/// Checks what this machine can build before touching KVM.
+/// Checks what this machine can build before touching KVM; returns the memory size.
 pub fn validate(config: &VmConfig) -> Result<u64, VmError> {
-    if config.vcpus != 1 {
-        return Err(VmError::Config(format!(
-            "{} vCPUs: ppc64le guests run with 1 vCPU until RTAS start-cpu is offered",
-            config.vcpus
-        )));
-    }
+    let mem_size = builder::memory_size(config, boot::MIN_MEMORY, "RTAS start-cpu")?;
     if !config.disks.is_empty()
         || !config.nics.is_empty()
         || config.vsock.is_some()
         || config.rng
         || config.virtio_console.is_some()
     {
-        return Err(VmError::Config(
-            "virtio devices are not offered on ppc64le yet (they need MSIs through RTAS)".into(),
-        ));
+        return Err(VmError::VirtioDevices);
     }
-    config
-        .memory_mib
-        .checked_mul(1 << 20)
-        .filter(|m| *m >= boot::MIN_MEMORY)
-        .ok_or_else(|| {
-            VmError::Config(format!(
-                "memory must be at least {} MiB",
-                boot::MIN_MEMORY >> 20
-            ))
-        })
+    Ok(mem_size)
 }
 
 /// Creates a pseries VM from `config` and its event thread; the vCPU starts on
 /// [`VmHandle::start`].
 pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     let mem_size = validate(&config)?;
-    let kernel = read(&config.kernel)?;
-    let initrd = config.initrd.as_deref().map(read).transpose()?;
+    let kernel = builder::read(&config.kernel)?;
+    let initrd = config.initrd.as_deref().map(builder::read).transpose()?;
 
-    let kvm = Kvm::new().map_err(VmError::KvmOpen)?;
-    for (cap, what) in [
-        (kvm::CAP_USER_MEMORY, "user memory regions"),
-        (kvm::CAP_IMMEDIATE_EXIT, "immediate_exit"),
-        (kvm::CAP_IRQFD, "irqfd"),
-    ] {
-        if kvm.check_extension(cap) <= 0 {
-            return Err(VmError::KvmCap(what));
-        }
-    }
+    let kvm = builder::open_kvm(&[(arch::kvm::CAP_IRQFD, "irqfd")])?;
     let vm = Arc::new(
         kvm.create_vm(ppc::VM_TYPE_HV)
             .map_err(kvm_err("create a KVM-HV VM"))?,
     );
-    for (cap, what) in [
-        (ppc::CAP_PPC_PAPR, "PAPR guests"),
-        (ppc::CAP_IRQ_XICS, "the in-kernel XICS"),
-    ] {
-        if vm.check_extension(cap) <= 0 {
-            return Err(VmError::KvmCap(what));
-        }
-    }
-
-    let memory = memory::create_regions(
-        &config.name,
-        &layout::ram_regions(mem_size),
-        config.hugepages,
+    builder::require(
+        |cap| vm.check_extension(cap),
+        &[
+            (ppc::CAP_PPC_PAPR, "PAPR guests"),
+            (ppc::CAP_IRQ_XICS, "the in-kernel XICS"),
+        ],
     )?;
-    for (slot, region) in memory.guest.iter().enumerate() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
-            .map_err(|e| VmError::Config(format!("guest region without mapping: {e}")))?;
-        let r = UserMemoryRegion {
-            slot: slot as u32,
-            flags: 0,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
-        };
-        // SAFETY: the region is a live mapping of `memory.guest`, which KeepAlive holds
-        // until after the VM fd (and so KVM's use of it) is dropped.
-        unsafe { vm.set_user_memory_region(r) }.map_err(kvm_err("register guest memory"))?;
-    }
+    // SAFETY: KeepAlive holds the memory and drops it after the VM fd.
+    let memory = unsafe { builder::guest_memory(&vm, &config, &layout::ram_regions(mem_size)) }?;
 
     // Kernel, initrd, RTAS blob and device tree.
     let loaded = boot::load_elf(&memory.guest, &kernel)
@@ -220,31 +144,23 @@ pub fn create(config: VmConfig) -> Result<VmHandle, VmError> {
     state.gpr = entry.gpr;
     ppc::set_regs(&vcpu, &state).map_err(kvm_err("set vCPU registers"))?;
 
-    let out = console::output(&config.console).map_err(|e| VmError::Io("the console", e))?;
+    let out = console::output(&config.console).map_err(|e| BuildError::Io("the console", e))?;
     let platform = papr::Pseries::new(
         papr::Papr::new(memory.guest.clone(), out, Arc::new(PciBus::new())),
         vm.clone(),
     );
-    let exit_evt = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(|e| VmError::Io("an eventfd", e))?);
-    machine::start(MachineParts {
-        name: config.name.as_str().into(),
-        vcpus: vec![vcpu],
-        platform: Arc::new(platform),
-        keep_alive: Box::new(KeepAlive {
-            _vm: vm,
-            _xics: xics,
-            _memory: memory,
-        }),
-        console_input: matches!(config.console, ConsoleConfig::Stdio),
-        console_ring: match &config.console {
-            ConsoleConfig::Ring(ring) => Some(ring.clone()),
-            _ => None,
-        },
-        exit: Arc::new(ExitSlot::default()),
-        exit_evt,
-        stats: Arc::new(super::stats::VmStats::new(None)),
-    })
-    .map_err(|e| VmError::Io("the VM threads", e))
+    let keep_alive = KeepAlive {
+        _vm: vm,
+        _xics: xics,
+        _memory: memory,
+    };
+    let vm = Reporting::new()?.start(
+        &config,
+        vec![vcpu],
+        Arc::new(platform),
+        Box::new(keep_alive),
+    );
+    Ok(vm?)
 }
 
 /// First XICS source number (QEMU's pseries uses the same base for its sources).
@@ -263,12 +179,17 @@ mod tests {
         let mut c = VmConfig::new("p", "/nonexistent");
         assert_eq!(validate(&c).unwrap(), 128 << 20);
         c.vcpus = 2;
-        assert!(matches!(validate(&c), Err(VmError::Config(m)) if m.contains("start-cpu")));
+        assert!(
+            matches!(validate(&c), Err(VmError::Build(BuildError::Config(m))) if m.contains("start-cpu"))
+        );
         c.vcpus = 1;
         c.rng = true;
-        assert!(matches!(validate(&c), Err(VmError::Config(m)) if m.contains("virtio")));
+        assert!(matches!(validate(&c), Err(VmError::VirtioDevices)));
         c.rng = false;
         c.memory_mib = 8;
-        assert!(matches!(validate(&c), Err(VmError::Config(_))));
+        assert!(matches!(
+            validate(&c),
+            Err(VmError::Build(BuildError::Config(_)))
+        ));
     }
 }

@@ -17,7 +17,7 @@ use devices::pci::PciBus;
 use vm_memory::GuestMemoryMmap;
 
 use crate::vmm::exit::ExitReason;
-use crate::vmm::machine::Platform;
+use crate::vmm::machine::{self, crash, Platform};
 
 /// H_SET_MODE.
 pub const H_SET_MODE: u64 = 0x31c;
@@ -326,16 +326,7 @@ impl Platform for Pseries {
                 }
                 None
             }
-            kvm::EXIT_SYSTEM_EVENT => Some(match kvm::system_event_type(vcpu.exit_data()) {
-                Some(kvm::SYSTEM_EVENT_SHUTDOWN) => ExitReason::Shutdown,
-                Some(kvm::SYSTEM_EVENT_RESET) => ExitReason::Reboot,
-                other => ExitReason::Crash {
-                    detail: format!("system event {other:?} on vCPU {index}"),
-                },
-            }),
-            kvm::EXIT_FAIL_ENTRY => crash(index, "VM entry failed"),
-            kvm::EXIT_INTERNAL_ERROR => crash(index, "KVM internal error"),
-            other => crash(index, &format!("unexpected exit {other}")),
+            other => machine::other_exit(index, vcpu, other),
         }
     }
 
@@ -348,12 +339,6 @@ impl Platform for Pseries {
     fn console_input(&self, bytes: &[u8]) {
         self.papr.console_input(bytes);
     }
-}
-
-fn crash(index: u32, what: &str) -> Option<ExitReason> {
-    Some(ExitReason::Crash {
-        detail: format!("{what} on vCPU {index}"),
-    })
 }
 
 // Tests may unwrap: a failed unwrap is a failed test.

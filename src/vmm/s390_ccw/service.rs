@@ -18,7 +18,7 @@ use devices::virtio::transport::ccw::{ChannelSubsystem, IoInstruction, Outcome};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::vmm::exit::ExitReason;
-use crate::vmm::machine::Platform;
+use crate::vmm::machine::{self, crash, Platform};
 
 /// SCLP command word: Read SCP Info (and its forced variant).
 pub const SCLP_CMD_READ_SCP_INFO: u32 = 0x0002_0001;
@@ -321,15 +321,7 @@ impl Platform for S390 {
             }
             kvm::EXIT_S390_TSCH => self.test_subchannel(index, vcpu),
             kvm::EXIT_S390_RESET => Some(ExitReason::Reboot),
-            kvm::EXIT_SYSTEM_EVENT => Some(match kvm::system_event_type(vcpu.exit_data()) {
-                Some(kvm::SYSTEM_EVENT_SHUTDOWN) => ExitReason::Shutdown,
-                Some(kvm::SYSTEM_EVENT_RESET) => ExitReason::Reboot,
-                other => ExitReason::Crash {
-                    detail: format!("system event {other:?} on vCPU {index}"),
-                },
-            }),
-            kvm::EXIT_INTERNAL_ERROR => crash(index, "KVM internal error"),
-            other => crash(index, &format!("unexpected exit {other}")),
+            other => machine::other_exit(index, vcpu, other),
         }
     }
 
@@ -354,12 +346,6 @@ pub fn wait_outcome(index: u32, psw: Option<(u64, u64)>) -> Option<ExitReason> {
         ),
         None => crash(index, "disabled wait"),
     }
-}
-
-fn crash(index: u32, what: &str) -> Option<ExitReason> {
-    Some(ExitReason::Crash {
-        detail: format!("{what} on vCPU {index}"),
-    })
 }
 
 // Tests may unwrap: a failed unwrap is a failed test.
