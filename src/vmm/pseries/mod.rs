@@ -31,6 +31,9 @@ pub enum VmError {
     /// A step every machine takes.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// Host set-up around the VM (`vmm::run`'s signal handling).
+    #[error("Cannot set up {0}")]
+    Io(&'static str, #[source] std::io::Error),
     /// Virtio devices are not offered yet.
     #[error("Invalid VM configuration: virtio devices are not offered on ppc64le yet (they need MSIs through RTAS)")]
     VirtioDevices,

@@ -35,6 +35,9 @@ pub enum VmError {
     /// A step every machine takes.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// Host set-up around the VM (`vmm::run`'s signal handling).
+    #[error("Cannot set up {0}")]
+    Io(&'static str, #[source] std::io::Error),
     /// Kernel image and parameters.
     #[error("Cannot load kernel {}", .0.display())]
     Boot(PathBuf, #[source] boot::BootError),
