@@ -11,6 +11,8 @@ export MONOVIRT_REQUIRE_KVM=1
 # The stock kubectl (a version dispatcher on PATH) is a client in the tests.
 export MONOVIRT_REQUIRE_KUBECTL=1
 export CARGO_TERM_COLOR=never
+# A clean checkout builds everything once: incremental caches would only add writes and disk.
+export CARGO_INCREMENTAL=0
 
 echo "== format and lints"
 cargo fmt --all --check
