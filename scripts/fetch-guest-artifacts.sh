@@ -29,7 +29,7 @@
 #   vmlinux               the kernel's own ELF (boot/vmlinux-*), checked to be ppc64le
 #   l2-initrd.cpio.gz     busybox and tests/linux/l2-init.sh as /init (no modules: the
 #                         pseries console and interrupt controller are built in)
-#   l1-base.cpio          busybox, kvm and kvm_hv, tests/linux/ppc64le-l1-init.sh as /init
+#   l1-base.cpio          busybox, kvm and kvm_hv, tests/linux/l1-init.sh as /init
 #
 # Idempotent: packages are downloaded only when debs/ lacks them, and each image is
 # rebuilt only when one of its inputs is newer than it.
@@ -52,7 +52,6 @@ ppc64el)
     out=$out/ppc64el
     flavour=powerpc64le
     pkg_arch=:ppc64el
-    l1_init=$repo/tests/linux/ppc64le-l1-init.sh
     ;;
 *)
     echo "fetch-guest-artifacts: unknown architecture $arch (amd64 or ppc64el)" >&2

@@ -28,7 +28,8 @@ use anyhow::{ensure, Context, Result};
 
 mod l1_support;
 use l1_support::{
-    check_l1, copy_into, fail_if_any, find, run_qemu, scenario_run, work_dir, Marker, QemuRun,
+    check_l1, copy_into, fail_if_any, find, pack_l1_initrd, run_qemu, scenario_run, work_dir,
+    Marker, QemuRun,
 };
 
 /// The tier's name in logs and its work folder under target/tmp.
@@ -679,13 +680,14 @@ fn build_l1_initrd_with(
         copy_into(&stage, &lib, &lib.to_string_lossy())?;
     }
 
+    let mut script = None;
     if !scenarios.is_empty() || !served.is_empty() {
+        let mut lines = format!("SCENARIO_TIMEOUT={SCENARIO_TIMEOUT_SECS}\n");
         copy_into(&stage, &tier.bzimage, L2_BZIMAGE)?;
         copy_into(&stage, &tier.vmlinux, L2_VMLINUX)?;
         copy_into(&stage, &tier.l2_initrd, L2_INITRD)?;
-        let mut script = format!("SCENARIO_TIMEOUT={SCENARIO_TIMEOUT_SECS}\n");
         for scenario in scenarios {
-            script.push_str(&scenario.shell_line());
+            lines.push_str(&scenario.shell_line());
         }
         if !served.is_empty() {
             copy_into(
@@ -708,34 +710,11 @@ fn build_l1_initrd_with(
                 .join(format!("{}.yaml", scenario.name));
             fs::create_dir_all(manifest.parent().expect("a manifest has a folder"))?;
             fs::write(&manifest, scenario.manifest()?)?;
-            script.push_str(&scenario.shell_line());
+            lines.push_str(&scenario.shell_line());
         }
-        fs::create_dir_all(stage.join("etc"))?;
-        fs::write(stage.join("etc/scenarios.sh"), script)?;
+        script = Some(lines);
     }
-
-    let overlay = work.join("l1-overlay.cpio");
-    let cpio = Command::new("sh")
-        .args([
-            "-c",
-            "find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0",
-        ])
-        .current_dir(&stage)
-        .stdout(File::create(&overlay)?)
-        .status()
-        .context("cannot run cpio")?;
-    ensure!(cpio.success(), "cpio of the L1 overlay failed");
-
-    let initrd = work.join("l1-initrd.cpio");
-    let mut out = File::create(&initrd)?;
-    for part in [&tier.l1_base, &overlay] {
-        let mut input = File::open(part)?;
-        std::io::copy(&mut input, &mut out)?;
-    }
-    out.flush()?;
-    fs::remove_dir_all(&stage)?;
-    fs::remove_file(&overlay)?;
-    Ok(initrd)
+    pack_l1_initrd(work, &stage, script.as_deref(), &tier.l1_base)
 }
 
 /// A QEMU boot of a Debian kernel under TCG.

@@ -4,10 +4,11 @@
 //!
 //! There is no POWER host here. QEMU's pseries machine in TCG mode with a POWER9 CPU and
 //! `cap-nested-hv=on` boots the Debian ppc64el kernel as L1; L1's init
-//! (`tests/linux/ppc64le-l1-init.sh`) loads that kernel's own `kvm` and `kvm_hv` modules,
-//! which gives a KVM-HV `/dev/kvm` running its guests through the nested-HV interface,
-//! and then runs the scenarios this test writes into `/etc/scenarios.sh`, each one a
-//! `monovirt run` of an L2 guest. L1 is booted once for all of them (it is emulated).
+//! (`tests/linux/l1-init.sh`, shared with the x86 tier) loads that kernel's own `kvm` and
+//! `kvm_hv` modules, which gives a KVM-HV `/dev/kvm` running its guests through the
+//! nested-HV interface, and then runs the scenarios this test writes into
+//! `/etc/scenarios.sh`, each one a `monovirt run` of an L2 guest. L1 is booted once for
+//! all of them (it is emulated).
 //!
 //! The kernel, busybox and both initramfs bases come from
 //! `scripts/fetch-guest-artifacts.sh ppc64el` (cached under
@@ -34,8 +35,8 @@ use anyhow::{bail, ensure, Context, Result};
 
 mod l1_support;
 use l1_support::{
-    check_l1, copy_into, fail_if_any, find, run_qemu, scenario_run, work_dir, Marker, QemuRun,
-    ScenarioRun,
+    check_l1, copy_into, fail_if_any, find, pack_l1_initrd, run_qemu, scenario_run, work_dir,
+    Marker, QemuRun, ScenarioRun,
 };
 
 /// The tier's name in logs and its work folder under target/tmp.
@@ -352,7 +353,7 @@ fn guest_initrd() -> Vec<u8> {
 }
 
 /// Builds L1's initramfs into `work`: the fetch script's base archive (busybox, the kvm
-/// modules, ppc64le-l1-init.sh as /init) followed by a second archive with monovirt, its
+/// modules, l1-init.sh as /init) followed by a second archive with monovirt, its
 /// shared libraries and loader, the L2 images and the scenarios.
 fn build_l1_initrd(tier: &Tier, work: &Path, scenarios: &[Scenario]) -> Result<PathBuf> {
     let stage = work.join("l1-overlay");
@@ -397,30 +398,7 @@ fn build_l1_initrd(tier: &Tier, work: &Path, scenarios: &[Scenario]) -> Result<P
     for scenario in scenarios {
         script.push_str(&scenario.shell_line());
     }
-    fs::create_dir_all(stage.join("etc"))?;
-    fs::write(stage.join("etc/scenarios.sh"), script)?;
-
-    let overlay = work.join("l1-overlay.cpio");
-    let cpio = Command::new("sh")
-        .args([
-            "-c",
-            "find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0",
-        ])
-        .current_dir(&stage)
-        .stdout(File::create(&overlay)?)
-        .status()
-        .context("cannot run cpio")?;
-    ensure!(cpio.success(), "cpio of the L1 overlay failed");
-
-    let initrd = work.join("l1-initrd.cpio");
-    let mut out = File::create(&initrd)?;
-    for part in [&tier.l1_base, &overlay] {
-        std::io::copy(&mut File::open(part)?, &mut out)?;
-    }
-    out.flush()?;
-    fs::remove_dir_all(&stage)?;
-    fs::remove_file(&overlay)?;
-    Ok(initrd)
+    pack_l1_initrd(work, &stage, Some(&script), &tier.l1_base)
 }
 
 /// Boots L1 (QEMU pseries, TCG, POWER9 with nested KVM-HV) with `initrd`, bounded by the

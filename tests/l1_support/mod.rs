@@ -41,6 +41,44 @@ pub fn copy_into(stage: &Path, from: &Path, to: &str) -> Result<()> {
     Ok(())
 }
 
+/// Finishes L1's initramfs: writes `scenarios`, if any, as the staged `/etc/scenarios.sh`
+/// (which the L1 init sources), packs the staging folder as a newc cpio (owned by root, in a stable
+/// order) and appends it to the tier's base initramfs `l1_base` (the kernel unpacks
+/// concatenated archives in order, so staged files win). The staging folder is removed.
+pub fn pack_l1_initrd(
+    work: &Path,
+    stage: &Path,
+    scenarios: Option<&str>,
+    l1_base: &Path,
+) -> Result<PathBuf> {
+    if let Some(script) = scenarios {
+        fs::create_dir_all(stage.join("etc"))?;
+        fs::write(stage.join("etc/scenarios.sh"), script)?;
+    }
+
+    let overlay = work.join("l1-overlay.cpio");
+    let cpio = Command::new("sh")
+        .args([
+            "-c",
+            "find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0",
+        ])
+        .current_dir(stage)
+        .stdout(File::create(&overlay)?)
+        .status()
+        .context("cannot run cpio")?;
+    anyhow::ensure!(cpio.success(), "cpio of the L1 overlay failed");
+
+    let initrd = work.join("l1-initrd.cpio");
+    let mut out = File::create(&initrd)?;
+    for part in [l1_base, overlay.as_path()] {
+        std::io::copy(&mut File::open(part)?, &mut out)?;
+    }
+    std::io::Write::flush(&mut out)?;
+    fs::remove_dir_all(stage)?;
+    fs::remove_file(&overlay)?;
+    Ok(initrd)
+}
+
 /// Kills QEMU when a test ends early.
 struct Guard(Child);
 

@@ -1,10 +1,16 @@
 #!/bin/busybox sh
-# /init of the L1 host of the real-Linux test tier: the Debian cloud kernel under QEMU
-# (TCG, an EPYC CPU with SVM and NPT). It loads that kernel's own irqbypass, kvm and
-# kvm_amd modules, which gives a real kvm_amd /dev/kvm with nested paging, then runs the
-# scenarios the test put in /etc/scenarios.sh, each one `monovirt run` of an L2 guest.
-# Every line it reports starts with MONOVIRT-L1-; the L2 guests' own lines (MONOVIRT-L2-)
-# appear between a scenario's BEGIN and END lines.
+# /init of the L1 host of both nested-KVM test tiers, the same script on each
+# architecture:
+# - x86_64 (tests/linux_tier.rs): the Debian cloud kernel under QEMU (TCG, an EPYC CPU
+#   with SVM and NPT); its own irqbypass, kvm and kvm_amd modules give a real kvm_amd
+#   /dev/kvm with nested paging.
+# - ppc64le (tests/ppc64le_tier.rs): the Debian ppc64el kernel under QEMU's pseries
+#   machine (TCG, POWER9, cap-nested-hv=on); its own kvm and kvm_hv modules give a KVM-HV
+#   /dev/kvm running its guests through the nested-HV interface.
+# It loads the modules listed in /etc/modules, then runs the scenarios the test put in
+# /etc/scenarios.sh, each one `monovirt run` of an L2 guest (monovirt cross-built for
+# ppc64le there). Every line it reports starts with MONOVIRT-L1-; the L2 guests' own lines
+# (MONOVIRT-L2-) appear between a scenario's BEGIN and END lines.
 
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/bin
@@ -15,15 +21,24 @@ mount -t devtmpfs devtmpfs /dev
 # take it now that devtmpfs is mounted.
 exec </dev/console >/dev/console 2>&1
 
-echo "MONOVIRT-L1-INIT-OK kernel=$(uname -r) cpus=$(nproc)"
+echo "MONOVIRT-L1-INIT-OK kernel=$(uname -r) cpus=$(nproc) machine=$(uname -m)"
 
 for module in $(cat /etc/modules); do
     insmod "$module" || echo "MONOVIRT-L1-INSMOD-FAILED module=${module##*/}"
 done
 
-if [ -c /dev/kvm ] && [ -d /sys/module/kvm_amd ]; then
-    echo "MONOVIRT-L1-KVM-OK npt=$(cat /sys/module/kvm_amd/parameters/npt)" \
-        "nested=$(cat /sys/module/kvm_amd/parameters/nested)"
+# The KVM module this architecture's tier needs, and the facts its test checks.
+case $(uname -m) in
+ppc64le) kvm_module=kvm_hv ;;
+*) kvm_module=kvm_amd ;;
+esac
+if [ -c /dev/kvm ] && [ -d /sys/module/$kvm_module ]; then
+    if [ $kvm_module = kvm_amd ]; then
+        echo "MONOVIRT-L1-KVM-OK npt=$(cat /sys/module/kvm_amd/parameters/npt)" \
+            "nested=$(cat /sys/module/kvm_amd/parameters/nested)"
+    else
+        echo "MONOVIRT-L1-KVM-OK hv=1"
+    fi
 else
     echo "MONOVIRT-L1-KVM-MISSING"
     dmesg | tail -n 40
