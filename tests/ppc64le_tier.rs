@@ -25,7 +25,7 @@
 //! `MONOVIRT_REQUIRE_KVM=1` it fails instead.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,8 +35,8 @@ use anyhow::{bail, ensure, Context, Result};
 
 mod l1_support;
 use l1_support::{
-    check_l1, copy_into, fail_if_any, find, pack_l1_initrd, run_qemu, scenario_run, work_dir,
-    Marker, QemuRun, ScenarioRun,
+    check_l1, copy_into, fail_if_any, find, hang_report, pack_l1_initrd, run_qemu, scenario_run,
+    work_dir, Marker, QemuRun, ScenarioRun,
 };
 
 /// The tier's name in logs and its work folder under target/tmp.
@@ -555,7 +555,8 @@ fn check_test_guest(
     match (reboot, run.rc) {
         (_, None) => failures.push(format!("{name}: did not finish (L1 stopped first)")),
         (_, Some(SCENARIO_TIMED_OUT_RC)) => failures.push(format!(
-            "{name}: monovirt run did not exit within {SCENARIO_TIMEOUT_SECS} s"
+            "{name}: monovirt run did not exit within {SCENARIO_TIMEOUT_SECS} s; {}",
+            hang_report(run)
         )),
         (false, Some(0)) => {}
         (false, Some(rc)) => failures.push(format!(

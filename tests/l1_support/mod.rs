@@ -246,6 +246,37 @@ pub fn scenario_run<'a>(serial: &'a str, name: &str) -> Option<ScenarioRun<'a>> 
     })
 }
 
+/// Lines of a killed scenario's own output quoted after its threads' report.
+const HANG_TAIL_LINES: usize = 20;
+
+/// What L1's init reported about a scenario it killed at its timeout: each monovirt
+/// thread's state and kernel stack (`MONOVIRT-L1-HANG…` lines, l1-init.sh's
+/// `hang_report`), then the last lines the scenario printed before.
+pub fn hang_report(run: &ScenarioRun) -> String {
+    let threads: Vec<&str> = run
+        .text
+        .iter()
+        .filter(|l| l.contains("MONOVIRT-L1-HANG"))
+        .map(|l| l.trim_end())
+        .collect();
+    let output: Vec<&str> = run
+        .text
+        .iter()
+        .filter(|l| !l.contains("MONOVIRT-L1-HANG"))
+        .map(|l| l.trim_end())
+        .collect();
+    let tail = &output[output.len().saturating_sub(HANG_TAIL_LINES)..];
+    format!(
+        "its threads then:\n{}\nits last lines:\n{}",
+        if threads.is_empty() {
+            "(no report)".to_string()
+        } else {
+            threads.join("\n")
+        },
+        tail.join("\n")
+    )
+}
+
 /// Checks what every L1 boot must show whatever its architecture: its init started and
 /// finished, loaded every module, has a `/dev/kvm` from `kvm_module`, the monovirt
 /// binary runs there, and QEMU ended with L1's poweroff. The tier checks the markers'

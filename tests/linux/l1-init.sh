@@ -57,17 +57,43 @@ fi
 
 # Runs one scenario: `scenario NAME ARGS...` runs `monovirt run ARGS...`, bounded by
 # SCENARIO_TIMEOUT seconds, between lines that name it and give its exit code. At the
-# timeout monovirt gets SIGKILL, which it cannot handle, so rc=137 means exactly that.
+# timeout a watchdog first reports what each of monovirt's threads is doing
+# (`hang_report`), then sends SIGKILL, which monovirt cannot handle, so rc=137 means
+# exactly that.
 SCENARIO_TIMEOUT=180
 scenario() {
     name=$1
     shift
     echo "MONOVIRT-L1-SCENARIO-BEGIN name=$name"
     start=$(cut -d' ' -f1 /proc/uptime)
-    timeout -s KILL "$SCENARIO_TIMEOUT" monovirt run "$@" </dev/null
+    monovirt run "$@" </dev/null &
+    pid=$!
+    (
+        sleep "$SCENARIO_TIMEOUT"
+        hang_report "$pid"
+        kill -KILL "$pid"
+    ) </dev/null &
+    watchdog=$!
+    wait "$pid"
     rc=$?
+    kill "$watchdog" 2>/dev/null
     end=$(cut -d' ' -f1 /proc/uptime)
     printf '\nMONOVIRT-L1-SCENARIO-END name=%s rc=%s start=%s end=%s\n' "$name" "$rc" "$start" "$end"
+}
+
+# One MONOVIRT-L1-HANG line per thread of process $1 (its name, scheduler state, the
+# kernel function it sleeps in, its system call number and first argument), each followed
+# by its kernel stack, so that the test's failure message says where a hung VMM was: in
+# KVM_RUN (the vCPU ioctl), blocked writing its console, or waiting on a lock.
+hang_report() {
+    echo
+    for task in /proc/$1/task/*; do
+        [ -d "$task" ] || continue
+        state=$(sed 's/.*) //' "$task/stat" | cut -d' ' -f1)
+        echo "MONOVIRT-L1-HANG tid=${task##*/} comm=$(cat "$task/comm") state=$state" \
+            "wchan=$(cat "$task/wchan" 2>/dev/null) syscall=$(cut -d' ' -f1-2 "$task/syscall" 2>/dev/null | tr ' ' ,)"
+        sed 's/^/MONOVIRT-L1-HANG-STACK /' "$task/stack" 2>/dev/null
+    done
 }
 
 # The host side of the L2 virtio checks (l2-init.sh's `devices` task):
