@@ -11,7 +11,6 @@
 
 use anyhow::{bail, Context, Result};
 use api::resource::ResourceDef;
-use api::status::Cause;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -23,35 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn none(_: &mut Value) {}
-fn valid(_: &Value) -> Vec<Cause> {
-    Vec::new()
-}
-fn no_unknown(_: &Value) -> Vec<String> {
-    Vec::new()
-}
-fn schema() -> Value {
-    json!({})
-}
-
 /// A VirtualMachine-shaped resource with no-op hooks, so the benchmark measures the store.
 const VM: ResourceDef = ResourceDef {
     group: "kubevirt.io",
-    version: "v1",
     kind: "VirtualMachine",
     list_kind: "VirtualMachineList",
     plural: "virtualmachines",
     singular: "virtualmachine",
-    short_names: &[],
-    categories: &[],
-    namespaced: true,
     has_status: true,
-    verbs: &[],
-    columns: &[],
-    default: none,
-    validate: valid,
-    unknown_fields: no_unknown,
-    schema,
+    ..ResourceDef::OPAQUE
 };
 
 /// A realistic ~1 KiB VirtualMachine manifest.

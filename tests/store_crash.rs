@@ -8,7 +8,6 @@
 //! killed after at most a second.
 
 use api::resource::ResourceDef;
-use api::status::Cause;
 use monovirt::store::{ListOptions, Objects, Patch, WatchEventType, WriteOptions};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -16,34 +15,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn none(_: &mut Value) {}
-fn valid(_: &Value) -> Vec<Cause> {
-    Vec::new()
-}
-fn no_unknown(_: &Value) -> Vec<String> {
-    Vec::new()
-}
-fn schema() -> Value {
-    json!({})
-}
-
 const VM: ResourceDef = ResourceDef {
     group: "kubevirt.io",
-    version: "v1",
     kind: "VirtualMachine",
     list_kind: "VirtualMachineList",
     plural: "virtualmachines",
     singular: "virtualmachine",
-    short_names: &[],
-    categories: &[],
-    namespaced: true,
     has_status: true,
-    verbs: &[],
-    columns: &[],
-    default: none,
-    validate: valid,
-    unknown_fields: no_unknown,
-    schema,
+    ..ResourceDef::OPAQUE
 };
 
 const CHILD_ENV: &str = "MONOVIRT_CRASH_CHILD";

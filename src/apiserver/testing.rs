@@ -2,16 +2,8 @@
 //! in `api` so handler tests pin the HTTP behaviour alone.
 
 use api::resource::{PrinterColumn, ResourceDef};
-use api::status::Cause;
 use serde_json::{json, Value};
 
-fn no_default(_: &mut Value) {}
-fn no_causes(_: &Value) -> Vec<Cause> {
-    Vec::new()
-}
-fn no_unknown(_: &Value) -> Vec<String> {
-    Vec::new()
-}
 fn object_schema() -> Value {
     json!({"type": "object", "description": "A test kind.",
            "properties": {"spec": {"type": "object", "description": "The spec."}}})
@@ -66,10 +58,8 @@ pub const VM: ResourceDef = ResourceDef {
             json_path: ".status.conditions[?(@.type=='Ready')].status",
         },
     ],
-    default: no_default,
-    validate: no_causes,
-    unknown_fields: no_unknown,
     schema: object_schema,
+    ..ResourceDef::OPAQUE
 };
 
 pub const NODE: ResourceDef = ResourceDef {
@@ -85,10 +75,8 @@ pub const NODE: ResourceDef = ResourceDef {
     has_status: true,
     verbs: VERBS,
     columns: &[],
-    default: no_default,
-    validate: no_causes,
-    unknown_fields: no_unknown,
     schema: object_schema,
+    ..ResourceDef::OPAQUE
 };
 
 pub const NAMESPACE: ResourceDef = ResourceDef {

@@ -41,17 +41,6 @@ fn vm_unknown(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn none(_: &mut Value) {}
-fn valid(_: &Value) -> Vec<Cause> {
-    Vec::new()
-}
-fn no_unknown(_: &Value) -> Vec<String> {
-    Vec::new()
-}
-fn schema() -> Value {
-    json!({})
-}
-
 pub const VM: ResourceDef = ResourceDef {
     group: "kubevirt.io",
     version: "v1",
@@ -61,14 +50,11 @@ pub const VM: ResourceDef = ResourceDef {
     singular: "virtualmachine",
     short_names: &["vm"],
     categories: &["all"],
-    namespaced: true,
     has_status: true,
-    verbs: &[],
-    columns: &[],
     default: vm_default,
     validate: vm_validate,
     unknown_fields: vm_unknown,
-    schema,
+    ..ResourceDef::OPAQUE
 };
 
 /// A VirtualMachineInstance-like dependent kind.
@@ -77,10 +63,10 @@ pub const VMI: ResourceDef = ResourceDef {
     list_kind: "VirtualMachineInstanceList",
     plural: "virtualmachineinstances",
     singular: "virtualmachineinstance",
-    default: none,
-    validate: valid,
-    unknown_fields: no_unknown,
-    ..VM
+    short_names: &[],
+    categories: &[],
+    has_status: true,
+    ..ResourceDef::OPAQUE
 };
 
 /// A built-in, namespaced kind without a status subresource.
@@ -92,15 +78,7 @@ pub const PVC: ResourceDef = ResourceDef {
     plural: "persistentvolumeclaims",
     singular: "persistentvolumeclaim",
     short_names: &["pvc"],
-    categories: &[],
-    namespaced: true,
-    has_status: false,
-    verbs: &[],
-    columns: &[],
-    default: none,
-    validate: valid,
-    unknown_fields: no_unknown,
-    schema,
+    ..ResourceDef::OPAQUE
 };
 
 pub const NAMESPACE: ResourceDef = ResourceDef {
