@@ -218,6 +218,18 @@ fn host_disk(image: &Path, flags: libc::c_int) -> Result<[f64; 5]> {
     Ok([seq_read, seq_write, qd1, qd1, qd32])
 }
 
+/// The device-thread settings the guest ran with (the VMM's tuning variables, if set).
+fn device_settings() -> String {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "default".into());
+    format!(
+        "{}={}, {}={}",
+        monovirt::vmm::virtio_devices::POLL_MAX_ENV,
+        var(monovirt::vmm::virtio_devices::POLL_MAX_ENV),
+        monovirt::vmm::virtio_devices::IO_URING_ENV,
+        var(monovirt::vmm::virtio_devices::IO_URING_ENV)
+    )
+}
+
 /// The rows of a disk table.
 const ROWS: [&str; 5] = [
     "sequential read, 64 KiB, QD1 (MiB/s)",
@@ -251,6 +263,7 @@ fn disk_table(runs: usize) -> Result<()> {
                 .collect()
         })
         .collect();
+    let load_before = vmm_support::load_average();
     // Runs interleave the modes, so a change in the machine's load hits all alike.
     for _ in 0..runs {
         for (((cache, _, flags), rows), kicks) in MODES.iter().zip(&mut tables).zip(&mut kicks) {
@@ -273,12 +286,15 @@ fn disk_table(runs: usize) -> Result<()> {
             }
         }
     }
+    let load_after = vmm_support::load_average();
     for (((cache, host, _), rows), kicks) in MODES.iter().zip(&tables).zip(&kicks) {
         println!(
             "virtio-blk cache={cache}: test guest (virtio-drivers at CPL 3, polling; the device \
              opens the image as cache={cache} says) vs host (pread/pwrite, {host}; QD32 = 32 \
-             threads) on the same {} MiB image, {runs} runs",
-            IMAGE >> 20
+             threads) on the same {} MiB image, {runs} runs (load average {load_before} \
+             before, {load_after} after; {})",
+            IMAGE >> 20,
+            device_settings()
         );
         println!("| metric | guest min | guest median | guest max | host median | guest/host |");
         println!("| --- | --- | --- | --- | --- | --- |");

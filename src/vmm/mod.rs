@@ -18,7 +18,8 @@
 //!   every architecture. Only the machine of
 //!   the target architecture is exported as [`create`]; docs/arches.md says what runs
 //!   where;
-//! - [`seccomp`]: the per-thread seccomp filters of vCPU, event and device threads.
+//! - [`seccomp`]: the per-thread seccomp filters of vCPU, event and device threads;
+//!   [`poll_window`]: how long the device thread busy-polls before it blocks.
 //!
 //! Trust boundary: everything the guest writes (port/MMIO data, ACPI register values)
 //! is handled on its vCPU thread by code that checks ranges and never panics on guest
@@ -34,6 +35,7 @@ pub mod handle;
 pub mod lifecycle;
 pub mod machine;
 pub mod memory;
+pub mod poll_window;
 pub mod run;
 pub mod seccomp;
 pub mod stats;

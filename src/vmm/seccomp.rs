@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `Vcpu` | `vcpu-<vm>-<n>` | `KVM_RUN` and the vCPU's other KVM ioctls, eventfd writes, futexes, memory for the exit handlers, the kick signal |
 //! | `Event` | `vmm-<vm>` | the vCPUs' ones, plus epoll, console and command I/O, signalling vCPU threads, joining and tearing down; no thread creation |
-//! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`, `RWF_NOWAIT`'s `preadv2`/`pwritev2`, `fdatasync`/`fallocate`), tap I/O, irqfd writes, starting more disk I/O workers (`clone` with exactly a thread's flags) |
+//! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`, `RWF_NOWAIT`'s `preadv2`/`pwritev2`, `fdatasync`/`fallocate`, `io_uring_enter` on the disk's confined ring: every kind of thread may enter it, as resets run on vCPU threads), tap I/O, irqfd writes, starting more disk I/O workers (`clone` with exactly a thread's flags) |
 //!
 //! `ioctl` is allowed only with KVM's ioctl type (`0xAE`) in its request number, plus the
 //! few terminal and tap requests a thread needs. Whatever is not listed gets the
@@ -158,6 +158,11 @@ mod filter {
         libc::SYS_futex,
         libc::SYS_getrandom,
         libc::SYS_gettid,
+        // A disk's io_uring: submitted and reaped on the device thread, waited idle where
+        // a reset (a vCPU thread writing the status) or the teardown runs. The rings are
+        // set up before any filter, confined to reading and writing their own image
+        // (`devices::virtio::block::uring`), and no filtered thread may make another.
+        libc::SYS_io_uring_enter,
         libc::SYS_madvise,
         libc::SYS_mmap,
         libc::SYS_mprotect,

@@ -1,7 +1,10 @@
 //! The virtio devices of a VM, whatever their transport: [`build`] makes the device
 //! models a [`VmConfig`] names (disks, NICs, vsock, rng, console), and [`spawn`] runs
 //! them on one thread `virtio-<vm>` that polls every queue eventfd and device fd and
-//! calls the device, until its [`DeviceThread`] is dropped. The x86_64 machine puts the
+//! calls the device, until its [`DeviceThread`] is dropped. Between waits the thread
+//! busy-polls the devices that allow it (disks) for an adaptive window
+//! ([`PollWindow`], at most [`POLL_MAX`]) with the driver's notifications off, so a
+//! guest issuing request after request neither exits to kick nor waits for a wake-up. The x86_64 machine puts the
 //! devices on PCI (`device_manager`), the s390x machine on channel-subsystem subchannels
 //! (`s390_ccw::virtio_ccw`); both hand the transports' queue eventfds to this thread.
 
@@ -9,6 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use devices::virtio::block::{BlockConfig, BlockDevice, ThreadInit, DEFAULT_WORKERS};
 use devices::virtio::console::ConsoleDevice;
@@ -16,12 +20,14 @@ use devices::virtio::net::{NetBackend, NetConfig, NetDevice, Tap};
 use devices::virtio::rng::RngDevice;
 use devices::virtio::transport::SharedVirtioDevice;
 use devices::virtio::vsock::VsockDevice;
+use devices::virtio::Progress;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::config::VmConfig;
 use super::device_config::VirtioConsoleConfig;
+use super::poll_window::PollWindow;
 use super::stats::VmStats;
 
 /// Guest memory as the devices hold it.
@@ -73,6 +79,7 @@ pub fn build(
             cache: disk.cache,
             workers: DEFAULT_WORKERS,
             worker_init: Some(worker_init.clone()),
+            io_uring: io_uring_wanted(),
         })
         .map_err(device_err(format!("disk {}", disk.path.display())))?;
         tracing::debug!(disk = %name, path = %disk.path.display(), cache = %dev.cache_mode(), "virtio-blk disk");
@@ -121,6 +128,15 @@ pub fn build(
     Ok(devices)
 }
 
+/// Environment variable that turns the disks' io_uring off (`0`): every read and write
+/// then goes to the disk's worker threads, as on kernels without io_uring. For comparisons
+/// (the virtio benchmark) and for hosts that must not use io_uring.
+pub const IO_URING_ENV: &str = "MONOVIRT_BLK_IO_URING";
+
+fn io_uring_wanted() -> bool {
+    std::env::var(IO_URING_ENV).map_or(true, |v| v.trim() != "0")
+}
+
 /// What the device thread polls for one device.
 pub struct Polled {
     /// The device model.
@@ -157,6 +173,7 @@ pub fn spawn(
     }
     let epoll =
         build_epoll(&polled, &stop).map_err(|e| VirtioDevicesError::Io("the device epoll", e))?;
+    let poll_max = poll_max();
     let thread = std::thread::Builder::new()
         .name(format!("virtio-{vm}"))
         .spawn(move || {
@@ -164,7 +181,7 @@ pub fn spawn(
                 crash(e.to_string());
                 return;
             }
-            match catch_unwind(AssertUnwindSafe(|| device_loop(&epoll, &polled))) {
+            match catch_unwind(AssertUnwindSafe(|| device_loop(&epoll, &polled, poll_max))) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => crash(format!("virtio device loop failed: {e}")),
                 Err(panic) => {
@@ -229,15 +246,84 @@ fn build_epoll(polled: &[Polled], stop: &EventFd) -> std::io::Result<Epoll> {
     Ok(epoll)
 }
 
-/// Runs until the stop eventfd fires.
-fn device_loop(epoll: &Epoll, polled: &[Polled]) -> std::io::Result<()> {
+/// Locks a device (a panic while it was locked was reported already; its state is still
+/// the best there is).
+fn lock(p: &Polled) -> std::sync::MutexGuard<'_, dyn devices::virtio::VirtioDevice<Mem> + 'static> {
+    p.device.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The longest the device thread busy-polls before blocking unless [`POLL_MAX_ENV`] says
+/// otherwise; see [`PollWindow`]. Twice QEMU's `poll-max-ns` default (32 µs, chosen for
+/// guests on hardware virtualization): a guest on nested or software virtualization (the
+/// development machines' PVM) takes 15-30 µs from seeing a completion to publishing its
+/// next request, which a 32 µs window catches only some of the time.
+pub const POLL_MAX: Duration = Duration::from_micros(64);
+
+/// Environment variable with the polling maximum in microseconds (`0` turns polling off),
+/// read when a VM's device thread starts: a tuning knob like QEMU's `poll-max-ns`, and
+/// what the benchmarks use to compare with and without polling.
+pub const POLL_MAX_ENV: &str = "MONOVIRT_VIRTIO_POLL_US";
+
+/// The polling maximum: [`POLL_MAX_ENV`] if it holds a number, else [`POLL_MAX`].
+fn poll_max() -> Duration {
+    std::env::var(POLL_MAX_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(POLL_MAX, Duration::from_micros)
+}
+
+/// Runs until the stop eventfd fires: waits for queue kicks and device fds, and in
+/// between busy-polls the pollable devices for as long as the adaptive window says.
+fn device_loop(epoll: &Epoll, polled: &[Polled], poll_max: Duration) -> std::io::Result<()> {
     let mut events = vec![EpollEvent::default(); 64];
+    let pollable: Vec<&Polled> = polled.iter().filter(|p| lock(p).pollable()).collect();
+    let mut window = PollWindow::new(if pollable.is_empty() {
+        Duration::ZERO
+    } else {
+        poll_max
+    });
+    // Whether the pollable devices keep the driver's notifications off.
+    let mut polling = false;
     loop {
-        let n = match epoll.wait(-1, &mut events) {
+        let wait_start = Instant::now();
+        let mut found = Progress::default();
+        if !window.current().is_zero() {
+            if !polling {
+                polling = true;
+                for p in &pollable {
+                    lock(p).set_polling(true);
+                }
+            }
+            loop {
+                for p in &pollable {
+                    found |= lock(p).poll();
+                }
+                if found.any() || wait_start.elapsed() >= window.current() {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        if polling && !found.any() {
+            // Nothing came: notifications back on before blocking, and one more look for
+            // what arrived while they were off.
+            polling = false;
+            for p in &pollable {
+                let mut device = lock(p);
+                if device.set_polling(false) {
+                    found |= device.poll();
+                }
+            }
+        }
+        // Having found work, only look at the fds (the stop event, other devices) before
+        // polling again; otherwise block.
+        let timeout = if found.any() { 0 } else { -1 };
+        let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        let mut kicked = false;
         for ev in &events[..n] {
             let data = ev.data();
             if data == STOP {
@@ -247,14 +333,19 @@ fn device_loop(epoll: &Epoll, polled: &[Polled]) -> std::io::Result<()> {
                 continue;
             };
             let low = data & 0xffff_ffff;
-            let mut device = p.device.lock().unwrap_or_else(|e| e.into_inner());
+            let mut device = lock(p);
             if low & DEVICE_FD != 0 {
                 device.process_event((low & !DEVICE_FD) as usize);
             } else if let Some(evt) = p.queue_events.get(low as usize) {
                 // Consume the kick before processing: a kick arriving meanwhile is seen.
                 let _ = evt.read();
+                kicked |= device.pollable();
                 device.process_queue(low as usize);
             }
+        }
+        // The wait ended with the driver's next request: tune the window to it.
+        if found.requests || kicked {
+            window.waited(wait_start.elapsed());
         }
     }
 }

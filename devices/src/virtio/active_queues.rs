@@ -6,7 +6,13 @@
 //! ring; then either flag DEVICE_NEEDS_RESET (the ring turned out corrupted) or interrupt
 //! the driver if it asked to hear about the new used buffers. [`ActiveQueues`] holds that
 //! shared part; the device supplies only what one chain means ([`ChainOutcome`]).
+//!
+//! A device whose thread busy-polls its rings ([`ActiveQueues::set_polling`]) keeps the
+//! driver's notifications suppressed between passes: the thread finds new chains by
+//! looking, so the driver's kicks (each one an exit from the guest) are not needed until
+//! the thread stops polling and turns them back on.
 
+use std::num::Wrapping;
 use std::sync::Arc;
 
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
@@ -56,6 +62,8 @@ pub(crate) struct Drained {
     pub(crate) starved: bool,
     /// The pass ended on [`ChainOutcome::Idle`]: notifications stay suppressed.
     pub(crate) idle: bool,
+    /// The device took at least one chain off the ring (used or kept).
+    pub(crate) took: bool,
     /// The ring turned out corrupted: what was wrong.
     pub(crate) corrupted: Option<&'static str>,
 }
@@ -67,6 +75,8 @@ pub(crate) struct ActiveQueues<M: GuestAddressSpace> {
     pub(crate) interrupt: Arc<dyn VirtioInterrupt>,
     pub(crate) queues: Vec<Queue>,
     pub(crate) broken: bool,
+    /// The device thread is polling the rings: passes leave notifications suppressed.
+    polling: bool,
     /// The device's name in log lines (`virtio-blk`).
     device: &'static str,
 }
@@ -120,6 +130,7 @@ impl<M: GuestAddressSpace> DeviceState<ActiveQueues<M>> {
             interrupt: activation.interrupt,
             queues: activation.queues,
             broken: false,
+            polling: false,
             device,
         });
         Ok(())
@@ -147,7 +158,8 @@ impl<M: GuestAddressSpace> ActiveQueues<M> {
             return drained;
         }
         'notifications: loop {
-            if queue.disable_notification(&*mem).is_err() {
+            // While polling, notifications are off already (`set_polling`).
+            if !self.polling && queue.disable_notification(&*mem).is_err() {
                 drained.corrupted = Some("avail_event unwritable");
                 break;
             }
@@ -172,8 +184,9 @@ impl<M: GuestAddressSpace> ActiveQueues<M> {
                             break 'notifications;
                         }
                         drained.used = true;
+                        drained.took = true;
                     }
-                    ChainOutcome::Kept => {}
+                    ChainOutcome::Kept => drained.took = true,
                     ChainOutcome::Retry => queue.go_to_previous_position(),
                     ChainOutcome::Stop => {
                         queue.go_to_previous_position();
@@ -186,7 +199,9 @@ impl<M: GuestAddressSpace> ActiveQueues<M> {
                     }
                 }
             }
-            if drained.idle {
+            // Idle, or polling: the driver need not kick; the next pass (or the thread's
+            // next look) takes what it adds.
+            if drained.idle || self.polling {
                 if suppress_notifications(queue, &*mem).is_err() {
                     drained.corrupted = Some("avail_event unwritable");
                 }
@@ -203,6 +218,61 @@ impl<M: GuestAddressSpace> ActiveQueues<M> {
             }
         }
         drained
+    }
+
+    /// Whether any ready queue has chains the device has not taken yet (a cheap look at the
+    /// available index; a ring that cannot be read counts as having some, so the next pass
+    /// finds out what is wrong with it).
+    pub(crate) fn pending(&self) -> bool {
+        if self.broken {
+            return false;
+        }
+        let mem = self.mem.memory();
+        self.queues.iter().filter(|q| q.ready()).any(|q| {
+            q.avail_idx(&*mem, std::sync::atomic::Ordering::Acquire)
+                .map_or(true, |idx| idx != Wrapping(q.next_avail()))
+        })
+    }
+
+    /// Starts (`true`) or stops busy polling. Starting suppresses the driver's
+    /// notifications on every ready queue (NO_NOTIFY, or with EVENT_IDX an `avail_event`
+    /// out of the driver's reach); stopping asks for them again, as a pass that ran out of
+    /// chains does, and returns whether chains arrived meanwhile (the caller then makes a
+    /// pass: the driver may not have kicked for them). A ring that cannot be written
+    /// breaks the device.
+    pub(crate) fn set_polling(
+        &mut self,
+        on: bool,
+        counters: &impl RingCounters,
+        log: &mut LogLimiter,
+    ) -> bool {
+        if self.polling == on {
+            return false;
+        }
+        self.polling = on;
+        if self.broken {
+            return false;
+        }
+        let mem = self.mem.memory();
+        let mut pending = false;
+        let mut corrupted = false;
+        for queue in self.queues.iter_mut().filter(|q| q.ready()) {
+            if on {
+                corrupted |= queue.disable_notification(&*mem).is_err()
+                    || suppress_notifications(queue, &*mem).is_err();
+            } else {
+                match queue.enable_notification(&*mem) {
+                    Ok(more) => pending |= more,
+                    Err(_) => corrupted = true,
+                }
+            }
+        }
+        drop(mem);
+        if corrupted {
+            self.needs_reset("notification fields unwritable", counters, log);
+            return false;
+        }
+        pending
     }
 
     /// Ends a pass over queue `index`: DEVICE_NEEDS_RESET if the ring was corrupted,
@@ -345,6 +415,7 @@ mod tests {
                 used: true,
                 starved: true,
                 idle: false,
+                took: true,
                 corrupted: None
             }
         );
@@ -398,18 +469,25 @@ mod tests {
         assert!(!drained.used);
     }
 
+    /// An activated device with one 16-entry queue, and its driver.
+    fn one_queue(event_idx: bool) -> (ActiveQueues<Mem>, TestDriver) {
+        let mem = test_memory();
+        let driver = TestDriver::new(&mem, 16, 0);
+        let active = ActiveQueues {
+            mem: mem.clone(),
+            interrupt: Arc::new(RecordingInterrupt::default()),
+            queues: vec![driver.queue(event_idx)],
+            broken: false,
+            polling: false,
+            device: "virtio-test",
+        };
+        (active, driver)
+    }
+
     #[test]
     fn idle_passes_keep_kicks_suppressed_until_the_chains_run_out() {
         for event_idx in [false, true] {
-            let mem = test_memory();
-            let mut driver = TestDriver::new(&mem, 16, 0);
-            let mut active = ActiveQueues {
-                mem: mem.clone(),
-                interrupt: Arc::new(RecordingInterrupt::default()),
-                queues: vec![driver.queue(event_idx)],
-                broken: false,
-                device: "virtio-test",
-            };
+            let (mut active, mut driver) = one_queue(event_idx);
             for i in 0..3 {
                 driver.add_chain(&[(0x10_0000 + i * 0x1000, 8, true)]);
             }
@@ -439,6 +517,51 @@ mod tests {
             let old = driver.avail_idx();
             driver.add_chain(&[(0x20_0000, 8, true)]);
             assert!(driver.kick_needed(old, event_idx), "event_idx {event_idx}");
+        }
+    }
+
+    #[test]
+    fn polling_keeps_kicks_suppressed_until_it_stops() {
+        for event_idx in [false, true] {
+            let (mut active, mut driver) = one_queue(event_idx);
+            let counters = Counters::default();
+            let mut log = LogLimiter::default();
+            assert!(!active.pending());
+            // Starting to poll turns kicks off at once, before any pass.
+            assert!(!active.set_polling(true, &counters, &mut log));
+            let old = driver.avail_idx();
+            driver.add_chain(&[(0x10_0000, 8, true)]);
+            assert!(!driver.kick_needed(old, event_idx), "event_idx {event_idx}");
+            // The thread finds the chain by looking; passes that run out of chains keep
+            // kicks off, across more than a ring's worth of chains (the index wraps the
+            // ring, and with EVENT_IDX the driver's avail index passes the first
+            // avail_event written).
+            for pass in 0..40 {
+                assert!(active.pending(), "pass {pass}");
+                let drained = active.drain(0, |_, _| ChainOutcome::Used(1));
+                assert!(drained.took && drained.starved && drained.used);
+                assert!(!active.pending());
+                let old = driver.avail_idx();
+                driver.add_chain(&[(0x10_0000, 8, true)]);
+                assert!(
+                    !driver.kick_needed(old, event_idx),
+                    "event_idx {event_idx}, pass {pass}"
+                );
+            }
+            // Stopping turns kicks back on and reports the chain that came meanwhile.
+            assert!(active.set_polling(false, &counters, &mut log));
+            assert!(!active.set_polling(false, &counters, &mut log));
+            let drained = active.drain(0, |_, _| ChainOutcome::Used(1));
+            assert!(drained.took);
+            assert_eq!(driver.used_idx(), 41);
+            let old = driver.avail_idx();
+            driver.add_chain(&[(0x10_0000, 8, true)]);
+            assert!(driver.kick_needed(old, event_idx), "event_idx {event_idx}");
+            // Nothing new since the last pass: stopping finds nothing.
+            active.drain(0, |_, _| ChainOutcome::Used(1));
+            assert!(!active.set_polling(true, &counters, &mut log));
+            assert!(!active.set_polling(false, &counters, &mut log));
+            assert_eq!(counters.needs_reset.get(), 0);
         }
     }
 

@@ -41,6 +41,29 @@ impl<M: GuestAddressSpace> std::fmt::Debug for Activation<M> {
     }
 }
 
+/// What one [`VirtioDevice::poll`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// New chains from the driver.
+    pub requests: bool,
+    /// Finished backend work (I/O completions).
+    pub completions: bool,
+}
+
+impl Progress {
+    /// Whether anything was found.
+    pub fn any(self) -> bool {
+        self.requests || self.completions
+    }
+}
+
+impl std::ops::BitOrAssign for Progress {
+    fn bitor_assign(&mut self, other: Self) {
+        self.requests |= other.requests;
+        self.completions |= other.completions;
+    }
+}
+
 /// Why a device could not be activated; the transport then sets DEVICE_NEEDS_RESET.
 #[derive(Debug, Error)]
 pub enum ActivateError {
@@ -128,4 +151,24 @@ pub trait VirtioDevice<M: GuestAddressSpace>: Send {
 
     /// Event source `index` of [`VirtioDevice::event_fds`] is readable.
     fn process_event(&mut self, _index: usize) {}
+
+    /// Whether the device thread may busy-poll this device ([`VirtioDevice::poll`]) instead
+    /// of waiting for its eventfds.
+    fn pollable(&self) -> bool {
+        false
+    }
+
+    /// The device thread starts (`true`) or stops (`false`) busy polling. While it polls, a
+    /// pollable device keeps the driver's notifications suppressed; stopping turns them
+    /// back on and returns whether work arrived meanwhile that no notification will
+    /// announce (the thread then polls once more).
+    fn set_polling(&mut self, _on: bool) -> bool {
+        false
+    }
+
+    /// Looks once, without waiting, for work the device would otherwise be woken for (new
+    /// chains on its queues, finished backend I/O), and does it.
+    fn poll(&mut self) -> Progress {
+        Progress::default()
+    }
 }

@@ -32,7 +32,7 @@ pub mod transport;
 pub mod vsock;
 
 pub use counter::Counter;
-pub use device::{ActivateError, Activation, DeviceState, VirtioDevice};
+pub use device::{ActivateError, Activation, DeviceState, Progress, VirtioDevice};
 pub use interrupt::{VirtioInterrupt, VirtioInterruptType};
 pub use log_limiter::LogLimiter;
 pub use queue_device::{DeviceCore, QueueDevice};

@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use vm_memory::GuestAddressSpace;
 
 use super::active_queues::ActiveQueues;
-use super::device::{ActivateError, Activation, DeviceState, VirtioDevice};
+use super::device::{ActivateError, Activation, DeviceState, Progress, VirtioDevice};
 use super::features as virtio_features;
 use super::log_limiter::LogLimiter;
 
@@ -99,6 +99,21 @@ pub trait QueueDevice<M: GuestAddressSpace>: Send {
     /// Event source `index` of [`QueueDevice::own_fds`] is readable.
     fn fd_ready(&mut self, _index: usize) {}
 
+    /// See [`VirtioDevice::pollable`].
+    fn pollable(&self) -> bool {
+        false
+    }
+
+    /// See [`VirtioDevice::set_polling`].
+    fn set_polling(&mut self, _on: bool) -> bool {
+        false
+    }
+
+    /// See [`VirtioDevice::poll`].
+    fn poll(&mut self) -> Progress {
+        Progress::default()
+    }
+
     /// Runs once the queues are taken over, with the features the driver accepted; an
     /// error undoes the activation (the transport then sets DEVICE_NEEDS_RESET).
     fn activated(&mut self, _acked_features: u64) -> Result<(), ActivateError> {
@@ -177,5 +192,17 @@ where
 
     fn process_event(&mut self, index: usize) {
         self.fd_ready(index);
+    }
+
+    fn pollable(&self) -> bool {
+        QueueDevice::pollable(self)
+    }
+
+    fn set_polling(&mut self, on: bool) -> bool {
+        QueueDevice::set_polling(self, on)
+    }
+
+    fn poll(&mut self) -> Progress {
+        QueueDevice::poll(self)
     }
 }

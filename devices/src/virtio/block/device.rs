@@ -12,9 +12,11 @@ use super::cache::CacheMode;
 use super::disk::{DiskError, DiskFile};
 use super::metrics::BlockMetrics;
 use super::request::{RequestLimits, ID_BYTES};
+use super::uring::Uring;
 use super::worker_pool::{ThreadInit, WorkerPool};
 use crate::virtio::device_type;
 use crate::virtio::queue_device::{DeviceCore, QueueDevice};
+use crate::virtio::Progress;
 
 /// Queue size offered to the driver.
 pub const QUEUE_SIZE: u16 = 256;
@@ -23,6 +25,11 @@ pub const QUEUE_SIZE: u16 = 256;
 /// waits for the host disk on a worker, so this many can be in flight there (a guest's
 /// queue depth of 32 is a common deep queue; QEMU's thread pool allows 64).
 pub const DEFAULT_WORKERS: usize = 32;
+/// The most requests a disk has at the host at once (io_uring and workers together): a
+/// well-behaved driver never has more than a queue's worth outstanding; past it the
+/// device leaves further chains in the ring until some complete, so a driver that keeps
+/// republishing chains cannot make the host queue work without bound.
+pub(super) const MAX_IN_FLIGHT: usize = QUEUE_SIZE as usize;
 /// Largest discard / write-zeroes range in sectors (2 GiB).
 const MAX_RANGE_SECTORS: u32 = 1 << 22;
 /// Largest number of ranges in one discard / write-zeroes request.
@@ -49,6 +56,9 @@ pub struct BlockConfig {
     pub workers: usize,
     /// Run first on each worker thread (the VMM's seccomp filter).
     pub worker_init: Option<ThreadInit>,
+    /// Read and write through io_uring on the device thread where the kernel allows it
+    /// (see [`super::uring`]); the workers take the rest, and everything without it.
+    pub io_uring: bool,
 }
 
 /// Errors creating a block device.
@@ -83,6 +93,7 @@ pub enum BlockError {
 ///     cache: None,
 ///     workers: 1,
 ///     worker_init: None,
+///     io_uring: true,
 /// })
 /// .unwrap();
 /// let mut capacity = [0u8; 8];
@@ -96,6 +107,15 @@ pub struct BlockDevice<M: GuestAddressSpace> {
     pub(super) serial: [u8; ID_BYTES],
     pub(super) limits: RequestLimits,
     pub(super) pool: WorkerPool<M>,
+    /// The io_uring, where the kernel gave one.
+    pub(super) uring: Option<Uring<M>>,
+    /// The most requests at the host at once ([`MAX_IN_FLIGHT`]).
+    pub(super) max_in_flight: usize,
+    /// Requests handed to io_uring or the workers whose completion is not published yet.
+    pub(super) outstanding: usize,
+    /// The device stopped taking chains with `max_in_flight` requests at the host; it
+    /// takes them again as completions come in.
+    pub(super) throttled: bool,
     pub(super) core: DeviceCore<M>,
     pub(super) metrics: Arc<BlockMetrics>,
 }
@@ -174,12 +194,27 @@ where
             config.worker_init.clone(),
         )
         .map_err(BlockError::Workers)?;
+        let uring = if config.io_uring {
+            match Uring::new(&disk, u32::from(QUEUE_SIZE)) {
+                Ok(ring) => Some(ring),
+                Err(e) => {
+                    tracing::debug!(disk = %config.id, error = %e, "No io_uring: I/O goes to the workers");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(BlockDevice {
             id: config.id,
             disk,
             serial,
             limits,
             pool,
+            uring,
+            max_in_flight: MAX_IN_FLIGHT,
+            outstanding: 0,
+            throttled: false,
             // Nothing in it is writable (no VIRTIO_BLK_F_CONFIG_WCE).
             core: DeviceCore::new(
                 "virtio-blk",
@@ -206,11 +241,17 @@ where
     pub fn capacity_sectors(&self) -> u64 {
         self.disk.capacity_sectors()
     }
+
+    /// Whether reads and writes go through io_uring.
+    pub fn uses_io_uring(&self) -> bool {
+        self.uring.is_some()
+    }
 }
 
 impl<M> QueueDevice<M> for BlockDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
+    M::T: Send,
 {
     fn core(&self) -> &DeviceCore<M> {
         &self.core
@@ -222,20 +263,54 @@ where
 
     fn resetting(&mut self) {
         // Wait for requests at the disk: they write guest memory the driver may reuse.
+        if let Some(uring) = &mut self.uring {
+            uring.wait_idle();
+        }
         self.pool.drain();
+        self.outstanding = 0;
+        self.throttled = false;
     }
 
     fn own_fds(&self) -> Vec<RawFd> {
-        vec![self.pool.completion_event().as_raw_fd()]
+        let mut fds = vec![self.pool.completion_event().as_raw_fd()];
+        fds.extend(self.uring.as_ref().map(|u| u.event().as_raw_fd()));
+        fds
     }
 
     fn queue_notified(&mut self, index: usize) {
+        self.metrics.queue_events.inc();
         self.handle_queue(index);
     }
 
-    fn fd_ready(&mut self, index: usize) {
-        if index == 0 {
-            self.handle_completions();
+    fn pollable(&self) -> bool {
+        true
+    }
+
+    fn set_polling(&mut self, on: bool) -> bool {
+        let metrics = self.metrics.clone();
+        let core = &mut self.core;
+        match core.state.active_mut() {
+            Some(active) => active.set_polling(on, &*metrics, &mut core.log),
+            None => false,
         }
+    }
+
+    fn poll(&mut self) -> Progress {
+        self.poll_once()
+    }
+
+    fn fd_ready(&mut self, index: usize) {
+        match index {
+            0 => {
+                let _ = self.pool.completion_event().read();
+            }
+            1 => {
+                if let Some(uring) = &self.uring {
+                    let _ = uring.event().read();
+                }
+            }
+            _ => return,
+        }
+        self.publish_completions();
     }
 }

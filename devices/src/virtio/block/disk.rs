@@ -10,7 +10,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use super::cache::CacheMode;
 use super::request::{SECTOR_SHIFT, SECTOR_SIZE};
 
 /// Most iovecs one `preadv`/`pwritev` takes (Linux IOV_MAX).
-const IOV_MAX: usize = 1024;
+pub(super) const IOV_MAX: usize = 1024;
 /// Zeroes written when the filesystem cannot zero a range itself.
 static ZEROES: [u8; 64 * 1024] = [0; 64 * 1024];
 
@@ -79,6 +79,13 @@ pub struct DiskFile {
     /// system turns it down, so a refused attempt is not paid again per request).
     nowait_read: AtomicBool,
     nowait_write: AtomicBool,
+}
+
+impl AsRawFd for DiskFile {
+    /// The open image (io_uring registers it).
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// What `O_DIRECT` demands of a transfer on this file (`statx`'s `STATX_DIOALIGN`).

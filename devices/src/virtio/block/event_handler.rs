@@ -12,9 +12,11 @@ use super::device::BlockDevice;
 use super::disk::DiskFile;
 use super::metrics::BlockMetrics;
 use super::request::{Request, RequestError, RequestKind, STATUS_IOERR, STATUS_OK};
-use super::transfer::{try_execute_nowait, Completion};
+use super::transfer::{plan_async, try_execute_nowait, Completion};
+use super::uring::{Reaped, Uring};
 use super::worker_pool::WorkerPool;
 use crate::virtio::active_queues::ChainOutcome;
+use crate::virtio::Progress;
 
 /// Writes a request's status byte, if it has one.
 fn write_status<G: GuestMemory>(mem: &G, status_addr: Option<GuestAddress>, status: u8) {
@@ -52,7 +54,7 @@ fn write_serial<G: GuestMemory>(mem: &G, request: &Request, serial: &[u8]) -> u3
 /// in the page cache) as `Some((status address, status, used length))`, or handed to the
 /// workers (`None`).
 fn start<M, G>(
-    device: &BlockDeviceParts<'_, M>,
+    device: &mut BlockDeviceParts<'_, M>,
     space: &M,
     index: usize,
     request: Request,
@@ -93,6 +95,18 @@ where
         }
         _ => request,
     };
+    let request = match (&mut device.uring, plan_async(device.disk, mem, &request)) {
+        (Some(uring), Some(transfer)) => {
+            match uring.push(queue, request, transfer, space.memory()) {
+                Ok(()) => {
+                    device.metrics.uring_ops.inc();
+                    return None;
+                }
+                Err(request) => request,
+            }
+        }
+        _ => request,
+    };
     device.pool.submit(queue, request, space.clone());
     None
 }
@@ -103,31 +117,44 @@ struct BlockDeviceParts<'a, M: GuestAddressSpace> {
     serial: &'a [u8],
     metrics: &'a BlockMetrics,
     pool: &'a WorkerPool<M>,
+    uring: Option<&'a mut Uring<M>>,
 }
 
 impl<M> BlockDevice<M>
 where
     M: GuestAddressSpace + Send + 'static,
 {
-    /// Processes everything the driver made available on queue `index`.
-    pub(super) fn handle_queue(&mut self, index: usize) {
-        self.metrics.queue_events.inc();
-        let parts = BlockDeviceParts {
+    /// Processes everything the driver made available on queue `index`; true if it took
+    /// any chain. With `max_in_flight` requests at the host it leaves the rest in the
+    /// ring until completions come in.
+    pub(super) fn handle_queue(&mut self, index: usize) -> bool {
+        let mut parts = BlockDeviceParts {
             disk: &self.disk,
             serial: &self.serial,
             metrics: &self.metrics,
             pool: &self.pool,
+            uring: self.uring.as_mut(),
         };
         let Some(active) = self.core.state.active_mut() else {
-            return;
+            return false;
         };
         let space = active.mem.clone();
+        let max_in_flight = self.max_in_flight;
+        let mut outstanding = self.outstanding;
+        let mut throttled = false;
         let drained = active.drain(index, |mem, chain| {
+            if outstanding >= max_in_flight {
+                throttled = true;
+                return ChainOutcome::Stop;
+            }
             let head = chain.head_index();
             let (status_addr, status, used_len) = match Request::parse(chain, &self.limits) {
-                Ok(request) => match start(&parts, &space, index, request, mem) {
+                Ok(request) => match start(&mut parts, &space, index, request, mem) {
                     Some(done) => done,
-                    None => return ChainOutcome::Kept,
+                    None => {
+                        outstanding += 1;
+                        return ChainOutcome::Kept;
+                    }
                 },
                 Err(failure) => {
                     count_refusal(&self.metrics, &failure.error);
@@ -142,22 +169,71 @@ where
             ChainOutcome::Used(used_len)
         });
         active.settle(index, drained, &*self.metrics, &mut self.core.log);
+        self.throttled = throttled;
+        self.outstanding = outstanding;
+        self.submit_uring();
+        drained.took
     }
 
-    /// Publishes finished requests and signals the queues that got some.
-    pub(super) fn handle_completions(&mut self) {
-        let _ = self.pool.completion_event().read();
+    /// Hands the reads and writes queued on the io_uring to the kernel, as one batch.
+    fn submit_uring(&mut self) {
+        let Some(uring) = &mut self.uring else {
+            return;
+        };
+        if let Err(e) = uring.submit() {
+            // They stay queued; the next pass (or a reset) submits them again.
+            if let Some(suppressed) = self.core.log.allow() {
+                tracing::warn!(disk = %self.id, error = %e, suppressed, "io_uring submission failed");
+            }
+        }
+    }
+
+    /// Busy polling: looks at the rings and the workers once, without waiting.
+    pub(super) fn poll_once(&mut self) -> Progress {
+        let completions = self.publish_completions();
+        let pending = self
+            .core
+            .state
+            .active_mut()
+            .is_some_and(|active| active.pending());
+        let requests = pending && self.handle_queue(0);
+        if requests {
+            self.metrics.polled_batches.inc();
+        }
+        Progress {
+            requests,
+            completions,
+        }
+    }
+
+    /// Publishes finished requests (io_uring's and the workers') and signals the queues
+    /// that got some; true if there were any.
+    pub(super) fn publish_completions(&mut self) -> bool {
         let metrics: Arc<BlockMetrics> = self.metrics.clone();
         let Some(active) = self.core.state.active_mut() else {
             // Reset raced with the workers: drain() already discarded their results.
             while self.pool.next_completion().is_some() {}
-            return;
+            return false;
         };
+        let mut finished = Vec::new();
+        if let Some(uring) = &mut self.uring {
+            uring.reap(|reaped| match reaped {
+                Reaped::Done(c) => finished.push(c),
+                Reaped::Retry(queue, request) => {
+                    metrics.uring_retries.inc();
+                    self.pool.submit(queue, request, active.mem.clone());
+                }
+            });
+        }
         let mut signal = vec![false; active.queues.len()];
         let mut corrupted = false;
+        let mut any = !finished.is_empty();
         {
             let mem = active.mem.memory();
-            while let Some(c) = self.pool.next_completion() {
+            let from_workers = std::iter::from_fn(|| self.pool.next_completion());
+            for c in finished.into_iter().chain(from_workers) {
+                any = true;
+                self.outstanding = self.outstanding.saturating_sub(1);
                 account(&metrics, &c);
                 if active.broken || corrupted {
                     continue;
@@ -176,11 +252,16 @@ where
         }
         if corrupted {
             active.needs_reset("used ring unwritable", &*metrics, &mut self.core.log);
-            return;
+            return any;
         }
         for (index, _) in signal.iter().enumerate().filter(|(_, s)| **s) {
             active.notify(index, &*metrics, &mut self.core.log);
         }
+        // Room at the host again: take the chains left in the ring.
+        if any && self.throttled {
+            self.handle_queue(0);
+        }
+        any
     }
 }
 
@@ -215,7 +296,7 @@ mod tests {
 
     use virtio_bindings::virtio_blk::*;
     use virtio_bindings::virtio_ring::{
-        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+        VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
     };
     use virtio_queue::desc::split::{Descriptor, VirtqUsedElem};
     use virtio_queue::desc::RawDescriptor;
@@ -270,6 +351,10 @@ mod tests {
         }
 
         fn with_cache(read_only: bool, event_idx: bool, cache: CacheMode) -> Self {
+            Self::build(read_only, event_idx, cache, true)
+        }
+
+        fn build(read_only: bool, event_idx: bool, cache: CacheMode, io_uring: bool) -> Self {
             let file = TempFile::new().unwrap();
             file.as_file().set_len(DISK_SECTORS * SECTOR_SIZE).unwrap();
             let mem: Mem =
@@ -282,6 +367,7 @@ mod tests {
                 cache: Some(cache),
                 workers: 2,
                 worker_init: None,
+                io_uring,
             })
             .unwrap();
             let interrupts = Arc::new(Interrupts::default());
@@ -428,19 +514,27 @@ mod tests {
         /// Kicks the queue and waits (bounded) until the used ring holds `used` entries.
         fn kick_and_wait(&mut self, used: u16) {
             self.device.process_queue(0);
-            let fd = self.device.event_fds()[0];
+            let mut fds: Vec<libc::pollfd> = self
+                .device
+                .event_fds()
+                .into_iter()
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
             for _ in 0..1000 {
                 if self.used_idx() == used {
                     break;
                 }
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd for the duration of the call.
-                unsafe { libc::poll(&mut pfd, 1, 100) };
-                self.device.process_event(0);
+                // SAFETY: valid pollfds for the duration of the call.
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+                for (i, fd) in fds.iter_mut().enumerate() {
+                    if std::mem::take(&mut fd.revents) != 0 {
+                        self.device.process_event(i);
+                    }
+                }
             }
             assert_eq!(self.used_idx(), used, "requests never completed");
         }
@@ -529,12 +623,47 @@ mod tests {
 
     #[test]
     fn many_requests_in_flight_complete_out_of_order_correctly() {
-        let mut h = Harness::new(false, false);
-        let data = pattern((DISK_SECTORS * SECTOR_SIZE) as usize, 11);
-        h.write_file(0, &data);
-        h.submit_reads(5);
-        h.kick_and_wait(5);
-        h.check_reads(5, &data);
+        // Through io_uring where the kernel has it, and through the workers.
+        for io_uring in [true, false] {
+            let mut h = Harness::build(false, false, CacheMode::None, io_uring);
+            let data = pattern((DISK_SECTORS * SECTOR_SIZE) as usize, 11);
+            h.write_file(0, &data);
+            h.submit_reads(5);
+            h.kick_and_wait(5);
+            h.check_reads(5, &data);
+            let m = h.device.metrics();
+            let through_ring = if h.device.uses_io_uring() { 5 } else { 0 };
+            assert!(io_uring || through_ring == 0);
+            assert_eq!(m.uring_ops.get(), through_ring, "io_uring {io_uring}");
+            assert_eq!((m.read_ops.get(), m.uring_retries.get()), (5, 0));
+            // And writes, then reading them back.
+            h.header(VIRTIO_BLK_T_OUT, 40);
+            h.mem
+                .write_slice(&pattern(4096, 3), GuestAddress(DATA))
+                .unwrap();
+            h.submit(&[(HDR, 16, false), (DATA, 4096, false), (STATUS, 1, true)]);
+            assert_eq!(h.run(), (STATUS_OK, 1));
+            assert_eq!(h.file_bytes(40 * SECTOR_SIZE, 4096), pattern(4096, 3));
+        }
+    }
+
+    #[test]
+    fn a_full_host_queue_leaves_chains_in_the_ring_until_completions_come() {
+        for io_uring in [true, false] {
+            let mut h = Harness::build(false, false, CacheMode::None, io_uring);
+            h.device.max_in_flight = 2;
+            let data = pattern((DISK_SECTORS * SECTOR_SIZE) as usize, 7);
+            h.write_file(0, &data);
+            h.submit_reads(5);
+            h.device.process_queue(0);
+            // Two at the host, three still in the ring.
+            assert!(h.device.throttled);
+            // Completions make room: everything gets done without another kick.
+            h.kick_and_wait(5);
+            h.check_reads(5, &data);
+            assert!(!h.device.throttled);
+            assert_eq!(h.device.metrics().read_ops.get(), 5);
+        }
     }
 
     #[test]
@@ -761,6 +890,46 @@ mod tests {
     }
 
     #[test]
+    fn a_polling_device_takes_requests_and_completions_without_kicks() {
+        for event_idx in [false, true] {
+            let mut h = Harness::new(false, event_idx);
+            let data = pattern((DISK_SECTORS * SECTOR_SIZE) as usize, 9);
+            h.write_file(0, &data);
+            assert_eq!(h.device.poll(), Progress::default());
+            h.device.set_polling(true);
+            h.submit_reads(5);
+            // The driver need not kick: notifications are off.
+            let flags: u16 = h.mem.read_obj(GuestAddress(USED)).unwrap();
+            if !event_idx {
+                assert_eq!(u16::from_le(flags), VRING_USED_F_NO_NOTIFY as u16);
+            }
+            // The first look takes all five chains to the workers (O_DIRECT).
+            let first = h.device.poll();
+            assert!(first.requests, "event_idx {event_idx}");
+            // Later looks publish the completions as the workers finish them (bounded).
+            let mut completions = 0;
+            for _ in 0..1000 {
+                if h.used_idx() == 5 {
+                    break;
+                }
+                let p = h.device.poll();
+                assert!(!p.requests);
+                completions += u32::from(p.completions);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert!(completions > 0);
+            h.check_reads(5, &data);
+            let m = h.device.metrics();
+            assert_eq!((m.queue_events.get(), m.polled_batches.get()), (0, 1));
+            assert_eq!(m.read_ops.get(), 5);
+            // Stopping with nothing new: nothing to do, and kicks are wanted again.
+            assert!(!h.device.set_polling(false));
+            let flags: u16 = h.mem.read_obj(GuestAddress(USED)).unwrap();
+            assert_eq!(u16::from_le(flags), 0);
+        }
+    }
+
+    #[test]
     fn config_space() {
         let h = Harness::new(false, false);
         let mut b = [0u8; 8];
@@ -807,7 +976,7 @@ mod tests {
         any(target_arch = "s390x", target_arch = "powerpc64"),
         ignore = "qemu-user 7.2 does not pass preadv2(RWF_NOWAIT) through; run with --include-ignored on real hardware"
     )]
-    fn uncached_reads_fall_back_to_the_workers() {
+    fn uncached_reads_fall_back_to_blocking_io() {
         let mut h = Harness::with_cache(false, false, CacheMode::Writethrough);
         let data = pattern(4096, 13);
         h.write_file(0, &data);
@@ -825,7 +994,8 @@ mod tests {
         let mut got = vec![0u8; 4096];
         h.mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
         assert_eq!(got, data);
-        // The worker's read cached the data: the same read again is a hit.
+        // The blocking read (io_uring's or a worker's) cached the data: the same read
+        // again is a hit.
         h.mem.write_slice(&[0u8; 4096], GuestAddress(DATA)).unwrap();
         h.submit(&[(HDR, 16, false), (DATA, 4096, true), (STATUS, 1, true)]);
         assert_eq!(h.run(), (STATUS_OK, 4097));

@@ -18,6 +18,8 @@ use crate::virtio::Counter;
 pub struct BlockMetrics {
     /// Queue notifications handled.
     pub queue_events: Counter,
+    /// Batches of chains the device thread found by busy polling, without a notification.
+    pub polled_batches: Counter,
     /// Read requests completed.
     pub read_ops: Counter,
     /// Bytes read.
@@ -39,6 +41,10 @@ pub struct BlockMetrics {
     /// Reads and writes tried on the device thread that would have blocked and went to
     /// the I/O workers.
     pub nowait_misses: Counter,
+    /// Reads and writes handed to the kernel through io_uring.
+    pub uring_ops: Counter,
+    /// io_uring transfers that failed or came up short and were redone by a worker.
+    pub uring_retries: Counter,
     /// Requests that failed in the backend (status IOERR after I/O).
     pub io_errors: Counter,
     /// Malformed requests refused before any I/O.
@@ -58,6 +64,7 @@ impl BlockMetrics {
     pub fn for_each(&self, mut f: impl FnMut(&'static str, u64)) {
         for (name, counter) in [
             ("queue_events", &self.queue_events),
+            ("polled_batches", &self.polled_batches),
             ("read_ops", &self.read_ops),
             ("read_bytes", &self.read_bytes),
             ("write_ops", &self.write_ops),
@@ -68,6 +75,8 @@ impl BlockMetrics {
             ("get_id_ops", &self.get_id_ops),
             ("nowait_hits", &self.nowait_hits),
             ("nowait_misses", &self.nowait_misses),
+            ("uring_ops", &self.uring_ops),
+            ("uring_retries", &self.uring_retries),
             ("io_errors", &self.io_errors),
             ("invalid_requests", &self.invalid_requests),
             ("unsupported_requests", &self.unsupported_requests),

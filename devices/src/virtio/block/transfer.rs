@@ -9,7 +9,7 @@ use std::io;
 use vm_memory::bitmap::{Bitmap, BitmapSlice, BS};
 use vm_memory::{GuestAddress, GuestMemory, Permissions, VolatileSlice};
 
-use super::disk::{DirectAlign, DiskFile};
+use super::disk::{DirectAlign, DiskFile, IOV_MAX};
 use super::request::{Request, RequestKind, Segment, SECTOR_SHIFT, STATUS_IOERR, STATUS_OK};
 
 /// A finished request, for the device thread to publish in the used ring.
@@ -32,6 +32,21 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// A read or write the kernel finished in full elsewhere (io_uring): marks the guest
+    /// pages a read wrote dirty, as [`execute`] does.
+    pub(super) fn finished<G: GuestMemory + ?Sized>(
+        queue: u16,
+        request: Request,
+        mem: &G,
+        write: bool,
+    ) -> Self {
+        if !write {
+            // The buffers were checked to be guest memory when the transfer was planned.
+            let _ = with_iovecs(mem, &request.data, Permissions::Write, |_, _| Ok(()));
+        }
+        Completion::new(queue, request, Ok(()))
+    }
+
     fn new(queue: u16, request: Request, result: io::Result<()>) -> Self {
         let (status, used_len, bytes) = match result {
             Ok(()) => {
@@ -235,6 +250,49 @@ fn run<G: GuestMemory + ?Sized>(disk: &DiskFile, mem: &G, request: &Request) -> 
         // Answered by the device thread from memory; never submitted.
         RequestKind::GetId => Err(io::Error::from(io::ErrorKind::Unsupported)),
     }
+}
+
+/// A read or write ready to be handed to the kernel as it is (io_uring): iovecs over guest
+/// memory, at most `IOV_MAX` of them, aligned as `O_DIRECT` wants where it applies.
+#[derive(Debug)]
+pub struct AsyncTransfer {
+    /// The guest buffers.
+    pub iovecs: Vec<libc::iovec>,
+    /// Byte offset in the image.
+    pub offset: u64,
+    /// Guest memory to the disk (else the disk to guest memory).
+    pub write: bool,
+}
+
+/// Plans `request` as an [`AsyncTransfer`], or `None` when it must take the blocking way:
+/// not a read or write, buffers outside guest memory, more than `IOV_MAX` of them, or an
+/// `O_DIRECT` transfer that needs a bounce buffer or is refused (the blocking way reports
+/// the error).
+pub fn plan_async<G: GuestMemory + ?Sized>(
+    disk: &DiskFile,
+    mem: &G,
+    request: &Request,
+) -> Option<AsyncTransfer> {
+    let (sector, write, access) = match request.kind {
+        RequestKind::In { sector } => (sector, false, Permissions::Write),
+        RequestKind::Out { sector } => (sector, true, Permissions::Read),
+        _ => return None,
+    };
+    let offset = sector << SECTOR_SHIFT;
+    let iovecs = with_iovecs(mem, &request.data, access, |_, iov| Ok(iov.to_vec())).ok()?;
+    if iovecs.is_empty() || iovecs.len() > IOV_MAX {
+        return None;
+    }
+    if let Some(align) = disk.direct_align() {
+        if direct_plan(align, &iovecs, offset).ok()? {
+            return None;
+        }
+    }
+    Some(AsyncTransfer {
+        iovecs,
+        offset,
+        write,
+    })
 }
 
 /// Executes `request` from `queue`, blocking as long as the disk takes.
