@@ -1,6 +1,10 @@
 //! The `monovirt` command line: parses arguments, sets up logging and the runtime, and
 //! wires the roles of `monovirt` (the library) together.
 
+// The linker wrapper of build.rs says on stderr when the run-path layout is not applied
+// (or its order file is stale): a warning, not a silent slower start.
+#![warn(linker_messages)]
+
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use monovirt::agent::AgentConfig;

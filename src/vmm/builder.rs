@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arch::kvm::{self, Kvm, UserMemoryRegion, VcpuFd, VmFd};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::GuestAddress;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::config::VmConfig;
@@ -119,16 +119,14 @@ pub unsafe fn guest_memory(
     regions: &[(GuestAddress, u64)],
 ) -> Result<Memory, BuildError> {
     let memory = memory::create_regions(&config.name, regions, config.hugepages)?;
-    for (slot, region) in memory.guest.iter().enumerate() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
-            .map_err(|e| BuildError::Config(format!("guest region without mapping: {e}")))?;
+    for slot in memory.slots() {
+        let slot = slot?;
         let r = UserMemoryRegion {
-            slot: slot as u32,
+            slot: slot.slot,
             flags: 0,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
+            guest_phys_addr: slot.guest_phys_addr,
+            memory_size: slot.size,
+            userspace_addr: slot.host_addr,
         };
         // SAFETY: the region is a live mapping of `memory`, which the caller keeps until
         // after the VM fd (and so KVM's use of it) is dropped.

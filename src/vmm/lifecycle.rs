@@ -13,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use vmm_sys_util::epoll::{Epoll, EpollEvent};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::exit::{panic_message, ExitReason, ExitSlot};
 use super::handle::{Command, CommandError, Request};
@@ -52,6 +54,9 @@ pub trait Commanded {
     /// Presses the power button; whether the guest was told (one that cannot hear it is
     /// stopped when the stop's grace period ends).
     fn power_button(&self) -> io::Result<bool>;
+    /// Where the [`VmHandle`](super::VmHandle)'s commands arrive: the eventfd it kicks
+    /// and the queue.
+    fn command_queue(&self) -> (&EventFd, &mpsc::Receiver<Request>);
 }
 
 /// The command state of one VM's event thread.
@@ -104,6 +109,36 @@ impl Commands {
         tracing::info!(vm = %self.name, "guest did not power off in time; stopping it");
         self.exit.report(ExitReason::Killed);
         true
+    }
+
+    /// Waits up to `timeout_ms` (-1: no limit) for the event loop's `events`; how many
+    /// arrived (0 on a signal), or `None` when the loop must end: epoll failed (the VM
+    /// crashed) or a stop's grace period is over (killed), both reported to the exit slot.
+    pub fn wait(&self, epoll: &Epoll, timeout_ms: i32, events: &mut [EpollEvent]) -> Option<usize> {
+        let n = match epoll.wait(timeout_ms, events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                self.exit.report(ExitReason::Crash {
+                    detail: format!("VM event loop failed: {e}"),
+                });
+                return None;
+            }
+        };
+        (!self.overdue()).then_some(n)
+    }
+
+    /// Answers every command the handle queued, in order; whether the VM ends.
+    pub fn drain(&mut self, vm: &mut impl Commanded) -> bool {
+        let _ = vm.command_queue().0.read();
+        while let Ok(req) = vm.command_queue().1.try_recv() {
+            let (result, end) = self.apply(vm, req.command);
+            let _ = req.reply.send(result);
+            if end {
+                return true;
+            }
+        }
+        false
     }
 
     /// Applies one command to `vm`; returns its answer and whether the VM ends.
@@ -204,12 +239,31 @@ mod tests {
     use std::cell::Cell;
 
     /// A VM without vCPU threads: pauses park nobody, so only the state machine speaks.
-    #[derive(Default)]
     struct Fake {
         starts: u32,
         fail_start: bool,
         presses: Cell<u32>,
         hears: bool,
+        cmd_evt: EventFd,
+        rx: mpsc::Receiver<Request>,
+    }
+
+    /// A fake VM and the sending end of its command queue.
+    fn fake_with_queue() -> (Fake, mpsc::Sender<Request>) {
+        let (tx, rx) = mpsc::channel();
+        let vm = Fake {
+            starts: 0,
+            fail_start: false,
+            presses: Cell::new(0),
+            hears: false,
+            cmd_evt: EventFd::new(vmm_sys_util::eventfd::EFD_NONBLOCK).unwrap(),
+            rx,
+        };
+        (vm, tx)
+    }
+
+    fn fake() -> Fake {
+        fake_with_queue().0
     }
 
     impl Commanded for Fake {
@@ -226,6 +280,9 @@ mod tests {
         fn power_button(&self) -> io::Result<bool> {
             self.presses.set(self.presses.get() + 1);
             Ok(self.hears)
+        }
+        fn command_queue(&self) -> (&EventFd, &mpsc::Receiver<Request>) {
+            (&self.cmd_evt, &self.rx)
         }
     }
 
@@ -246,7 +303,7 @@ mod tests {
 
     #[test]
     fn commands_follow_the_lifecycle() {
-        let mut vm = Fake::default();
+        let mut vm = fake();
         let (mut c, _, exit) = commands(Lifecycle::Created);
         invalid(c.apply(&mut vm, Command::Pause), "created");
         invalid(c.apply(&mut vm, Command::Resume), "created");
@@ -267,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_vm_that_never_ran_stops_at_once_and_a_failed_start_ends_it() {
-        let mut vm = Fake::default();
+        let mut vm = fake();
         let stop = Command::Stop {
             timeout: Duration::from_secs(60),
         };
@@ -278,7 +335,7 @@ mod tests {
 
         let mut vm = Fake {
             fail_start: true,
-            ..Fake::default()
+            ..fake()
         };
         let (mut c, _, _) = commands(Lifecycle::Created);
         assert!(matches!(
@@ -291,7 +348,7 @@ mod tests {
     fn stop_presses_the_button_resumes_and_keeps_the_earliest_deadline() {
         let mut vm = Fake {
             hears: true,
-            ..Fake::default()
+            ..fake()
         };
         let (mut c, control, exit) = commands(Lifecycle::Running);
         assert_eq!(c.timeout_ms(), -1, "no deadline: wait for events only");
@@ -312,6 +369,66 @@ mod tests {
         c.apply(&mut vm, stop(0)).0.unwrap();
         assert_eq!(c.timeout_ms(), 0);
         assert!(c.overdue());
+        assert_eq!(exit.reason(), Some(ExitReason::Killed));
+    }
+
+    #[test]
+    fn drain_answers_queued_commands_in_order_until_one_ends_the_vm() {
+        let (mut vm, tx) = fake_with_queue();
+        let (mut c, _, exit) = commands(Lifecycle::Created);
+        let send = |command| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            tx.send(Request { command, reply }).unwrap();
+            answer
+        };
+        vm.cmd_evt.write(1).unwrap();
+        let (start, pause, resume) = (
+            send(Command::Start),
+            send(Command::Pause),
+            send(Command::Start),
+        );
+        assert!(!c.drain(&mut vm), "nothing ended the VM");
+        assert_eq!(
+            vm.cmd_evt.read().map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        assert_eq!(start.blocking_recv().unwrap(), Ok(()));
+        assert_eq!(pause.blocking_recv().unwrap(), Ok(()));
+        assert!(matches!(
+            resume.blocking_recv().unwrap(),
+            Err(CommandError::InvalidState {
+                state: "paused",
+                ..
+            })
+        ));
+        // Kill ends it: what was queued after it stays for `finish` to answer.
+        let (kill, late) = (send(Command::Kill), send(Command::Resume));
+        assert!(c.drain(&mut vm));
+        assert_eq!(kill.blocking_recv().unwrap(), Ok(()));
+        assert_eq!(exit.reason(), Some(ExitReason::Killed));
+        assert!(vm.rx.try_recv().is_ok_and(|r| r.command == Command::Resume));
+        drop(late);
+    }
+
+    #[test]
+    fn wait_ends_the_loop_when_the_stop_is_overdue() {
+        let epoll = Epoll::new().unwrap();
+        let mut events = vec![EpollEvent::default(); 4];
+        let mut vm = Fake {
+            hears: true,
+            ..fake()
+        };
+        let (mut c, _, exit) = commands(Lifecycle::Running);
+        assert_eq!(c.wait(&epoll, 0, &mut events), Some(0));
+        c.apply(
+            &mut vm,
+            Command::Stop {
+                timeout: Duration::ZERO,
+            },
+        )
+        .0
+        .unwrap();
+        assert_eq!(c.wait(&epoll, c.timeout_ms(), &mut events), None);
         assert_eq!(exit.reason(), Some(ExitReason::Killed));
     }
 

@@ -241,31 +241,12 @@ fn event_loop(parts: &mut EventParts) {
     let mut commands = Commands::new(Lifecycle::Created, &parts.name, &parts.control, &parts.exit);
     let mut events = vec![EpollEvent::default(); 8];
     loop {
-        let n = match epoll.wait(commands.timeout_ms(), &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                parts.exit.report(ExitReason::Crash {
-                    detail: format!("VM event loop failed: {e}"),
-                });
-                return;
-            }
-        };
-        if commands.overdue() {
+        let Some(n) = commands.wait(&epoll, commands.timeout_ms(), &mut events) else {
             return;
-        }
+        };
         for ev in &events[..n] {
             match ev.data() {
-                TOKEN_CMD => {
-                    let _ = parts.cmd_evt.read();
-                    while let Ok(req) = parts.rx.try_recv() {
-                        let (result, end) = commands.apply(parts, req.command);
-                        let _ = req.reply.send(result);
-                        if end {
-                            return;
-                        }
-                    }
-                }
+                TOKEN_CMD if commands.drain(parts) => return,
                 TOKEN_EXIT => return,
                 TOKEN_STDIN => {
                     let mut buf = [0u8; 64];
@@ -323,6 +304,10 @@ impl Commanded for EventParts {
 
     fn power_button(&self) -> io::Result<bool> {
         self.platform.power_button()
+    }
+
+    fn command_queue(&self) -> (&EventFd, &mpsc::Receiver<Request>) {
+        (&self.cmd_evt, &self.rx)
     }
 }
 

@@ -7,7 +7,10 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::FromRawFd;
 
-use vm_memory::{FileOffset, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    FileOffset, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MemoryRegionAddress, MmapRegion,
+};
 
 /// The mmap flavour used for guest memory.
 pub type GuestMemory = GuestMemoryMmap<()>;
@@ -30,6 +33,9 @@ pub enum MemoryError {
     /// Hugepage-backed memory must be a multiple of 2 MiB.
     #[error("Memory of {0} bytes is not a multiple of the 2 MiB hugepage size")]
     HugepageAlignment(u64),
+    /// A region has no host mapping to hand to KVM.
+    #[error("Guest region at {0:#x} has no host mapping")]
+    Unmapped(u64, #[source] vm_memory::GuestMemoryError),
 }
 
 /// Guest memory and the memfd behind it.
@@ -38,6 +44,38 @@ pub struct Memory {
     pub guest: GuestMemory,
     /// The backing file (keep it to share or snapshot the pages).
     pub file: File,
+}
+
+/// One region of guest RAM as a KVM memory slot takes it (each KVM layer builds its own
+/// ioctl argument from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemorySlot {
+    /// The slot number: the region's index.
+    pub slot: u32,
+    /// Where the guest sees the region.
+    pub guest_phys_addr: u64,
+    /// Its length in bytes.
+    pub size: u64,
+    /// Where it is mapped in this process.
+    pub host_addr: u64,
+}
+
+impl Memory {
+    /// The guest RAM regions as KVM memory slots, numbered in order from 0.
+    pub fn slots(&self) -> impl Iterator<Item = Result<MemorySlot, MemoryError>> + '_ {
+        self.guest.iter().enumerate().map(|(slot, region)| {
+            let start = region.start_addr().0;
+            let host = region
+                .get_host_address(MemoryRegionAddress(0))
+                .map_err(|e| MemoryError::Unmapped(start, e))?;
+            Ok(MemorySlot {
+                slot: slot as u32,
+                guest_phys_addr: start,
+                size: region.len(),
+                host_addr: host as u64,
+            })
+        })
+    }
 }
 
 /// Creates `mem_size` bytes of guest RAM named `name` (shown in /proc/PID/fd), laid out
@@ -97,7 +135,7 @@ pub fn create_regions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+    use vm_memory::{Bytes, GuestAddress};
 
     #[cfg(target_arch = "x86_64")]
     #[test]
@@ -139,6 +177,17 @@ mod tests {
             .write_obj(0x1234_5678u32, GuestAddress(1 << 30))
             .expect("write");
         assert!(m.guest.read_obj::<u8>(GuestAddress(1 << 20)).is_err());
+
+        let slots: Vec<MemorySlot> = m.slots().collect::<Result<_, _>>().expect("slots");
+        assert_eq!(slots.len(), 2);
+        for (i, (slot, at)) in slots.iter().zip([0, 1 << 30]).enumerate() {
+            assert_eq!(
+                (slot.slot, slot.guest_phys_addr, slot.size),
+                (i as u32, at, 1 << 20)
+            );
+            let host = m.guest.get_host_address(GuestAddress(at)).expect("mapped");
+            assert_eq!(slot.host_addr, host as u64);
+        }
     }
 
     #[test]

@@ -23,7 +23,6 @@ use devices::legacy::EventFdTrigger;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use tokio::sync::watch;
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -324,16 +323,14 @@ const HELPER_STACK: usize = 256 << 10;
 
 /// Registers every region of `memory` as a KVM memory slot of `vm`.
 fn register_memory(vm: &VmFd, memory: &Memory) -> Result<(), VmError> {
-    for (slot, region) in memory.guest.iter().enumerate() {
-        let host = region
-            .get_host_address(vm_memory::MemoryRegionAddress(0))
-            .map_err(|e| VmError::Config(format!("guest region without mapping: {e}")))?;
+    for slot in memory.slots() {
+        let slot = slot?;
         let r = kvm_userspace_memory_region {
-            slot: slot as u32,
+            slot: slot.slot,
             flags: 0,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
+            guest_phys_addr: slot.guest_phys_addr,
+            memory_size: slot.size,
+            userspace_addr: slot.host_addr,
         };
         // SAFETY: the region is a live mapping of `memory.guest`. vCPUs run only while
         // the event thread owns it, and it drops the VM fd before the memory; until they
@@ -571,15 +568,8 @@ fn event_loop(parts: &mut VmParts) {
                 timeout.min(retry)
             };
         }
-        let n = match epoll.wait(timeout, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                parts.exit.report(ExitReason::Crash {
-                    detail: format!("VM event loop failed: {e}"),
-                });
-                return;
-            }
+        let Some(n) = commands.wait(&epoll, timeout, &mut events) else {
+            return;
         };
         if let (true, ConsoleConfig::Ring(ring)) = (input_pending || n > 0, &parts.console) {
             input_pending = ring.drain_input(|bytes| {
@@ -587,21 +577,9 @@ fn event_loop(parts: &mut VmParts) {
                 serial.enqueue_input(bytes).unwrap_or(0)
             });
         }
-        if commands.overdue() {
-            return;
-        }
         for ev in &events[..n] {
             match ev.data() {
-                TOKEN_CMD => {
-                    let _ = parts.cmd_evt.read();
-                    while let Ok(req) = parts.rx.try_recv() {
-                        let (result, end) = commands.apply(parts, req.command);
-                        let _ = req.reply.send(result);
-                        if end {
-                            return;
-                        }
-                    }
-                }
+                TOKEN_CMD if commands.drain(parts) => return,
                 TOKEN_EXIT => return,
                 TOKEN_SHUTDOWN => {
                     parts.exit.report(ExitReason::Shutdown);
@@ -651,5 +629,9 @@ impl Commanded for VmParts {
     fn power_button(&self) -> std::io::Result<bool> {
         let mut pm = self.pm.lock().unwrap_or_else(|e| e.into_inner());
         pm.press_power_button()
+    }
+
+    fn command_queue(&self) -> (&EventFd, &mpsc::Receiver<Request>) {
+        (&self.cmd_evt, &self.rx)
     }
 }

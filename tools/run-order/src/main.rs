@@ -1,7 +1,8 @@
 //! `run-order OUT -- PROGRAM ARGS…`: runs PROGRAM under ptrace with a one-shot breakpoint
 //! (`int3`) on the entry of every function in its symbol table and writes the functions
-//! it executed, in the order of their first call, to OUT: a symbol-ordering file for
-//! lld's `--symbol-ordering-file`.
+//! it executed, in the order of their first call, to OUT: one hash-free key
+//! ([`run_order::key`]) and size per line, which the monovirt build's link step
+//! ([`run_order::link`]) maps onto the names of whatever build it links.
 //!
 //! Linked in that order, the code one run executes sits together instead of spread over
 //! the whole text segment, so it is paged in through a few fault-around windows instead
@@ -20,27 +21,35 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
+use run_order::key::key;
 
-/// Function symbols by address (relative to the executable's load base).
-fn functions(program: &Path) -> Result<HashMap<u64, Vec<String>>> {
+/// Function symbols by address (relative to the executable's load base), each with its
+/// size in bytes.
+fn functions(program: &Path) -> Result<HashMap<u64, Vec<(String, u64)>>> {
     let out = Command::new("nm")
-        .args(["-P", "--defined-only"])
+        .args(["-P", "-S", "--defined-only"])
         .arg(program)
         .output()
         .context("cannot run nm")?;
     ensure!(out.status.success(), "nm {} failed", program.display());
-    let mut by_addr: HashMap<u64, Vec<String>> = HashMap::new();
+    let mut by_addr: HashMap<u64, Vec<(String, u64)>> = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // "name type value [size]"
+        // "name type value size"
         let mut f = line.split_whitespace();
-        let (Some(name), Some(kind), Some(value)) = (f.next(), f.next(), f.next()) else {
+        let (Some(name), Some(kind), Some(value), Some(size)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
             continue;
         };
         if !matches!(kind, "t" | "T" | "w" | "W") {
             continue;
         }
         let addr = u64::from_str_radix(value, 16).with_context(|| format!("nm line {line:?}"))?;
-        by_addr.entry(addr).or_default().push(name.to_string());
+        let size = u64::from_str_radix(size, 16).with_context(|| format!("nm line {line:?}"))?;
+        by_addr
+            .entry(addr)
+            .or_default()
+            .push((name.to_string(), size));
     }
     ensure!(
         !by_addr.is_empty(),
@@ -236,18 +245,25 @@ fn main() -> Result<()> {
 
     let mut file =
         File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut names = 0;
+    // One line per function: its key and size (the link step tells apart the instances
+    // of a generic function, which share a key, by their size).
+    let mut written = std::collections::HashSet::new();
     for addr in &order {
-        let mut aliases = functions[addr].clone();
+        let mut aliases: Vec<(String, u64)> = functions[addr]
+            .iter()
+            .map(|(n, size)| (key(n).into_owned(), *size))
+            .collect();
         aliases.sort();
-        for name in aliases {
-            writeln!(file, "{name}")?;
-            names += 1;
+        for (name, size) in aliases {
+            if written.insert((name.clone(), size)) {
+                writeln!(file, "{name} {size}")?;
+            }
         }
     }
     eprintln!(
-        "run-order: {} functions executed ({names} symbols) written to {}",
+        "run-order: {} functions executed ({} keys and sizes) written to {}",
         order.len(),
+        written.len(),
         out.display()
     );
     Ok(())
