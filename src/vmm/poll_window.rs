@@ -7,11 +7,13 @@
 //! microseconds of the completion. So after its work the device thread keeps looking at
 //! the rings for a while, with the driver's notifications off, and only then blocks. The
 //! window adapts to how long the thread actually waited for the driver: a wait the window
-//! would have covered (under the maximum) grows it (from 4 µs, doubling), a wait longer
-//! than the maximum halves it (and below 4 µs closes it), so a VM that does no I/O costs no
-//! CPU after its last few requests and polling only runs where it pays. Halving rather than
-//! QEMU's default of closing at once: a guest vCPU that is preempted now and then (a busy
-//! host) would otherwise throw the window away on every preemption.
+//! would have covered (under the maximum) grows it (from 4 µs, doubling), and
+//! [`MISSES`] waits in a row longer than the maximum halve it (below 4 µs it closes), so
+//! polling only runs where it pays and a VM that stops doing I/O costs no CPU after a few
+//! more wake-ups. Gentler than QEMU's default (closing on the first long wait): on a busy
+//! host, a guest vCPU that is preempted now and then, or a device thread that waits for a
+//! CPU after its wake-up, makes single long waits that say nothing about the guest's pace,
+//! and a window once closed only regrows through waits that include a wake-up.
 
 use std::time::Duration;
 
@@ -20,10 +22,14 @@ use std::time::Duration;
 pub struct PollWindow {
     current: Duration,
     max: Duration,
+    /// Waits longer than the maximum since the last one that was not.
+    misses: u32,
 }
 
 /// The first non-zero window (QEMU's).
 const START: Duration = Duration::from_micros(4);
+/// Waits in a row longer than the maximum that halve the window.
+pub const MISSES: u32 = 4;
 
 impl PollWindow {
     /// A window that starts closed and never exceeds `max` (zero: never poll).
@@ -31,6 +37,7 @@ impl PollWindow {
         PollWindow {
             current: Duration::ZERO,
             max,
+            misses: 0,
         }
     }
 
@@ -42,14 +49,22 @@ impl PollWindow {
     /// Adjusts the window after a wait for the driver that took `waited` (polling and
     /// blocking together).
     pub fn waited(&mut self, waited: Duration) {
+        if waited > self.max {
+            // Polling would have had to go on too long: once may be a preemption, several
+            // times in a row is the guest's pace.
+            self.misses += 1;
+            if self.misses >= MISSES {
+                self.misses = 0;
+                self.current /= 2;
+                if self.current < START {
+                    self.current = Duration::ZERO;
+                }
+            }
+            return;
+        }
+        self.misses = 0;
         if waited <= self.current {
             // Polling caught it: the window is right.
-        } else if waited > self.max {
-            // Polling would have had to go on too long.
-            self.current /= 2;
-            if self.current < START {
-                self.current = Duration::ZERO;
-            }
         } else if self.current < self.max {
             // A longer window would have caught it.
             self.current = if self.current.is_zero() {
@@ -92,12 +107,19 @@ mod tests {
             w.waited(us(20));
         }
         assert_eq!(w.current(), MAX);
-        // Over the maximum (a preempted guest, or one that stopped): halve, and close
+        // Single waits over the maximum (a preempted guest or device thread) between
+        // short ones change nothing.
+        for _ in 0..3 * MISSES {
+            w.waited(us(40));
+            w.waited(us(20));
+        }
+        assert_eq!(w.current(), MAX);
+        // Several in a row (the guest's pace, or a guest that stopped): halve, and close
         // below the first step; then stay closed.
-        w.waited(us(40));
-        assert_eq!(w.current(), us(16));
-        for want in [8, 4, 0, 0] {
-            w.waited(Duration::from_secs(1));
+        for want in [16, 8, 4, 0, 0] {
+            for _ in 0..MISSES {
+                w.waited(Duration::from_secs(1));
+            }
             assert_eq!(w.current(), us(want));
         }
     }
