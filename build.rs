@@ -12,10 +12,11 @@
 //!   text in 64 KiB fault-around windows: ~90 windows (~6 MiB resident, one page fault
 //!   each) shrink to a handful. The daemon's code is the same code, in another order.
 //!
-//! The order file holds hash-free keys (tools/run-order/src/key.rs) and sizes, not
-//! symbol names: the names carry hashes that change with the profile, the features and
-//! the dependency graph (`cargo build` and `cargo bench` differ: tokio's test-util
-//! dev-dependency feature), so a file of names fits one build only. The keys are mapped onto the names
+//! The order file holds hash-free keys (tools/run-order/src/key.rs) with each function's
+//! size and recorded names: the names carry hashes that change with the profile, the
+//! features and the dependency graph (`cargo build` and `cargo bench` differ: tokio's
+//! test-util dev-dependency feature), so names alone fit only the builds they were
+//! recorded in; a key (and size, for a generic function's instances) fits any. The keys are mapped onto the names
 //! of each link by a linker wrapper, and this build script is that wrapper too: run as
 //! `build-script-build link-order …` it reads the link's input objects' symbol tables,
 //! writes the concrete ordering file into OUT_DIR (`run-path.order`, with

@@ -32,33 +32,44 @@ pub struct Mapped {
 /// apart, and would bring cold code into the run path's pages.
 const MAX_UNSIZED: usize = 4;
 
-/// One line of an order file: a key and, if recorded, the function's size in bytes.
-fn entry(line: &str) -> (&str, Option<u64>) {
-    match line.rsplit_once(char::is_whitespace) {
-        Some((key, size)) => match size.parse() {
-            Ok(size) => (key.trim_end(), Some(size)),
-            Err(_) => (line, None),
-        },
-        None => (line, None),
+/// One line of an order file: a function's key, its size in bytes and the names it had
+/// in the builds it was recorded in.
+#[derive(Debug, PartialEq, Eq)]
+struct Entry<'a> {
+    key: &'a str,
+    size: Option<u64>,
+    names: Vec<&'a str>,
+}
+
+fn entry(line: &str) -> Entry<'_> {
+    let mut words = line.split_whitespace();
+    let key = words.next().unwrap_or_default();
+    let size = words.next().and_then(|s| s.parse().ok());
+    Entry {
+        key,
+        size,
+        names: words.collect(),
     }
 }
 
-/// Maps `order` (one function per line: its key, then optionally its size; blank lines
-/// and `#` comments skipped) onto the functions the `inputs` define. An input that is
-/// not an object or archive adds none.
+/// Maps `order` (one function per line: its key, then optionally its size and its
+/// recorded names; blank lines and `#` comments skipped) onto the functions the
+/// `inputs` define. An input that is not an object or archive adds none.
 ///
-/// The instances of a generic function share a key, so a key can name hundreds of
-/// symbols (`Vec<T>::drop`); the ones of the recorded size stand for it, or, if none
-/// has that size (changed code), all of them if they are few ([`MAX_UNSIZED`]).
+/// A build with the recorded names (the same profile, features and dependencies) gets
+/// exactly those. Otherwise the key decides, but the instances of a generic function
+/// share one, so a key can name hundreds of symbols (`Vec<T>::drop`): the ones of the
+/// recorded size stand for it, or, if none has that size (changed code), all of them if
+/// they are few ([`MAX_UNSIZED`]).
 pub fn map(order: &str, inputs: &[PathBuf]) -> io::Result<Mapped> {
-    let entries: Vec<(&str, Option<u64>)> = order
+    let entries: Vec<Entry> = order
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(entry)
         .collect();
     let mut candidates: HashMap<&str, Vec<(String, u64)>> =
-        entries.iter().map(|(key, _)| (*key, Vec::new())).collect();
+        entries.iter().map(|e| (e.key, Vec::new())).collect();
     for input in inputs {
         crate::objects::functions(input, &mut |name, size| {
             if let Some(found) = candidates.get_mut(&*crate::key::key(name)) {
@@ -74,17 +85,20 @@ pub fn map(order: &str, inputs: &[PathBuf]) -> io::Result<Mapped> {
 
 /// The symbols standing for each of `entries`, given every symbol of each key and its
 /// size (see [`map`]).
-fn resolve(
-    entries: &[(&str, Option<u64>)],
-    candidates: &HashMap<&str, Vec<(String, u64)>>,
-) -> Mapped {
+fn resolve(entries: &[Entry], candidates: &HashMap<&str, Vec<(String, u64)>>) -> Mapped {
     let mut seen = HashSet::new();
     let mut symbols = Vec::new();
     let mut matched = 0;
-    for (key, size) in entries {
+    for Entry { key, size, names } in entries {
         let all = candidates.get(key).map_or(&[][..], Vec::as_slice);
+        let exact: Vec<&(String, u64)> = all
+            .iter()
+            .filter(|(n, _)| names.contains(&n.as_str()))
+            .collect();
         let sized: Vec<&(String, u64)> = all.iter().filter(|(_, s)| Some(*s) == *size).collect();
-        let chosen: Vec<&(String, u64)> = if !sized.is_empty() {
+        let chosen: Vec<&(String, u64)> = if !exact.is_empty() {
+            exact
+        } else if !sized.is_empty() {
             sized
         } else if size.is_none() || all.len() <= MAX_UNSIZED {
             all.iter().collect()
@@ -233,11 +247,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generic_instances_are_told_apart_by_size() {
-        let order = "a::f 10\nvec::grow 100\nvec::grow 120\nb::g 7\nc::h\nmissing 5\n";
+    fn recorded_names_else_sizes_tell_generic_instances_apart() {
+        let order = "a::f 10\nvec::grow 100\nvec::grow 120\nb::g 7\nc::h\nmissing 5\nvec::grow 100 g5 old\n";
         let entries: Vec<_> = order.lines().map(entry).collect();
-        assert_eq!(entries[0], ("a::f", Some(10)));
-        assert_eq!(entries[4], ("c::h", None));
+        assert_eq!(
+            entries[6],
+            Entry {
+                key: "vec::grow",
+                size: Some(100),
+                names: vec!["g5", "old"]
+            }
+        );
+        assert_eq!((entries[4].key, entries[4].size), ("c::h", None));
         let sym = |n: &str, size| (n.to_string(), size);
         let candidates: HashMap<&str, Vec<(String, u64)>> = [
             // One instance, another size now: still it.
@@ -263,9 +284,13 @@ mod tests {
         .into_iter()
         .collect();
         let mapped = resolve(&entries, &candidates);
-        assert_eq!(mapped.entries, 6);
-        assert_eq!(mapped.matched, 4);
-        assert_eq!(mapped.symbols, ["f1", "g1", "g4", "g3", "g6", "c1", "c2"]);
+        assert_eq!(mapped.entries, 7);
+        assert_eq!(mapped.matched, 5);
+        // The recorded name, when the link has it, is the one (whatever its size now).
+        assert_eq!(
+            mapped.symbols,
+            ["f1", "g1", "g4", "g3", "g6", "c1", "c2", "g5"]
+        );
     }
 
     #[test]

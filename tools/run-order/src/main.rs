@@ -1,7 +1,7 @@
 //! `run-order OUT -- PROGRAM ARGS…`: runs PROGRAM under ptrace with a one-shot breakpoint
 //! (`int3`) on the entry of every function in its symbol table and writes the functions
 //! it executed, in the order of their first call, to OUT: one hash-free key
-//! ([`run_order::key`]) and size per line, which the monovirt build's link step
+//! ([`run_order::key`]), size and name per line, which the monovirt build's link step
 //! ([`run_order::link`]) maps onto the names of whatever build it links.
 //!
 //! Linked in that order, the code one run executes sits together instead of spread over
@@ -245,25 +245,22 @@ fn main() -> Result<()> {
 
     let mut file =
         File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    // One line per function: its key and size (the link step tells apart the instances
-    // of a generic function, which share a key, by their size).
-    let mut written = std::collections::HashSet::new();
+    // One line per function: its key, its size and its name in this build (the link step
+    // takes the names if it has them, and otherwise tells apart the instances of a
+    // generic function, which share a key, by their size).
+    let mut written = 0;
     for addr in &order {
-        let mut aliases: Vec<(String, u64)> = functions[addr]
-            .iter()
-            .map(|(n, size)| (key(n).into_owned(), *size))
-            .collect();
+        let mut aliases = functions[addr].clone();
         aliases.sort();
         for (name, size) in aliases {
-            if written.insert((name.clone(), size)) {
-                writeln!(file, "{name} {size}")?;
-            }
+            writeln!(file, "{} {size} {name}", key(&name))?;
+            written += 1;
         }
     }
     eprintln!(
-        "run-order: {} functions executed ({} keys and sizes) written to {}",
+        "run-order: {} functions executed ({} symbols) written to {}",
         order.len(),
-        written.len(),
+        written,
         out.display()
     );
     Ok(())
