@@ -301,7 +301,11 @@ fn device_loop(epoll: &Epoll, polled: &[Polled], poll_max: Duration) -> std::io:
                 if found.any() || wait_start.elapsed() >= window.current() {
                     break;
                 }
-                std::hint::spin_loop();
+                // Like KVM's halt polling, which stops once another task wants the CPU:
+                // give the CPU to whatever else is runnable here (the guest's own vCPU
+                // thread, on a busy host) before looking again; with nothing else runnable
+                // this returns at once.
+                std::thread::yield_now();
             }
         }
         if polling && !found.any() {
