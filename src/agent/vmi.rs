@@ -287,7 +287,10 @@ impl Agent {
             )
             .await
             .map_err(|e| VmiError::Write(name, e))?;
-        self.vmis.insert(super::key_of(&written), written.clone());
+        self.vmis
+            .insert_written(super::key_of(&written), written.clone(), |v| {
+                crate::controller::reflector::resource_version(&v.metadata)
+            });
         Ok(written)
     }
 

@@ -25,6 +25,14 @@ pub fn key_of(obj: &Value) -> String {
     }
 }
 
+/// The numeric resourceVersion in `meta` (this store's versions are integers), for
+/// [`Cache::insert_written`].
+pub fn resource_version(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<u64> {
+    meta.resource_version.as_deref()?.parse().ok()
+}
+
 /// Objects by key, shared between the reflector that fills it and its readers.
 #[derive(Debug)]
 pub struct Cache<K> {
@@ -65,6 +73,20 @@ impl<K> Cache<K> {
     /// Puts `obj` under `key` (tests and writers that know the new state first).
     pub fn insert(&self, key: String, obj: K) {
         self.write().insert(key, Arc::new(obj));
+    }
+
+    /// Puts a writer's own result `obj` under `key`, unless the cache already holds a later
+    /// version of it (by `version`, the numeric resourceVersion): the watch may have brought
+    /// a later state while the write's answer was on its way, and no further event would
+    /// correct the cache if the writer's older copy replaced it (every write based on it
+    /// would then conflict).
+    pub fn insert_written(&self, key: String, obj: K, version: impl Fn(&K) -> Option<u64>) {
+        let mut map = self.write();
+        let cached = map.get(&key).and_then(|c| version(c));
+        if cached.is_some_and(|cached| version(&obj).is_some_and(|new| cached > new)) {
+            return;
+        }
+        map.insert(key, Arc::new(obj));
     }
 
     /// Removes `key`.
@@ -223,5 +245,31 @@ pub async fn reflect_with<K: DeserializeOwned + Send + Sync + 'static>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cache;
+
+    #[test]
+    fn a_writers_older_copy_never_replaces_a_later_cached_version() {
+        let cache: Cache<u64> = Cache::default();
+        let version = |v: &u64| Some(*v);
+        cache.insert_written("a".into(), 3, version);
+        assert_eq!(
+            cache.get("a").as_deref(),
+            Some(&3),
+            "an empty slot takes it"
+        );
+        // The watch brought version 5 before the writer's answer (version 4) arrived.
+        cache.insert("a".into(), 5);
+        cache.insert_written("a".into(), 4, version);
+        assert_eq!(cache.get("a").as_deref(), Some(&5));
+        cache.insert_written("a".into(), 6, version);
+        assert_eq!(cache.get("a").as_deref(), Some(&6));
+        // Without versions to compare, the writer's copy is taken.
+        cache.insert_written("a".into(), 1, |_| None);
+        assert_eq!(cache.get("a").as_deref(), Some(&1));
     }
 }

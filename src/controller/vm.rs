@@ -493,7 +493,9 @@ pub async fn reconcile(ctx: Arc<Context>, key: String) -> Result<Action, VmError
             tracing::info!(vm = %key, "creating VMI");
             match vmis.create(&new, &WriteOptions::default()).await {
                 Ok(created) => {
-                    ctx.vmis.insert(key.clone(), created);
+                    ctx.vmis.insert_written(key.clone(), created, |v| {
+                        super::reflector::resource_version(&v.metadata)
+                    });
                     record(
                         &ctx,
                         &vm,
