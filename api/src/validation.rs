@@ -61,6 +61,18 @@ pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]
     )
 }
 
+/// [`not_supported`] when `value` is set and is not one of `supported`: the check every
+/// enumerated field (a bus, a cache mode, a pull policy) makes.
+pub fn unless_one_of(
+    field: impl Into<String>,
+    value: Option<&str>,
+    supported: &[&str],
+) -> Option<Cause> {
+    value
+        .filter(|v| !supported.contains(v))
+        .map(|v| not_supported(field, &Value::from(v), supported))
+}
+
 /// A `FieldValueForbidden` cause: `Forbidden: <detail>`.
 pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
     Cause::new("FieldValueForbidden", field, format!("Forbidden: {detail}"))
@@ -392,6 +404,19 @@ mod tests {
         assert_eq!(
             c.message,
             "Unsupported value: \"Sometimes\": supported values: \"Always\", \"Halted\""
+        );
+    }
+    #[test]
+    fn enumerated_fields() {
+        let modes = &["none", "writethrough"];
+        assert!(unless_one_of("spec.cache", None, modes).is_none());
+        assert!(unless_one_of("spec.cache", Some("none"), modes).is_none());
+        let c = unless_one_of("spec.cache", Some("unsafe"), modes).expect("not a mode");
+        assert_eq!(c.field, "spec.cache");
+        assert_eq!(c.reason, "FieldValueNotSupported");
+        assert_eq!(
+            c.message,
+            "Unsupported value: \"unsafe\": supported values: \"none\", \"writethrough\""
         );
     }
 }

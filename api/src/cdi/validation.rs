@@ -5,7 +5,7 @@ use super::datavolume::{DataVolume, DataVolumeSpec};
 use crate::quantity;
 use crate::status::Cause;
 use crate::validation::{
-    dns1123_label, dns1123_subdomain, forbidden, invalid, not_supported, required,
+    dns1123_label, dns1123_subdomain, forbidden, invalid, not_supported, required, unless_one_of,
 };
 use serde_json::Value;
 
@@ -119,15 +119,11 @@ pub fn validate_dv_spec(spec: &DataVolumeSpec, base: &str, causes: &mut Vec<Caus
                 }
                 (true, false) => {}
             }
-            if let Some(m) = reg.pull_method.as_deref() {
-                if !["pod", "node"].contains(&m) {
-                    causes.push(not_supported(
-                        format!("{p}.registry.pullMethod"),
-                        &Value::from(m),
-                        &["pod", "node"],
-                    ));
-                }
-            }
+            causes.extend(unless_one_of(
+                format!("{p}.registry.pullMethod"),
+                reg.pull_method.as_deref(),
+                &["pod", "node"],
+            ));
         }
         if let Some(pvc) = &src.pvc {
             is_clone = true;
@@ -228,23 +224,17 @@ pub fn validate_dv_spec(spec: &DataVolumeSpec, base: &str, causes: &mut Vec<Caus
 
 fn check_modes(modes: &[String], volume_mode: Option<&str>, p: &str, causes: &mut Vec<Cause>) {
     for (i, m) in modes.iter().enumerate() {
-        if !ACCESS_MODES.contains(&m.as_str()) {
-            causes.push(not_supported(
-                format!("{p}.accessModes[{i}]"),
-                &Value::from(m.as_str()),
-                ACCESS_MODES,
-            ));
-        }
+        causes.extend(unless_one_of(
+            format!("{p}.accessModes[{i}]"),
+            Some(m),
+            ACCESS_MODES,
+        ));
     }
-    if let Some(vm) = volume_mode {
-        if !VOLUME_MODES.contains(&vm) {
-            causes.push(not_supported(
-                format!("{p}.volumeMode"),
-                &Value::from(vm),
-                VOLUME_MODES,
-            ));
-        }
-    }
+    causes.extend(unless_one_of(
+        format!("{p}.volumeMode"),
+        volume_mode,
+        VOLUME_MODES,
+    ));
 }
 
 fn check_size(q: &str, field: String, causes: &mut Vec<Cause>) {

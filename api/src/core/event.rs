@@ -2,7 +2,7 @@
 //! shows them). Validation follows kube-apiserver's for core/v1 events.
 
 use crate::status::Cause;
-use crate::validation::{invalid, not_supported};
+use crate::validation::{invalid, unless_one_of};
 pub use k8s_openapi::api::core::v1::Event;
 use serde_json::Value;
 
@@ -40,14 +40,10 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
             ));
         }
     }
-    if let Some(t) = obj.get("type").and_then(Value::as_str) {
-        if !["Normal", "Warning"].contains(&t) {
-            causes.push(not_supported(
-                "type",
-                &Value::from(t),
-                &["Normal", "Warning"],
-            ));
-        }
-    }
+    causes.extend(unless_one_of(
+        "type",
+        obj.get("type").and_then(Value::as_str),
+        &["Normal", "Warning"],
+    ));
     causes
 }

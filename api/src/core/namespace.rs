@@ -55,15 +55,11 @@ pub fn default(obj: &mut Value) {
 /// Validates a Namespace beyond its schema: phase values and finalizer names.
 pub fn validate(obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
-    if let Some(phase) = obj.pointer("/status/phase").and_then(Value::as_str) {
-        if !["Active", "Terminating"].contains(&phase) {
-            causes.push(crate::validation::not_supported(
-                "status.phase",
-                &Value::from(phase),
-                &["Active", "Terminating"],
-            ));
-        }
-    }
+    causes.extend(crate::validation::unless_one_of(
+        "status.phase",
+        obj.pointer("/status/phase").and_then(Value::as_str),
+        &["Active", "Terminating"],
+    ));
     if let Some(list) = obj.pointer("/spec/finalizers").and_then(Value::as_array) {
         for (i, f) in list.iter().enumerate() {
             let name = f.as_str().unwrap_or("");

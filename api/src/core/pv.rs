@@ -4,7 +4,7 @@
 
 use super::volume;
 use crate::status::Cause;
-use crate::validation::{forbidden, invalid, not_supported, required};
+use crate::validation::{forbidden, invalid, required, unless_one_of};
 pub use k8s_openapi::api::core::v1::PersistentVolume;
 use serde_json::{json, Value};
 
@@ -49,18 +49,12 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
         "spec.capacity.storage",
         "spec.capacity[storage]",
     ));
-    if let Some(p) = spec
-        .get("persistentVolumeReclaimPolicy")
-        .and_then(Value::as_str)
-    {
-        if !RECLAIM_POLICIES.contains(&p) {
-            causes.push(not_supported(
-                "spec.persistentVolumeReclaimPolicy",
-                &Value::from(p),
-                RECLAIM_POLICIES,
-            ));
-        }
-    }
+    causes.extend(unless_one_of(
+        "spec.persistentVolumeReclaimPolicy",
+        spec.get("persistentVolumeReclaimPolicy")
+            .and_then(Value::as_str),
+        RECLAIM_POLICIES,
+    ));
     const SOURCES: &[&str] = &[
         "hostPath", "local", "nfs", "csi", "iscsi", "rbd", "cephfs", "fc",
     ];

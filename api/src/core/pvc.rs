@@ -3,7 +3,7 @@
 
 use super::volume;
 use crate::status::Cause;
-use crate::validation::not_supported;
+use crate::validation::unless_one_of;
 pub use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use serde_json::Value;
 
@@ -41,14 +41,10 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
         "spec.resources.requests.storage",
         "spec.resources[storage]",
     ));
-    if let Some(vm) = spec.get("volumeMode").and_then(Value::as_str) {
-        if !VOLUME_MODES.contains(&vm) {
-            causes.push(not_supported(
-                "spec.volumeMode",
-                &Value::from(vm),
-                VOLUME_MODES,
-            ));
-        }
-    }
+    causes.extend(unless_one_of(
+        "spec.volumeMode",
+        spec.get("volumeMode").and_then(Value::as_str),
+        VOLUME_MODES,
+    ));
     causes
 }

@@ -12,7 +12,7 @@ use crate::quantity;
 use crate::status::Cause;
 use crate::validation::{
     dns1123_label, dns1123_subdomain, duplicate, forbidden, invalid, not_supported, parse_mac,
-    required,
+    required, unless_one_of,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -266,13 +266,7 @@ pub fn validate_vmi_spec(
     }
     if let Some(a) = spec.architecture.as_deref().filter(|a| !a.is_empty()) {
         let known = ["amd64", "arm64", "s390x", "ppc64le"];
-        if !known.contains(&a) {
-            causes.push(not_supported(
-                path(base, "architecture"),
-                &Value::from(a),
-                &known,
-            ));
-        }
+        causes.extend(unless_one_of(path(base, "architecture"), Some(a), &known));
     }
     for (k, v) in &spec.node_selector {
         for e in crate::validation::qualified_name(k) {
@@ -497,15 +491,11 @@ fn validate_firmware(spec: &VirtualMachineInstanceSpec, domain: &str, causes: &m
                         }
                     }
                 }
-                if let Some(pp) = c.image_pull_policy.as_deref() {
-                    if !PULL_POLICIES.contains(&pp) {
-                        causes.push(not_supported(
-                            format!("{kp}.container.imagePullPolicy"),
-                            &Value::from(pp),
-                            PULL_POLICIES,
-                        ));
-                    }
-                }
+                causes.extend(unless_one_of(
+                    format!("{kp}.container.imagePullPolicy"),
+                    c.image_pull_policy.as_deref(),
+                    PULL_POLICIES,
+                ));
             }
         }
     }
@@ -599,15 +589,11 @@ fn validate_volumes(volumes: &[Volume], base: &str, causes: &mut Vec<Cause>) -> 
             if cd.image.is_empty() {
                 causes.push(Cause::required(format!("{p}.containerDisk.image")));
             }
-            if let Some(pp) = cd.image_pull_policy.as_deref() {
-                if !PULL_POLICIES.contains(&pp) {
-                    causes.push(not_supported(
-                        format!("{p}.containerDisk.imagePullPolicy"),
-                        &Value::from(pp),
-                        PULL_POLICIES,
-                    ));
-                }
-            }
+            causes.extend(unless_one_of(
+                format!("{p}.containerDisk.imagePullPolicy"),
+                cd.image_pull_policy.as_deref(),
+                PULL_POLICIES,
+            ));
         }
         if let Some(pvc) = &v.persistent_volume_claim {
             if pvc.claim_name.is_empty() {
@@ -652,13 +638,11 @@ fn validate_volumes(volumes: &[Volume], base: &str, causes: &mut Vec<Cause>) -> 
                     "must be an absolute path",
                 ));
             }
-            if !HOST_DISK_TYPES.contains(&hd.type_.as_str()) {
-                causes.push(not_supported(
-                    format!("{hp}.type"),
-                    &Value::from(hd.type_.as_str()),
-                    HOST_DISK_TYPES,
-                ));
-            }
+            causes.extend(unless_one_of(
+                format!("{hp}.type"),
+                Some(&hd.type_),
+                HOST_DISK_TYPES,
+            ));
             let cap = check_quantity(hd.capacity.as_ref(), format!("{hp}.capacity"), causes);
             if hd.type_ == "DiskOrCreate"
                 && cap.is_none_or(|c| c.is_zero())
@@ -752,15 +736,11 @@ fn validate_disks(
                 }
             }
         }
-        if let Some(tray) = d.cdrom.as_ref().and_then(|c| c.tray.as_deref()) {
-            if !["open", "closed"].contains(&tray) {
-                causes.push(not_supported(
-                    format!("{p}.cdrom.tray"),
-                    &Value::from(tray),
-                    &["open", "closed"],
-                ));
-            }
-        }
+        causes.extend(unless_one_of(
+            format!("{p}.cdrom.tray"),
+            d.cdrom.as_ref().and_then(|c| c.tray.as_deref()),
+            &["open", "closed"],
+        ));
         check_boot_order(d.boot_order, format!("{p}.bootOrder"), boot_orders, causes);
         if let Some(serial) = d.serial.as_deref() {
             let ok = serial.len() <= 36
@@ -776,20 +756,12 @@ fn validate_disks(
                 ));
             }
         }
-        if let Some(c) = d.cache.as_deref() {
-            if !CACHE_MODES.contains(&c) {
-                causes.push(not_supported(
-                    format!("{p}.cache"),
-                    &Value::from(c),
-                    CACHE_MODES,
-                ));
-            }
-        }
-        if let Some(io) = d.io.as_deref() {
-            if !IO_MODES.contains(&io) {
-                causes.push(not_supported(format!("{p}.io"), &Value::from(io), IO_MODES));
-            }
-        }
+        causes.extend(unless_one_of(
+            format!("{p}.cache"),
+            d.cache.as_deref(),
+            CACHE_MODES,
+        ));
+        causes.extend(unless_one_of(format!("{p}.io"), d.io.as_deref(), IO_MODES));
         if let Some(pci) = d.disk.as_ref().and_then(|t| t.pci_address.as_deref()) {
             if !is_pci_address(pci) {
                 causes.push(invalid(
@@ -963,15 +935,11 @@ fn validate_networks(
                 ));
             }
         }
-        if let Some(model) = iface.model.as_deref() {
-            if !NIC_MODELS.contains(&model) {
-                causes.push(not_supported(
-                    format!("{p}.model"),
-                    &Value::from(model),
-                    NIC_MODELS,
-                ));
-            }
-        }
+        causes.extend(unless_one_of(
+            format!("{p}.model"),
+            iface.model.as_deref(),
+            NIC_MODELS,
+        ));
         if let Some(mac) = iface.mac_address.as_deref().filter(|m| !m.is_empty()) {
             match parse_mac(mac) {
                 None => causes.push(invalid(
@@ -1012,13 +980,11 @@ fn validate_networks(
                 ));
             }
             let proto = port.protocol.as_deref().unwrap_or("TCP");
-            if !PROTOCOLS.contains(&proto) {
-                causes.push(not_supported(
-                    format!("{pp}.protocol"),
-                    &Value::from(proto),
-                    PROTOCOLS,
-                ));
-            }
+            causes.extend(unless_one_of(
+                format!("{pp}.protocol"),
+                Some(proto),
+                PROTOCOLS,
+            ));
             if !port_keys.insert((proto, port.port)) {
                 causes.push(duplicate(format!("{pp}.port"), &port.port.to_string()));
             }
@@ -1029,15 +995,11 @@ fn validate_networks(
             boot_orders,
             causes,
         );
-        if let Some(state) = iface.state.as_deref() {
-            if !["up", "down", "absent"].contains(&state) {
-                causes.push(not_supported(
-                    format!("{p}.state"),
-                    &Value::from(state),
-                    &["up", "down", "absent"],
-                ));
-            }
-        }
+        causes.extend(unless_one_of(
+            format!("{p}.state"),
+            iface.state.as_deref(),
+            &["up", "down", "absent"],
+        ));
     }
     for (name, (i, _)) in &networks {
         if !iface_names.contains(name) {

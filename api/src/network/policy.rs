@@ -16,7 +16,9 @@
 //! (`address[].ip`, `prefix-length`). DHCP on node interfaces is not supported.
 
 use crate::status::Cause;
-use crate::validation::{invalid, label_value, not_supported, qualified_name, required};
+use crate::validation::{
+    invalid, label_value, not_supported, qualified_name, required, unless_one_of,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -377,13 +379,11 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
                 &iface.name,
             ));
         }
-        if !INTERFACE_STATES.contains(&iface.state()) {
-            causes.push(not_supported(
-                format!("{p}.state"),
-                &Value::from(iface.state()),
-                INTERFACE_STATES,
-            ));
-        }
+        causes.extend(unless_one_of(
+            format!("{p}.state"),
+            Some(iface.state()),
+            INTERFACE_STATES,
+        ));
         let ty = iface.type_.as_deref();
         match ty {
             Some(t) if INTERFACE_TYPES.contains(&t) => {}

@@ -2,7 +2,7 @@
 //! `Immediate`) and validation, as kube-apiserver does them.
 
 use crate::status::Cause;
-use crate::validation::{dns1123_subdomain, invalid, not_supported};
+use crate::validation::{dns1123_subdomain, invalid, unless_one_of};
 pub use k8s_openapi::api::storage::v1::StorageClass;
 use serde_json::{json, Value};
 
@@ -63,11 +63,11 @@ pub fn validate(obj: &Value) -> Vec<Cause> {
         ("reclaimPolicy", RECLAIM_POLICIES),
         ("volumeBindingMode", BINDING_MODES),
     ] {
-        if let Some(v) = obj.get(field).and_then(Value::as_str) {
-            if !allowed.contains(&v) {
-                causes.push(not_supported(field, &Value::from(v), allowed));
-            }
-        }
+        causes.extend(unless_one_of(
+            field,
+            obj.get(field).and_then(Value::as_str),
+            allowed,
+        ));
     }
     causes
 }
