@@ -10,6 +10,10 @@
 //! exec'ed from into it, and posix_spawn/vfork exec from this harness's own (larger)
 //! address space, so `ru_maxrss` would report the harness, not `monovirt run`.
 //!
+//! After each table one more, untimed run shows where the pages behind that peak are
+//! (boot/resident.rs): per ELF section of the binary and of each shared library, the
+//! heap, thread stacks and guest memory, file-backed and anonymous, at the exit stop.
+//!
 //! Prints min/median/max tables with the load average; CPU time (user + sys) is what
 //! load distorts least. `MONOVIRT_BENCH_RUNS` sets the run count (default 10).
 //! A benchmark measures; nothing here asserts a speed.
@@ -17,6 +21,8 @@
 #[path = "../tests/common/guest.rs"]
 #[allow(dead_code, unused_imports)]
 mod guest;
+#[path = "boot/resident.rs"]
+mod resident;
 #[path = "../tests/vmm_support/mod.rs"]
 mod vmm_support;
 
@@ -37,6 +43,8 @@ struct Sample {
     rss_at_exit_kib: [u64; 3],
     cpu: Duration,
     minor_faults: u64,
+    /// Where its pages were at the exit stop, if asked for.
+    residency: Option<resident::Residency>,
 }
 
 fn status_kib(status: &str, name: &str) -> Result<u64> {
@@ -76,7 +84,9 @@ fn first_line(mut out: impl Read, start: Instant, marker: &[u8]) -> Option<Durat
     first_line
 }
 
-fn run_once(bin: &str, kernel: &std::path::Path, marker: &[u8]) -> Result<Sample> {
+/// One `monovirt run`; with `breakdown`, it also reads where the child's pages are at
+/// its exit stop (which takes a few milliseconds of the measured exit time).
+fn run_once(bin: &str, kernel: &std::path::Path, marker: &[u8], breakdown: bool) -> Result<Sample> {
     let start = Instant::now();
     let mut child = Command::new(bin)
         .arg("run")
@@ -119,6 +129,7 @@ fn run_once(bin: &str, kernel: &std::path::Path, marker: &[u8]) -> Result<Sample
     let exit_status;
     let mut peak_rss_kib = None;
     let mut rss_at_exit_kib = [0; 3];
+    let mut residency = None;
     let mut usage: libc::rusage;
     loop {
         let mut status = 0;
@@ -141,6 +152,10 @@ fn run_once(bin: &str, kernel: &std::path::Path, marker: &[u8]) -> Result<Sample
                 status_kib(&st, "RssFile:")?,
                 status_kib(&st, "RssShmem:")?,
             ];
+            if breakdown {
+                let program = std::fs::canonicalize(bin)?;
+                residency = Some(resident::read(pid, &program)?);
+            }
         } else if libc::WIFSTOPPED(status) && status >> 16 == 0 {
             // A signal-delivery stop: hand the signal on.
             signal = libc::WSTOPSIG(status);
@@ -166,6 +181,7 @@ fn run_once(bin: &str, kernel: &std::path::Path, marker: &[u8]) -> Result<Sample
         rss_at_exit_kib,
         cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
         minor_faults: usage.ru_minflt as u64,
+        residency,
     })
 }
 
@@ -265,11 +281,22 @@ fn main() -> Result<()> {
         ("test guest (full report)", kernel.as_path(), &b"guest="[..]),
     ] {
         // One untimed run warms the page cache for the binary and the guest.
-        run_once(bin, kernel, marker)?;
+        run_once(bin, kernel, marker, false)?;
         let samples: Vec<Sample> = (0..runs)
-            .map(|_| run_once(bin, kernel, marker))
+            .map(|_| run_once(bin, kernel, marker, false))
             .collect::<Result<_>>()?;
         table(title, runs, &samples);
+        // And one more, untimed, to show where the resident pages are.
+        let last = run_once(bin, kernel, marker, true)?;
+        if let Some(r) = last.residency {
+            r.print(
+                &format!(
+                    "monovirt run: {title}: resident pages at exit (VmHWM {:.2} MiB)",
+                    last.peak_rss_kib as f64 / 1024.0
+                ),
+                18,
+            );
+        }
     }
     per_vm_table()
 }
