@@ -9,16 +9,19 @@
 //! of one per function cluster (scripts/run-order.sh, build.rs). Every thread is traced
 //! (`PTRACE_O_TRACECLONE`); a breakpoint is removed at its first hit, so each function
 //! costs one stop. Symbols that share an address (folded identical code) are all
-//! listed. PROGRAM must be a position-independent or fixed-address ELF executable with
-//! its symbol table (`nm` reads it).
+//! listed. The thread that ends the process (`exit_group`) is held until the others
+//! have ended, so what they run last (a VM's teardown) is recorded too. PROGRAM must be
+//! a position-independent or fixed-address ELF executable with its symbol table (`nm`
+//! reads it).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use run_order::key::key;
@@ -94,7 +97,8 @@ fn text_mapping(pid: libc::pid_t, program: &Path) -> Result<(u64, u64, u64)> {
 
 fn ptrace(req: libc::c_uint, pid: libc::pid_t, data: usize) -> Result<()> {
     // SAFETY: the requests used here take no pointer in `addr`, and `data` is either a
-    // number or a pointer to a live `user_regs_struct` for GETREGS/SETREGS.
+    // number or a pointer to a live `user_regs_struct` for GETREGS/SETREGS or to a live
+    // `c_ulong` for GETEVENTMSG.
     let rc = unsafe { libc::ptrace(req, pid, std::ptr::null_mut::<libc::c_void>(), data) };
     if rc < 0 {
         bail!("ptrace({req}, {pid}): {}", std::io::Error::last_os_error());
@@ -112,6 +116,9 @@ fn regs(pid: libc::pid_t) -> Result<libc::user_regs_struct> {
     )?;
     Ok(r)
 }
+
+/// How long the thread that ends the process is held for the others to end first.
+const EXIT_HOLD: Duration = Duration::from_secs(5);
 
 struct Breakpoint {
     original: u8,
@@ -178,17 +185,45 @@ fn main() -> Result<()> {
     drop(text);
     eprintln!("run-order: {} breakpoints", bps.len());
 
+    // Syscall stops too (marked by TRACESYSGOOD), to see `exit_group` coming.
     ptrace(
         libc::PTRACE_SETOPTIONS,
         pid,
-        (libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL) as usize,
+        (libc::PTRACE_O_TRACECLONE | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACESYSGOOD)
+            as usize,
     )?;
-    ptrace(libc::PTRACE_CONT, pid, 0)?;
+    ptrace(libc::PTRACE_SYSCALL, pid, 0)?;
     let mut order: Vec<u64> = Vec::new();
     let mut exit_status = None;
+    // Every thread alive, and the one held at its `exit_group` with when it got there.
+    let mut threads: HashSet<libc::pid_t> = HashSet::from([pid]);
+    let mut exiting: Option<(libc::pid_t, Instant)> = None;
     loop {
+        // The process ends when one thread calls exit_group, which kills the others
+        // wherever they are. `monovirt run` returns from main once its VM has ended,
+        // while the VM's own thread may still be releasing its devices and memory: run
+        // alone, either comes first. Traced, the other threads are slowed by their
+        // breakpoints and would always be cut off, so what they run last (the VM's
+        // teardown) would never be recorded and would sit outside the laid-out code.
+        // So the exiting thread is held until the others have ended (or EXIT_HOLD).
+        if let Some((held, since)) = exiting {
+            if threads.len() == 1 || since.elapsed() > EXIT_HOLD {
+                exiting = None;
+                ptrace(libc::PTRACE_CONT, held, 0)?;
+            }
+        }
+        let flags = if exiting.is_some() {
+            libc::__WALL | libc::WNOHANG
+        } else {
+            libc::__WALL
+        };
         // SAFETY: waiting for any traced thread; `status` is a valid out-pointer.
-        let tid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
+        let tid = unsafe { libc::waitpid(-1, &mut status, flags) };
+        if tid == 0 {
+            // Holding an exit, and no other thread has news yet.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         if tid < 0 {
             let e = std::io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ECHILD) {
@@ -197,6 +232,7 @@ fn main() -> Result<()> {
             bail!("waitpid: {e}");
         }
         if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+            threads.remove(&tid);
             if tid == pid {
                 exit_status = Some(status);
             }
@@ -205,10 +241,25 @@ fn main() -> Result<()> {
         if !libc::WIFSTOPPED(status) {
             continue;
         }
+        threads.insert(tid);
         let sig = libc::WSTOPSIG(status);
         let mut deliver = 0;
-        if status >> 16 != 0 {
-            // A clone event: the new thread is traced and reports its own stop.
+        if sig == libc::SIGTRAP | 0x80 {
+            // A syscall stop. exit_group never returns, so this is its entry.
+            if regs(tid)?.orig_rax == libc::SYS_exit_group as u64 && exiting.is_none() {
+                exiting = Some((tid, Instant::now()));
+                continue;
+            }
+        } else if status >> 16 != 0 {
+            // A clone event: the new thread is traced and reports its own stop; it
+            // counts as alive from now, before that stop is seen.
+            let mut new_tid: libc::c_ulong = 0;
+            ptrace(
+                libc::PTRACE_GETEVENTMSG,
+                tid,
+                &mut new_tid as *mut libc::c_ulong as usize,
+            )?;
+            threads.insert(new_tid as libc::pid_t);
         } else if sig == libc::SIGTRAP {
             let mut r = regs(tid)?;
             let at = r.rip - 1;
@@ -234,7 +285,7 @@ fn main() -> Result<()> {
             deliver = sig;
         }
         // A thread that exited meanwhile cannot be continued; nothing to do then.
-        let _ = ptrace(libc::PTRACE_CONT, tid, deliver as usize);
+        let _ = ptrace(libc::PTRACE_SYSCALL, tid, deliver as usize);
     }
     let status = exit_status.context("the program's exit was not seen")?;
     ensure!(
