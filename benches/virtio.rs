@@ -113,8 +113,18 @@ const MODES: [(&str, &str, libc::c_int); 2] = [
     ("writeback", "page cache", 0),
 ];
 
-/// The guest's rows (see [`ROWS`]) and its notifications per request at queue depth 32.
-fn guest_disk(image: &Path, cache: &str) -> Result<([f64; 5], f64)> {
+/// What one guest run measured besides the rows.
+struct GuestExtra {
+    /// Notifications per request at queue depth 32.
+    kicks: f64,
+    /// At queue depth 1 (deep-queue pass), per request: µs the driver spun waiting for the
+    /// completion, and µs of its own work (the rest).
+    waiting_us: f64,
+    own_us: f64,
+}
+
+/// The guest's rows (see [`ROWS`]) and the rest it measured.
+fn guest_disk(image: &Path, cache: &str) -> Result<([f64; 5], GuestExtra)> {
     let child = boot(
         &[],
         "blkbench poweroff",
@@ -124,7 +134,13 @@ fn guest_disk(image: &Path, cache: &str) -> Result<([f64; 5], f64)> {
     ensure!(out.status.success(), "monovirt run: {}", out.status);
     let report = Report::parse(&String::from_utf8_lossy(&out.stdout));
     let deep = fields(&report, "blkbench.deep.qd32")?;
-    let kicks = deep.get(2).copied().unwrap_or(f64::NAN) / deep[0];
+    let qd1 = fields(&report, "blkbench.deep.qd1")?;
+    let waiting = qd1.get(3).copied().unwrap_or(f64::NAN);
+    let extra = GuestExtra {
+        kicks: deep.get(2).copied().unwrap_or(f64::NAN) / deep[0],
+        waiting_us: waiting / qd1[0] / 1e3,
+        own_us: (qd1[1] - waiting) / qd1[0] / 1e3,
+    };
     Ok((
         [
             rate(&report, "blkbench.seqread")? / f64::from(1 << 20),
@@ -133,7 +149,7 @@ fn guest_disk(image: &Path, cache: &str) -> Result<([f64; 5], f64)> {
             rate(&report, "blkbench.deep.qd1")?,
             rate(&report, "blkbench.deep.qd32")?,
         ],
-        kicks,
+        extra,
     ))
 }
 
@@ -221,13 +237,10 @@ fn host_disk(image: &Path, flags: libc::c_int) -> Result<[f64; 5]> {
 /// The device-thread settings the guest ran with (the VMM's tuning variables, if set).
 fn device_settings() -> String {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| "default".into());
-    format!(
-        "{}={}, {}={}",
-        monovirt::vmm::virtio_devices::POLL_MAX_ENV,
-        var(monovirt::vmm::virtio_devices::POLL_MAX_ENV),
-        monovirt::vmm::virtio_devices::IO_URING_ENV,
-        var(monovirt::vmm::virtio_devices::IO_URING_ENV)
-    )
+    use monovirt::vmm::virtio_devices::{IO_POLL_MAX_ENV, IO_URING_ENV, POLL_MAX_ENV};
+    [POLL_MAX_ENV, IO_POLL_MAX_ENV, IO_URING_ENV]
+        .map(|name| format!("{name}={}", var(name)))
+        .join(", ")
 }
 
 /// The rows of a disk table.
@@ -249,8 +262,13 @@ fn disk_table(runs: usize) -> Result<()> {
             (seed >> 24) as u8
         })
         .collect();
-    File::create(&image)?.write_all(&data)?;
-    let mut kicks: Vec<Vec<f64>> = MODES.iter().map(|_| Vec::new()).collect();
+    let mut file = File::create(&image)?;
+    file.write_all(&data)?;
+    // On the disk before the first run: an O_DIRECT pass over dirty page-cache pages would
+    // first write them back, for whichever side goes first.
+    file.sync_all()?;
+    drop(file);
+    let mut extras: Vec<Vec<GuestExtra>> = MODES.iter().map(|_| Vec::new()).collect();
     let mut tables: Vec<Vec<Row>> = MODES
         .iter()
         .map(|_| {
@@ -264,9 +282,11 @@ fn disk_table(runs: usize) -> Result<()> {
         })
         .collect();
     let load_before = vmm_support::load_average();
-    // Runs interleave the modes, so a change in the machine's load hits all alike.
-    for _ in 0..runs {
-        for (((cache, _, flags), rows), kicks) in MODES.iter().zip(&mut tables).zip(&mut kicks) {
+    // Runs interleave the modes, so a change in the machine's load hits all alike, and
+    // alternate which side goes first, so neither always finds the host disk as the other
+    // left it.
+    for run in 0..runs {
+        for (((cache, _, flags), rows), extras) in MODES.iter().zip(&mut tables).zip(&mut extras) {
             // With the page cache, both sides start with the image cached (the other
             // mode's O_DIRECT writes dropped it): what a page-cache mode is for.
             let warm = || -> Result<()> {
@@ -275,11 +295,22 @@ fn disk_table(runs: usize) -> Result<()> {
                 }
                 Ok(())
             };
-            warm()?;
-            let (g, k) = guest_disk(&image, cache)?;
-            kicks.push(k);
-            warm()?;
-            let h = host_disk(&image, *flags)?;
+            let guest = || -> Result<_> {
+                warm()?;
+                guest_disk(&image, cache)
+            };
+            let host = || -> Result<_> {
+                warm()?;
+                host_disk(&image, *flags)
+            };
+            let ((g, extra), h) = if run % 2 == 0 {
+                let g = guest()?;
+                (g, host()?)
+            } else {
+                let h = host()?;
+                (guest()?, h)
+            };
+            extras.push(extra);
             for (i, row) in rows.iter_mut().enumerate() {
                 row.guest.push(g[i]);
                 row.host.push(h[i]);
@@ -287,7 +318,7 @@ fn disk_table(runs: usize) -> Result<()> {
         }
     }
     let load_after = vmm_support::load_average();
-    for (((cache, host, _), rows), kicks) in MODES.iter().zip(&tables).zip(&kicks) {
+    for (((cache, host, _), rows), extras) in MODES.iter().zip(&tables).zip(&extras) {
         println!(
             "virtio-blk cache={cache}: test guest (virtio-drivers at CPL 3, polling; the device \
              opens the image as cache={cache} says) vs host (pread/pwrite, {host}; QD32 = 32 \
@@ -307,8 +338,19 @@ fn disk_table(runs: usize) -> Result<()> {
                 b / h
             );
         }
-        let (_, k, _) = stats(kicks);
-        println!("guest notifications per request at QD32 (median): {k:.3}");
+        let median = |f: fn(&GuestExtra) -> f64| stats(&extras.iter().map(f).collect::<Vec<_>>()).1;
+        println!(
+            "guest notifications per request at QD32 (median): {:.3}",
+            median(|e| e.kicks)
+        );
+        let (_, host_qd1, _) = stats(&rows[3].host);
+        println!(
+            "per request at QD1 (medians): the guest spins {:.1} µs for the completion and \
+             spends {:.1} µs on its own work; the host's read takes {:.1} µs",
+            median(|e| e.waiting_us),
+            median(|e| e.own_us),
+            1e6 / host_qd1
+        );
         println!();
     }
     Ok(())

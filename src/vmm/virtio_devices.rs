@@ -3,9 +3,10 @@
 //! them on one thread `virtio-<vm>` that polls every queue eventfd and device fd and
 //! calls the device, until its [`DeviceThread`] is dropped. Between waits the thread
 //! busy-polls the devices that allow it (disks) for an adaptive window
-//! ([`PollWindow`], at most [`POLL_MAX`]) with the driver's notifications off, so a
-//! guest issuing request after request neither exits to kick nor waits for a wake-up. The x86_64 machine puts the
-//! devices on PCI (`device_manager`), the s390x machine on channel-subsystem subchannels
+//! ([`PollWindow`], at most [`POLL_MAX`]; while a disk has I/O at the host, at most
+//! [`IO_POLL_MAX`]) with the driver's notifications off, so a guest issuing request after
+//! request neither exits to kick nor waits for a wake-up, and a completion is seen without
+//! one. The x86_64 machine puts the devices on PCI (`device_manager`), the s390x machine on channel-subsystem subchannels
 //! (`s390_ccw::virtio_ccw`); both hand the transports' queue eventfds to this thread.
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -173,7 +174,10 @@ pub fn spawn(
     }
     let epoll =
         build_epoll(&polled, &stop).map_err(|e| VirtioDevicesError::Io("the device epoll", e))?;
-    let poll_max = poll_max();
+    let poll_max = PollMax {
+        driver: poll_max_from(POLL_MAX_ENV, POLL_MAX),
+        io: poll_max_from(IO_POLL_MAX_ENV, IO_POLL_MAX),
+    };
     let thread = std::thread::Builder::new()
         .name(format!("virtio-{vm}"))
         .spawn(move || {
@@ -253,41 +257,85 @@ fn lock(p: &Polled) -> std::sync::MutexGuard<'_, dyn devices::virtio::VirtioDevi
 }
 
 /// The longest the device thread busy-polls before blocking unless [`POLL_MAX_ENV`] says
-/// otherwise; see [`PollWindow`]. Twice QEMU's `poll-max-ns` default (32 µs, chosen for
-/// guests on hardware virtualization): a guest on nested or software virtualization (the
-/// development machines' PVM) takes 15-30 µs from seeing a completion to publishing its
-/// next request, which a 32 µs window catches only some of the time.
+/// otherwise, waiting for the driver's next request; see [`PollWindow`]. Twice QEMU's
+/// `poll-max-ns` default (32 µs, chosen for guests on hardware virtualization): a Linux
+/// guest goes through its interrupt handler and block layer between a completion and its
+/// next request, longer where it runs nested. (The polling test guest takes under 1 µs;
+/// the window adapts down to what a driver needs.)
 pub const POLL_MAX: Duration = Duration::from_micros(64);
 
-/// Environment variable with the polling maximum in microseconds (`0` turns polling off),
-/// read when a VM's device thread starts: a tuning knob like QEMU's `poll-max-ns`, and
-/// what the benchmarks use to compare with and without polling.
+/// Environment variable with the polling maximum in microseconds (`0` turns polling for
+/// the driver off; [`IO_POLL_MAX_ENV`] sets the one for completions), read when a VM's
+/// device thread starts: a tuning knob like QEMU's `poll-max-ns`, and what the benchmarks
+/// use to compare with and without polling.
 pub const POLL_MAX_ENV: &str = "MONOVIRT_VIRTIO_POLL_US";
 
-/// The polling maximum: [`POLL_MAX_ENV`] if it holds a number, else [`POLL_MAX`].
-fn poll_max() -> Duration {
-    std::env::var(POLL_MAX_ENV)
+/// The longest the device thread busy-polls for completions while the disks have I/O at
+/// the host, unless [`IO_POLL_MAX_ENV`] says otherwise; see `device_loop`. A completion
+/// is then certain to come, and a thread that blocks for it pays a wake-up (13 µs on the
+/// development machines, against 4 µs for a polled one), while a 64 KiB `O_DIRECT`
+/// transfer there takes 100-250 µs and a 4 KiB one 30-60 µs: past the driver's window.
+/// This window adapts to the completions' pace as the driver's does to the driver's, so
+/// a slow disk (milliseconds per request) is not polled for.
+pub const IO_POLL_MAX: Duration = Duration::from_micros(256);
+
+/// Environment variable with the completion-polling maximum in microseconds (`0`: poll
+/// for completions only within the driver's window).
+pub const IO_POLL_MAX_ENV: &str = "MONOVIRT_VIRTIO_IO_POLL_US";
+
+/// A polling maximum: `env` if it holds a number of microseconds, else `default`.
+fn poll_max_from(env: &str, default: Duration) -> Duration {
+    std::env::var(env)
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .map_or(POLL_MAX, Duration::from_micros)
+        .map_or(default, Duration::from_micros)
+}
+
+/// The polling maxima of a device thread.
+#[derive(Clone, Copy, Debug)]
+struct PollMax {
+    /// For the driver's next request.
+    driver: Duration,
+    /// For completions of I/O at the host.
+    io: Duration,
 }
 
 /// Runs until the stop eventfd fires: waits for queue kicks and device fds, and in
-/// between busy-polls the pollable devices for as long as the adaptive window says.
-fn device_loop(epoll: &Epoll, polled: &[Polled], poll_max: Duration) -> std::io::Result<()> {
+/// between busy-polls the pollable devices for as long as the adaptive windows say: the
+/// driver's window ([`PollWindow`] over the waits for the driver's next request), or while
+/// a disk has I/O at the host, the longer of it and the disk window (over the waits for
+/// completions).
+fn device_loop(epoll: &Epoll, polled: &[Polled], poll_max: PollMax) -> std::io::Result<()> {
     let mut events = vec![EpollEvent::default(); 64];
-    let pollable: Vec<&Polled> = polled.iter().filter(|p| lock(p).pollable()).collect();
-    let mut window = PollWindow::new(if pollable.is_empty() {
-        Duration::ZERO
+    let pollable_index: Vec<bool> = polled.iter().map(|p| lock(p).pollable()).collect();
+    let pollable: Vec<&Polled> = polled
+        .iter()
+        .zip(&pollable_index)
+        .filter_map(|(p, &yes)| yes.then_some(p))
+        .collect();
+    let (driver_max, io_max) = if pollable.is_empty() {
+        (Duration::ZERO, Duration::ZERO)
     } else {
-        poll_max
-    });
+        (poll_max.driver, poll_max.io)
+    };
+    let mut window = PollWindow::new(driver_max);
+    let mut io_window = PollWindow::new(io_max);
     // Whether the pollable devices keep the driver's notifications off.
     let mut polling = false;
+    // Whether the last look found I/O at the host.
+    let mut in_flight = false;
     loop {
         let wait_start = Instant::now();
+        let waiting_for_io = in_flight;
+        let limit = |in_flight: bool| {
+            if in_flight {
+                window.current().max(io_window.current())
+            } else {
+                window.current()
+            }
+        };
         let mut found = Progress::default();
-        if !window.current().is_zero() {
+        if !limit(in_flight).is_zero() {
             if !polling {
                 polling = true;
                 for p in &pollable {
@@ -295,10 +343,13 @@ fn device_loop(epoll: &Epoll, polled: &[Polled], poll_max: Duration) -> std::io:
                 }
             }
             loop {
+                let mut look = Progress::default();
                 for p in &pollable {
-                    found |= lock(p).poll();
+                    look |= lock(p).poll();
                 }
-                if found.any() || wait_start.elapsed() >= window.current() {
+                found |= look;
+                in_flight = look.in_flight;
+                if found.any() || wait_start.elapsed() >= limit(in_flight) {
                     break;
                 }
                 // Spin, not sched_yield: on a busy host a yield hands the CPU to any
@@ -326,29 +377,43 @@ fn device_loop(epoll: &Epoll, polled: &[Polled], poll_max: Duration) -> std::io:
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let mut kicked = false;
+        let (mut kicked, mut completed) = (false, false);
         for ev in &events[..n] {
             let data = ev.data();
             if data == STOP {
                 return Ok(());
             }
-            let Some(p) = polled.get((data >> 32) as usize) else {
+            let index = (data >> 32) as usize;
+            let Some(p) = polled.get(index) else {
                 continue;
             };
+            let is_pollable = pollable_index.get(index).copied().unwrap_or(false);
             let low = data & 0xffff_ffff;
             let mut device = lock(p);
             if low & DEVICE_FD != 0 {
+                // A pollable device's own fds are its I/O completions.
+                completed |= is_pollable;
                 device.process_event((low & !DEVICE_FD) as usize);
             } else if let Some(evt) = p.queue_events.get(low as usize) {
                 // Consume the kick before processing: a kick arriving meanwhile is seen.
                 let _ = evt.read();
-                kicked |= device.pollable();
+                kicked |= is_pollable;
                 device.process_queue(low as usize);
             }
         }
+        if completed || kicked {
+            // Blocked until an event: what the disks have at the host now is unknown
+            // until the next look; assume some, so that look may poll for them.
+            in_flight = true;
+        }
+        let waited = wait_start.elapsed();
         // The wait ended with the driver's next request: tune the window to it.
         if found.requests || kicked {
-            window.waited(wait_start.elapsed());
+            window.waited(waited);
+        }
+        // The wait for I/O ended with a completion: tune the disk window to it.
+        if waiting_for_io && (found.completions || completed) {
+            io_window.waited(waited);
         }
     }
 }

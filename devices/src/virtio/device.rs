@@ -48,6 +48,8 @@ pub struct Progress {
     pub requests: bool,
     /// Finished backend work (I/O completions).
     pub completions: bool,
+    /// Backend work is still outstanding after this look: completions are coming.
+    pub in_flight: bool,
 }
 
 impl Progress {
@@ -61,6 +63,7 @@ impl std::ops::BitOrAssign for Progress {
     fn bitor_assign(&mut self, other: Self) {
         self.requests |= other.requests;
         self.completions |= other.completions;
+        self.in_flight |= other.in_flight;
     }
 }
 

@@ -203,6 +203,7 @@ where
         Progress {
             requests,
             completions,
+            in_flight: self.outstanding > 0,
         }
     }
 
@@ -906,6 +907,8 @@ mod tests {
             // The first look takes all five chains to the workers (O_DIRECT).
             let first = h.device.poll();
             assert!(first.requests, "event_idx {event_idx}");
+            // They are at the host: completions are coming.
+            assert!(first.in_flight);
             // Later looks publish the completions as the workers finish them (bounded).
             let mut completions = 0;
             for _ in 0..1000 {
@@ -919,6 +922,8 @@ mod tests {
             }
             assert!(completions > 0);
             h.check_reads(5, &data);
+            // All published: nothing more is coming.
+            assert_eq!(h.device.poll(), Progress::default());
             let m = h.device.metrics();
             assert_eq!((m.queue_events.get(), m.polled_batches.get()), (0, 1));
             assert_eq!(m.read_ops.get(), 5);
