@@ -7,6 +7,7 @@ mod vmm_support;
 use std::time::Duration;
 
 use arch::boot::BootProtocol;
+use monovirt::vmm::device_config::DiskConfig;
 use monovirt::vmm::{self, ConsoleConfig, ConsoleRing, ExitReason, VmConfig, VmHandle};
 use vmm_support::*;
 
@@ -65,6 +66,36 @@ fn reset_paths_report_reboot() {
         let kernel = TempFile::new("reset", &elf(code, true));
         let h = boot(config("reset", &kernel, &ConsoleRing::new(16)));
         assert_eq!(h.wait_timeout(WAIT), Some(ExitReason::Reboot));
+    }
+}
+
+/// A restart on Reboot (what the node agent does for `runStrategy: Always`) reopens the
+/// disks the moment the exit is published: by then the old VM has closed them, so the
+/// image lock (one writer per image) is free.
+#[test]
+fn a_rebooting_vm_frees_its_disks_before_its_exit_is_published() {
+    if !kvm_available() {
+        return;
+    }
+    let kernel = TempFile::new("reboot-disk", &elf(I8042_RESET, true));
+    let image = TempFile::new("reboot-disk-image", &[0u8; 1 << 20]);
+    for round in 0..10 {
+        let h = vmm::create(VmConfig {
+            disks: vec![DiskConfig {
+                path: image.0.clone(),
+                read_only: false,
+                serial: None,
+                cache: None,
+            }],
+            ..config("reboot-disk", &kernel, &ConsoleRing::new(16))
+        })
+        .unwrap_or_else(|e| panic!("round {round}: the disk is still locked: {e:?}"));
+        h.start().expect("VM started");
+        assert_eq!(
+            h.wait_timeout(WAIT),
+            Some(ExitReason::Reboot),
+            "round {round}"
+        );
     }
 }
 

@@ -10,7 +10,8 @@
 //! | `Device` | `virtio-<vm>`, `blk-disk<n>-<m>` | epoll over ioeventfds, disk I/O (`preadv`/`pwritev`, `RWF_NOWAIT`'s `preadv2`/`pwritev2`, `fdatasync`/`fallocate`, `io_uring_enter` on the disk's confined ring: every kind of thread may enter it, as resets run on vCPU threads), tap I/O, irqfd writes, starting more disk I/O workers (`clone` with exactly a thread's flags) |
 //!
 //! `ioctl` is allowed only with KVM's ioctl type (`0xAE`) in its request number, plus the
-//! few terminal and tap requests a thread needs. Whatever is not listed gets the
+//! few terminal and tap requests a thread needs; `flock` only to unlock (a disk gives up
+//! its image lock on whichever thread drops it last). Whatever is not listed gets the
 //! [`Mode`]'s action: `deny` (the default) fails the call with `EPERM` (the thread sees
 //! an error and its VM fails, the daemon and its other VMs go on), `kill` kills the
 //! process with SIGSYS (Firecracker's stance: systemd restarts the daemon), `log` allows
@@ -281,6 +282,18 @@ mod filter {
             )?])?);
         }
         map.insert(libc::SYS_ioctl, ioctl);
+        // flock: only to give up a disk image's lock when its device goes, which happens
+        // on whichever thread drops the device last (`DiskFile::unlock`). Taking a lock
+        // stays refused: images are opened and locked before any filter.
+        map.insert(
+            libc::SYS_flock,
+            vec![SeccompRule::new(vec![SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Dword,
+                SeccompCmpOp::Eq,
+                libc::LOCK_UN as u64,
+            )?])?],
+        );
         if kind == ThreadKind::Device {
             map.insert(
                 libc::SYS_clone,

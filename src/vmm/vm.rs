@@ -103,12 +103,11 @@ struct VmParts {
     name: Arc<str>,
     /// Created (vCPUs parked) or already Running.
     initial: Lifecycle,
-    // The vCPU threads own their fds; they are joined (Drop) before the fields go, and
-    // the VM fd goes before guest memory is unmapped (field order is drop order).
+    // The vCPU threads own their fds; they are joined (Drop, or `teardown`) before what
+    // they use goes.
     vcpu_threads: Vec<JoinHandle<()>>,
-    _devices: DeviceManager,
-    _vm: Arc<VmFd>,
-    _memory: Memory,
+    /// Taken by `teardown` before the exit is published.
+    keep_alive: Option<KeepAlive>,
     serial: Arc<Mutex<Serial>>,
     pm: Arc<Mutex<Pm>>,
     control: Arc<VcpuControl>,
@@ -120,6 +119,17 @@ struct VmParts {
     cmd_evt: Arc<EventFd>,
     rx: mpsc::Receiver<Request>,
     console: ConsoleConfig,
+}
+
+/// What the vCPUs use, released in this order (field order is drop order) once they are
+/// joined: the device thread stops and the devices close their files (a disk's image
+/// lock goes with its fd), then the VM fd goes before guest memory is unmapped. All of it
+/// is released before the exit is published, so whoever restarts the VM on its exit finds
+/// its disks free.
+struct KeepAlive {
+    _devices: DeviceManager,
+    _vm: Arc<VmFd>,
+    _memory: Memory,
 }
 
 impl Drop for VmParts {
@@ -296,9 +306,11 @@ fn build(config: VmConfig, initial: Lifecycle) -> Result<VmHandle, VmError> {
         name: name.clone(),
         initial,
         vcpu_threads,
-        _devices: devices,
-        _vm: vm,
-        _memory: memory,
+        keep_alive: Some(KeepAlive {
+            _devices: devices,
+            _vm: vm,
+            _memory: memory,
+        }),
         serial,
         pm,
         control,
@@ -511,6 +523,7 @@ fn event_thread(mut parts: VmParts) {
 
 fn teardown(parts: &mut VmParts) {
     parts.control.stop(&mut parts.vcpu_threads);
+    parts.keep_alive.take();
     lifecycle::finish(&parts.name, &parts.exit, &parts.exit_tx, &parts.rx);
 }
 

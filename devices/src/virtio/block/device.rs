@@ -120,6 +120,17 @@ pub struct BlockDevice<M: GuestAddressSpace> {
     pub(super) metrics: Arc<BlockMetrics>,
 }
 
+impl<M: GuestAddressSpace> Drop for BlockDevice<M> {
+    fn drop(&mut self) {
+        // The image is free for the next VM once no I/O of this one can reach it: the
+        // ring idle and closed, the workers gone. Then its lock goes at once, not when the
+        // kernel's ring clean-up drops its reference to the file.
+        self.uring = None;
+        self.pool.shut_down();
+        self.disk.unlock();
+    }
+}
+
 impl<M: GuestAddressSpace> std::fmt::Debug for BlockDevice<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BlockDevice")

@@ -206,8 +206,10 @@ where
     }
 }
 
-impl<M: GuestAddressSpace> Drop for WorkerPool<M> {
-    fn drop(&mut self) {
+impl<M: GuestAddressSpace> WorkerPool<M> {
+    /// Ends every worker once its job is done and joins them; the pool takes no more
+    /// jobs. Dropping the pool does this too.
+    pub(super) fn shut_down(&mut self) {
         // Closing the job channel ends every worker's loop.
         self.jobs = None;
         let workers = std::mem::take(
@@ -218,6 +220,12 @@ impl<M: GuestAddressSpace> Drop for WorkerPool<M> {
         for worker in workers {
             let _ = worker.join();
         }
+    }
+}
+
+impl<M: GuestAddressSpace> Drop for WorkerPool<M> {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }
 
