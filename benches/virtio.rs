@@ -123,31 +123,8 @@ struct GuestExtra {
     own_us: f64,
 }
 
-/// Waits until no process holds the image's lock (as the VMM takes it): the previous VM's
-/// io_uring keeps the image open, and locked, until the kernel has torn the ring down,
-/// which it does asynchronously after the process has exited.
-fn wait_for_unlocked(image: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let file = File::open(image)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // SAFETY: flock only takes integers and an fd we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            // Closing the file drops the lock again.
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{} stayed locked for 10 s",
-            image.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// The guest's rows (see [`ROWS`]) and the rest it measured.
 fn guest_disk(image: &Path, cache: &str) -> Result<([f64; 5], GuestExtra)> {
-    wait_for_unlocked(image)?;
     let child = boot(
         &[],
         "blkbench poweroff",
