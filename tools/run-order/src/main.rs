@@ -200,11 +200,12 @@ fn main() -> Result<()> {
     let mut exiting: Option<(libc::pid_t, Instant)> = None;
     loop {
         // The process ends when one thread calls exit_group, which kills the others
-        // wherever they are. `monovirt run` returns from main once its VM has ended,
-        // while the VM's own thread may still be releasing its devices and memory: run
-        // alone, either comes first. Traced, the other threads are slowed by their
-        // breakpoints and would always be cut off, so what they run last (the VM's
-        // teardown) would never be recorded and would sit outside the laid-out code.
+        // wherever they are. `monovirt run` returns from main once its VM's exit is
+        // published, while the VM's event thread still drops what it kept for after that
+        // (its console, command queue and exit channel): run alone, either comes first.
+        // Traced, the other threads are slowed by their breakpoints and would always be
+        // cut off, so what they run last would never be recorded and would sit outside
+        // the laid-out code.
         // So the exiting thread is held until the others have ended (or EXIT_HOLD).
         if let Some((held, since)) = exiting {
             if threads.len() == 1 || since.elapsed() > EXIT_HOLD {
