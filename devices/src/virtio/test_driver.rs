@@ -12,9 +12,9 @@ use virtio_queue::desc::RawDescriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::device::{Activation, VirtioDevice};
-use super::features;
+use super::device::{ActivateError, Activation, VirtioDevice};
 use super::interrupt::{VirtioInterrupt, VirtioInterruptType};
+use super::{device_type, features};
 
 /// Guest memory size used by device tests.
 pub(crate) const TEST_MEMORY: u64 = 0x40_0000;
@@ -206,4 +206,61 @@ impl VirtioInterrupt for RecordingInterrupt {
     fn set_needs_reset(&self) {
         self.needs_reset.store(true, Ordering::SeqCst);
     }
+}
+
+/// What a transport sees of a device, for transport tests: block-typed, two queues (64 and
+/// 32 entries), VERSION_1 and EVENT_IDX offered, an 8-byte configuration space the driver
+/// can read and write, and a record of what the transport did to it.
+#[derive(Default)]
+pub(crate) struct RecordingDevice {
+    /// The configuration space.
+    pub(crate) config: [u8; 8],
+    /// While active: how many queues it got, which were ready, and the accepted features.
+    pub(crate) activated: Option<(usize, Vec<bool>, u64)>,
+    /// While active: the transport's interrupt.
+    pub(crate) interrupt: Option<Arc<dyn VirtioInterrupt>>,
+    /// Resets so far.
+    pub(crate) resets: usize,
+}
+
+impl VirtioDevice<Arc<GuestMemoryMmap>> for RecordingDevice {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[64, 32]
+    }
+    fn features(&self) -> u64 {
+        features::VERSION_1 | features::RING_EVENT_IDX
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = self.config.get(offset as usize + i).copied().unwrap_or(0);
+        }
+    }
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        for (i, b) in data.iter().enumerate() {
+            if let Some(c) = self.config.get_mut(offset as usize + i) {
+                *c = *b;
+            }
+        }
+    }
+    fn activate(&mut self, a: Activation<Arc<GuestMemoryMmap>>) -> Result<(), ActivateError> {
+        // The transport sets EVENT_IDX on every queue as negotiated.
+        let event_idx = a.acked_features & features::RING_EVENT_IDX != 0;
+        assert!(a.queues.iter().all(|q| q.event_idx_enabled() == event_idx));
+        let ready = a.queues.iter().map(|q| q.ready()).collect();
+        self.activated = Some((a.queues.len(), ready, a.acked_features));
+        self.interrupt = Some(a.interrupt);
+        Ok(())
+    }
+    fn reset(&mut self) {
+        self.resets += 1;
+        self.activated = None;
+        self.interrupt = None;
+    }
+    fn is_activated(&self) -> bool {
+        self.activated.is_some()
+    }
+    fn process_queue(&mut self, _index: usize) {}
 }

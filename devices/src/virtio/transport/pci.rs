@@ -26,13 +26,13 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::common_config::{CommonConfig, CommonConfigAction, COMMON_CONFIG_SIZE};
 use super::pci_interrupt::PciInterrupt;
+use super::shared_device::{self, ActivationFailure, Offer, SharedVirtioDevice};
 use crate::pci::{
     Bar, BarKind, BarMove, MsiNotifier, MsixConfig, MsixError, PciClass, PciConfigError,
     PciConfiguration, PciDevice, PciIdentity,
 };
-use crate::virtio::device::{Activation, VirtioDevice};
 use crate::virtio::interrupt::VirtioInterrupt;
-use crate::virtio::{device_type, features, LogLimiter};
+use crate::virtio::{device_type, LogLimiter};
 
 /// PCI vendor ID of virtio devices.
 pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
@@ -87,9 +87,6 @@ pub enum VirtioPciError {
     #[error("Failed to create a queue eventfd")]
     EventFd(#[source] std::io::Error),
 }
-
-/// A virtio device shared between its transport (vCPU threads) and the VMM's device thread.
-pub type SharedVirtioDevice<M> = Arc<Mutex<dyn VirtioDevice<M>>>;
 
 /// A virtio device behind a modern virtio-pci function.
 pub struct VirtioPciDevice<M: GuestAddressSpace> {
@@ -150,12 +147,11 @@ where
         msi: Arc<dyn MsiNotifier>,
         bar_address: u64,
     ) -> Result<Self, VirtioPciError> {
-        let (device_type, max_sizes, offered) = {
-            let d = device
-                .lock()
-                .expect("virtio device lock poisoned: a thread of this VM panicked");
-            (d.device_type(), d.queue_max_sizes().to_vec(), d.features())
-        };
+        let Offer {
+            device_type,
+            max_sizes,
+            features: offered,
+        } = Offer::of(&device);
         let num_queues = max_sizes.len();
         if num_queues == 0 || num_queues > MAX_QUEUES {
             return Err(VirtioPciError::QueueCount(num_queues));
@@ -255,38 +251,24 @@ where
     }
 
     fn activate(&mut self) {
-        let acked = self.common.driver_features();
-        let event_idx = acked & features::RING_EVENT_IDX != 0;
-        let mem = self.mem.memory();
-        let mut queues = Vec::with_capacity(self.common.queues().len());
-        for (index, q) in self.common.queues().iter().enumerate() {
-            let mut queue = match Queue::try_from(q.state()) {
-                Ok(queue) => queue,
-                Err(e) => return self.fail_activation(index, &e.to_string()),
-            };
-            if queue.ready() && !queue.is_valid(&*mem) {
-                return self.fail_activation(index, "rings outside guest memory or misaligned");
-            }
-            queue.set_event_idx(event_idx);
-            queues.push(queue);
-        }
         let interrupt: Arc<dyn VirtioInterrupt> = self.interrupt.clone();
-        let result = self
-            .device
-            .lock()
-            .expect("virtio device lock poisoned: a thread of this VM panicked")
-            .activate(Activation {
-                mem: self.mem.clone(),
-                interrupt,
-                queues,
-                acked_features: acked,
-            });
-        if let Err(e) = result {
-            // A guest can retry activation at will: rate-limited.
-            if let Some(suppressed) = self.log.allow() {
-                tracing::warn!(error = %e, suppressed, "Virtio device activation failed");
+        let acked = self.common.driver_features();
+        match shared_device::activate(
+            &self.device,
+            &self.mem,
+            interrupt,
+            self.common.queues(),
+            acked,
+        ) {
+            Ok(()) => {}
+            Err(ActivationFailure::Queue { index, reason }) => self.fail_activation(index, &reason),
+            Err(ActivationFailure::Device(e)) => {
+                // A guest can retry activation at will: rate-limited.
+                if let Some(suppressed) = self.log.allow() {
+                    tracing::warn!(error = %e, suppressed, "Virtio device activation failed");
+                }
+                self.interrupt.set_needs_reset();
             }
-            self.interrupt.set_needs_reset();
         }
     }
 
@@ -303,10 +285,7 @@ where
     }
 
     fn reset(&mut self) {
-        self.device
-            .lock()
-            .expect("virtio device lock poisoned: a thread of this VM panicked")
-            .reset();
+        shared_device::lock(&self.device).reset();
         self.common.reset();
         self.interrupt.reset();
         for event in &self.queue_events {
@@ -322,11 +301,7 @@ where
         match region {
             COMMON_CONFIG_OFFSET => self.common.read(inner, data),
             ISR_OFFSET if inner == 0 && data.len() == 1 => data[0] = self.interrupt.take_isr(),
-            DEVICE_CONFIG_OFFSET => self
-                .device
-                .lock()
-                .expect("virtio device lock poisoned: a thread of this VM panicked")
-                .read_config(inner, data),
+            DEVICE_CONFIG_OFFSET => shared_device::lock(&self.device).read_config(inner, data),
             MSIX_TABLE_OFFSET..MSIX_PBA_OFFSET => self
                 .msix
                 .lock()
@@ -350,11 +325,7 @@ where
                 CommonConfigAction::Reset => self.reset(),
                 CommonConfigAction::Activate => self.activate(),
             },
-            DEVICE_CONFIG_OFFSET => self
-                .device
-                .lock()
-                .expect("virtio device lock poisoned: a thread of this VM panicked")
-                .write_config(inner, data),
+            DEVICE_CONFIG_OFFSET => shared_device::lock(&self.device).write_config(inner, data),
             NOTIFY_OFFSET => {
                 let index = (inner / u64::from(NOTIFY_OFF_MULTIPLIER)) as usize;
                 if let Some(event) = self.queue_events.get(index) {
@@ -458,72 +429,24 @@ mod tests {
     use super::*;
     use crate::pci::msix::tests::RecordingNotifier;
     use crate::pci::{PciBus, PciConfigMmio};
+    use crate::virtio::test_driver::RecordingDevice;
     use crate::virtio::transport::VIRTIO_MSI_NO_VECTOR;
-    use crate::virtio::{status, ActivateError, VirtioInterruptType};
+    use crate::virtio::{features, status, VirtioDevice, VirtioInterruptType};
     use vm_memory::{GuestAddress, GuestMemoryMmap};
 
     type Mem = Arc<GuestMemoryMmap>;
     const BAR: u64 = 0x1_0000_0000;
 
-    #[derive(Default)]
-    struct TestDevice {
-        activated: Option<(usize, Vec<bool>, u64)>,
-        interrupt: Option<Arc<dyn VirtioInterrupt>>,
-        resets: usize,
-        config: [u8; 8],
-    }
-
-    impl VirtioDevice<Mem> for TestDevice {
-        fn device_type(&self) -> u32 {
-            device_type::BLOCK
-        }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[64, 32]
-        }
-        fn features(&self) -> u64 {
-            features::VERSION_1 | features::RING_EVENT_IDX
-        }
-        fn read_config(&self, offset: u64, data: &mut [u8]) {
-            let o = offset as usize;
-            if let Some(src) = self.config.get(o..o + data.len()) {
-                data.copy_from_slice(src);
-            }
-        }
-        fn write_config(&mut self, offset: u64, data: &[u8]) {
-            let o = offset as usize;
-            if let Some(dst) = self.config.get_mut(o..o + data.len()) {
-                dst.copy_from_slice(data);
-            }
-        }
-        fn activate(&mut self, a: Activation<Mem>) -> Result<(), ActivateError> {
-            let ready = a.queues.iter().map(|q| q.ready()).collect();
-            let event_idx = a.queues[0].event_idx_enabled();
-            assert!(event_idx == (a.acked_features & features::RING_EVENT_IDX != 0));
-            self.activated = Some((a.queues.len(), ready, a.acked_features));
-            self.interrupt = Some(a.interrupt);
-            Ok(())
-        }
-        fn reset(&mut self) {
-            self.resets += 1;
-            self.activated = None;
-            self.interrupt = None;
-        }
-        fn is_activated(&self) -> bool {
-            self.activated.is_some()
-        }
-        fn process_queue(&mut self, _index: usize) {}
-    }
-
     struct Harness {
         pci: VirtioPciDevice<Mem>,
-        device: Arc<Mutex<TestDevice>>,
+        device: Arc<Mutex<RecordingDevice>>,
         notifier: Arc<RecordingNotifier>,
     }
 
     fn harness() -> Harness {
         let mem: Mem =
             Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap());
-        let device = Arc::new(Mutex::new(TestDevice::default()));
+        let device = Arc::new(Mutex::new(RecordingDevice::default()));
         let notifier = Arc::new(RecordingNotifier::default());
         let shared: SharedVirtioDevice<Mem> = device.clone();
         let pci = VirtioPciDevice::new(shared, mem, notifier.clone(), BAR).unwrap();

@@ -407,14 +407,13 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
-    use crate::virtio::device::{ActivateError, Activation, VirtioDevice};
-    use crate::virtio::interrupt::{VirtioInterrupt, VirtioInterruptType};
+    use crate::virtio::features;
+    use crate::virtio::interrupt::VirtioInterruptType;
     use crate::virtio::rng::RngDevice;
-    use crate::virtio::test_driver::{test_memory, TestDriver};
+    use crate::virtio::test_driver::{test_memory, RecordingDevice, TestDriver};
     use crate::virtio::transport::ccw::command::ThinintArea;
     use crate::virtio::transport::ccw::interrupt::tests::RecordingSink;
     use crate::virtio::transport::ccw::test_driver::{Driver, Identity, Mem, SCHIB_AT};
-    use crate::virtio::{device_type, features};
 
     fn css(
         devices: Vec<SharedVirtioDevice<Mem>>,
@@ -442,50 +441,6 @@ mod tests {
             sid: 0x0001_0000 | u64::from(number),
             intparm: 0,
         }
-    }
-
-    /// A virtio device with an 8-byte configuration space and two queues.
-    #[derive(Default)]
-    struct ConfigDevice {
-        config: [u8; 8],
-        interrupt: Option<Arc<dyn VirtioInterrupt>>,
-        acked: u64,
-    }
-
-    impl VirtioDevice<Mem> for ConfigDevice {
-        fn device_type(&self) -> u32 {
-            device_type::BLOCK
-        }
-        fn queue_max_sizes(&self) -> &[u16] {
-            &[64, 32]
-        }
-        fn features(&self) -> u64 {
-            features::VERSION_1 | features::RING_EVENT_IDX
-        }
-        fn read_config(&self, offset: u64, data: &mut [u8]) {
-            for (i, b) in data.iter_mut().enumerate() {
-                *b = self.config.get(offset as usize + i).copied().unwrap_or(0);
-            }
-        }
-        fn write_config(&mut self, offset: u64, data: &[u8]) {
-            for (i, b) in data.iter().enumerate() {
-                if let Some(c) = self.config.get_mut(offset as usize + i) {
-                    *c = *b;
-                }
-            }
-        }
-        fn activate(&mut self, a: Activation<Mem>) -> Result<(), ActivateError> {
-            self.acked = a.acked_features;
-            self.interrupt = Some(a.interrupt);
-            Ok(())
-        }
-        fn reset(&mut self) {
-            self.interrupt = None;
-        }
-        fn is_activated(&self) -> bool {
-            self.interrupt.is_some()
-        }
-        fn process_queue(&mut self, _index: usize) {}
     }
 
     fn be64(v: u64) -> [u8; 8] {
@@ -678,9 +633,9 @@ mod tests {
 
     #[test]
     fn classic_indicators_configuration_space_and_revision_1() {
-        let dev = Arc::new(Mutex::new(ConfigDevice {
+        let dev = Arc::new(Mutex::new(RecordingDevice {
             config: [1, 2, 3, 4, 5, 6, 7, 8],
-            ..ConfigDevice::default()
+            ..RecordingDevice::default()
         }));
         let (css, mem, sink) = css(vec![dev.clone()]);
         let mut d = driver(&css, &mem, &sink, 0);
@@ -709,7 +664,7 @@ mod tests {
         d.ok(0x53, &be64(0x7100));
         d.ok(0x31, &[0x0f]);
         assert_eq!(
-            dev.lock().unwrap().acked,
+            dev.lock().unwrap().activated.as_ref().unwrap().2,
             features::VERSION_1 | features::RING_EVENT_IDX
         );
         let interrupt = dev.lock().unwrap().interrupt.clone().unwrap();
@@ -731,7 +686,7 @@ mod tests {
 
     #[test]
     fn payload_lengths_and_queue_checks() {
-        let dev = Arc::new(Mutex::new(ConfigDevice::default()));
+        let dev = Arc::new(Mutex::new(RecordingDevice::default()));
         let (css, mem, sink) = css(vec![dev]);
         let mut d = driver(&css, &mem, &sink, 0);
         d.enable(0, 1);
@@ -775,7 +730,7 @@ mod tests {
 
     #[test]
     fn instruction_checks() {
-        let (css, mem, sink) = css(vec![Arc::new(Mutex::new(ConfigDevice::default()))]);
+        let (css, mem, sink) = css(vec![Arc::new(Mutex::new(RecordingDevice::default()))]);
         let d = driver(&css, &mem, &sink, 0);
         let mut ops = Identity(mem.clone());
         // Misaligned operands.
@@ -872,7 +827,7 @@ mod tests {
 
     #[test]
     fn clear_halt_and_faulted_test_subchannel() {
-        let (css, mem, sink) = css(vec![Arc::new(Mutex::new(ConfigDevice::default()))]);
+        let (css, mem, sink) = css(vec![Arc::new(Mutex::new(RecordingDevice::default()))]);
         let mut d = driver(&css, &mem, &sink, 0);
         d.enable(5, 0x55);
         assert_eq!(d.insn(IoInstruction::ClearSubchannel, 0), Outcome::Cc(0));

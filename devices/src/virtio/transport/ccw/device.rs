@@ -17,9 +17,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::command::*;
 use super::interrupt::{CcwInterrupt, QueueIndicators};
 use super::program::{CcwDevice, CommandError, Transfer};
-use crate::virtio::device::Activation;
 use crate::virtio::interrupt::VirtioInterrupt;
-use crate::virtio::transport::SharedVirtioDevice;
+use crate::virtio::transport::shared_device::{self, ActivationFailure, Offer, SharedVirtioDevice};
 use crate::virtio::{features, status, LogLimiter};
 
 /// The highest virtio-ccw revision offered (2 adds `CCW_CMD_READ_STATUS`).
@@ -61,6 +60,14 @@ fn payload(ccw: &Ccw1, size: usize) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// The length of a configuration space access: a program check above [`MAX_CONFIG_SIZE`].
+fn config_len(data: &[u8]) -> Result<usize, CommandError> {
+    if data.len() > MAX_CONFIG_SIZE {
+        return Err(CommandError::ProgramCheck);
+    }
+    Ok(data.len())
+}
+
 impl<M> VirtioCcwDevice<M>
 where
     M: GuestAddressSpace + Send + Sync + 'static,
@@ -72,12 +79,11 @@ where
         mem: M,
         interrupt: Arc<CcwInterrupt<M>>,
     ) -> std::io::Result<Self> {
-        let (device_type, max_sizes, offered) = {
-            let d = device
-                .lock()
-                .expect("virtio device lock poisoned: a thread of this VM panicked");
-            (d.device_type(), d.queue_max_sizes().to_vec(), d.features())
-        };
+        let Offer {
+            device_type,
+            max_sizes,
+            features: offered,
+        } = Offer::of(&device);
         let queues = Self::fresh_queues(&max_sizes);
         let queue_events = max_sizes
             .iter()
@@ -149,10 +155,7 @@ where
     }
 
     fn reset(&mut self) {
-        self.device
-            .lock()
-            .expect("virtio device lock poisoned: a thread of this VM panicked")
-            .reset();
+        shared_device::lock(&self.device).reset();
         self.queues = Self::fresh_queues(&self.max_sizes);
         self.driver_features = 0;
         self.interrupt.reset();
@@ -167,33 +170,18 @@ where
     }
 
     fn activate(&mut self) {
-        let event_idx = self.driver_features & features::RING_EVENT_IDX != 0;
-        let mem = self.mem.memory();
-        let mut queues = Vec::with_capacity(self.queues.len());
-        for q in &self.queues {
-            let mut queue = match Queue::try_from(q.state()) {
-                Ok(queue) => queue,
-                Err(e) => return self.refuse(&e.to_string()),
-            };
-            if queue.ready() && !queue.is_valid(&*mem) {
-                return self.refuse("rings outside guest memory or misaligned");
-            }
-            queue.set_event_idx(event_idx);
-            queues.push(queue);
-        }
         let interrupt: Arc<dyn VirtioInterrupt> = self.interrupt.clone();
-        let result = self
-            .device
-            .lock()
-            .expect("virtio device lock poisoned: a thread of this VM panicked")
-            .activate(Activation {
-                mem: self.mem.clone(),
-                interrupt,
-                queues,
-                acked_features: self.driver_features,
-            });
-        if let Err(e) = result {
-            self.refuse(&e.to_string());
+        let result = shared_device::activate(
+            &self.device,
+            &self.mem,
+            interrupt,
+            &self.queues,
+            self.driver_features,
+        );
+        match result {
+            Ok(()) => {}
+            Err(ActivationFailure::Queue { reason, .. }) => self.refuse(&reason),
+            Err(ActivationFailure::Device(e)) => self.refuse(&e.to_string()),
         }
     }
 
@@ -305,25 +293,13 @@ where
                 Ok(Transfer::FromGuest(FeatureDesc::SIZE))
             }
             CCW_CMD_READ_CONF => {
-                let n = data.len();
-                if n > MAX_CONFIG_SIZE {
-                    return Err(CommandError::ProgramCheck);
-                }
-                self.device
-                    .lock()
-                    .expect("virtio device lock poisoned: a thread of this VM panicked")
-                    .read_config(0, data);
+                let n = config_len(data)?;
+                shared_device::lock(&self.device).read_config(0, data);
                 Ok(Transfer::ToGuest(n))
             }
             CCW_CMD_WRITE_CONF => {
-                let n = data.len();
-                if n > MAX_CONFIG_SIZE {
-                    return Err(CommandError::ProgramCheck);
-                }
-                self.device
-                    .lock()
-                    .expect("virtio device lock poisoned: a thread of this VM panicked")
-                    .write_config(0, data);
+                let n = config_len(data)?;
+                shared_device::lock(&self.device).write_config(0, data);
                 Ok(Transfer::FromGuest(n))
             }
             CCW_CMD_WRITE_STATUS => {
