@@ -505,12 +505,26 @@ impl Http {
         })
     }
 
-    fn reply(code: StatusCode, headers: &header::HeaderMap, object: Value) -> Reply {
-        Reply {
+    /// Sends a write (POST, PUT or PATCH) of `body` as `content_type` to `path`, with the
+    /// write options as its query; the answer is the object as stored, whether it was
+    /// created (201) and the server's warnings.
+    async fn write(
+        &self,
+        method: Method,
+        path: String,
+        opts: &WriteOptions,
+        content_type: &str,
+        body: &Value,
+    ) -> Result<Reply, ClientError> {
+        let uri = with_query(path, &write_query(opts));
+        let (code, headers, object) = self
+            .call(method, uri, Some(content_type), Self::json(body))
+            .await?;
+        Ok(Reply {
             object,
             created: code == StatusCode::CREATED,
-            warnings: warnings(headers),
-        }
+            warnings: warnings(&headers),
+        })
     }
 
     pub(crate) async fn create(
@@ -520,16 +534,9 @@ impl Http {
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Reply, ClientError> {
-        let uri = with_query(collection_path(def, ns), &write_query(opts));
-        let (code, h, v) = self
-            .call(
-                Method::POST,
-                uri,
-                Some("application/json"),
-                Self::json(&obj),
-            )
-            .await?;
-        Ok(Self::reply(code, &h, v))
+        let path = collection_path(def, ns);
+        self.write(Method::POST, path, opts, "application/json", &obj)
+            .await
     }
 
     pub(crate) async fn update(
@@ -540,14 +547,9 @@ impl Http {
         obj: Value,
         opts: &WriteOptions,
     ) -> Result<Reply, ClientError> {
-        let uri = with_query(
-            object_path(def, ns, name, opts.subresource),
-            &write_query(opts),
-        );
-        let (code, h, v) = self
-            .call(Method::PUT, uri, Some("application/json"), Self::json(&obj))
-            .await?;
-        Ok(Self::reply(code, &h, v))
+        let path = object_path(def, ns, name, opts.subresource);
+        self.write(Method::PUT, path, opts, "application/json", &obj)
+            .await
     }
 
     pub(crate) async fn patch(
@@ -558,20 +560,15 @@ impl Http {
         patch: Patch,
         opts: &WriteOptions,
     ) -> Result<Reply, ClientError> {
-        let (ct, body) = match &patch {
+        let (content_type, body) = match &patch {
             Patch::Merge(v) => ("application/merge-patch+json", v),
             Patch::Json(v) => ("application/json-patch+json", v),
             Patch::Apply(v) => ("application/apply-patch+yaml", v),
             Patch::Strategic(v) => ("application/strategic-merge-patch+json", v),
         };
-        let uri = with_query(
-            object_path(def, ns, name, opts.subresource),
-            &write_query(opts),
-        );
-        let (code, h, v) = self
-            .call(Method::PATCH, uri, Some(ct), Self::json(body))
-            .await?;
-        Ok(Self::reply(code, &h, v))
+        let path = object_path(def, ns, name, opts.subresource);
+        self.write(Method::PATCH, path, opts, content_type, body)
+            .await
     }
 
     pub(crate) async fn delete(
