@@ -221,9 +221,30 @@ pub fn term_selects(
             .is_some_and(|s| label_selector_matches(s, labels))
 }
 
+/// The VMI's required VMI affinity and anti-affinity terms, in that order.
+fn required_terms(vmi: &VirtualMachineInstance) -> (&[PodAffinityTerm], &[PodAffinityTerm]) {
+    let Some(a) = vmi.spec.affinity.as_ref() else {
+        return (&[], &[]);
+    };
+    let affinity = a.pod_affinity.as_ref().and_then(|p| {
+        p.required_during_scheduling_ignored_during_execution
+            .as_deref()
+    });
+    let anti_affinity = a.pod_anti_affinity.as_ref().and_then(|p| {
+        p.required_during_scheduling_ignored_during_execution
+            .as_deref()
+    });
+    (affinity.unwrap_or(&[]), anti_affinity.unwrap_or(&[]))
+}
+
 /// Whether the placed VMIs selected by `term` include one in the same `topologyKey` domain
 /// as node `n`.
-fn term_satisfied_on(term: &PodAffinityTerm, own_ns: &str, n: &NodeState, c: &Cluster) -> bool {
+pub(super) fn term_satisfied_on(
+    term: &PodAffinityTerm,
+    own_ns: &str,
+    n: &NodeState,
+    c: &Cluster,
+) -> bool {
     let Some(domain) = n.labels.get(&term.topology_key) else {
         return false;
     };
@@ -244,16 +265,8 @@ pub fn vmi_affinity(
 ) -> Result<(), String> {
     let own_ns = vmi.metadata.namespace.as_deref().unwrap_or("");
     let own_labels = vmi.metadata.labels.clone().unwrap_or_default();
-    let terms = vmi
-        .spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.pod_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    for term in terms.into_iter().flatten() {
+    let (terms, _) = required_terms(vmi);
+    for term in terms {
         if term_satisfied_on(term, own_ns, n, c) {
             continue;
         }
@@ -285,16 +298,8 @@ pub fn vmi_anti_affinity(
 ) -> Result<(), String> {
     let own_ns = vmi.metadata.namespace.as_deref().unwrap_or("");
     let own_labels = vmi.metadata.labels.clone().unwrap_or_default();
-    let terms = vmi
-        .spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    for term in terms.into_iter().flatten() {
+    let (_, terms) = required_terms(vmi);
+    for term in terms {
         if term_satisfied_on(term, own_ns, n, c) {
             return Err(format!(
                 "node didn't match VMI anti-affinity rules (topologyKey {})",
@@ -303,17 +308,8 @@ pub fn vmi_anti_affinity(
         }
     }
     for p in &c.placed {
-        let theirs = p
-            .vmi
-            .spec
-            .affinity
-            .as_ref()
-            .and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            });
-        for term in theirs.into_iter().flatten() {
+        let (_, theirs) = required_terms(p.vmi);
+        for term in theirs {
             let same_domain = n
                 .labels
                 .get(&term.topology_key)
@@ -327,4 +323,44 @@ pub fn vmi_anti_affinity(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::vmi;
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn required_terms_are_affinity_then_anti_affinity() {
+        let none = vmi("v", json!({}), json!({}));
+        assert_eq!(required_terms(&none), (&[][..], &[][..]));
+        let term = |key: &str| json!({"topologyKey": key, "labelSelector": {}});
+        let both = vmi(
+            "v",
+            json!({}),
+            json!({"affinity": {
+                "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("zone")]},
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                    [term("host"), term("rack")]},
+            }}),
+        );
+        let (affinity, anti_affinity) = required_terms(&both);
+        let keys = |terms: &[PodAffinityTerm]| {
+            terms
+                .iter()
+                .map(|t| t.topology_key.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(affinity), ["zone"]);
+        assert_eq!(keys(anti_affinity), ["host", "rack"]);
+        // Preferred terms only: nothing required.
+        let preferred = vmi(
+            "v",
+            json!({}),
+            json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                [{"weight": 1, "podAffinityTerm": term("zone")}]}}}),
+        );
+        assert_eq!(required_terms(&preferred), (&[][..], &[][..]));
+    }
 }

@@ -2,7 +2,7 @@
 //! per node (kube-scheduler's `MaxNodeScore`); the scheduler adds them up with weights.
 
 use super::cluster::{Cluster, NodeState};
-use super::filter::term_selects;
+use super::filter::term_satisfied_on;
 use super::request::Request;
 use super::selector::node_term_matches;
 use api::kubevirt::virtualmachineinstance::VirtualMachineInstance;
@@ -83,15 +83,7 @@ pub fn preferred_vmi_affinity(
             let weight_of = |terms: &[k8s_openapi::api::core::v1::WeightedPodAffinityTerm]| {
                 terms
                     .iter()
-                    .filter(|w| {
-                        let term = &w.pod_affinity_term;
-                        n.labels.get(&term.topology_key).is_some_and(|d| {
-                            c.placed.iter().any(|p| {
-                                term_selects(term, own_ns, p.namespace, &p.labels)
-                                    && c.nodes[p.node].labels.get(&term.topology_key) == Some(d)
-                            })
-                        })
-                    })
+                    .filter(|w| term_satisfied_on(&w.pod_affinity_term, own_ns, n, c))
                     .map(|w| i64::from(w.weight))
                     .sum::<i64>()
             };
