@@ -146,6 +146,46 @@ mod tests {
         log: Mutex<Vec<(String, Instant)>>,
     }
 
+    /// Starts a reconcile loop over a fresh [`Ctx`], resyncing hourly: its context, key
+    /// sender, stop token and task.
+    fn start<F, Fut>(
+        all_keys: fn(&Ctx) -> Vec<String>,
+        reconcile: F,
+    ) -> (
+        Arc<Ctx>,
+        mpsc::UnboundedSender<String>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )
+    where
+        F: Fn(Arc<Ctx>, String) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Action, String>> + Send + 'static,
+    {
+        let ctx = Arc::new(Ctx::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            ctx.clone(),
+            rx,
+            all_keys,
+            reconcile,
+            Duration::from_secs(3600),
+            stop.clone(),
+        ));
+        (ctx, tx, stop, task)
+    }
+
+    impl Ctx {
+        /// When `key` was reconciled, as times since `since`.
+        fn runs_of(&self, key: &str, since: Instant) -> Vec<Duration> {
+            let log = self.log.lock().unwrap();
+            log.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, t)| *t - since)
+                .collect()
+        }
+    }
+
     #[test]
     fn backoff_doubles_and_caps() {
         assert_eq!(backoff(1), BACKOFF_BASE);
@@ -156,12 +196,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_reconcile_per_key_at_once_and_reruns_after_changes() {
-        let ctx = Arc::new(Ctx::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            ctx.clone(),
-            rx,
+        let (ctx, tx, stop, task) = start(
             |_| Vec::new(),
             |ctx: Arc<Ctx>, key: String| async move {
                 let now = ctx.concurrent.fetch_add(1, Ordering::SeqCst) + 1;
@@ -172,9 +207,7 @@ mod tests {
                 ctx.calls.fetch_add(1, Ordering::SeqCst);
                 Ok::<_, String>(Action::AwaitChange)
             },
-            Duration::from_secs(3600),
-            stop.clone(),
-        ));
+        );
         for _ in 0..5 {
             tx.send("a".to_string()).unwrap();
         }
@@ -190,12 +223,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_change_runs_a_backing_off_key_at_once() {
-        let ctx = Arc::new(Ctx::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            ctx.clone(),
-            rx,
+        let (ctx, tx, stop, task) = start(
             |_| Vec::new(),
             |ctx: Arc<Ctx>, key: String| async move {
                 let n = ctx.calls.fetch_add(1, Ordering::SeqCst);
@@ -207,9 +235,7 @@ mod tests {
                     Ok(Action::AwaitChange)
                 }
             },
-            Duration::from_secs(3600),
-            stop.clone(),
-        ));
+        );
         tx.send("k".to_string()).unwrap();
         // Twelve failures: the last retry is backoff(12) = 10.24 s away.
         let mut waited = Duration::ZERO;
@@ -231,12 +257,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn errors_back_off_and_requeues_fire() {
-        let ctx = Arc::new(Ctx::default());
-        let (tx, rx) = mpsc::unbounded_channel();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run(
-            ctx.clone(),
-            rx,
+        let (ctx, tx, stop, task) = start(
             |_| vec!["r".to_string()],
             |ctx: Arc<Ctx>, key: String| async move {
                 let n = {
@@ -251,20 +272,11 @@ mod tests {
                     _ => Ok(Action::AwaitChange),
                 }
             },
-            Duration::from_secs(3600),
-            stop.clone(),
-        ));
+        );
         let start = Instant::now();
         tx.send("fail".to_string()).unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let log: Vec<Duration> = ctx
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k == "fail")
-            .map(|(_, t)| *t - start)
-            .collect();
+        let log = ctx.runs_of("fail", start);
         // Three failures, then success: retries after 5, 10 and 20 ms.
         assert_eq!(log.len(), 4, "{log:?}");
         assert_eq!(log[1] - log[0], backoff(1));
@@ -274,14 +286,7 @@ mod tests {
         let t0 = Instant::now();
         tx.send("later".to_string()).unwrap();
         tokio::time::sleep(Duration::from_secs(25)).await;
-        let later: Vec<Duration> = ctx
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k == "later")
-            .map(|(_, t)| *t - t0)
-            .collect();
+        let later = ctx.runs_of("later", t0);
         assert_eq!(later.len(), 3, "{later:?}");
         assert_eq!(later[1] - later[0], Duration::from_secs(10));
         // The resync tick ran "r" at the start.

@@ -1750,32 +1750,24 @@ mod tests {
             .await
             .expect("create")
             .object;
-        let e = s
-            .delete(
-                &VM,
-                Some("default"),
-                "vm1",
-                &DeleteOptions {
-                    preconditions_uid: Some("x".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect_err("uid precondition");
-        assert_eq!(e.code, 409);
-        let e = s
-            .delete(
-                &VM,
-                Some("default"),
-                "vm1",
-                &DeleteOptions {
-                    preconditions_rv: Some("1".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect_err("rv precondition");
-        assert_eq!(e.code, 409);
+        let wrong_uid = DeleteOptions {
+            preconditions_uid: Some("x".into()),
+            ..Default::default()
+        };
+        let wrong_rv = DeleteOptions {
+            preconditions_rv: Some("1".into()),
+            ..Default::default()
+        };
+        for (preconditions, which) in [
+            (wrong_uid, "uid precondition"),
+            (wrong_rv, "rv precondition"),
+        ] {
+            let e = s
+                .delete(&VM, Some("default"), "vm1", &preconditions)
+                .await
+                .expect_err(which);
+            assert_eq!(e.code, 409);
+        }
         let d = s
             .delete(
                 &VM,

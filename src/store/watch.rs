@@ -285,6 +285,24 @@ mod tests {
         ack.expect("committed").wait().await.expect("durable");
     }
 
+    /// Watches the VMs from the current revision, then writes more of them than the
+    /// watcher's buffers hold before it reads any: the watch and how many were written.
+    async fn lagging_watch(s: &Objects) -> (mpsc::Receiver<WatchEvent>, usize) {
+        let w = s
+            .watch(
+                &VM,
+                None,
+                &ListOptions {
+                    resource_version: Some(s.revision().to_string()),
+                    ..Default::default()
+                },
+            )
+            .expect("watch");
+        let n = BROADCAST_CAPACITY + STREAM_CAPACITY + 500;
+        bulk(s, 0, n).await;
+        (w, n)
+    }
+
     #[tokio::test]
     async fn synthetic_added_then_changes_with_last_state_on_delete() {
         let (s, _dir) = store();
@@ -511,18 +529,7 @@ mod tests {
     #[tokio::test]
     async fn a_lagging_watcher_catches_up_from_the_log() {
         let (s, _dir) = store();
-        let mut w = s
-            .watch(
-                &VM,
-                None,
-                &ListOptions {
-                    resource_version: Some(s.revision().to_string()),
-                    ..Default::default()
-                },
-            )
-            .expect("watch");
-        let n = BROADCAST_CAPACITY + STREAM_CAPACITY + 500;
-        bulk(&s, 0, n).await;
+        let (mut w, n) = lagging_watch(&s).await;
         let mut last = 0;
         for i in 0..n {
             let e = next(&mut w).await;
@@ -539,18 +546,7 @@ mod tests {
             log_retention: 10,
             ..StoreConfig::default()
         });
-        let mut w = s
-            .watch(
-                &VM,
-                None,
-                &ListOptions {
-                    resource_version: Some(s.revision().to_string()),
-                    ..Default::default()
-                },
-            )
-            .expect("watch");
-        let n = BROADCAST_CAPACITY + STREAM_CAPACITY + 500;
-        bulk(&s, 0, n).await;
+        let (mut w, n) = lagging_watch(&s).await;
         s.compact().expect("compact");
         let mut got = 0;
         loop {
