@@ -1,6 +1,6 @@
 //! The plumbing every virtio device here shares, in one place: its type, offered features,
 //! queue sizes and configuration space ([`DeviceCore`]), the `Inactive` / `Activated`
-//! lifecycle over [`ActiveQueues`], dropped configuration writes, and the
+//! lifecycle over `ActiveQueues`, dropped configuration writes, and the
 //! [`VirtioDevice`] implementation the transports call. A device keeps a `DeviceCore` and
 //! implements [`QueueDevice`]: what its queues and its own fds mean, and what activation
 //! and reset do to its backend.

@@ -1,6 +1,6 @@
 //! The device model as every transport holds it: shared with the VMM's device thread
-//! behind a mutex ([`SharedVirtioDevice`]), read once for what it offers ([`Offer`]), and
-//! activated from the queues the driver configured ([`activate`]). virtio-pci and
+//! behind a mutex ([`SharedVirtioDevice`]), read once for what it offers (`Offer`), and
+//! activated from the queues the driver configured (`activate`). virtio-pci and
 //! virtio-ccw differ in how the driver programs the registers, not in this.
 
 use std::sync::{Arc, Mutex, MutexGuard};

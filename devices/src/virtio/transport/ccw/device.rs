@@ -1,5 +1,5 @@
 //! A virtio device behind a virtio-ccw subchannel: the device-specific channel commands
-//! of virtio 1.2 §4.3.2 over a [`VirtioDevice`].
+//! of virtio 1.2 §4.3.2 over a [`VirtioDevice`](crate::virtio::VirtioDevice).
 //!
 //! The devices here are virtio 1.x only, so the driver must negotiate revision 1 or 2
 //! with `CCW_CMD_SET_VIRTIO_REV` before anything else: every other command is rejected
