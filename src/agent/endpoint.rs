@@ -29,8 +29,11 @@ const VMI_PATH: &str = "/v1/namespaces/{ns}/virtualmachineinstances/{name}";
 /// The endpoint's routes over `agent`.
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
-        .route(&format!("{VMI_PATH}/pause"), put(pause))
-        .route(&format!("{VMI_PATH}/unpause"), put(unpause))
+        .route(&format!("{VMI_PATH}/pause"), put(pause_or_unpause::<true>))
+        .route(
+            &format!("{VMI_PATH}/unpause"),
+            put(pause_or_unpause::<false>),
+        )
         .route(&format!("{VMI_PATH}/console"), get(console))
         .fallback(|| async {
             error(ApiError::new(
@@ -84,12 +87,11 @@ fn domain(agent: &Agent, ns: &str, name: &str) -> Result<Arc<Domain>, Response> 
         })
 }
 
-async fn pause_or_unpause(
-    agent: Arc<Agent>,
+/// PUT .../pause (`PAUSE`) or .../unpause (not `PAUSE`).
+async fn pause_or_unpause<const PAUSE: bool>(
+    State(agent): State<Arc<Agent>>,
     headers: HeaderMap,
-    ns: String,
-    name: String,
-    pause: bool,
+    Path((ns, name)): Path<(String, String)>,
 ) -> Response {
     if let Err(r) = authorized(&agent, &headers) {
         return r;
@@ -98,16 +100,16 @@ async fn pause_or_unpause(
         Ok(d) => d,
         Err(r) => return r,
     };
-    let command = if pause {
+    let command = if PAUSE {
         Command::Pause
     } else {
         Command::Resume
     };
     match d.handle().call_async(command).await {
         Ok(()) => {
-            d.state().paused = pause;
+            d.state().paused = PAUSE;
             let _ = agent.keys.send(d.key.clone());
-            ok(if pause { "VMI paused" } else { "VMI unpaused" })
+            ok(if PAUSE { "VMI paused" } else { "VMI unpaused" })
         }
         Err(CommandError::InvalidState { state, .. }) => error(ApiError::new(
             409,
@@ -121,22 +123,6 @@ async fn pause_or_unpause(
         )),
         Err(e) => error(ApiError::internal(e.to_string())),
     }
-}
-
-async fn pause(
-    State(agent): State<Arc<Agent>>,
-    headers: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-) -> Response {
-    pause_or_unpause(agent, headers, ns, name, true).await
-}
-
-async fn unpause(
-    State(agent): State<Arc<Agent>>,
-    headers: HeaderMap,
-    Path((ns, name)): Path<(String, String)>,
-) -> Response {
-    pause_or_unpause(agent, headers, ns, name, false).await
 }
 
 async fn console(
