@@ -73,7 +73,15 @@ fn authorized(agent: &Agent, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn domain(agent: &Agent, ns: &str, name: &str) -> Result<Arc<Domain>, Response> {
+/// The running domain of VMI `ns/name`, for a caller presenting the agent's token: 401
+/// without it, 404 when no such guest runs here.
+fn domain(
+    agent: &Agent,
+    headers: &HeaderMap,
+    ns: &str,
+    name: &str,
+) -> Result<Arc<Domain>, Response> {
+    authorized(agent, headers)?;
     agent
         .domains
         .get(&format!("{ns}/{name}"))
@@ -93,10 +101,7 @@ async fn pause_or_unpause<const PAUSE: bool>(
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = authorized(&agent, &headers) {
-        return r;
-    }
-    let d = match domain(&agent, &ns, &name) {
+    let d = match domain(&agent, &headers, &ns, &name) {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -131,10 +136,7 @@ async fn console(
     Path((ns, name)): Path<(String, String)>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if let Err(r) = authorized(&agent, &headers) {
-        return r;
-    }
-    let d = match domain(&agent, &ns, &name) {
+    let d = match domain(&agent, &headers, &ns, &name) {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -185,11 +187,79 @@ async fn stream(mut socket: WebSocket, d: Arc<Domain>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::{prepare, AgentConfig};
+    use crate::client::Client;
+    use crate::image::ImageStore;
+    use axum::body::Body;
+    use axum::http::Method;
+    use tower::ServiceExt;
 
     #[test]
     fn token_comparison() {
         assert!(same(b"abc", b"abc"));
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"abcd"));
+    }
+
+    /// An agent running no guest, over an in-process client; token "secret".
+    fn agent(dir: &std::path::Path) -> Arc<Agent> {
+        let client = Client::local(crate::store::Objects::in_memory().expect("store"));
+        let config = AgentConfig {
+            node_name: "node1".into(),
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            advertise: None,
+            heartbeat: std::time::Duration::from_secs(10),
+            server: None,
+            network: None,
+            vm_stats: None,
+        };
+        Arc::new(Agent {
+            node: prepare::Node {
+                images: ImageStore::open(dir).expect("image store"),
+                run_dir: dir.join("run/vmis"),
+                network: None,
+                volumes: None,
+            },
+            client: client.clone(),
+            vmis: Default::default(),
+            domains: Default::default(),
+            events: crate::controller::event::Recorder::new(client, "test"),
+            token: "secret".into(),
+            keys: tokio::sync::mpsc::unbounded_channel().0,
+            vmi_def: api::resource::find_kind("kubevirt.io", "VirtualMachineInstance")
+                .expect("the registry serves VirtualMachineInstance"),
+            config,
+        })
+    }
+
+    #[tokio::test]
+    async fn pause_and_unpause_need_the_token_then_a_running_guest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = router(agent(dir.path()));
+        let call = |action: &str, token: Option<&str>| {
+            let mut req = axum::http::Request::builder()
+                .method(Method::PUT)
+                .uri(format!(
+                    "/v1/namespaces/default/virtualmachineinstances/vm1/{action}"
+                ));
+            if let Some(t) = token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            app.clone()
+                .oneshot(req.body(Body::empty()).expect("request"))
+        };
+        for action in ["pause", "unpause"] {
+            for token in [None, Some("wrong")] {
+                let resp = call(action, token).await.expect("infallible");
+                assert_eq!(
+                    resp.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{action} {token:?}"
+                );
+            }
+            let resp = call(action, Some("secret")).await.expect("infallible");
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{action}");
+        }
     }
 }
