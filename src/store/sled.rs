@@ -9,6 +9,7 @@
 
 use super::backend::{Backend, BackendError, EventType, LogEntry, Op, Txn};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The on-disk layout version this code reads and writes.
 pub const FORMAT_VERSION: &str = "1";
@@ -17,6 +18,20 @@ const META_FORMAT: &[u8] = b"\x00format";
 const META_REVISION: &[u8] = b"\x00revision";
 const META_COMPACTED: &[u8] = b"\x00compacted";
 const LOG_PREFIX: u8 = 0x01;
+
+/// How long opening waits for the database's file lock while another handle in this
+/// process lets go of it: sled releases the lock when the last of a dropped handle's
+/// background I/O jobs ends, a moment after the drop (its own test suite blocks on the
+/// lock for this reason). A lock still held after this has another owner (a second
+/// daemon on the same data directory), and the open fails.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Whether `e` is sled's "could not acquire lock" (the file lock is held; sled reports it
+/// as an `Other` I/O error with that message only).
+fn lock_busy(e: &::sled::Error) -> bool {
+    matches!(e, ::sled::Error::Io(io) if io.kind() == std::io::ErrorKind::Other
+        && io.to_string().starts_with("could not acquire lock"))
+}
 
 /// A [`Backend`] on a sled database.
 pub struct SledBackend {
@@ -86,11 +101,18 @@ impl SledBackend {
     fn with_config(config: ::sled::Config) -> Result<Self, BackendError> {
         // Durability comes from the committer's explicit flushes; sled's periodic
         // background flush would only add fsyncs.
-        let db = config
+        let config = config
             .mode(::sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(engine)?;
+            .flush_every_ms(None);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(e) if lock_busy(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                opened => break opened.map_err(engine)?,
+            }
+        };
         match db.get(META_FORMAT).map_err(engine)? {
             Some(v) if v.as_ref() != FORMAT_VERSION.as_bytes() => {
                 return Err(BackendError::Format {
@@ -269,6 +291,24 @@ mod tests {
         assert_eq!(b.log_after(0, 100).expect("log")[0].revision, 3);
         // Objects survive compaction.
         assert!(b.get("/core/namespaces/a").expect("get").is_some());
+    }
+
+    #[test]
+    fn a_second_handle_on_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _first = SledBackend::open(dir.path()).expect("open");
+        let t = Instant::now();
+        let err = SledBackend::open(dir.path())
+            .err()
+            .expect("the lock has an owner");
+        assert!(t.elapsed() >= LOCK_WAIT, "refused only after waiting");
+        let BackendError::Engine(source) = err else {
+            panic!("engine error expected, got {err}");
+        };
+        assert!(
+            source.to_string().contains("could not acquire lock"),
+            "{source}"
+        );
     }
 
     #[test]
