@@ -8,6 +8,9 @@
 //!
 //! `none` is KubeVirt's default where the image's file system supports `O_DIRECT`, else
 //! `writethrough` ([`DiskFile::open`](super::DiskFile::open) with no mode picks so).
+//! Opening an image `none` and writable drops what the host page cache holds of it: such
+//! pages are never read through this device, and a non-blocking `O_DIRECT` write over them
+//! cannot go ahead (see `disk.rs`).
 //! With the page cache (`writethrough`, `writeback`) the device serves requests whose data
 //! is cached straight from its thread (`RWF_NOWAIT`); with `none` every request goes to the
 //! I/O workers, since a direct read or write always waits for the disk.
