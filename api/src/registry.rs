@@ -9,27 +9,43 @@ use crate::resource::{PrinterColumn, ResourceDef};
 use crate::status::Cause;
 use serde_json::Value;
 
-/// Per-kind functions with the signatures [`ResourceDef`] wants, around a schema built once.
+/// One served kind: a module `$m` holding `DEF`, the kind's [`ResourceDef`] (its names,
+/// scope and columns as given, wired to the functions below), and those functions, with
+/// the signatures [`ResourceDef`] wants, around a schema built once from `$ty` under the
+/// group, version and kind `DEF` names.
 macro_rules! kind {
-    ($m:ident, $ty:ty, $group:expr, $version:expr, $kind:expr, $validate:path, $default:path) => {
+    (
+        $m:ident: $ty:ty,
+        validate: $validate:path,
+        default: $default:path,
+        ResourceDef { $($field:ident: $value:expr),* $(,)? }
+    ) => {
         mod $m {
             use super::*;
             use std::sync::OnceLock;
 
-            pub fn schema_ref() -> &'static Value {
+            pub const DEF: ResourceDef = ResourceDef {
+                $($field: $value,)*
+                default,
+                validate,
+                unknown_fields,
+                schema,
+            };
+
+            fn schema_ref() -> &'static Value {
                 static SCHEMA: OnceLock<Value> = OnceLock::new();
-                SCHEMA.get_or_init(|| crate::schema::generate::<$ty>($group, $version, $kind))
+                SCHEMA.get_or_init(|| crate::schema::generate::<$ty>(DEF.group, DEF.version, DEF.kind))
             }
 
-            pub fn schema() -> Value {
+            fn schema() -> Value {
                 schema_ref().clone()
             }
 
-            pub fn unknown_fields(obj: &Value) -> Vec<String> {
+            fn unknown_fields(obj: &Value) -> Vec<String> {
                 crate::schema::unknown_fields(schema_ref(), obj)
             }
 
-            pub fn validate(obj: &Value) -> Vec<Cause> {
+            fn validate(obj: &Value) -> Vec<Cause> {
                 let causes = crate::schema::type_errors(schema_ref(), obj);
                 if !causes.is_empty() {
                     return causes;
@@ -37,157 +53,12 @@ macro_rules! kind {
                 $validate(obj)
             }
 
-            pub fn default(obj: &mut Value) {
+            fn default(obj: &mut Value) {
                 $default(obj)
             }
         }
     };
 }
-
-kind!(
-    vm,
-    crate::kubevirt::virtualmachine::VirtualMachine,
-    "kubevirt.io",
-    "v1",
-    "VirtualMachine",
-    crate::kubevirt::validation::validate_vm,
-    crate::kubevirt::defaults::default_vm
-);
-kind!(
-    vmi,
-    crate::kubevirt::virtualmachineinstance::VirtualMachineInstance,
-    "kubevirt.io",
-    "v1",
-    "VirtualMachineInstance",
-    crate::kubevirt::validation::validate_vmi,
-    crate::kubevirt::defaults::default_vmi
-);
-kind!(
-    vmim,
-    crate::kubevirt::migration::VirtualMachineInstanceMigration,
-    "kubevirt.io",
-    "v1",
-    "VirtualMachineInstanceMigration",
-    crate::kubevirt::validation::validate_migration,
-    crate::kubevirt::defaults::default_migration
-);
-kind!(
-    dv,
-    crate::cdi::datavolume::DataVolume,
-    "cdi.kubevirt.io",
-    "v1beta1",
-    "DataVolume",
-    crate::cdi::validation::validate_dv,
-    no_defaults
-);
-kind!(
-    ns,
-    crate::core::namespace::Namespace,
-    "",
-    "v1",
-    "Namespace",
-    crate::core::namespace::validate,
-    crate::core::namespace::default
-);
-kind!(
-    node,
-    crate::core::node::Node,
-    "",
-    "v1",
-    "Node",
-    crate::core::node::validate,
-    crate::core::node::default
-);
-kind!(
-    pvc,
-    crate::core::pvc::PersistentVolumeClaim,
-    "",
-    "v1",
-    "PersistentVolumeClaim",
-    crate::core::pvc::validate,
-    crate::core::pvc::default
-);
-kind!(
-    pv,
-    crate::core::pv::PersistentVolume,
-    "",
-    "v1",
-    "PersistentVolume",
-    crate::core::pv::validate,
-    crate::core::pv::default
-);
-kind!(
-    cm,
-    crate::core::configmap::ConfigMap,
-    "",
-    "v1",
-    "ConfigMap",
-    crate::core::configmap::validate,
-    crate::core::configmap::default
-);
-kind!(
-    event,
-    crate::core::event::Event,
-    "",
-    "v1",
-    "Event",
-    crate::core::event::validate,
-    crate::core::event::default
-);
-kind!(
-    secret,
-    crate::core::secret::Secret,
-    "",
-    "v1",
-    "Secret",
-    crate::core::secret::validate,
-    crate::core::secret::default
-);
-kind!(
-    sc,
-    crate::storage::storageclass::StorageClass,
-    "storage.k8s.io",
-    "v1",
-    "StorageClass",
-    crate::storage::storageclass::validate,
-    crate::storage::storageclass::default
-);
-kind!(
-    nad,
-    crate::network::attachment::NetworkAttachmentDefinition,
-    "k8s.cni.cncf.io",
-    "v1",
-    "NetworkAttachmentDefinition",
-    crate::network::attachment::validate,
-    crate::network::attachment::default
-);
-kind!(
-    nncp,
-    crate::network::policy::NodeNetworkConfigurationPolicy,
-    "nmstate.io",
-    "v1",
-    "NodeNetworkConfigurationPolicy",
-    crate::network::policy::validate,
-    crate::network::policy::default
-);
-kind!(
-    nnce,
-    crate::network::policy::NodeNetworkConfigurationEnactment,
-    "nmstate.io",
-    "v1",
-    "NodeNetworkConfigurationEnactment",
-    crate::network::policy::validate_enactment,
-    crate::network::policy::default
-);
-kind!(
-    hco,
-    crate::hco::hyperconverged::HyperConverged,
-    "hco.kubevirt.io",
-    "v1beta1",
-    "HyperConverged",
-    crate::hco::hyperconverged::validate,
-    crate::hco::hyperconverged::default
-);
 
 fn no_defaults(_obj: &mut Value) {}
 
@@ -403,7 +274,10 @@ const SC_COLUMNS: &[PrinterColumn] = &[
 
 const AGE_ONLY: &[PrinterColumn] = &[PrinterColumn::AGE];
 
-static RESOURCES: &[ResourceDef] = &[
+kind!(
+    vm: crate::kubevirt::virtualmachine::VirtualMachine,
+    validate: crate::kubevirt::validation::validate_vm,
+    default: crate::kubevirt::defaults::default_vm,
     ResourceDef {
         group: "kubevirt.io",
         version: "v1",
@@ -417,11 +291,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: VM_COLUMNS,
-        default: vm::default,
-        validate: vm::validate,
-        unknown_fields: vm::unknown_fields,
-        schema: vm::schema,
-    },
+    }
+);
+
+kind!(
+    vmi: crate::kubevirt::virtualmachineinstance::VirtualMachineInstance,
+    validate: crate::kubevirt::validation::validate_vmi,
+    default: crate::kubevirt::defaults::default_vmi,
     ResourceDef {
         group: "kubevirt.io",
         version: "v1",
@@ -435,11 +311,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: VMI_COLUMNS,
-        default: vmi::default,
-        validate: vmi::validate,
-        unknown_fields: vmi::unknown_fields,
-        schema: vmi::schema,
-    },
+    }
+);
+
+kind!(
+    vmim: crate::kubevirt::migration::VirtualMachineInstanceMigration,
+    validate: crate::kubevirt::validation::validate_migration,
+    default: crate::kubevirt::defaults::default_migration,
     ResourceDef {
         group: "kubevirt.io",
         version: "v1",
@@ -453,11 +331,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: VMIM_COLUMNS,
-        default: vmim::default,
-        validate: vmim::validate,
-        unknown_fields: vmim::unknown_fields,
-        schema: vmim::schema,
-    },
+    }
+);
+
+kind!(
+    dv: crate::cdi::datavolume::DataVolume,
+    validate: crate::cdi::validation::validate_dv,
+    default: no_defaults,
     ResourceDef {
         group: "cdi.kubevirt.io",
         version: "v1beta1",
@@ -471,11 +351,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: DV_COLUMNS,
-        default: dv::default,
-        validate: dv::validate,
-        unknown_fields: dv::unknown_fields,
-        schema: dv::schema,
-    },
+    }
+);
+
+kind!(
+    ns: crate::core::namespace::Namespace,
+    validate: crate::core::namespace::validate,
+    default: crate::core::namespace::default,
     ResourceDef {
         group: "",
         version: "v1",
@@ -491,11 +373,13 @@ static RESOURCES: &[ResourceDef] = &[
             "create", "delete", "get", "list", "patch", "update", "watch",
         ],
         columns: NS_COLUMNS,
-        default: ns::default,
-        validate: ns::validate,
-        unknown_fields: ns::unknown_fields,
-        schema: ns::schema,
-    },
+    }
+);
+
+kind!(
+    node: crate::core::node::Node,
+    validate: crate::core::node::validate,
+    default: crate::core::node::default,
     ResourceDef {
         group: "",
         version: "v1",
@@ -509,11 +393,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: NODE_COLUMNS,
-        default: node::default,
-        validate: node::validate,
-        unknown_fields: node::unknown_fields,
-        schema: node::schema,
-    },
+    }
+);
+
+kind!(
+    pvc: crate::core::pvc::PersistentVolumeClaim,
+    validate: crate::core::pvc::validate,
+    default: crate::core::pvc::default,
     ResourceDef {
         group: "",
         version: "v1",
@@ -527,11 +413,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: PVC_COLUMNS,
-        default: pvc::default,
-        validate: pvc::validate,
-        unknown_fields: pvc::unknown_fields,
-        schema: pvc::schema,
-    },
+    }
+);
+
+kind!(
+    pv: crate::core::pv::PersistentVolume,
+    validate: crate::core::pv::validate,
+    default: crate::core::pv::default,
     ResourceDef {
         group: "",
         version: "v1",
@@ -545,11 +433,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: PV_COLUMNS,
-        default: pv::default,
-        validate: pv::validate,
-        unknown_fields: pv::unknown_fields,
-        schema: pv::schema,
-    },
+    }
+);
+
+kind!(
+    cm: crate::core::configmap::ConfigMap,
+    validate: crate::core::configmap::validate,
+    default: crate::core::configmap::default,
     ResourceDef {
         group: "",
         version: "v1",
@@ -563,11 +453,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: false,
         verbs: VERBS,
         columns: CM_COLUMNS,
-        default: cm::default,
-        validate: cm::validate,
-        unknown_fields: cm::unknown_fields,
-        schema: cm::schema,
-    },
+    }
+);
+
+kind!(
+    event: crate::core::event::Event,
+    validate: crate::core::event::validate,
+    default: crate::core::event::default,
     ResourceDef {
         group: "",
         version: "v1",
@@ -581,11 +473,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: false,
         verbs: VERBS,
         columns: EVENT_COLUMNS,
-        default: event::default,
-        validate: event::validate,
-        unknown_fields: event::unknown_fields,
-        schema: event::schema,
-    },
+    }
+);
+
+kind!(
+    secret: crate::core::secret::Secret,
+    validate: crate::core::secret::validate,
+    default: crate::core::secret::default,
     ResourceDef {
         group: "",
         version: "v1",
@@ -599,11 +493,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: false,
         verbs: VERBS,
         columns: SECRET_COLUMNS,
-        default: secret::default,
-        validate: secret::validate,
-        unknown_fields: secret::unknown_fields,
-        schema: secret::schema,
-    },
+    }
+);
+
+kind!(
+    sc: crate::storage::storageclass::StorageClass,
+    validate: crate::storage::storageclass::validate,
+    default: crate::storage::storageclass::default,
     ResourceDef {
         group: "storage.k8s.io",
         version: "v1",
@@ -617,11 +513,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: false,
         verbs: VERBS,
         columns: SC_COLUMNS,
-        default: sc::default,
-        validate: sc::validate,
-        unknown_fields: sc::unknown_fields,
-        schema: sc::schema,
-    },
+    }
+);
+
+kind!(
+    nad: crate::network::attachment::NetworkAttachmentDefinition,
+    validate: crate::network::attachment::validate,
+    default: crate::network::attachment::default,
     ResourceDef {
         group: "k8s.cni.cncf.io",
         version: "v1",
@@ -635,11 +533,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: false,
         verbs: VERBS,
         columns: AGE_ONLY,
-        default: nad::default,
-        validate: nad::validate,
-        unknown_fields: nad::unknown_fields,
-        schema: nad::schema,
-    },
+    }
+);
+
+kind!(
+    nncp: crate::network::policy::NodeNetworkConfigurationPolicy,
+    validate: crate::network::policy::validate,
+    default: crate::network::policy::default,
     ResourceDef {
         group: "nmstate.io",
         version: "v1",
@@ -653,11 +553,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: NNCP_COLUMNS,
-        default: nncp::default,
-        validate: nncp::validate,
-        unknown_fields: nncp::unknown_fields,
-        schema: nncp::schema,
-    },
+    }
+);
+
+kind!(
+    nnce: crate::network::policy::NodeNetworkConfigurationEnactment,
+    validate: crate::network::policy::validate_enactment,
+    default: crate::network::policy::default,
     ResourceDef {
         group: "nmstate.io",
         version: "v1",
@@ -671,11 +573,13 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: NNCE_COLUMNS,
-        default: nnce::default,
-        validate: nnce::validate,
-        unknown_fields: nnce::unknown_fields,
-        schema: nnce::schema,
-    },
+    }
+);
+
+kind!(
+    hco: crate::hco::hyperconverged::HyperConverged,
+    validate: crate::hco::hyperconverged::validate,
+    default: crate::hco::hyperconverged::default,
     ResourceDef {
         group: "hco.kubevirt.io",
         version: "v1beta1",
@@ -689,11 +593,26 @@ static RESOURCES: &[ResourceDef] = &[
         has_status: true,
         verbs: VERBS,
         columns: AGE_ONLY,
-        default: hco::default,
-        validate: hco::validate,
-        unknown_fields: hco::unknown_fields,
-        schema: hco::schema,
-    },
+    }
+);
+
+static RESOURCES: &[ResourceDef] = &[
+    vm::DEF,
+    vmi::DEF,
+    vmim::DEF,
+    dv::DEF,
+    ns::DEF,
+    node::DEF,
+    pvc::DEF,
+    pv::DEF,
+    cm::DEF,
+    event::DEF,
+    secret::DEF,
+    sc::DEF,
+    nad::DEF,
+    nncp::DEF,
+    nnce::DEF,
+    hco::DEF,
 ];
 
 /// Every resource monovirt serves: KubeVirt's VirtualMachine, VirtualMachineInstance and
