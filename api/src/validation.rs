@@ -73,6 +73,19 @@ pub fn unless_one_of(
         .map(|v| not_supported(field, &Value::from(v), supported))
 }
 
+/// [`invalid`] when `value` is set and fails `ok`: the check of a string field with a
+/// format (a path, a serial, a PCI address, a CIDR).
+pub fn invalid_unless(
+    field: impl Into<String>,
+    value: Option<&str>,
+    ok: impl FnOnce(&str) -> bool,
+    detail: &str,
+) -> Option<Cause> {
+    value
+        .filter(|v| !ok(v))
+        .map(|v| invalid(field, &Value::from(v), detail))
+}
+
 /// A `FieldValueForbidden` cause: `Forbidden: <detail>`.
 pub fn forbidden(field: impl Into<String>, detail: &str) -> Cause {
     Cause::new("FieldValueForbidden", field, format!("Forbidden: {detail}"))

@@ -11,8 +11,8 @@ use super::volume::{CloudInitSource, Volume};
 use crate::quantity;
 use crate::status::Cause;
 use crate::validation::{
-    dns1123_label, dns1123_subdomain, duplicate, forbidden, invalid, not_supported, parse_mac,
-    required, unless_one_of,
+    dns1123_label, dns1123_subdomain, duplicate, forbidden, invalid, invalid_unless, not_supported,
+    parse_mac, required, unless_one_of,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -481,15 +481,12 @@ fn validate_firmware(spec: &VirtualMachineInstanceSpec, domain: &str, causes: &m
                     ("kernelPath", &c.kernel_path),
                     ("initrdPath", &c.initrd_path),
                 ] {
-                    if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                        if !v.starts_with('/') {
-                            causes.push(invalid(
-                                format!("{kp}.container.{name}"),
-                                &Value::from(v),
-                                "must be an absolute path",
-                            ));
-                        }
-                    }
+                    causes.extend(invalid_unless(
+                        format!("{kp}.container.{name}"),
+                        v.as_deref(),
+                        |v| v.is_empty() || v.starts_with('/'),
+                        "must be an absolute path",
+                    ));
                 }
                 causes.extend(unless_one_of(
                     format!("{kp}.container.imagePullPolicy"),
@@ -742,35 +739,30 @@ fn validate_disks(
             &["open", "closed"],
         ));
         check_boot_order(d.boot_order, format!("{p}.bootOrder"), boot_orders, causes);
-        if let Some(serial) = d.serial.as_deref() {
-            let ok = serial.len() <= 36
-                && !serial.is_empty()
-                && serial
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'));
-            if !ok {
-                causes.push(invalid(
-                    format!("{p}.serial"),
-                    &Value::from(serial),
-                    "must be 1 to 36 characters of [A-Za-z0-9_.+-]",
-                ));
-            }
-        }
+        causes.extend(invalid_unless(
+            format!("{p}.serial"),
+            d.serial.as_deref(),
+            |serial| {
+                serial.len() <= 36
+                    && !serial.is_empty()
+                    && serial.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-')
+                    })
+            },
+            "must be 1 to 36 characters of [A-Za-z0-9_.+-]",
+        ));
         causes.extend(unless_one_of(
             format!("{p}.cache"),
             d.cache.as_deref(),
             CACHE_MODES,
         ));
         causes.extend(unless_one_of(format!("{p}.io"), d.io.as_deref(), IO_MODES));
-        if let Some(pci) = d.disk.as_ref().and_then(|t| t.pci_address.as_deref()) {
-            if !is_pci_address(pci) {
-                causes.push(invalid(
-                    format!("{p}.disk.pciAddress"),
-                    &Value::from(pci),
-                    "must be a PCI address such as 0000:81:01.0",
-                ));
-            }
-        }
+        causes.extend(invalid_unless(
+            format!("{p}.disk.pciAddress"),
+            d.disk.as_ref().and_then(|t| t.pci_address.as_deref()),
+            is_pci_address,
+            "must be a PCI address such as 0000:81:01.0",
+        ));
     }
 }
 
@@ -842,16 +834,13 @@ fn validate_networks(
                         ("vmNetworkCIDR", &pod.vm_network_cidr, false),
                         ("vmIPv6NetworkCIDR", &pod.vm_ipv6_network_cidr, true),
                     ] {
-                        if let Some(c) = cidr.as_deref().filter(|c| !c.is_empty()) {
-                            if !is_cidr(c, v6) {
-                                let family = if v6 { "IPv6" } else { "IPv4" };
-                                causes.push(invalid(
-                                    format!("{p}.pod.{name}"),
-                                    &Value::from(c),
-                                    &format!("must be an {family} CIDR"),
-                                ));
-                            }
-                        }
+                        let family = if v6 { "IPv6" } else { "IPv4" };
+                        causes.extend(invalid_unless(
+                            format!("{p}.pod.{name}"),
+                            cidr.as_deref(),
+                            |c| c.is_empty() || is_cidr(c, v6),
+                            &format!("must be an {family} CIDR"),
+                        ));
                     }
                 }
             }
