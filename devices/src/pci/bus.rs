@@ -203,24 +203,29 @@ impl PciBus {
     /// Routes an MMIO read to the BAR containing `[addr, addr + len)`. Returns false if no
     /// enabled BAR claims it (the VMM then treats it as unassigned space).
     pub fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        let Some((range, offset)) = self.find(addr, data.len()) else {
-            return false;
-        };
-        let Some(dev) = self.slots[range.slot].as_ref() else {
-            return false;
-        };
-        let mut dev = lock(dev);
-        if !dev.configuration().memory_enabled() {
-            return false;
-        }
-        dev.read_bar(range.bar, offset, data);
-        true
+        self.with_bar(addr, data.len(), |dev, bar, offset| {
+            dev.read_bar(bar, offset, data)
+        })
     }
 
     /// Routes an MMIO write to the BAR containing `[addr, addr + len)`. Returns false if no
     /// enabled BAR claims it.
     pub fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
-        let Some((range, offset)) = self.find(addr, data.len()) else {
+        self.with_bar(addr, data.len(), |dev, bar, offset| {
+            dev.write_bar(bar, offset, data)
+        })
+    }
+
+    /// Runs `access` on the device whose BAR contains `[addr, addr + len)`, with the BAR
+    /// index and the offset into it, if the device has memory decoding enabled. Returns
+    /// whether it ran.
+    fn with_bar(
+        &self,
+        addr: u64,
+        len: usize,
+        access: impl FnOnce(&mut dyn PciDevice, usize, u64),
+    ) -> bool {
+        let Some((range, offset)) = self.find(addr, len) else {
             return false;
         };
         let Some(dev) = self.slots[range.slot].as_ref() else {
@@ -230,7 +235,7 @@ impl PciBus {
         if !dev.configuration().memory_enabled() {
             return false;
         }
-        dev.write_bar(range.bar, offset, data);
+        access(&mut *dev, range.bar, offset);
         true
     }
 }
