@@ -85,31 +85,13 @@ impl NatRules {
             s,
             "    type nat hook prerouting priority dstnat; policy accept;"
         );
-        for f in &self.forwards {
-            let _ = writeln!(
-                s,
-                "    fib daddr type local {} dport {} dnat ip to {}:{}",
-                f.protocol.as_str(),
-                f.node_port,
-                f.guest,
-                f.guest_port
-            );
-        }
+        self.render_dnat(&mut s);
         let _ = writeln!(s, "  }}");
 
         // Connections the node itself opens to its own addresses.
         let _ = writeln!(s, "  chain output {{");
         let _ = writeln!(s, "    type nat hook output priority -100; policy accept;");
-        for f in &self.forwards {
-            let _ = writeln!(
-                s,
-                "    fib daddr type local {} dport {} dnat ip to {}:{}",
-                f.protocol.as_str(),
-                f.node_port,
-                f.guest,
-                f.guest_port
-            );
-        }
+        self.render_dnat(&mut s);
         let _ = writeln!(s, "  }}");
 
         let _ = writeln!(s, "  chain postrouting {{");
@@ -145,6 +127,21 @@ impl NatRules {
         let _ = writeln!(s, "  }}");
         let _ = writeln!(s, "}}");
         s
+    }
+
+    /// The port forwards' DNAT rules, one line each: the same in `prerouting` (traffic from
+    /// outside) and `output` (the node's own connections).
+    fn render_dnat(&self, s: &mut String) {
+        for f in &self.forwards {
+            let _ = writeln!(
+                s,
+                "    fib daddr type local {} dport {} dnat ip to {}:{}",
+                f.protocol.as_str(),
+                f.node_port,
+                f.guest,
+                f.guest_port
+            );
+        }
     }
 
     /// Replaces the table with this state, and enables IPv4 forwarding when anything is
