@@ -38,49 +38,45 @@ pub fn default(obj: &mut Value) {
 /// assert_eq!(causes[0].field, "spec");
 /// ```
 pub fn validate(obj: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
-        return vec![Cause::required("spec")];
-    };
-    causes.extend(volume::access_mode_causes(spec));
-    causes.extend(volume::size_cause(
-        spec,
+    volume::validate(
+        obj,
         "/capacity/storage",
         "spec.capacity.storage",
         "spec.capacity[storage]",
-    ));
-    causes.extend(unless_one_of(
-        "spec.persistentVolumeReclaimPolicy",
-        spec.get("persistentVolumeReclaimPolicy")
-            .and_then(Value::as_str),
-        RECLAIM_POLICIES,
-    ));
-    const SOURCES: &[&str] = &[
-        "hostPath", "local", "nfs", "csi", "iscsi", "rbd", "cephfs", "fc",
-    ];
-    let sources = SOURCES
-        .iter()
-        .filter(|s| spec.get(**s).is_some_and(|v| !v.is_null()))
-        .count();
-    match sources {
-        0 => causes.push(required("spec", "must specify a volume type")),
-        1 => {}
-        _ => causes.push(forbidden("spec", "may not specify more than 1 volume type")),
-    }
-    for src in ["hostPath", "local"] {
-        if let Some(p) = spec.get(src).filter(|v| !v.is_null()) {
-            match p.get("path").and_then(Value::as_str) {
-                Some(path) if path.starts_with('/') => {}
-                Some(path) => causes.push(invalid(
-                    format!("spec.{src}.path"),
-                    &Value::from(path),
-                    "must be an absolute path",
-                )),
-                None => causes.push(Cause::required(format!("spec.{src}.path"))),
+        |spec, causes| {
+            causes.extend(unless_one_of(
+                "spec.persistentVolumeReclaimPolicy",
+                spec.get("persistentVolumeReclaimPolicy")
+                    .and_then(Value::as_str),
+                RECLAIM_POLICIES,
+            ));
+            const SOURCES: &[&str] = &[
+                "hostPath", "local", "nfs", "csi", "iscsi", "rbd", "cephfs", "fc",
+            ];
+            let sources = SOURCES
+                .iter()
+                .filter(|s| spec.get(**s).is_some_and(|v| !v.is_null()))
+                .count();
+            match sources {
+                0 => causes.push(required("spec", "must specify a volume type")),
+                1 => {}
+                _ => causes.push(forbidden("spec", "may not specify more than 1 volume type")),
             }
-        }
-    }
-    causes
+            for src in ["hostPath", "local"] {
+                if let Some(p) = spec.get(src).filter(|v| !v.is_null()) {
+                    match p.get("path").and_then(Value::as_str) {
+                        Some(path) if path.starts_with('/') => {}
+                        Some(path) => causes.push(invalid(
+                            format!("spec.{src}.path"),
+                            &Value::from(path),
+                            "must be an absolute path",
+                        )),
+                        None => causes.push(Cause::required(format!("spec.{src}.path"))),
+                    }
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -30,21 +30,17 @@ pub fn default(obj: &mut Value) {
 /// assert_eq!(causes[0].field, "spec.resources.requests.storage");
 /// ```
 pub fn validate(obj: &Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
-        return vec![Cause::required("spec")];
-    };
-    causes.extend(volume::access_mode_causes(spec));
-    causes.extend(volume::size_cause(
-        spec,
+    volume::validate(
+        obj,
         "/resources/requests/storage",
         "spec.resources.requests.storage",
         "spec.resources[storage]",
-    ));
-    causes.extend(unless_one_of(
-        "spec.volumeMode",
-        spec.get("volumeMode").and_then(Value::as_str),
-        VOLUME_MODES,
-    ));
-    causes
+        |spec, causes| {
+            causes.extend(unless_one_of(
+                "spec.volumeMode",
+                spec.get("volumeMode").and_then(Value::as_str),
+                VOLUME_MODES,
+            ));
+        },
+    )
 }

@@ -1,5 +1,5 @@
 //! What PersistentVolumes and PersistentVolumeClaims share, as kube-apiserver checks them:
-//! the access modes, a storage size that parses and is positive, and the defaults of
+//! a `spec` object, the access modes, a storage size that parses and is positive, and the defaults of
 //! `spec.volumeMode` and `status.phase`.
 
 use crate::quantity;
@@ -35,6 +35,26 @@ pub fn default(obj: &mut Value, spec_defaults: impl FnOnce(&mut Map<String, Valu
             s.insert("phase".into(), json!("Pending"));
         }
     }
+}
+
+/// Validates a volume kind: `spec` must be an object, then its access modes
+/// ([`access_mode_causes`]) and its storage size at `size_pointer` ([`size_cause`], with
+/// `size_field` and `size_missing`); hands the spec to `spec_causes` for the kind's own
+/// checks after those.
+pub fn validate(
+    obj: &Value,
+    size_pointer: &str,
+    size_field: &str,
+    size_missing: &str,
+    spec_causes: impl FnOnce(&Value, &mut Vec<Cause>),
+) -> Vec<Cause> {
+    let Some(spec) = obj.get("spec").filter(|s| s.is_object()) else {
+        return vec![Cause::required("spec")];
+    };
+    let mut causes = access_mode_causes(spec);
+    causes.extend(size_cause(spec, size_pointer, size_field, size_missing));
+    spec_causes(spec, &mut causes);
+    causes
 }
 
 /// The causes against `spec.accessModes`: at least one, each known, and
