@@ -447,34 +447,18 @@ mod tests {
         assert_eq!(o["apiVersion"], "kubevirt.io/v1");
         assert_eq!(o["kind"], "VirtualMachine");
         assert_eq!(o["metadata"]["namespace"], "default");
-        let mut wrong = json!({"apiVersion": "kubevirt.io/v2", "kind": "VirtualMachine"});
-        assert_eq!(
-            check_identity(&VM, &mut wrong, Some("default"), None)
-                .expect_err("bad")
-                .code,
-            400
-        );
-        let mut kind = json!({"apiVersion": "kubevirt.io/v1", "kind": "Pod"});
-        assert_eq!(
-            check_identity(&VM, &mut kind, Some("default"), None)
-                .expect_err("bad")
-                .code,
-            400
-        );
-        let mut ns = json!({"metadata": {"namespace": "other"}});
-        assert_eq!(
-            check_identity(&VM, &mut ns, Some("default"), None)
-                .expect_err("bad")
-                .code,
-            400
-        );
-        let mut name = json!({"metadata": {"name": "b"}});
-        assert_eq!(
-            check_identity(&VM, &mut name, Some("default"), Some("a"))
-                .expect_err("bad")
-                .code,
-            400
-        );
+        for (mut bad, name) in [
+            (
+                json!({"apiVersion": "kubevirt.io/v2", "kind": "VirtualMachine"}),
+                None,
+            ),
+            (json!({"apiVersion": "kubevirt.io/v1", "kind": "Pod"}), None),
+            (json!({"metadata": {"namespace": "other"}}), None),
+            (json!({"metadata": {"name": "b"}}), Some("a")),
+        ] {
+            let err = check_identity(&VM, &mut bad, Some("default"), name).expect_err("bad");
+            assert_eq!(err.code, 400, "{bad}");
+        }
         let mut node = json!({"metadata": {"name": "n", "namespace": "x"}});
         check_identity(&NODE, &mut node, None, Some("n")).expect("ok");
         assert!(node["metadata"].get("namespace").is_none());
