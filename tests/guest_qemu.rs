@@ -132,6 +132,25 @@ fn boot(
     })
 }
 
+impl Run {
+    /// Fails with `what` and the guest output unless `ok`.
+    fn ensure(&self, ok: bool, what: &str) -> Result<()> {
+        ensure!(ok, "{what}\n{}", context(self));
+        Ok(())
+    }
+
+    /// Fails with `what` and the guest output unless the report's `key` is `want`.
+    fn ensure_value(&self, key: &str, want: &str, what: &str) -> Result<()> {
+        self.ensure(self.report.get(key) == Some(want), what)
+    }
+
+    /// Fails with `what` and the guest output unless QEMU exited by itself, successfully:
+    /// the guest powered off.
+    fn ensure_powered_off(&self, what: &str) -> Result<()> {
+        self.ensure(self.status.is_some_and(|s| s.success()), what)
+    }
+}
+
 fn context(run: &Run) -> String {
     format!("guest output:\n{}", run.output)
 }
@@ -267,25 +286,16 @@ fn pvh_boot_reports_the_platform_and_powers_off() -> Result<()> {
         .require("initrd")?
         .split_once(',')
         .context("initrd=start,size")?;
-    ensure!(
-        common::guest::parse_number(size)? == 300_001,
-        "initrd size\n{}",
-        context(&run)
-    );
+    run.ensure(common::guest::parse_number(size)? == 300_001, "initrd size")?;
     ensure!(
         common::guest::parse_number(start)? % 4096 == 0,
         "initrd is page-aligned"
     );
-    ensure!(
+    run.ensure(
         r.get("initrd.crc32") == Some(format!("{crc:#010x}").as_str()),
-        "initrd crc\n{}",
-        context(&run)
-    );
-    ensure!(
-        r.get("acpi.sci_en") == Some("1"),
-        "ACPI mode\n{}",
-        context(&run)
-    );
+        "initrd crc",
+    )?;
+    run.ensure_value("acpi.sci_en", "1", "ACPI mode")?;
     let status = run.status.context("qemu was stopped")?;
     ensure!(
         status.success(),
@@ -303,11 +313,7 @@ fn four_cpus_in_128_mib_all_come_online() -> Result<()> {
     let run = boot(4, 128, "console=ttyS0", None, &[], |_| false)?;
     check_platform(&run.report, 4, 128).with_context(|| context(&run))?;
     ensure!(run.report.get("initrd") == Some("none"));
-    ensure!(
-        run.status.is_some_and(|s| s.success()),
-        "poweroff\n{}",
-        context(&run)
-    );
+    run.ensure_powered_off("poweroff")?;
     Ok(())
 }
 
@@ -317,16 +323,8 @@ fn reset_restarts_the_guest() -> Result<()> {
         return Ok(());
     }
     let run = boot(2, 128, "reset", None, &[], |r| r.count("guest") >= 2)?;
-    ensure!(
-        run.report.count("guest") >= 2,
-        "no second boot after reset\n{}",
-        context(&run)
-    );
-    ensure!(
-        run.report.get("panic").is_none(),
-        "panic\n{}",
-        context(&run)
-    );
+    run.ensure(run.report.count("guest") >= 2, "no second boot after reset")?;
+    run.ensure(run.report.get("panic").is_none(), "panic")?;
     ensure!(
         run.report.get("acpi.fadt.reset") == Some("io:0xcf9/8,0xf"),
         "FADT reset register"
@@ -352,11 +350,10 @@ fn triple_fault_resets_the_machine() -> Result<()> {
     )?;
     ensure!(run.report.count("done") >= 1, "{}", context(&run));
     let qemu_log = std::fs::read_to_string(&log)?;
-    ensure!(
+    run.ensure(
         qemu_log.contains("Triple fault"),
-        "QEMU saw no triple fault\n{}",
-        context(&run)
-    );
+        "QEMU saw no triple fault",
+    )?;
     Ok(())
 }
 
@@ -368,11 +365,7 @@ fn hang_and_tick_keep_running() -> Result<()> {
     let run = boot(1, 64, "nosmp tick", None, &[], |r| {
         r.number("tick").is_ok_and(|n| n >= 3)
     })?;
-    ensure!(
-        run.status.is_none(),
-        "the guest exited in tick mode\n{}",
-        context(&run)
-    );
+    run.ensure(run.status.is_none(), "the guest exited in tick mode")?;
     ensure!(run.report.get("smp.enabled") == Some("0"));
     ensure!(run.report.get("smp.online") == Some("1"));
 
@@ -386,11 +379,7 @@ fn hang_and_tick_keep_running() -> Result<()> {
             .get()
             .is_some_and(|t| t.elapsed() > Duration::from_millis(500))
     })?;
-    ensure!(
-        run.status.is_none(),
-        "the guest exited in hang mode\n{}",
-        context(&run)
-    );
+    run.ensure(run.status.is_none(), "the guest exited in hang mode")?;
     ensure!(run.report.get("action") == Some("hang"));
     Ok(())
 }
@@ -417,33 +406,19 @@ fn wait_powers_off_on_the_acpi_power_button() -> Result<()> {
         false
     })?;
     let r = &run.report;
-    ensure!(
+    run.ensure(
         monitor_conn.borrow().is_some(),
-        "could not reach QEMU's monitor\n{}",
-        context(&run)
-    );
+        "could not reach QEMU's monitor",
+    )?;
     // q35's DSDT also has GPE methods (hotplug), which the guest arms too.
-    ensure!(
+    run.ensure(
         r.get("acpi.events")
             .is_some_and(|e| e.split(',').any(|event| event == "pwrbtn")),
-        "q35 has the fixed power button\n{}",
-        context(&run)
-    );
-    ensure!(
-        r.get("acpi.sci_route") == Some("gsi=9,flags=0xd,ok"),
-        "SCI route\n{}",
-        context(&run)
-    );
-    ensure!(
-        r.get("acpi.event") == Some("pwrbtn"),
-        "no power button event\n{}",
-        context(&run)
-    );
-    ensure!(
-        run.status.is_some_and(|s| s.success()),
-        "QEMU did not power off\n{}",
-        context(&run)
-    );
+        "q35 has the fixed power button",
+    )?;
+    run.ensure_value("acpi.sci_route", "gsi=9,flags=0xd,ok", "SCI route")?;
+    run.ensure_value("acpi.event", "pwrbtn", "no power button event")?;
+    run.ensure_powered_off("QEMU did not power off")?;
     Ok(())
 }
 
@@ -476,43 +451,21 @@ fn virtio_blk_through_virtio_drivers_writes_and_refuses_read_only() -> Result<()
     let run = boot(1, 128, "blkwrite", None, &args, |_| false)?;
     let r = &run.report;
     ensure!(r.get("panic").is_none(), "panic\n{}", context(&run));
-    ensure!(
+    run.ensure(
         r.get("virtio.blk.0")
             .is_some_and(|v| v.ends_with(",sectors=2048,ro=0")),
-        "rw disk\n{}",
-        context(&run)
-    );
-    ensure!(
-        r.get("virtio.blk.0.serial") == Some("disk-zero"),
-        "serial\n{}",
-        context(&run)
-    );
-    ensure!(
-        r.get("virtio.blk.0.write") == Some("ok"),
-        "write\n{}",
-        context(&run)
-    );
-    ensure!(
-        r.get("virtio.blk.1.serial") == Some("ro-disk"),
-        "serial\n{}",
-        context(&run)
-    );
-    ensure!(
+        "rw disk",
+    )?;
+    run.ensure_value("virtio.blk.0.serial", "disk-zero", "serial")?;
+    run.ensure_value("virtio.blk.0.write", "ok", "write")?;
+    run.ensure_value("virtio.blk.1.serial", "ro-disk", "serial")?;
+    run.ensure(
         r.get("virtio.blk.1.crc32.0")
             == Some(format!("{:#010x}", crc32fast::hash(&ro_bytes[..4096])).as_str()),
-        "read-only disk's first 4 KiB\n{}",
-        context(&run)
-    );
-    ensure!(
-        r.get("virtio.blk.1.write") == Some("refused"),
-        "read-only write\n{}",
-        context(&run)
-    );
-    ensure!(
-        run.status.is_some_and(|s| s.success()),
-        "poweroff\n{}",
-        context(&run)
-    );
+        "read-only disk's first 4 KiB",
+    )?;
+    run.ensure_value("virtio.blk.1.write", "refused", "read-only write")?;
+    run.ensure_powered_off("poweroff")?;
     // The pattern the guest documents, at bytes 4096..8192 of the image, and nothing else.
     let image = std::fs::read(&rw)?;
     for (offset, &byte) in image.iter().enumerate() {
@@ -575,18 +528,13 @@ fn virtio_net_with_smoltcp_gets_a_lease_and_moves_a_tcp_stream() -> Result<()> {
         false
     })?;
     let r = &run.report;
-    ensure!(
-        r.get("net.ip") == Some("10.0.2.15/24"),
-        "DHCP lease\n{}",
-        context(&run)
-    );
+    run.ensure_value("net.ip", "10.0.2.15/24", "DHCP lease")?;
     // `restrict=on` keeps the guest off any outside network, so the lease names no router.
-    ensure!(
+    run.ensure(
         r.get("virtio.net.0")
             .is_some_and(|v| v.ends_with("mac=52-54-00-12-34-56")),
-        "MAC\n{}",
-        context(&run)
-    );
+        "MAC",
+    )?;
     let reply = peer
         .into_inner()
         .context("the guest never listened")?
@@ -597,23 +545,18 @@ fn virtio_net_with_smoltcp_gets_a_lease_and_moves_a_tcp_stream() -> Result<()> {
         "guest replied {reply:?}, expected {expected:?}\n{}",
         context(&run)
     );
-    ensure!(
+    run.ensure(
         r.get("net.tcp.rx")
             == Some(
                 expected
                     .trim_end()
                     .replace("bytes=", "")
                     .replace(" crc32=", ",")
-                    .as_str()
+                    .as_str(),
             ),
-        "net.tcp.rx\n{}",
-        context(&run)
-    );
-    ensure!(
-        run.status.is_some_and(|s| s.success()),
-        "poweroff\n{}",
-        context(&run)
-    );
+        "net.tcp.rx",
+    )?;
+    run.ensure_powered_off("poweroff")?;
     Ok(())
 }
 
@@ -637,22 +580,16 @@ fn virtio_rng_and_console_through_virtio_drivers() -> Result<()> {
     ];
     let run = boot(1, 128, "console=ttyS0", None, &args, |_| false)?;
     let r = &run.report;
-    ensure!(
+    run.ensure(
         r.get("virtio.rng.0").is_some_and(|v| v.ends_with(",ok")),
-        "rng\n{}",
-        context(&run)
-    );
-    ensure!(
+        "rng",
+    )?;
+    run.ensure(
         r.get("virtio.console.0")
             .is_some_and(|v| v.ends_with(",wrote 27")),
-        "console\n{}",
-        context(&run)
-    );
-    ensure!(
-        run.status.is_some_and(|s| s.success()),
-        "poweroff\n{}",
-        context(&run)
-    );
+        "console",
+    )?;
+    run.ensure_powered_off("poweroff")?;
     ensure!(
         std::fs::read(&hvc)? == b"monovirt-test-guest on hvc\n",
         "hvc0 output"
