@@ -91,27 +91,10 @@ fn run_console_reaches_the_guest_and_back() {
 
 /// `monovirt ARGS --server URL`, stdin from `input`: (exit code, stdout, stderr).
 fn cli(server: &str, args: &[&str], input: &str) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_monovirt"))
-        .args(args)
-        .args(["--server", server])
-        .env_remove("MONOVIRT_SERVER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn monovirt");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("stdin");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.code().expect("exited"),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut all = args.to_vec();
+    all.extend(["--server", server]);
+    let run = common::cli::run_with(&all, &[], input);
+    (run.code, run.stdout, run.stderr)
 }
 
 /// Polls `monovirt get vmi NAME -o json` until `ok` holds (a hang guard, not a timing).
