@@ -9,29 +9,21 @@
 //! fixed time or a fixed count. `MONOVIRT_BENCH_SECS` sets the create phase length
 //! (default 3 s); without an `etcd` binary on PATH only monovirt's column is printed.
 
+#[path = "../tests/common/kinds.rs"]
+mod kinds;
+
 use anyhow::{bail, Context, Result};
-use api::resource::ResourceDef;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use kinds::VM;
 use monovirt::store::{ListOptions, Objects, StoreConfig, WatchEventType, WriteOptions};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A VirtualMachine-shaped resource with no-op hooks, so the benchmark measures the store.
-const VM: ResourceDef = ResourceDef {
-    group: "kubevirt.io",
-    kind: "VirtualMachine",
-    list_kind: "VirtualMachineList",
-    plural: "virtualmachines",
-    singular: "virtualmachine",
-    has_status: true,
-    ..ResourceDef::OPAQUE
-};
 
 /// A realistic ~1 KiB VirtualMachine manifest.
 fn manifest(name: &str) -> Value {

@@ -7,7 +7,10 @@
 //! printing one line per acknowledged write. Bounded: a fixed number of rounds, each
 //! killed after at most a second.
 
-use api::resource::ResourceDef;
+mod common;
+
+use common::kinds::VM;
+use common::random::random_below;
 use monovirt::store::{ListOptions, Objects, Patch, WatchEventType, WriteOptions};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -15,30 +18,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const VM: ResourceDef = ResourceDef {
-    group: "kubevirt.io",
-    kind: "VirtualMachine",
-    list_kind: "VirtualMachineList",
-    plural: "virtualmachines",
-    singular: "virtualmachine",
-    has_status: true,
-    ..ResourceDef::OPAQUE
-};
-
 const CHILD_ENV: &str = "MONOVIRT_CRASH_CHILD";
 const TASKS: usize = 16;
 const ROUNDS: usize = 6;
-
-/// A pseudo-random number from the clock and a fresh uuid (no rand dependency needed).
-fn random_below(n: u64) -> u64 {
-    let nanos = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .subsec_nanos(),
-    );
-    (nanos ^ uuid::Uuid::new_v4().as_u64_pair().0) % n
-}
 
 fn vm(name: &str) -> Value {
     json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",

@@ -6,7 +6,10 @@
 //! `serve` prints `listening on http://ADDR` on stdout once bound. Bounded: a fixed number
 //! of rounds, each killed within a second and a half of starting the load.
 
+mod common;
+
 use bytes::Bytes;
+use common::random::random_below;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
@@ -20,16 +23,6 @@ use std::time::{Duration, Instant};
 const CLIENTS: usize = 16;
 const ROUNDS: usize = 4;
 const VMS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachines";
-
-fn random_below(n: u64) -> u64 {
-    let nanos = u64::from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .subsec_nanos(),
-    );
-    (nanos ^ uuid::Uuid::new_v4().as_u64_pair().0) % n
-}
 
 fn vm(name: &str) -> Value {
     json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",

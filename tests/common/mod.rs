@@ -7,4 +7,6 @@ pub mod cli;
 pub mod console;
 pub mod guest;
 pub mod guest_vm;
+pub mod kinds;
 pub mod netns;
+pub mod random;
