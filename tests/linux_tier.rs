@@ -19,17 +19,16 @@
 //! `MONOVIRT_REQUIRE_KVM=1` they fail instead.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 
 mod l1_support;
 use l1_support::{
-    check_l1, copy_into, fail_if_any, find, hang_report, pack_l1_initrd, run_qemu, scenario_run,
-    work_dir, Marker, QemuRun,
+    check_l1, copy_into, fail_if_any, fetch_guest_artifacts, find, hang_report, pack_l1_initrd,
+    prepare_or_skip, repo, run_qemu, scenario_run, work_dir, Marker, QemuRun,
 };
 
 /// The tier's name in logs and its work folder under target/tmp.
@@ -64,14 +63,6 @@ const L2_INITRD: &str = "/l2/initrd.cpio.gz";
 const L1_CPUS: u32 = 2;
 const L1_MEMORY_MIB: u64 = 2048;
 
-fn require_kvm() -> bool {
-    std::env::var("MONOVIRT_REQUIRE_KVM").is_ok_and(|v| v == "1")
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The prepared artifacts of the tier.
 struct Tier {
     bzimage: PathBuf,
@@ -83,28 +74,7 @@ struct Tier {
 impl Tier {
     /// Checks QEMU is there and runs the (cached, idempotent) fetch script.
     fn prepare() -> Result<Self> {
-        let qemu = Command::new("qemu-system-x86_64")
-            .arg("--version")
-            .output()
-            .context("qemu-system-x86_64 not found (package qemu-system-x86)")?;
-        ensure!(qemu.status.success(), "qemu-system-x86_64 --version failed");
-
-        let dir = match std::env::var_os("MONOVIRT_GUEST_ARTIFACTS") {
-            Some(dir) => PathBuf::from(dir),
-            None => repo().join("target/guest-artifacts"),
-        };
-        let fetch = Command::new("bash")
-            .arg(repo().join("scripts/fetch-guest-artifacts.sh"))
-            .env("MONOVIRT_GUEST_ARTIFACTS", &dir)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run scripts/fetch-guest-artifacts.sh")?;
-        ensure!(
-            fetch.status.success(),
-            "scripts/fetch-guest-artifacts.sh failed ({}):\n{}",
-            fetch.status,
-            String::from_utf8_lossy(&fetch.stderr)
-        );
+        let dir = fetch_guest_artifacts("qemu-system-x86_64", "qemu-system-x86", &[])?;
         let tier = Tier {
             bzimage: dir.join("vmlinuz"),
             vmlinux: dir.join("vmlinux"),
@@ -124,25 +94,7 @@ impl Tier {
     /// The tier, or `None` after printing why it cannot run (a panic under
     /// `MONOVIRT_REQUIRE_KVM=1`).
     fn or_skip(test: &str) -> Option<Self> {
-        match Self::prepare() {
-            Ok(tier) => Some(tier),
-            Err(err) if require_kvm() => {
-                panic!(
-                    "{test}: the real-Linux tier cannot run with MONOVIRT_REQUIRE_KVM=1: {err:#}"
-                )
-            }
-            Err(err) => {
-                // Written to the process's stderr, past the test harness's capture, so that
-                // a skip shows in a plain `cargo test` run.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: the real-Linux tier cannot run here: {err:#}\n\
-                     (install its needs with scripts/setup.sh; MONOVIRT_REQUIRE_KVM=1 turns \
-                     this skip into a failure)"
-                );
-                None
-            }
-        }
+        prepare_or_skip(test, "the real-Linux tier", Self::prepare)
     }
 }
 

@@ -26,7 +26,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,8 +34,8 @@ use anyhow::{bail, ensure, Context, Result};
 
 mod l1_support;
 use l1_support::{
-    check_l1, copy_into, fail_if_any, find, hang_report, pack_l1_initrd, run_qemu, scenario_run,
-    work_dir, Marker, QemuRun, ScenarioRun,
+    check_l1, copy_into, fail_if_any, fetch_guest_artifacts, find, hang_report, pack_l1_initrd,
+    prepare_or_skip, repo, run_qemu, scenario_run, work_dir, Marker, QemuRun, ScenarioRun,
 };
 
 /// The tier's name in logs and its work folder under target/tmp.
@@ -66,14 +65,6 @@ const L2_INITRD: &str = "/l2/initrd.cpio.gz";
 /// The PCI host bridge `devices::pci` puts in slot 0 (vendor:device), as the guest reads
 /// it through RTAS `ibm,read-pci-config`.
 const HOST_BRIDGE_ID: &str = "8086:0d57";
-
-fn require_kvm() -> bool {
-    std::env::var("MONOVIRT_REQUIRE_KVM").is_ok_and(|v| v == "1")
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The workspace's target folder (the parent of `CARGO_TARGET_TMPDIR`).
 fn target_dir() -> PathBuf {
@@ -139,29 +130,7 @@ struct Tier {
 
 impl Tier {
     fn prepare() -> Result<Self> {
-        let qemu = Command::new("qemu-system-ppc64")
-            .arg("--version")
-            .output()
-            .context("qemu-system-ppc64 not found (package qemu-system-ppc)")?;
-        ensure!(qemu.status.success(), "qemu-system-ppc64 --version failed");
-
-        let dir = match std::env::var_os("MONOVIRT_GUEST_ARTIFACTS") {
-            Some(dir) => PathBuf::from(dir),
-            None => repo().join("target/guest-artifacts"),
-        };
-        let fetch = Command::new("bash")
-            .arg(repo().join("scripts/fetch-guest-artifacts.sh"))
-            .arg("ppc64el")
-            .env("MONOVIRT_GUEST_ARTIFACTS", &dir)
-            .stdin(Stdio::null())
-            .output()
-            .context("cannot run scripts/fetch-guest-artifacts.sh")?;
-        ensure!(
-            fetch.status.success(),
-            "scripts/fetch-guest-artifacts.sh ppc64el failed ({}):\n{}",
-            fetch.status,
-            String::from_utf8_lossy(&fetch.stderr)
-        );
+        let dir = fetch_guest_artifacts("qemu-system-ppc64", "qemu-system-ppc", &["ppc64el"])?;
         let dir = dir.join("ppc64el");
 
         // monovirt for ppc64le (a debug build: what scripts/test.sh cross-builds anyway),
@@ -214,21 +183,7 @@ impl Tier {
     /// The tier, or `None` after printing why it cannot run (a panic under
     /// `MONOVIRT_REQUIRE_KVM=1`).
     fn or_skip(test: &str) -> Option<Self> {
-        match Self::prepare() {
-            Ok(tier) => Some(tier),
-            Err(err) if require_kvm() => panic!(
-                "{test}: the nested ppc64le KVM tier cannot run with MONOVIRT_REQUIRE_KVM=1: {err:#}"
-            ),
-            Err(err) => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "SKIPPED {test}: the nested ppc64le KVM tier cannot run here: {err:#}\n\
-                     (install its needs with scripts/setup.sh; MONOVIRT_REQUIRE_KVM=1 turns \
-                     this skip into a failure)"
-                );
-                None
-            }
-        }
+        prepare_or_skip(test, "the nested ppc64le KVM tier", Self::prepare)
     }
 }
 

@@ -20,6 +20,74 @@ use anyhow::{Context, Result};
 /// Lines of the serial log quoted in a failure message.
 pub const LOG_TAIL_LINES: usize = 80;
 
+/// The repository's root folder.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Checks that `qemu` runs (naming the Debian `package` if not), then runs the cached,
+/// idempotent `scripts/fetch-guest-artifacts.sh` with `args`, and returns the artifacts
+/// folder it filled (MONOVIRT_GUEST_ARTIFACTS, by default target/guest-artifacts).
+pub fn fetch_guest_artifacts(qemu: &str, package: &str, args: &[&str]) -> Result<PathBuf> {
+    let version = Command::new(qemu)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("{qemu} not found (package {package})"))?;
+    anyhow::ensure!(version.status.success(), "{qemu} --version failed");
+
+    let dir = match std::env::var_os("MONOVIRT_GUEST_ARTIFACTS") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo().join("target/guest-artifacts"),
+    };
+    let fetch = Command::new("bash")
+        .arg(repo().join("scripts/fetch-guest-artifacts.sh"))
+        .args(args)
+        .env("MONOVIRT_GUEST_ARTIFACTS", &dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run scripts/fetch-guest-artifacts.sh")?;
+    anyhow::ensure!(
+        fetch.status.success(),
+        "scripts/fetch-guest-artifacts.sh{} failed ({}):\n{}",
+        args.iter().map(|a| format!(" {a}")).collect::<String>(),
+        fetch.status,
+        String::from_utf8_lossy(&fetch.stderr)
+    );
+    Ok(dir)
+}
+
+/// Whether the CI setting `MONOVIRT_REQUIRE_KVM=1` forbids skipping a tier.
+pub fn require_kvm() -> bool {
+    std::env::var("MONOVIRT_REQUIRE_KVM").is_ok_and(|v| v == "1")
+}
+
+/// What `prepare` made ready for `tier` (as "the real-Linux tier"), or `None` after
+/// printing why it cannot run here (a panic under `MONOVIRT_REQUIRE_KVM=1`).
+pub fn prepare_or_skip<T>(
+    test: &str,
+    tier: &str,
+    prepare: impl FnOnce() -> Result<T>,
+) -> Option<T> {
+    match prepare() {
+        Ok(ready) => Some(ready),
+        Err(err) if require_kvm() => {
+            panic!("{test}: {tier} cannot run with MONOVIRT_REQUIRE_KVM=1: {err:#}")
+        }
+        Err(err) => {
+            // Written to the process's stderr, past the test harness's capture, so that
+            // a skip shows in a plain `cargo test` run.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: {tier} cannot run here: {err:#}\n\
+                 (install its needs with scripts/setup.sh; MONOVIRT_REQUIRE_KVM=1 turns \
+                 this skip into a failure)"
+            );
+            None
+        }
+    }
+}
+
 /// A work folder of one test of `tier` under target/tmp, emptied first.
 pub fn work_dir(tier: &str, test: &str) -> Result<PathBuf> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(tier).join(test);
