@@ -482,50 +482,9 @@ mod tests {
         use std::io::Write;
         use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-        /// A minimal ELF64 with one PT_LOAD at 1 MiB and, optionally, a PVH note.
+        /// A minimal ELF64 with one PT_LOAD (`hlt`) at 1 MiB and, optionally, a PVH note.
         fn elf(pvh: bool) -> Vec<u8> {
-            let code: &[u8] = &[0xf4]; // hlt
-            let mut note = Vec::new();
-            if pvh {
-                note.extend_from_slice(&4u32.to_le_bytes()); // namesz "Xen\0"
-                note.extend_from_slice(&4u32.to_le_bytes()); // descsz
-                note.extend_from_slice(&18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
-                note.extend_from_slice(b"Xen\0");
-                note.extend_from_slice(&0x10_0000u32.to_le_bytes());
-            }
-            let phnum: u16 = if pvh { 2 } else { 1 };
-            let data_off = 64 + 56 * u64::from(phnum);
-            let mut out = Vec::new();
-            out.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-            out.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-            out.extend_from_slice(&0x3eu16.to_le_bytes());
-            out.extend_from_slice(&1u32.to_le_bytes());
-            out.extend_from_slice(&0x10_0000u64.to_le_bytes()); // e_entry
-            out.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-            out.extend_from_slice(&0u64.to_le_bytes());
-            out.extend_from_slice(&0u32.to_le_bytes());
-            out.extend_from_slice(&64u16.to_le_bytes());
-            out.extend_from_slice(&56u16.to_le_bytes());
-            out.extend_from_slice(&phnum.to_le_bytes());
-            out.extend_from_slice(&[0u8; 6]);
-            let ph = |out: &mut Vec<u8>, ty: u32, off: u64, addr: u64, len: u64| {
-                out.extend_from_slice(&ty.to_le_bytes());
-                out.extend_from_slice(&7u32.to_le_bytes());
-                out.extend_from_slice(&off.to_le_bytes());
-                out.extend_from_slice(&addr.to_le_bytes());
-                out.extend_from_slice(&addr.to_le_bytes());
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(&len.to_le_bytes());
-                out.extend_from_slice(&4u64.to_le_bytes());
-            };
-            ph(&mut out, 1, data_off, 0x10_0000, code.len() as u64);
-            if pvh {
-                ph(&mut out, 4, data_off + 4, 0, note.len() as u64);
-            }
-            out.extend_from_slice(code);
-            out.extend_from_slice(&[0u8; 3]);
-            out.extend_from_slice(&note);
-            out
+            crate::x86_64::tiny_elf::elf(&[0xf4], pvh)
         }
 
         fn kernel_file(bytes: &[u8]) -> std::fs::File {

@@ -14,3 +14,5 @@ pub mod interrupts;
 pub mod layout;
 pub mod paging;
 pub mod regs;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod tiny_elf;
