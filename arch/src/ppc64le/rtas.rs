@@ -342,12 +342,8 @@ mod tests {
     #[test]
     fn get_time_of_day_writes_big_endian_returns() {
         let m = mem();
-        // token 0x2001, nargs 0, nret 8, written as a guest would: big-endian bytes.
-        m.write_slice(
-            &[0, 0, 0x20, 0x01, 0, 0, 0, 0, 0, 0, 0, 8],
-            GuestAddress(0x100),
-        )
-        .unwrap();
+        // token 0x2001, nargs 0, nret 8.
+        call(&m, 0x100, &[0x2001, 0, 8]);
         let mut p = Platform::default();
         assert_eq!(dispatch(&m, 0x100, BUID, &mut p).unwrap(), RTAS_OUT_SUCCESS);
         let mut rets = [0u8; 32];
@@ -366,26 +362,17 @@ mod tests {
     fn power_off_and_display_character() {
         let m = mem();
         // power-off: token 0x2002, nargs 2, nret 1, args 0xffffffff 0xffffffff.
-        m.write_slice(
-            &[
-                0, 0, 0x20, 0x02, 0, 0, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                0xff, 0xaa, 0xaa, 0xaa, 0xaa,
-            ],
-            GuestAddress(0x200),
-        )
-        .unwrap();
+        call(
+            &m,
+            0x200,
+            &[0x2002, 2, 1, 0xffff_ffff, 0xffff_ffff, 0xaaaa_aaaa],
+        );
         let mut p = Platform::default();
         assert_eq!(dispatch(&m, 0x200, BUID, &mut p).unwrap(), 0);
         assert!(p.off);
-        let mut status = [0u8; 4];
-        m.read_slice(&mut status, GuestAddress(0x214)).unwrap();
-        assert_eq!(status, [0, 0, 0, 0]);
+        assert_eq!(word(&m, 0x214), 0, "status");
         // display-character 'A'.
-        m.write_slice(
-            &[0, 0, 0x20, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0x41],
-            GuestAddress(0x300),
-        )
-        .unwrap();
+        call(&m, 0x300, &[0x2000, 1, 1, 0x41]);
         dispatch(&m, 0x300, BUID, &mut p).unwrap();
         assert_eq!(p.chars, b"A");
     }
@@ -393,25 +380,15 @@ mod tests {
     #[test]
     fn unknown_token_and_wrong_arity_are_parameter_errors() {
         let m = mem();
-        m.write_slice(
-            &[0, 0, 0x30, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            GuestAddress(0x400),
-        )
-        .unwrap();
+        call(&m, 0x400, &[0x3000, 0, 1]);
         let mut p = Platform::default();
         assert_eq!(
             dispatch(&m, 0x400, BUID, &mut p).unwrap(),
             RTAS_OUT_PARAM_ERROR
         );
-        let mut status = [0u8; 4];
-        m.read_slice(&mut status, GuestAddress(0x40c)).unwrap();
-        assert_eq!(status, [0xff, 0xff, 0xff, 0xfd], "-3 as be32");
+        assert_eq!(word(&m, 0x40c), 0xffff_fffd, "-3 as be32");
         // system-reboot with one argument is malformed and does not reboot.
-        m.write_slice(
-            &[0, 0, 0x20, 3, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
-            GuestAddress(0x500),
-        )
-        .unwrap();
+        call(&m, 0x500, &[0x2003, 1, 1, 0]);
         assert_eq!(
             dispatch(&m, 0x500, BUID, &mut p).unwrap(),
             RTAS_OUT_PARAM_ERROR
