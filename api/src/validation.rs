@@ -73,6 +73,16 @@ pub fn unless_one_of(
         .map(|v| not_supported(field, &Value::from(v), supported))
 }
 
+/// One [`invalid`] cause per DNS-1123 label rule `value` breaks: the check of a name
+/// (a volume, a network, a namespace, a hostname).
+pub fn invalid_label(field: impl Into<String>, value: &str) -> Vec<Cause> {
+    let field = field.into();
+    dns1123_label(value)
+        .iter()
+        .map(|e| invalid(field.clone(), &Value::from(value), e))
+        .collect()
+}
+
 /// [`invalid`] when `value` is set and fails `ok`: the check of a string field with a
 /// format (a path, a serial, a PCI address, a CIDR).
 pub fn invalid_unless(
@@ -240,9 +250,7 @@ pub fn validate_metadata(def: &ResourceDef, obj: &Value) -> Vec<Cause> {
     // BeforeCreate does, rather than refused.
     if let Some(ns) = meta.get("namespace").and_then(Value::as_str) {
         if def.namespaced && !ns.is_empty() {
-            for e in dns1123_label(ns) {
-                causes.push(invalid("metadata.namespace", &Value::from(ns), &e));
-            }
+            causes.extend(invalid_label("metadata.namespace", ns));
         }
     }
     if let Some(labels) = meta.get("labels").and_then(Value::as_object) {

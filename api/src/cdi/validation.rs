@@ -5,7 +5,7 @@ use super::datavolume::{DataVolume, DataVolumeSpec};
 use crate::quantity;
 use crate::status::Cause;
 use crate::validation::{
-    dns1123_label, dns1123_subdomain, forbidden, invalid, not_supported, required, unless_one_of,
+    dns1123_subdomain, forbidden, invalid, invalid_label, not_supported, required, unless_one_of,
 };
 use serde_json::Value;
 
@@ -141,13 +141,7 @@ pub fn validate_dv_spec(spec: &DataVolumeSpec, base: &str, causes: &mut Vec<Caus
             if pvc.namespace.is_empty() {
                 causes.push(Cause::required(format!("{p}.pvc.namespace")));
             } else {
-                for e in dns1123_label(&pvc.namespace) {
-                    causes.push(invalid(
-                        format!("{p}.pvc.namespace"),
-                        &Value::from(pvc.namespace.as_str()),
-                        &e,
-                    ));
-                }
+                causes.extend(invalid_label(format!("{p}.pvc.namespace"), &pvc.namespace));
             }
         }
     }

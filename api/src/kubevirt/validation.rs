@@ -11,8 +11,8 @@ use super::volume::{CloudInitSource, Volume};
 use crate::quantity;
 use crate::status::Cause;
 use crate::validation::{
-    dns1123_label, dns1123_subdomain, duplicate, forbidden, invalid, invalid_unless, not_supported,
-    parse_mac, required, unless_one_of,
+    dns1123_label, dns1123_subdomain, duplicate, forbidden, invalid, invalid_label, invalid_unless,
+    not_supported, parse_mac, required, unless_one_of,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -246,14 +246,10 @@ pub fn validate_vmi_spec(
         }
     }
     if let Some(h) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
-        for e in dns1123_label(h) {
-            causes.push(invalid(path(base, "hostname"), &Value::from(h), &e));
-        }
+        causes.extend(invalid_label(path(base, "hostname"), h));
     }
     if let Some(s) = spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
-        for e in dns1123_label(s) {
-            causes.push(invalid(path(base, "subdomain"), &Value::from(s), &e));
-        }
+        causes.extend(invalid_label(path(base, "subdomain"), s));
     }
     if let Some(s) = spec.start_strategy.as_deref() {
         if s != "Paused" {
@@ -565,13 +561,7 @@ fn validate_volumes(volumes: &[Volume], base: &str, causes: &mut Vec<Cause>) -> 
         if v.name.is_empty() {
             causes.push(Cause::required(format!("{p}.name")));
         } else {
-            for e in dns1123_label(&v.name) {
-                causes.push(invalid(
-                    format!("{p}.name"),
-                    &Value::from(v.name.as_str()),
-                    &e,
-                ));
-            }
+            causes.extend(invalid_label(format!("{p}.name"), &v.name));
             if !names.insert(v.name.clone()) {
                 causes.push(duplicate(format!("{p}.name"), &v.name));
             }
@@ -805,13 +795,7 @@ fn validate_networks(
         if n.name.is_empty() {
             causes.push(Cause::required(format!("{p}.name")));
         } else {
-            for e in dns1123_label(&n.name) {
-                causes.push(invalid(
-                    format!("{p}.name"),
-                    &Value::from(n.name.as_str()),
-                    &e,
-                ));
-            }
+            causes.extend(invalid_label(format!("{p}.name"), &n.name));
             if networks
                 .insert(n.name.as_str(), (i, n.pod.is_some()))
                 .is_some()
