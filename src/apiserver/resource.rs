@@ -11,7 +11,7 @@ use super::path::ResourcePath;
 use super::query::Params;
 use super::table::{self, TableOptions};
 use super::{watch, AppState};
-use crate::store::{ListOptions, Patch, Subresource, Written};
+use crate::store::{DeleteOptions, ListOptions, Patch, Subresource, Written};
 use api::resource::ResourceDef;
 use api::status::{ApiError, Cause};
 use axum::body::Body;
@@ -188,13 +188,7 @@ async fn serve(
         }
         "delete" => {
             let name = rp.name.as_deref().unwrap_or_default();
-            let body = negotiation::read_body(body).await?;
-            let options_body = if body.iter().all(u8::is_ascii_whitespace) {
-                None
-            } else {
-                Some(negotiation::decode(&body, false)?)
-            };
-            let opts = params.delete_options(options_body.as_ref())?;
+            let opts = delete_options(params, body).await?;
             let d = objects.delete(def, ns, name, &opts).await?;
             let code = if d.removed {
                 StatusCode::OK
@@ -204,13 +198,7 @@ async fn serve(
             Ok(json_response(code, &with_type(def, d.object), &[]))
         }
         "deletecollection" => {
-            let body = negotiation::read_body(body).await?;
-            let options_body = if body.iter().all(u8::is_ascii_whitespace) {
-                None
-            } else {
-                Some(negotiation::decode(&body, false)?)
-            };
-            let opts = params.delete_options(options_body.as_ref())?;
+            let opts = delete_options(params, body).await?;
             let list_opts = ListOptions {
                 limit: None,
                 continue_token: None,
@@ -279,6 +267,18 @@ fn written(def: &ResourceDef, w: Written, plain: StatusCode) -> Response {
         plain
     };
     json_response(code, &with_type(def, w.object), &w.warnings)
+}
+
+/// The options of a delete or deletecollection: a DeleteOptions body if the request has
+/// one (a blank body is none), with the query parameters.
+async fn delete_options(params: &Params, body: Body) -> Result<DeleteOptions, HttpError> {
+    let body = negotiation::read_body(body).await?;
+    let options_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(negotiation::decode(&body, false)?)
+    };
+    Ok(params.delete_options(options_body.as_ref())?)
 }
 
 /// Reads a create/update body: JSON or YAML, at most 3 MiB, a JSON object.
